@@ -1,0 +1,239 @@
+"""The real-Asterisk rig: a Debian sid chroot with Asterisk 22, driven as root with ``asterisk -rx``.
+
+Layout on the host (all under the git-ignored ``.rig/``):
+
+* ``.rig/chroot``: the chroot (built by ``build-chroot.sh``; reused).
+* ``.rig/shared``: bind-mounted into the chroot *at the same absolute path*, so a path written by
+  Asterisk (recordings) or by a FastAGI server on the host (answers, database) means the same file
+  on both sides. It holds Asterisk's spool dir, the SQLite database, the log and test audio.
+
+Process AGI runs our package from a venv inside the chroot (``/opt/voiceassist/venv``), installed
+editable from the repository, which is bind-mounted at ``/opt/voiceassist/src``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .ami import AMIClient
+
+REPO = Path(__file__).resolve().parents[2]
+RIG = Path(os.environ.get("VOICEASSIST_RIG_DIR", REPO / ".rig"))
+CHROOT = RIG / "chroot"
+SHARED = RIG / "shared"
+SRC_IN_CHROOT = "/opt/voiceassist/src"
+VENV_IN_CHROOT = "/opt/voiceassist/venv"
+MODULES_DIR = "/usr/lib/x86_64-linux-gnu/asterisk/modules"
+SOUNDS_IN_CHROOT = "/usr/share/asterisk/sounds"
+
+MODULES = """
+[modules]
+autoload = no
+load => res_timing_timerfd.so
+load => pbx_config.so
+load => res_agi.so
+load => app_mixmonitor.so
+load => app_waitforsilence.so
+load => app_playback.so
+load => app_record.so
+load => app_stack.so
+load => app_exec.so
+load => app_verbose.so
+load => app_userevent.so
+load => app_system.so
+load => func_base64.so
+load => func_callerid.so
+load => func_channel.so
+load => func_cut.so
+load => func_dialplan.so
+load => func_global.so
+load => func_logic.so
+load => func_strings.so
+load => format_wav.so
+load => format_pcm.so
+load => format_sln.so
+load => codec_ulaw.so
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def log(message: str) -> None:
+    print(f"[rig] {message}", file=sys.stderr, flush=True)
+
+
+class AsteriskRig:
+    """Build, configure, start and stop the chroot's Asterisk; place calls into it."""
+
+    def __init__(self) -> None:
+        self.chroot = CHROOT
+        self.shared = SHARED
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ami: AMIClient | None = None
+        self.ami_port = free_port()
+        self._mounts: list[Path] = []
+
+    # -- paths ----------------------------------------------------------------------------------
+    def host_path(self, chroot_path: str) -> Path:
+        return self.chroot / chroot_path.lstrip("/")
+
+    # -- build ----------------------------------------------------------------------------------
+    def build(self) -> None:
+        subprocess.run(["bash", str(REPO / "tests/rig/build-chroot.sh"), str(self.chroot)], check=True)
+
+    def _mount(self, *args: str, target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        if subprocess.run(["mountpoint", "-q", str(target)]).returncode != 0:
+            subprocess.run(["mount", *args, str(target)], check=True)
+        self._mounts.append(target)
+
+    def mount(self) -> None:
+        self.shared.mkdir(parents=True, exist_ok=True)
+        self._mount("-t", "proc", "proc", target=self.chroot / "proc")
+        self._mount("--bind", str(self.shared), target=self.host_path(str(self.shared)))
+        self._mount("--bind", str(REPO), target=self.host_path(SRC_IN_CHROOT))
+
+    def unmount(self) -> None:
+        for target in reversed(self._mounts):
+            subprocess.run(["umount", "-l", str(target)], check=False)
+        self._mounts.clear()
+
+    def install_package(self) -> None:
+        """Make the chroot's venv run this checkout (editable); reinstall deps when setup.cfg changes."""
+        key = hashlib.sha256((REPO / "setup.cfg").read_bytes()).hexdigest()[:12]
+        stamp = self.host_path(f"{VENV_IN_CHROOT}/.voiceassist-{key}")
+        if stamp.exists():
+            return
+        log("installing voiceassist[google,openai] into the chroot's venv (first run: about a minute)")
+        ca = Path(os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"))
+        env_args = []
+        if ca.exists():
+            shutil.copy(ca, self.host_path("/etc/ssl/certs/rig-host-ca.crt"))
+            env_args = ["PIP_CERT=/etc/ssl/certs/rig-host-ca.crt"]
+        shutil.copy("/etc/resolv.conf", self.host_path("/etc/resolv.conf"))
+        run = ["chroot", str(self.chroot), "env", "PIP_DISABLE_PIP_VERSION_CHECK=1", *env_args]
+        if not self.host_path(f"{VENV_IN_CHROOT}/bin/python").exists():
+            subprocess.run([*run, "python3", "-m", "venv", VENV_IN_CHROOT], check=True)
+        subprocess.run([*run, f"{VENV_IN_CHROOT}/bin/pip", "install", "-q", "-e", f"{SRC_IN_CHROOT}[google,openai]"],
+                       check=True)
+        stamp.touch()
+
+    # -- configure --------------------------------------------------------------------------------
+    def configure(self, voiceassist_conf: str, rig_dialplan: str) -> None:
+        etc = self.host_path("/etc/asterisk")
+        spool = self.shared / "spool"
+        spool.mkdir(parents=True, exist_ok=True)
+        (etc / "asterisk.conf").write_text(f"""[directories]
+astcachedir => /var/cache/asterisk
+astetcdir => /etc/asterisk
+astmoddir => {MODULES_DIR}
+astvarlibdir => /var/lib/asterisk
+astdbdir => /var/lib/asterisk
+astkeydir => /var/lib/asterisk
+astdatadir => /usr/share/asterisk
+astagidir => /usr/share/asterisk/agi-bin
+astspooldir => {spool}
+astrundir => /var/run/asterisk
+astlogdir => /var/log/asterisk
+astsbindir => /usr/sbin
+
+[options]
+verbose = 3
+transmit_silence = no
+""")
+        (etc / "modules.conf").write_text(MODULES)
+        (etc / "logger.conf").write_text("[general]\n[logfiles]\nfull => notice,warning,error,verbose(3)\n"
+                                         "console => notice,warning,error\n")
+        (etc / "manager.conf").write_text(f"""[general]
+enabled = yes
+bindaddr = 127.0.0.1
+port = {self.ami_port}
+
+[rig]
+secret = rig
+read = all
+write = all
+""")
+        (etc / "extensions.conf").write_text("""[general]
+static = yes
+writeprotect = no
+
+[globals]
+
+#include extensions_custom.conf
+#include extensions_rig.conf
+""")
+        shutil.copy(REPO / "extensions_custom.conf", etc / "extensions_custom.conf")
+        (etc / "extensions_rig.conf").write_text(rig_dialplan)
+        (etc / "voiceassist.conf").write_text(voiceassist_conf)
+        # Our prompts, where `voiceassist install` puts them on a real system.
+        sounds = self.host_path(f"{SOUNDS_IN_CHROOT}/custom/voiceassist")
+        sounds.mkdir(parents=True, exist_ok=True)
+        for prompt in (REPO / "sounds").glob("*.ulaw"):
+            shutil.copy(prompt, sounds / prompt.name)
+        agi_bin = self.host_path("/usr/share/asterisk/agi-bin")
+        agi_bin.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "agi-bin/voiceassist", agi_bin / "voiceassist")
+        (agi_bin / "voiceassist").chmod(0o755)
+
+    def write_voiceassist_conf(self, text: str) -> None:
+        self.host_path("/etc/asterisk/voiceassist.conf").write_text(text)
+
+    # -- run --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        for stale in ("/var/run/asterisk/asterisk.ctl", "/var/run/asterisk/asterisk.pid"):
+            self.host_path(stale).unlink(missing_ok=True)
+        self.host_path("/var/run/asterisk").mkdir(parents=True, exist_ok=True)
+        console = open(self.shared / "asterisk-console.log", "ab")
+        # Plain `asterisk -f` as root: -U root would drop root's capabilities (file overrides).
+        self.process = subprocess.Popen(["chroot", str(self.chroot), "asterisk", "-f"],
+                                        stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"asterisk exited with {self.process.returncode}; see {self.shared}/asterisk-console.log")
+            result = subprocess.run(["chroot", str(self.chroot), "asterisk", "-rx", "core waitfullybooted"],
+                                    capture_output=True, text=True)
+            if result.returncode == 0 and "fully booted" in result.stdout.lower():
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("asterisk did not boot within 60 s")
+        self.ami = AMIClient("127.0.0.1", self.ami_port, "rig", "rig")
+        log(self.cli("core show version").strip())
+
+    def stop(self) -> None:
+        if self.ami is not None:
+            self.ami.close()
+            self.ami = None
+        if self.process is not None and self.process.poll() is None:
+            subprocess.run(["chroot", str(self.chroot), "asterisk", "-rx", "core stop now"],
+                           capture_output=True, timeout=30)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def cli(self, command: str) -> str:
+        result = subprocess.run(["chroot", str(self.chroot), "asterisk", "-rx", command],
+                                capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            raise RuntimeError(f"asterisk -rx {command!r} failed: {result.stderr or result.stdout}")
+        return result.stdout
+
+    def full_log(self) -> str:
+        path = self.host_path("/var/log/asterisk/full")
+        return path.read_text(errors="replace") if path.exists() else ""

@@ -1,0 +1,310 @@
+"""The AGI session: pyst2's ``AGI`` adapted to Python 3, to sockets, to threads and to hostile text.
+
+pyst2 supplies the command vocabulary (``verbose``, ``set_variable``, ``get_variable``,
+``stream_file`` ...). We replace the parts of it that break in production:
+
+* ``__init__`` installs a SIGHUP handler (fails off the main thread) and writes debug text to
+  stderr; our constructor does neither. Process AGI calls :meth:`AGISession.install_sighup_handler`
+  from the main thread instead, because a script without a handler is killed by Asterisk's SIGHUP.
+* ``send_command`` writes ``str``; we write UTF-8 bytes to any binary stream (a pipe or a socket).
+* ``_quote`` neither escapes quotes and backslashes nor removes newlines, so text from callers or the
+  LLM could end a command early and start another. Ours makes every argument one safe token.
+* ``get_result`` crashes on the ``HANGUP`` line FastAGI sends, on EOF and on an empty ``result=``,
+  and does not know 100, 511 or multi-line 520. Ours handles all of them.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import signal
+import threading
+from collections.abc import Iterator
+from typing import IO, Any
+
+from asterisk import agi as _pyst2
+
+from .errors import (
+    AGIConnectionClosed,
+    AGIDeadChannel,
+    AGIHangup,
+    AGIInvalidCommand,
+    AGIProtocolError,
+    AGIUsageError,
+)
+
+# Asterisk reads a command with fgets() into 8192 bytes (2048 before 20.16/22.6); the rest of a longer
+# line would be parsed as a *second command*. We never send a line longer than the old limit.
+MAX_COMMAND_BYTES = 2047
+# Longest single text argument (VERBOSE message, variable value) before we cut it.
+MAX_ARGUMENT_BYTES = 1800
+# Longest line we accept from Asterisk; GET VARIABLE values are cut by Asterisk at 1023 bytes anyway.
+MAX_RESPONSE_LINE = 64 * 1024
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_RESPONSE = re.compile(r"^(?P<code>\d{3})(?P<sep>[ -])(?P<rest>.*)$")
+_RESULT = re.compile(
+    r"^result=(?P<result>-?\d*)"
+    r"(?: \((?P<data>.*)\))?"
+    r"(?: endpos=(?P<endpos>-?\d+))?"
+    r"(?: (?P<text>.*))?$"
+)
+
+
+def sanitize_text(value: object, max_bytes: int = MAX_ARGUMENT_BYTES) -> str:
+    """Return ``value`` as one line of printable text that fits in ``max_bytes`` of UTF-8.
+
+    Control characters (newlines included) become spaces; undecodable characters become U+FFFD.
+    """
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", "replace")
+    else:
+        text = str(value)
+    text = text.encode("utf-8", "replace").decode("utf-8", "replace")  # drops lone surrogates
+    text = _CONTROL_CHARS.sub(" ", text)
+    encoded = text.encode("utf-8")
+    if len(encoded) > max_bytes:
+        text = encoded[:max_bytes].decode("utf-8", "ignore")
+    return text
+
+
+def quote_argument(value: object, max_bytes: int = MAX_ARGUMENT_BYTES) -> str:
+    """Quote one AGI argument so Asterisk's tokenizer sees exactly one word with this text.
+
+    Asterisk's ``parse_args`` treats ``"`` as a quote toggle and ``\\`` as an escape; a newline ends
+    the command whatever the quoting, so control characters are replaced first.
+    """
+    text = sanitize_text(value, max_bytes)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class _Discard:
+    """A write-only sink for pyst2's unconditional debug output."""
+
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
+
+
+class AGIResponse(dict):  # type: ignore[type-arg]
+    """A parsed ``200`` line in pyst2's shape (``{'result': (value, data)}``) plus ``endpos``/``text``."""
+
+    @property
+    def result(self) -> str:
+        return str(self["result"][0])
+
+    @property
+    def data(self) -> str:
+        return str(self["result"][1])
+
+
+class AGISession(_pyst2.AGI):  # type: ignore[misc]
+    """One AGI conversation over binary streams: stdin/stdout (process AGI) or a socket (FastAGI).
+
+    Args:
+        reader: binary stream Asterisk writes to (``sys.stdin.buffer`` or ``socket.makefile('rb')``).
+        writer: binary stream Asterisk reads from (``sys.stdout.buffer`` or the socket).
+        read_environment: read the ``agi_*`` block now (default True).
+    """
+
+    def __init__(self, reader: IO[bytes], writer: IO[bytes], *, read_environment: bool = True) -> None:
+        # Deliberately not calling pyst2's __init__ (signal.signal + stderr noise); these are the
+        # attributes its methods use.
+        self.stdin = reader
+        self.stdout = writer
+        self.stderr = _Discard()
+        self._got_sighup = False
+        self._hangup_line_seen = False
+        self._dead_channel = False
+        self._closed = False
+        self.env: dict[str, str] = {}
+        if read_environment:
+            self._get_agi_env()
+
+    # -- hangup state -------------------------------------------------------------------------
+    def install_sighup_handler(self) -> bool:
+        """Catch Asterisk's SIGHUP (process AGI) instead of dying. Only possible on the main thread."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        signal.signal(signal.SIGHUP, self._handle_sighup)
+        return True
+
+    @property
+    def hung_up(self) -> bool:
+        """True once Asterisk told us the caller is gone (SIGHUP, HANGUP line, 511 or EOF)."""
+        return self._got_sighup or self._hangup_line_seen or self._dead_channel or self._closed
+
+    def poll_hangup(self) -> bool:
+        """Without blocking, consume a pending FastAGI ``HANGUP`` line; return :attr:`hung_up`."""
+        if self.hung_up:
+            return True
+        try:
+            fileno = self.stdin.fileno()
+            readable, _, _ = select.select([fileno], [], [], 0)
+        except (OSError, ValueError):
+            return self.hung_up
+        # select() cannot see bytes already in a Python buffer, so FastAGI reads its socket
+        # unbuffered (see fastagi.py); process AGI learns of hangups through SIGHUP instead.
+        if readable:
+            line = self._readline()
+            if line.strip() == "HANGUP":
+                self._hangup_line_seen = True
+            elif line:
+                raise AGIProtocolError(f"unexpected line from Asterisk while idle: {line[:200]!r}")
+        return self.hung_up
+
+    def raise_if_hung_up(self) -> None:
+        """Raise :class:`AGIHangup` when the caller is gone."""
+        if self.poll_hangup():
+            raise AGIHangup("the caller hung up")
+
+    # -- reading ------------------------------------------------------------------------------
+    def _readline(self) -> str:
+        try:
+            raw = self.stdin.readline(MAX_RESPONSE_LINE + 1)
+        except (ConnectionError, OSError) as exc:
+            self._closed = True
+            raise AGIConnectionClosed(f"AGI stream failed: {exc}") from None
+        if not raw:
+            self._closed = True
+            return ""
+        if len(raw) > MAX_RESPONSE_LINE and not raw.endswith(b"\n"):
+            raise AGIProtocolError(f"line from Asterisk longer than {MAX_RESPONSE_LINE} bytes")
+        return raw.rstrip(b"\n").decode("utf-8", "replace")
+
+    def _get_agi_env(self) -> None:
+        """Read the ``agi_*`` block up to its blank line.
+
+        A caller ID that contains a newline breaks Asterisk's framing of this block (values are
+        sent raw): an unparsable line is joined to the previous value, and a blank line before
+        ``agi_threadid`` (always sent by Asterisk, after the caller ID) does not end the block.
+        """
+        last_key = ""
+        while True:
+            line = self._readline()
+            if self._closed:
+                if not self.env:
+                    raise AGIConnectionClosed("Asterisk closed the connection before the AGI environment")
+                return
+            if line == "":
+                if "agi_request" in self.env and "agi_threadid" not in self.env and last_key:
+                    self.env[last_key] += "\n"
+                    continue
+                return
+            key, sep, value = line.partition(": ")
+            if sep and re.fullmatch(r"agi_\w+", key):
+                self.env[key] = value
+                last_key = key
+            elif line.endswith(":") and re.fullmatch(r"agi_\w+", line[:-1]):
+                self.env[line[:-1]] = ""
+                last_key = line[:-1]
+            elif last_key:
+                self.env[last_key] += "\n" + line
+            else:
+                raise AGIProtocolError(f"not an AGI environment line: {line[:80]!r}")
+
+    def get_result(self, stdin: Any = None) -> AGIResponse:
+        """Read Asterisk's answer to the command just sent (pyst2 hook, rewritten)."""
+        while True:
+            line = self._readline()
+            if self._closed:
+                raise AGIConnectionClosed("Asterisk closed the AGI connection")
+            if line == "HANGUP":
+                # FastAGI's notice; the real answer to our command follows (or already came).
+                self._hangup_line_seen = True
+                continue
+            match = _RESPONSE.match(line)
+            if not match:
+                raise AGIProtocolError(f"unparsable AGI response: {line[:200]!r}")
+            code, sep, rest = int(match["code"]), match["sep"], match["rest"]
+            if code == 100:  # "100 result=0 Trying..." (GOSUB): the final answer follows
+                continue
+            if code == 200:
+                return self._parse_200(rest, line)
+            if code == 510:
+                raise AGIInvalidCommand(rest)
+            if code == 511:
+                self._dead_channel = True
+                raise AGIDeadChannel(rest)
+            if code == 520:
+                if sep == " ":
+                    raise AGIUsageError(rest)
+                usage = []
+                while True:
+                    more = self._readline()
+                    if self._closed:
+                        raise AGIConnectionClosed("Asterisk closed the connection inside a 520 usage block")
+                    if more.startswith("520 "):
+                        break
+                    usage.append(more)
+                raise AGIUsageError("\n".join(usage))
+            raise AGIProtocolError(f"unknown AGI response code {code}: {line[:200]!r}")
+
+    def _parse_200(self, rest: str, line: str) -> AGIResponse:
+        match = _RESULT.match(rest)
+        if not match:
+            raise AGIProtocolError(f"unparsable 200 response: {line[:200]!r}")
+        response = AGIResponse(result=(match["result"], match["data"] or ""))
+        if match["endpos"] is not None:
+            response["endpos"] = (match["endpos"], "")
+        if match["text"]:
+            response["text"] = (match["text"], "")
+        if match["result"] == "-1":
+            if self._hangup_line_seen or self._got_sighup or match["data"] == "hangup":
+                raise AGIHangup("the caller hung up during the command")
+            error = _pyst2.AGIAppError(f"AGI command failed: {line[:200]}")
+            error.response = response
+            raise error
+        return response
+
+    # -- writing ------------------------------------------------------------------------------
+    def _quote(self, string: object) -> str:  # pyst2 hook used by all its wrappers
+        return quote_argument(string)
+
+    def send_command(self, command: str, *args: object) -> None:
+        """Send one command line. Arguments must already be quoted (pyst2's wrappers do it)."""
+        line = " ".join([command.strip(), *(str(a) for a in args)]).strip()
+        if "\n" in line or "\r" in line:
+            raise AGIProtocolError("refusing to send an AGI command containing a line break")
+        data = line.encode("utf-8", "replace") + b"\n"
+        if len(data) > MAX_COMMAND_BYTES:
+            raise AGIProtocolError(f"AGI command of {len(data)} bytes exceeds the {MAX_COMMAND_BYTES}-byte limit")
+        try:
+            self.stdout.write(data)
+            self.stdout.flush()
+        except (BrokenPipeError, ConnectionError, OSError) as exc:
+            self._closed = True
+            raise AGIConnectionClosed(f"cannot write to Asterisk: {exc}") from None
+
+    def execute(self, command: str, *args: object) -> AGIResponse:
+        """Send a command and return its parsed answer (no preemptive SIGHUP check: dead-OK
+        commands such as VERBOSE and SET VARIABLE still work after a hangup)."""
+        self.send_command(command, *args)
+        return self.get_result()
+
+    # -- conveniences -------------------------------------------------------------------------
+    def variable(self, name: str) -> str | None:
+        """``GET VARIABLE``: the value, or None when unset (pyst2 cannot tell the two apart)."""
+        response = self.execute("GET VARIABLE", quote_argument(name))
+        return response.data if response.result == "1" else None
+
+    def verbose(self, message: str, level: int = 1) -> None:
+        """``VERBOSE``: a line on the Asterisk console and in its ``full`` log. Safe for any text."""
+        self.execute("VERBOSE", quote_argument(message), int(level))
+
+    def set_variable(self, name: str, value: object) -> None:
+        """``SET VARIABLE`` with any text value (cut to one safe line)."""
+        self.execute("SET VARIABLE", quote_argument(name, 200), quote_argument(value))
+
+    def arguments(self) -> list[str]:
+        """The AGI() arguments after the script: ``agi_arg_1``, ``agi_arg_2`` ..."""
+        return list(_iter_args(self.env))
+
+
+def _iter_args(env: dict[str, str]) -> Iterator[str]:
+    index = 1
+    while f"agi_arg_{index}" in env:
+        yield env[f"agi_arg_{index}"]
+        index += 1

@@ -1,0 +1,44 @@
+"""The Assistant: configuration plus providers and storage, created once and shared by calls.
+
+Process AGI builds one per call; the FastAGI server builds one and shares it across threads, so
+the SDK clients (and their connection pools) are created once.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from . import providers
+from .config import Config
+from .logs import configure_logging
+
+
+class Assistant:
+    """Holds the config and lazily creates providers and the store (thread-safe)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._instances: dict[str, Any] = {}
+        configure_logging(config)
+
+    def provider(self, capability: str) -> Any:
+        """The configured ``stt``/``llm``/``tts`` provider (raises ``ProviderError``/``ConfigError``)."""
+        with self._lock:
+            if capability not in self._instances:
+                self._instances[capability] = providers.create(capability, self.config)
+            return self._instances[capability]
+
+    def provider_name(self, capability: str) -> str:
+        return self.config.section(capability).get("provider")
+
+    def store(self) -> Any:
+        """The :class:`~voiceassist.storage.Store` (imports SQLAlchemy on first use)."""
+        with self._lock:
+            if "store" not in self._instances:
+                from .storage import Store
+
+                section = self.config.section("database")
+                self._instances["store"] = Store(section.get("url"), section.get("table_prefix"))
+            return self._instances["store"]

@@ -1,0 +1,91 @@
+"""Audio: read the caller's recording, and turn synthesised speech into 8 kHz μ-law for Asterisk."""
+
+from __future__ import annotations
+
+import array
+import os
+import subprocess
+import sys
+import tempfile
+import wave
+from pathlib import Path
+
+from .errors import AudioError
+from .providers.base import Recording, SpeechAudio
+
+# Asterisk's default dsp.conf silence threshold: a 20 ms frame is speech when its mean |sample| is above it.
+SILENCE_THRESHOLD = 256
+
+
+def read_recording(path: str | os.PathLike[str], max_seconds: float) -> Recording:
+    """Read a MixMonitor/Record WAV (8 kHz, 16-bit, mono), keeping at most ``max_seconds``."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
+                raise AudioError(f"recording {path} is not 16-bit mono WAV")
+            rate = wav.getframerate()
+            frames = wav.readframes(min(wav.getnframes(), int(max_seconds * rate)))
+    except FileNotFoundError:
+        raise AudioError(f"recording {path} does not exist") from None
+    except (wave.Error, EOFError) as exc:
+        raise AudioError(f"recording {path} is not a readable WAV file: {exc}") from None
+    return Recording(pcm=frames, sample_rate=rate)
+
+
+def speech_frames(recording: Recording, threshold: int = SILENCE_THRESHOLD) -> int:
+    """Count 20 ms frames louder than ``threshold`` (Asterisk's own notion of non-silence)."""
+    samples = array.array("h")
+    samples.frombytes(recording.pcm[: len(recording.pcm) // 2 * 2])
+    if sys.byteorder == "big":
+        samples.byteswap()
+    step = max(1, recording.sample_rate // 50)
+    loud = 0
+    for start in range(0, len(samples), step):
+        frame = samples[start:start + step]
+        if frame and sum(map(abs, frame)) / len(frame) > threshold:
+            loud += 1
+    return loud
+
+
+def write_phone_audio(
+    speech: SpeechAudio,
+    destination: str | os.PathLike[str],
+    *,
+    ffmpeg: str = "ffmpeg",
+    gain_db: float = 0.0,
+    timeout: float = 10.0,
+) -> Path:
+    """Convert ``speech`` to headerless 8 kHz mono μ-law at ``destination`` (a ``.ulaw`` path).
+
+    The file is written under a temporary name and renamed, so Asterisk never plays half a file.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    input_args = {
+        "s16le": ["-f", "s16le", "-ar", str(speech.sample_rate), "-ac", "1"],
+        "mulaw": ["-f", "mulaw", "-ar", str(speech.sample_rate), "-ac", "1"],
+        "wav": [],
+        "mp3": [],
+    }[speech.encoding]
+    filters = ["-af", f"volume={gain_db}dB"] if gain_db else []
+    handle, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".ulaw", dir=destination.parent)
+    os.close(handle)
+    command = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *input_args, "-i", "pipe:0",
+               *filters, "-ar", "8000", "-ac", "1", "-f", "mulaw", temp_name]
+    try:
+        result = subprocess.run(command, input=speech.data, capture_output=True, timeout=timeout, check=False)
+        if result.returncode != 0:
+            message = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise AudioError(f"ffmpeg failed ({result.returncode}): {message[-1] if message else 'no output'}")
+        if os.path.getsize(temp_name) == 0:
+            raise AudioError("ffmpeg produced no audio")
+        os.chmod(temp_name, 0o644)
+        os.replace(temp_name, destination)
+    except FileNotFoundError:
+        raise AudioError(f"ffmpeg not found ({ffmpeg!r}); install it: apt-get install ffmpeg") from None
+    except subprocess.TimeoutExpired:
+        raise AudioError(f"ffmpeg took longer than {timeout:g} s") from None
+    finally:
+        if os.path.exists(temp_name):
+            os.unlink(temp_name)
+    return destination

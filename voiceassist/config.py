@@ -1,0 +1,220 @@
+"""Configuration: built-in defaults < ini file < ``VOICEASSIST_<SECTION>_<KEY>`` environment variables.
+
+The file is ``/etc/asterisk/voiceassist.conf`` unless ``VOICEASSIST_CONFIG`` names another one.
+It is plain ini in Asterisk's style (``key = value`` or ``key => value``, ``;`` comments); Asterisk
+templates and ``#include`` are not supported. The SDKs' own variables (``GOOGLE_APPLICATION_CREDENTIALS``,
+``OPENAI_API_KEY``, ``GEMINI_API_KEY`` ...) are honoured by the provider modules when a key is not set here.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/asterisk/voiceassist.conf")
+ENV_PREFIX = "VOICEASSIST_"
+
+# Every setting and its default. Provider sections are read only by their provider module.
+DEFAULTS: dict[str, dict[str, str]] = {
+    "general": {
+        "language": "en-US",
+        "max_turns": "5",
+        "max_call_seconds": "300",
+        # Sound names for Playback, relative to Asterisk's sounds directory (no extension).
+        "prompts": "custom/voiceassist",
+        # Per-call answer files; Asterisk must be able to read them.
+        "answer_dir": "/var/spool/asterisk/voiceassist",
+        "keep_recordings": "yes",
+        # Longest question sent to speech-to-text, in seconds (Google's synchronous limit is 60 s).
+        "max_question_seconds": "55",
+        # Channel variables VOICEASSIST_TRANSCRIPT / VOICEASSIST_REPLY are cut to this many characters.
+        "variable_max_chars": "1000",
+    },
+    "stt": {"provider": "google"},
+    "llm": {"provider": "gemini"},
+    "tts": {"provider": "openai"},
+    "google_speech": {
+        "endpoint": "",            # default: speech.googleapis.com
+        "transport": "rest",       # rest | grpc
+        "credentials_file": "",    # else GOOGLE_APPLICATION_CREDENTIALS; "anonymous" for local emulators
+        "model": "telephony",
+        "language": "",            # default: [general] language
+        "timeout": "5",
+        "retries": "1",
+    },
+    "gemini": {
+        "api_key": "",             # else GEMINI_API_KEY or GOOGLE_API_KEY
+        "base_url": "",            # default: generativelanguage.googleapis.com
+        "api_version": "v1beta",
+        "model": "gemini-2.5-flash",
+        "system_prompt": (
+            "You are a friendly assistant answering a telephone call. Reply in one to three short "
+            "sentences of plain spoken language: no lists, no markdown, no emojis, no URLs."
+        ),
+        "max_output_tokens": "256",
+        "temperature": "0.3",
+        "thinking_budget": "0",
+        "timeout": "8",
+        "retries": "1",
+    },
+    "openai_tts": {
+        "api_key": "",             # else OPENAI_API_KEY
+        "base_url": "",            # else OPENAI_BASE_URL, else api.openai.com
+        "model": "gpt-4o-mini-tts",
+        "voice": "coral",
+        "speed": "1.0",
+        "instructions": "Speak warmly and clearly, like a helpful receptionist on the phone.",
+        "timeout": "10",
+        "retries": "1",
+    },
+    "audio": {
+        "ffmpeg": "ffmpeg",
+        "volume_gain_db": "0",
+        "timeout": "10",
+    },
+    "database": {
+        "url": "sqlite:////var/lib/asterisk/voiceassist/voiceassist.db",
+        "table_prefix": "voiceassist_",
+    },
+    "logging": {
+        "file": "/var/log/asterisk/voiceassist.log",
+        "level": "INFO",
+    },
+    "fastagi": {
+        "host": "127.0.0.1",
+        "port": "4573",
+        "max_calls": "20",
+        # Seconds to wait for Asterisk's answer to one AGI command.
+        "read_timeout": "120",
+    },
+}
+
+_TRUE = {"1", "yes", "true", "on", "y"}
+_FALSE = {"0", "no", "false", "off", "n", ""}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One ``[section]`` of the configuration, with typed getters that name the setting on error."""
+
+    name: str
+    values: Mapping[str, str]
+    source: str
+
+    def _where(self, key: str) -> str:
+        return f"[{self.name}] {key} (from {self.source})"
+
+    def get(self, key: str, default: str | None = None) -> str:
+        if key in self.values:
+            return self.values[key]
+        if default is not None:
+            return default
+        raise ConfigError(f"missing setting [{self.name}] {key} (in {self.source})")
+
+    def get_int(self, key: str, default: int | None = None) -> int:
+        raw = self.get(key, None if default is None else str(default))
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{self._where(key)} must be a whole number, got {raw!r}") from None
+
+    def get_float(self, key: str, default: float | None = None) -> float:
+        raw = self.get(key, None if default is None else str(default))
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{self._where(key)} must be a number, got {raw!r}") from None
+
+    def get_bool(self, key: str, default: bool | None = None) -> bool:
+        raw = self.get(key, None if default is None else ("yes" if default else "no")).strip().lower()
+        if raw in _TRUE:
+            return True
+        if raw in _FALSE:
+            return False
+        raise ConfigError(f"{self._where(key)} must be yes or no, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The merged configuration. Use :func:`load_config` to build one."""
+
+    sections: Mapping[str, Mapping[str, str]]
+    path: Path | None = None
+    env_overrides: tuple[str, ...] = field(default=())
+
+    def section(self, name: str) -> Section:
+        source = str(self.path) if self.path else "built-in defaults"
+        return Section(name, self.sections.get(name, {}), source)
+
+    def __getitem__(self, name: str) -> Section:
+        return self.section(name)
+
+
+def _parser() -> configparser.ConfigParser:
+    return configparser.ConfigParser(
+        delimiters=("=>", "="),
+        comment_prefixes=(";", "#"),
+        inline_comment_prefixes=(";",),
+        strict=False,
+        interpolation=None,
+        default_section="__no_defaults__",
+    )
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    overrides: Mapping[str, Mapping[str, str]] | None = None,
+) -> Config:
+    """Load the configuration.
+
+    Args:
+        path: the ini file; default ``$VOICEASSIST_CONFIG`` or ``/etc/asterisk/voiceassist.conf``.
+            A missing default file is fine (built-in defaults apply); a missing explicit file is an error.
+        environ: environment to read ``VOICEASSIST_*`` overrides from (default ``os.environ``).
+        overrides: values that win over everything (used by the CLI and tests).
+
+    Raises:
+        ConfigError: the file cannot be read or parsed.
+    """
+    environ = os.environ if environ is None else environ
+    explicit = path is not None or bool(environ.get(ENV_PREFIX + "CONFIG"))
+    file_path = Path(path or environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_PATH)
+    merged: dict[str, dict[str, str]] = {name: dict(values) for name, values in DEFAULTS.items()}
+
+    used_path: Path | None = None
+    if file_path.exists() or explicit:
+        parser = _parser()
+        try:
+            with open(file_path, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {file_path} does not exist (set VOICEASSIST_CONFIG or create it)") from None
+        except PermissionError:
+            raise ConfigError(f"config file {file_path} is not readable by this user (uid {os.getuid()})") from None
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {file_path} cannot be parsed: {exc}") from None
+        for name in parser.sections():
+            merged.setdefault(name, {}).update({k: v.strip() for k, v in parser.items(name)})
+        used_path = file_path
+
+    applied: list[str] = []
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX) or var == ENV_PREFIX + "CONFIG":
+            continue
+        rest = var[len(ENV_PREFIX):].lower()
+        # Section names may contain underscores (google_speech), so match the longest known section.
+        for name in sorted(merged, key=len, reverse=True):
+            if rest.startswith(name + "_") and len(rest) > len(name) + 1:
+                merged[name][rest[len(name) + 1:]] = value
+                applied.append(var)
+                break
+    for name, values in (overrides or {}).items():
+        merged.setdefault(name, {}).update(values)
+    return Config(merged, used_path, tuple(sorted(applied)))

@@ -1,0 +1,122 @@
+"""The one exception tree of voiceassist.
+
+::
+
+    VoiceAssistError                   root; carries exit_code for the CLI
+    ├── ConfigError                    a setting is missing or invalid; the message names it
+    ├── ProviderError                  a speech-to-text, chat or text-to-speech call failed
+    │   ├── ProviderNotInstalled       the vendor SDK extra is not installed
+    │   ├── ProviderAuthError          credentials missing or rejected (names the setting)
+    │   ├── ProviderTimeout            no answer within the configured timeout
+    │   ├── ProviderRateLimited        429 after our retries (never retried on insufficient_quota)
+    │   ├── ProviderUnavailable        5xx / connection refused after our retries
+    │   └── ProviderBadResponse        empty, blocked, truncated or unparsable result
+    ├── AudioError                     ffmpeg missing or failed, unreadable recording
+    ├── StorageError                   the database could not be reached or written
+    └── AGIError                       also a pyst2 ``AGIError``: the AGI conversation failed
+        ├── AGIProtocolError           a line from Asterisk we cannot parse, or a line too long to send
+        ├── AGIInvalidCommand          510
+        ├── AGIUsageError              520 (the usage text is kept)
+        └── AGIHangup                  also a pyst2 ``AGIHangup``: the caller is gone
+            ├── AGIDeadChannel         511: command not permitted on a dead channel
+            └── AGIConnectionClosed    EOF on the AGI stream (Asterisk closed the socket/pipe)
+
+SDK exceptions (google.api_core, requests, httpx2, openai) never leave a provider module:
+each provider maps them onto the ``ProviderError`` branch.
+"""
+
+from __future__ import annotations
+
+from asterisk import agi as _pyst2
+
+
+class VoiceAssistError(Exception):
+    """Root of every error voiceassist raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(VoiceAssistError):
+    """A setting is missing or invalid. The message names the setting to fix."""
+
+    exit_code = 2
+
+
+class ProviderError(VoiceAssistError):
+    """A provider call failed. ``provider`` names it (e.g. ``gemini``)."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, provider: str = "") -> None:
+        super().__init__(message)
+        self.provider = provider
+
+
+class ProviderNotInstalled(ProviderError):
+    """The provider's SDK is not installed (an optional extra)."""
+
+
+class ProviderAuthError(ProviderError):
+    """Credentials are missing or were rejected."""
+
+
+class ProviderTimeout(ProviderError):
+    """The provider did not answer within the configured timeout."""
+
+    retryable = True
+
+
+class ProviderRateLimited(ProviderError):
+    """The provider answered 429."""
+
+    retryable = True
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider answered 5xx or could not be reached."""
+
+    retryable = True
+
+
+class ProviderBadResponse(ProviderError):
+    """The provider's answer was empty, blocked, truncated or unparsable."""
+
+
+class AudioError(VoiceAssistError):
+    """Audio could not be read or converted."""
+
+
+class StorageError(VoiceAssistError):
+    """The database could not be reached or written."""
+
+
+class AGIError(VoiceAssistError, _pyst2.AGIError):
+    """The AGI conversation with Asterisk failed."""
+
+
+class AGIProtocolError(AGIError):
+    """Asterisk sent a line we cannot parse, or a command could not be sent safely."""
+
+
+class AGIInvalidCommand(AGIError, _pyst2.AGIInvalidCommand):
+    """Asterisk answered 510 Invalid or unknown command."""
+
+
+class AGIUsageError(AGIError, _pyst2.AGIUsageError):
+    """Asterisk answered 520 with the command's usage text."""
+
+    def __init__(self, usage: str) -> None:
+        super().__init__(f"invalid AGI command syntax; usage:\n{usage}")
+        self.usage = usage
+
+
+class AGIHangup(AGIError, _pyst2.AGIHangup):
+    """The caller hung up (SIGHUP, a HANGUP line, or a -1 result after hangup)."""
+
+
+class AGIDeadChannel(AGIHangup):
+    """Asterisk answered 511: command not permitted on a dead channel."""
+
+
+class AGIConnectionClosed(AGIHangup):
+    """Asterisk closed the AGI pipe or socket."""

@@ -1,0 +1,144 @@
+"""The FastAGI server: ``voiceassist serve``.
+
+A synchronous ``socketserver.ThreadingTCPServer`` (one thread per AGI session). Asterisk connects
+for ``AGI(agi://127.0.0.1:4573/voiceassist,...)``; the script part of the URL picks the route.
+Providers are created once and shared by all calls. Beyond ``max_calls`` concurrent sessions a
+caller hears the busy prompt and the call continues in the dialplan. SIGTERM stops accepting and
+lets calls in flight finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import socketserver
+import threading
+from collections.abc import Callable
+
+from .agi import AGISession
+from .assistant import Assistant
+from .errors import AGIError, VoiceAssistError
+from .flow import CallLog, handle_session
+from .logs import logger
+
+# Seconds a client may take to send its environment block (a silent client must not hold a thread).
+ENVIRONMENT_TIMEOUT = 10.0
+
+Route = Callable[[AGISession, Assistant], None]
+ROUTES: dict[str, Route] = {"voiceassist": handle_session}
+
+
+class FastAGIServer(socketserver.ThreadingTCPServer):
+    """Serves AGI sessions for one :class:`Assistant`."""
+
+    allow_reuse_address = True
+    daemon_threads = False      # server_close() waits for calls in flight
+    block_on_close = True
+
+    def __init__(self, address: tuple[str, int], assistant: Assistant, *, max_calls: int,
+                 read_timeout: float) -> None:
+        self.assistant = assistant
+        self.read_timeout = read_timeout
+        self.max_calls = max_calls
+        self._slots = threading.BoundedSemaphore(max_calls)
+        self._active = 0
+        self._active_lock = threading.Lock()
+        super().__init__(address, FastAGIHandler)
+
+    @property
+    def active_calls(self) -> int:
+        return self._active
+
+    def try_begin_call(self) -> bool:
+        if not self._slots.acquire(blocking=False):
+            return False
+        with self._active_lock:
+            self._active += 1
+        return True
+
+    def end_call(self) -> None:
+        with self._active_lock:
+            self._active -= 1
+        self._slots.release()
+
+
+class FastAGIHandler(socketserver.BaseRequestHandler):
+    server: FastAGIServer
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(ENVIRONMENT_TIMEOUT)
+        # Unbuffered: AGISession.poll_hangup() uses select(), which cannot see Python's buffer.
+        reader = sock.makefile("rb", buffering=0)
+        writer = sock.makefile("wb", buffering=0)
+        try:
+            session = AGISession(reader, writer)
+        except AGIError as exc:
+            logger.warning("[AGI] %s: no usable AGI environment: %s", self.client_address[0], exc)
+            return
+        sock.settimeout(self.server.read_timeout)
+        script = session.env.get("agi_network_script", "").split("?", 1)[0].strip("/")
+        uniqueid = session.env.get("agi_uniqueid", "?")
+        route = ROUTES.get(script)
+        prompts = self.server.assistant.config.section("general").get("prompts").rstrip("/")
+        try:
+            if route is None:
+                CallLog(session, uniqueid)("AGI", f"no FastAGI route {script!r}; known: {', '.join(ROUTES)}",
+                                           logging.ERROR)
+                self._send_away(session, f"{prompts}/cant-answer", "error")
+                return
+            if not self.server.try_begin_call():
+                CallLog(session, uniqueid)("AGI", f"busy: {self.server.max_calls} calls in progress",
+                                           logging.WARNING)
+                self._send_away(session, f"{prompts}/busy", "busy")
+                return
+            try:
+                route(session, self.server.assistant)
+            finally:
+                self.server.end_call()
+        except AGIError as exc:
+            logger.info("[AGI] %s session ended: %s", uniqueid, exc)
+        except Exception:
+            logger.exception("[AGI] %s unexpected error", uniqueid)
+
+    @staticmethod
+    def _send_away(session: AGISession, prompt: str, status: str) -> None:
+        session.set_variable("VA_ANSWER", prompt)
+        session.set_variable("VA_CONTINUE", "0")
+        session.set_variable("VOICEASSIST_STATUS", status)
+
+
+def serve(assistant: Assistant, host: str | None = None, port: int | None = None,
+          max_calls: int | None = None, ready: Callable[[FastAGIServer], None] | None = None) -> None:
+    """Run the server until SIGTERM/SIGINT, then wait for calls in flight to finish."""
+    section = assistant.config.section("fastagi")
+    address = (host or section.get("host"), port if port is not None else section.get_int("port"))
+    server = FastAGIServer(address, assistant, max_calls=max_calls or section.get_int("max_calls"),
+                           read_timeout=section.get_float("read_timeout"))
+    for capability in ("stt", "llm", "tts"):
+        try:  # create the SDK clients once, before the first call; report problems now
+            assistant.provider(capability)
+        except VoiceAssistError as exc:
+            logger.error("[AGI] %s provider not ready: %s", capability, exc)
+            print(f"voiceassist serve: warning: {capability} provider not ready: {exc}", flush=True)
+
+    def stop(signum: int, _frame: object) -> None:
+        logger.info("[AGI] signal %d: draining %d calls", signum, server.active_calls)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+    bound = server.server_address
+    logger.info("[AGI] FastAGI listening on %s:%s", bound[0], bound[1])
+    print(f"voiceassist: FastAGI listening on {bound[0]}:{bound[1]}", flush=True)
+    if ready is not None:
+        ready(server)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()  # joins the call threads (block_on_close)
+        logger.info("[AGI] FastAGI stopped")
+        print("voiceassist: FastAGI stopped", flush=True)

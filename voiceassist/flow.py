@@ -1,0 +1,288 @@
+"""One AGI invocation of the 8008 flow: a turn (question -> answer file), or the end of the call.
+
+The dialplan (``extensions_custom.conf``) records the question and plays the answer; this module
+sits in between. It never raises to its caller: every outcome becomes a stored turn with a status,
+and channel variables that tell the dialplan what to play next:
+
+* ``VA_ANSWER``: sound to play (the answer file, or a prompt such as ``didnt-catch``); empty for none.
+* ``VA_CONTINUE``: ``1`` to offer another question, ``0`` to say goodbye.
+* ``VOICEASSIST_STATUS``, ``VOICEASSIST_TRANSCRIPT``, ``VOICEASSIST_REPLY``: for the admin's own dialplan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from .agi import AGISession
+from .assistant import Assistant
+from .audio import read_recording, speech_frames, write_phone_audio
+from .errors import AGIError, AGIHangup, AudioError, ProviderError, VoiceAssistError
+from .logs import logger
+from .storage_types import CallInfo, TurnRecord
+
+# How many 20 ms frames above the silence threshold make a question worth sending to speech-to-text.
+MIN_SPEECH_FRAMES = 5
+
+
+class CallLog:
+    """Tagged log lines ([STT], [LLM], [TTS], [DB] ...) to the Python log and Asterisk's VERBOSE."""
+
+    def __init__(self, session: AGISession | None, uniqueid: str) -> None:
+        self.session = session
+        self.uniqueid = uniqueid
+
+    def __call__(self, tag: str, message: str, level: int = logging.INFO) -> None:
+        logger.log(level, "[%s] %s %s", tag, self.uniqueid, message)
+        if self.session is None or self.session._closed:
+            return
+        try:
+            self.session.verbose(f"[{tag}] {self.uniqueid} {message}", 1 if level >= logging.WARNING else 3)
+        except AGIError:
+            pass  # VERBOSE is dead-channel safe; a closed socket is not worth failing the turn over
+
+
+class _NoSpeech(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def call_info(env: dict[str, str], extension: str = "", linkedid: str = "") -> CallInfo:
+    def clean(key: str) -> str:
+        value = env.get(key, "")
+        return "" if value == "unknown" else value
+
+    return CallInfo(
+        uniqueid=env.get("agi_uniqueid", ""), linkedid=linkedid, channel=env.get("agi_channel", ""),
+        caller_number=clean("agi_callerid"), caller_name=clean("agi_calleridname"),
+        extension=extension or env.get("agi_extension", ""),
+    )
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z._-]", "_", text) or "unknown"
+
+
+def handle_session(session: AGISession, assistant: Assistant) -> None:
+    """Dispatch on the first AGI argument: ``turn`` (default) or ``hangup``."""
+    args = session.arguments()
+    action = args[0] if args else "turn"
+    if action == "hangup":
+        _end_call(session, assistant, args[1:])
+    elif action == "turn":
+        Turn(session, assistant, args[1:]).run()
+    else:
+        CallLog(session, session.env.get("agi_uniqueid", "?"))("AGI", f"unknown action {action!r}", logging.WARNING)
+
+
+def _arg(args: list[str], index: int, default: str = "") -> str:
+    return args[index] if len(args) > index and args[index] != "" else default
+
+
+class Turn:
+    """One question: recording -> speech-to-text -> chat model -> text-to-speech -> μ-law -> database.
+
+    Arguments from the dialplan: recording path, WaitForNoise's WAITSTATUS (``NOISE`` when the
+    caller started talking), turn number, call start (epoch seconds), dialled extension, linkedid.
+    """
+
+    def __init__(self, session: AGISession, assistant: Assistant, args: list[str]) -> None:
+        self.session = session
+        self.assistant = assistant
+        self.config = assistant.config
+        self.recording_path = _arg(args, 0)
+        self.heard = _arg(args, 1, "NOISE").upper()
+        try:
+            self.turn_number = int(_arg(args, 2, "1"))
+        except ValueError:
+            self.turn_number = 1
+        try:
+            self.call_started = float(_arg(args, 3, str(time.time())))
+        except ValueError:
+            self.call_started = time.time()
+        self.call = call_info(session.env, _arg(args, 4), _arg(args, 5))
+        self.log = CallLog(session, self.call.uniqueid)
+        general = self.config.section("general")
+        self.prompts = general.get("prompts").rstrip("/")
+        self.record = TurnRecord(turn_number=self.turn_number, recording_path=self.recording_path or None)
+        self.answer_sound = ""
+        self.more = True
+
+    def run(self) -> None:
+        started = time.monotonic()
+        stage = "stt"
+        try:
+            stage = "stt"
+            transcript = self._listen()
+            stage = "llm"
+            reply = self._think(transcript)
+            stage = "tts"
+            self._speak(reply)
+            self.record.status = "ok"
+        except _NoSpeech as silence:
+            self.record.status = "no_speech"
+            self.log("STT", f"no speech ({silence.reason})")
+            # A caller who says nothing after "anything else?" is done; on the first turn, ask again.
+            if self.turn_number == 1:
+                self.answer_sound = f"{self.prompts}/didnt-catch"
+            else:
+                self.more = False
+        except AGIHangup:
+            self.record.status = "hangup"
+            self.record.error = f"caller hung up during {stage.upper()}"
+            self.more = False
+            self._discard_answer()
+        except ProviderError as exc:
+            self._failed(f"{stage}_error", stage, exc)
+        except AudioError as exc:
+            self._failed("stt_error" if stage == "stt" else "tts_error", stage, exc)
+        except VoiceAssistError as exc:  # ConfigError and friends
+            self._failed("error", stage, exc)
+        except Exception as exc:  # a bug: log the traceback, still answer the caller
+            logger.exception("[%s] %s unexpected error", stage.upper(), self.call.uniqueid)
+            self._failed("error", stage, exc)
+        finally:
+            self.record.timings["total"] = int((time.monotonic() - started) * 1000)
+            self._store()
+            self._cleanup()
+            self._tell_dialplan()
+
+    # -- stages -------------------------------------------------------------------------------
+    def _listen(self) -> str:
+        general = self.config.section("general")
+        if self.heard != "NOISE":
+            raise _NoSpeech("the caller did not start talking")
+        recording = read_recording(self.recording_path, general.get_float("max_question_seconds"))
+        self.record.timings["recording"] = int(recording.seconds * 1000)
+        if speech_frames(recording) < MIN_SPEECH_FRAMES:
+            raise _NoSpeech("recording is silent")
+        self.session.raise_if_hung_up()
+        stt = self.assistant.provider("stt")
+        self.record.stt_provider = stt.name
+        t0 = time.monotonic()
+        transcript = stt.transcribe(recording)
+        self.record.timings["stt"] = int((time.monotonic() - t0) * 1000)
+        self.log("STT", f"{len(transcript.text)} chars in {self.record.timings['stt']} ms from "
+                        f"{recording.seconds:.1f} s of audio (confidence {transcript.confidence})")
+        if not transcript.text.strip():
+            raise _NoSpeech("speech-to-text found no words")
+        self.record.transcript = transcript.text
+        self.record.stt_confidence = transcript.confidence
+        return transcript.text
+
+    def _think(self, question: str) -> str:
+        history = []
+        try:
+            history = self.assistant.store().history(self.call.uniqueid)
+        except Exception as exc:  # StorageError or a driver error: an unreachable database must not silence the caller
+            self.log("DB", f"history unavailable, answering without it: {exc}", logging.WARNING)
+        self.session.raise_if_hung_up()
+        llm = self.assistant.provider("llm")
+        self.record.llm_provider = llm.name
+        t0 = time.monotonic()
+        reply = llm.reply(history, question)
+        self.record.timings["llm"] = int((time.monotonic() - t0) * 1000)
+        self.record.reply = reply
+        self.log("LLM", f"{len(reply)} chars in {self.record.timings['llm']} ms (history {len(history)} turns)")
+        return reply
+
+    def _speak(self, reply: str) -> None:
+        self.session.raise_if_hung_up()
+        tts = self.assistant.provider("tts")
+        self.record.tts_provider = tts.name
+        t0 = time.monotonic()
+        speech = tts.synthesize(reply)
+        self.record.timings["tts"] = int((time.monotonic() - t0) * 1000)
+        audio = self.config.section("audio")
+        destination = (Path(self.config.section("general").get("answer_dir")) / _safe_name(self.call.uniqueid)
+                       / f"answer-{self.turn_number}.ulaw")
+        t0 = time.monotonic()
+        write_phone_audio(speech, destination, ffmpeg=audio.get("ffmpeg"),
+                          gain_db=audio.get_float("volume_gain_db"), timeout=audio.get_float("timeout"))
+        self.record.timings["convert"] = int((time.monotonic() - t0) * 1000)
+        self.record.answer_path = str(destination)
+        self.log("TTS", f"{len(speech.data)} bytes in {self.record.timings['tts']} ms, "
+                        f"converted in {self.record.timings['convert']} ms")
+        self.session.raise_if_hung_up()
+        self.answer_sound = str(destination.with_suffix(""))
+
+    # -- outcome ------------------------------------------------------------------------------
+    def _failed(self, status: str, stage: str, exc: BaseException) -> None:
+        self.record.status = status
+        self.record.error = f"{type(exc).__name__}: {exc}"[:2000]
+        self.answer_sound = f"{self.prompts}/cant-answer"
+        self._discard_answer()
+        self.log(stage.upper(), f"failed: {self.record.error}", logging.ERROR)
+
+    def _discard_answer(self) -> None:
+        if self.record.answer_path:
+            try:
+                os.unlink(self.record.answer_path)
+            except OSError:
+                pass
+            self.record.answer_path = None
+        self.answer_sound = ""
+
+    def _store(self) -> None:
+        try:
+            self.assistant.store().add_turn(self.call, self.record)
+            self.log("DB", f"stored turn {self.turn_number} status {self.record.status} for caller "
+                           f"{self.call.caller_number!r} {self.call.caller_name!r}")
+        except Exception as exc:
+            self.log("DB", f"turn {self.turn_number} NOT stored: {exc}", logging.ERROR)
+
+    def _cleanup(self) -> None:
+        keep = self.config.section("general").get_bool("keep_recordings")
+        if not keep and self.recording_path:
+            try:
+                os.unlink(self.recording_path)
+            except OSError:
+                pass
+
+    def _tell_dialplan(self) -> None:
+        if self.session.hung_up:
+            return
+        general = self.config.section("general")
+        elapsed = time.time() - self.call_started
+        more = (self.more and self.turn_number < general.get_int("max_turns")
+                and elapsed < general.get_int("max_call_seconds"))
+        limit = general.get_int("variable_max_chars")
+        values: dict[str, Any] = {
+            "VA_ANSWER": self.answer_sound,
+            "VA_CONTINUE": "1" if more else "0",
+            "VOICEASSIST_STATUS": self.record.status,
+            "VOICEASSIST_TRANSCRIPT": (self.record.transcript or "")[:limit],
+            "VOICEASSIST_REPLY": (self.record.reply or "")[:limit],
+        }
+        try:
+            for name, value in values.items():
+                self.session.set_variable(name, value)
+        except AGIError as exc:
+            logger.info("[AGI] %s could not set variables: %s", self.call.uniqueid, exc)
+
+
+def _end_call(session: AGISession, assistant: Assistant, args: list[str]) -> None:
+    """The ``h`` extension: store a turn cut short while recording, and the call's end time."""
+    state, recording_path = _arg(args, 0), _arg(args, 1)
+    call = call_info(session.env, _arg(args, 3), _arg(args, 4))
+    log = CallLog(session, call.uniqueid)
+    try:
+        turn_number = int(_arg(args, 2, "0"))
+    except ValueError:
+        turn_number = 0
+    try:
+        store = assistant.store()
+        if state == "recording" and turn_number > 0:
+            store.add_turn(call, TurnRecord(turn_number=turn_number, status="hangup",
+                                            error="caller hung up while asking", recording_path=recording_path or None))
+            if recording_path and not assistant.config.section("general").get_bool("keep_recordings"):
+                Path(recording_path).unlink(missing_ok=True)
+        store.end_call(call)
+        log("DB", f"call ended (state {state or 'idle'}, {turn_number} turns)")
+    except Exception as exc:
+        log("DB", f"call end NOT stored: {exc}", logging.ERROR)
