@@ -38,7 +38,9 @@ MODULES = """
 autoload = no
 load => res_timing_timerfd.so
 load => pbx_config.so
+load => res_speech.so
 load => res_agi.so
+load => res_clioriginate.so
 load => app_mixmonitor.so
 load => app_waitforsilence.so
 load => app_playback.so
@@ -116,13 +118,18 @@ class AsteriskRig:
         if stamp.exists():
             return
         log("installing voiceassist[google,openai] into the chroot's venv (first run: about a minute)")
-        ca = Path(os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"))
-        env_args = []
-        if ca.exists():
-            shutil.copy(ca, self.host_path("/etc/ssl/certs/rig-host-ca.crt"))
-            env_args = ["PIP_CERT=/etc/ssl/certs/rig-host-ca.crt"]
+        # This machine may reach PyPI through a TLS proxy whose CA the host trusts: trust the same
+        # local CAs inside the chroot (Python 3.13+ verifies strictly, pip uses the system store).
+        local_cas = list(Path("/usr/local/share/ca-certificates").glob("*.crt"))
+        if local_cas:
+            target = self.host_path("/usr/local/share/ca-certificates")
+            target.mkdir(parents=True, exist_ok=True)
+            for ca in local_cas:
+                shutil.copy(ca, target / ca.name)
+            subprocess.run(["chroot", str(self.chroot), "update-ca-certificates"], check=True, capture_output=True)
         shutil.copy("/etc/resolv.conf", self.host_path("/etc/resolv.conf"))
-        run = ["chroot", str(self.chroot), "env", "PIP_DISABLE_PIP_VERSION_CHECK=1", *env_args]
+        run = ["chroot", str(self.chroot), "env", "-u", "PIP_FIND_LINKS", "PIP_DISABLE_PIP_VERSION_CHECK=1",
+               "PIP_CERT=/etc/ssl/certs/ca-certificates.crt"]
         if not self.host_path(f"{VENV_IN_CHROOT}/bin/python").exists():
             subprocess.run([*run, "python3", "-m", "venv", VENV_IN_CHROOT], check=True)
         subprocess.run([*run, f"{VENV_IN_CHROOT}/bin/pip", "install", "-q", "-e", f"{SRC_IN_CHROOT}[google,openai]"],
@@ -230,7 +237,7 @@ writeprotect = no
     def cli(self, command: str) -> str:
         result = subprocess.run(["chroot", str(self.chroot), "asterisk", "-rx", command],
                                 capture_output=True, text=True, timeout=30)
-        if result.returncode != 0:
+        if result.returncode != 0 or result.stdout.startswith("No such command"):
             raise RuntimeError(f"asterisk -rx {command!r} failed: {result.stderr or result.stdout}")
         return result.stdout
 

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.emulators import GeminiEmulator, OpenAITTSEmulator, SpeechEmulator
+
+
+@pytest.fixture(scope="session")
+def emulators():
+    servers = {"speech": SpeechEmulator(), "gemini": GeminiEmulator(), "tts": OpenAITTSEmulator()}
+    yield servers
+    for server in servers.values():
+        server.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_emulators(request):
+    if "emulators" in request.fixturenames:
+        for server in request.getfixturevalue("emulators").values():
+            server.reset()
+
+
+# -- the real Asterisk rig --------------------------------------------------------------------------
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from tests.helpers import conf_text
+from tests.rig.asterisk import SHARED, AsteriskRig
+from tests.rig.calls import RIG_DIALPLAN
+
+FASTAGI_PORT = 4573  # the port in extensions_custom.conf's FastAGI variant
+
+
+def rig_conf(emulators, extra: str = "") -> str:
+    return conf_text(emulators["speech"].base_url, emulators["gemini"].base_url, emulators["tts"].base_url,
+                     data_dir=SHARED, extra=extra)
+
+
+@pytest.fixture(scope="session")
+def rig(emulators):
+    if os.geteuid() != 0:
+        pytest.fail("the Asterisk rig needs root (chroot, mount): run the README's test command as root")
+    asterisk = AsteriskRig()
+    asterisk.build()
+    asterisk.mount()
+    try:
+        for stale in ("voiceassist.db", "voiceassist.db-wal", "voiceassist.db-shm", "voiceassist.log", "calls", "spool"):
+            path = SHARED / stale
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        asterisk.install_package()
+        asterisk.configure(rig_conf(emulators), RIG_DIALPLAN)
+        asterisk.start()
+        yield asterisk
+    finally:
+        asterisk.stop()
+        asterisk.unmount()
+
+
+@pytest.fixture
+def rig_config(rig, emulators):
+    """Rewrite the chroot's voiceassist.conf for one test (process AGI reads it per call)."""
+    def write(extra: str = "") -> None:
+        rig.write_voiceassist_conf(rig_conf(emulators, extra))
+    yield write
+    rig.write_voiceassist_conf(rig_conf(emulators))
+
+
+class FastAGIProcess:
+    def __init__(self, config_path, port: int = FASTAGI_PORT, max_calls: int = 20) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "voiceassist", "--config", str(config_path), "serve", "--port", str(port),
+             "--max-calls", str(max_calls)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if "listening" in line:
+                return
+        raise RuntimeError("FastAGI server did not start:\n" + "".join(self.output))
+
+    def stop(self, timeout: float = 60) -> int:
+        self.process.terminate()
+        try:
+            out, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _ = self.process.communicate()
+        self.output.append(out)
+        return self.process.returncode
+
+
+@pytest.fixture(scope="session")
+def fastagi_config_path(emulators, rig):
+    path = SHARED / "fastagi.conf"
+    path.write_text(rig_conf(emulators))
+    return path
+
+
+@pytest.fixture(scope="session")
+def fastagi(fastagi_config_path):
+    server = FastAGIProcess(fastagi_config_path)
+    yield server
+    server.stop()

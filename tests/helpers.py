@@ -1,0 +1,49 @@
+"""Shared test helpers: config text pointing the real SDKs at the emulators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from voiceassist.config import Config, load_config
+
+
+def conf_text(speech_url: str, gemini_url: str, tts_url: str, *, data_dir: Path, extra: str = "") -> str:
+    return f"""; written by the tests
+[general]
+answer_dir = {data_dir}/spool/voiceassist
+max_turns = 3
+
+[google_speech]
+endpoint = {speech_url}
+credentials_file = anonymous
+timeout = 2
+retries = 1
+
+[gemini]
+api_key = test-gemini-key-123
+base_url = {gemini_url}
+timeout = 2
+retries = 1
+
+[openai_tts]
+api_key = sk-test-openai-key-456
+base_url = {tts_url}/v1
+timeout = 2
+retries = 1
+
+[database]
+url = sqlite:///{data_dir}/voiceassist.db
+
+[logging]
+file = {data_dir}/voiceassist.log
+level = DEBUG
+{extra}
+"""
+
+
+def config_for(emulators: dict, data_dir: Path, extra: str = "") -> Config:
+    path = data_dir / "voiceassist.conf"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(conf_text(emulators["speech"].base_url, emulators["gemini"].base_url,
+                              emulators["tts"].base_url, data_dir=data_dir, extra=extra))
+    return load_config(path, environ={})

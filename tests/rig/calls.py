@@ -1,0 +1,130 @@
+"""Placing test calls into the rig and checking what the caller heard."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .asterisk import SHARED, AsteriskRig
+
+CALLS_DIR = SHARED / "calls"
+QUESTIONS_DIR = SHARED / "questions"
+
+# The caller's side of a test call (the ;1 half of the Local channel) and the 8008 side's entry,
+# which sets the caller ID (from base64, so it may hold anything) and jumps into our dialplan.
+RIG_DIALPLAN = f"""
+[va-test-entry]
+exten => _X.,1,Set(KEY=${{EXTEN}})
+ same => n,Set(CALLERID(num)=${{GLOBAL(VAT_${{KEY}}_NUM)}})
+ same => n,Set(NAME64=${{GLOBAL(VAT_${{KEY}}_NAME64)}})
+ same => n,ExecIf($["${{NAME64}}" != ""]?Set(CALLERID(name)=${{BASE64_DECODE(${{NAME64}})}}))
+ same => n,Set(VA_GRACE_S=${{GLOBAL(VAT_${{KEY}}_GRACE)}})
+ same => n,Goto(${{GLOBAL(VAT_${{KEY}}_CONTEXT)}},8008,1)
+
+[va-test-caller]
+exten => _X.,1,Set(KEY=${{EXTEN}})
+ same => n,Answer()
+ same => n,MixMonitor({CALLS_DIR}/${{KEY}}-heard.wav,r({CALLS_DIR}/${{KEY}}-in.wav))
+ same => n,Set(QS=${{GLOBAL(VAT_${{KEY}}_QUESTIONS)}})
+ same => n,Set(I=1)
+ same => n(next),Set(Q=${{CUT(QS,&,${{I}})}})
+ same => n,GotoIf($["${{Q}}" = ""]?listen)
+ ; wait for the assistant to speak (greeting, or answer + "anything else") and finish (the beep)
+ same => n,WaitForNoise(100,1,90)
+ same => n,WaitForSilence(900,1,90)
+ same => n,GotoIf($["${{Q}}" = "silence"]?skip)
+ same => n,Playback(${{Q}})
+ same => n(skip),Set(I=$[${{I}} + 1])
+ same => n,Goto(next)
+ same => n(listen),Wait(${{GLOBAL(VAT_${{KEY}}_LISTEN)}})
+ same => n,Hangup()
+exten => h,1,UserEvent(VATestDone,Key: ${{KEY}})
+
+[voiceassist-custom]
+; the admin's hook after each turn; the tests log what the AGI set, base64-encoded so nothing is lost
+exten => after-turn,1,Log(NOTICE,VATURN ${{UNIQUEID}} ${{VA_TURN}} ${{VOICEASSIST_STATUS}} ${{BASE64_ENCODE(${{VOICEASSIST_REPLY}})}} INJECTED=${{INJECTED}})
+ same => n,Return()
+"""
+
+
+def make_question(name: str, text: str, marker_hz: float) -> str:
+    """A spoken question (espeak-ng, 8 kHz) preceded by a 300 ms marker tone; returns the sound name."""
+    QUESTIONS_DIR.mkdir(parents=True, exist_ok=True)
+    target = QUESTIONS_DIR / f"{name}.wav"
+    if not target.exists():
+        raw = QUESTIONS_DIR / f"{name}.espeak.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
+        marker = QUESTIONS_DIR / f"{name}.marker.wav"
+        subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(marker),
+                        "synth", "0.3", "sine", str(marker_hz), "vol", "0.4"], check=True)
+        speech = QUESTIONS_DIR / f"{name}.8k.wav"
+        subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(speech)], check=True)
+        subprocess.run(["sox", str(marker), str(speech), str(target)], check=True)
+        for tmp in (raw, marker, speech):
+            tmp.unlink()
+    return str(target.with_suffix(""))
+
+
+@dataclass
+class TestCall:
+    rig: AsteriskRig
+    key: str
+
+    @property
+    def heard_path(self) -> Path:
+        return CALLS_DIR / f"{self.key}-in.wav"
+
+    def wait(self, timeout: float = 120) -> None:
+        """Wait (on AMI events) until both halves of the call are gone."""
+        ami = self.rig.ami
+        assert ami is not None
+        ami.wait_for(lambda e: e.get("Event") == "UserEvent" and e.get("UserEvent") == "VATestDone"
+                     and e.get("Key") == self.key, timeout)
+        ami.wait_for(lambda e: e.get("Event") == "Hangup"
+                     and e.get("Channel", "").startswith(f"Local/{self.key}@va-test-entry-")
+                     and e.get("Channel", "").endswith(";2"), timeout)
+
+
+def place_call(rig: AsteriskRig, key: str, questions: list[str], *, context: str = "voiceassist",
+               caller_number: str = "", caller_name: bytes | str = b"", listen: int = 60,
+               grace: int = 3) -> TestCall:
+    """Call 8008 from a test caller who asks ``questions`` (sound names, or "silence") in turn."""
+    CALLS_DIR.mkdir(parents=True, exist_ok=True)
+    if isinstance(caller_name, str):
+        caller_name = caller_name.encode()
+    values = {
+        "QUESTIONS": "&".join(questions) or "",
+        "NUM": caller_number or key,
+        "NAME64": base64.b64encode(caller_name).decode(),
+        "CONTEXT": context,
+        "LISTEN": str(listen),
+        "GRACE": str(grace),
+    }
+    for name, value in values.items():
+        rig.cli(f"dialplan set global VAT_{key}_{name} {value}" if value else f"dialplan set global VAT_{key}_{name} \"\"")
+    rig.cli(f"channel originate Local/{key}@va-test-entry extension {key}@va-test-caller")
+    return TestCall(rig, key)
+
+
+def tone_seconds(path: Path, frequency: float) -> float:
+    """Seconds of ``path`` (8 kHz WAV) where a tone of ``frequency`` dominates."""
+    with wave.open(str(path), "rb") as wav:
+        rate = wav.getframerate()
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
+    window = rate // 20
+    found = 0
+    for start in range(0, len(pcm) - window, window):
+        chunk = pcm[start:start + window]
+        spectrum = np.abs(np.fft.rfft(chunk * np.hanning(window))) ** 2
+        total = spectrum.sum()
+        if total < 1e6:
+            continue
+        index = int(round(frequency * window / rate))
+        if spectrum[max(0, index - 2): index + 3].sum() / total > 0.6:
+            found += 1
+    return found * window / rate
