@@ -84,3 +84,138 @@ def test_call_to_8008_is_answered_stored_and_played(rig, fastagi, emulators, que
     log = rig.full_log()
     for tag in ("STT", "LLM", "TTS", "DB"):
         assert f"[{tag}] {row['uniqueid']}" in log, tag
+
+
+def turn_log_lines(rig, uniqueid: str) -> list[tuple[str, str, str, str]]:
+    """(turn, status, reply-as-Asterisk-holds-it, INJECTED) from the admin hook's Log() lines."""
+    found = []
+    for match in re.finditer(rf"after-turn: VATURN {re.escape(uniqueid)} (\d+) (\S*) (\S*) INJECTED=(\S*)", rig.full_log()):
+        reply = base64.b64decode(match[3]).decode("utf-8", "replace") if match[3] else ""
+        found.append((match[1], match[2], reply, match[4]))
+    return found
+
+
+def playbacks(rig, uniqueid_channel_key: str) -> list[str]:
+    return re.findall(rf"<Local/{uniqueid_channel_key}@va-test-entry-\d+;2> Playing '([^']+)'", rig.full_log())
+
+
+def test_two_question_call_keeps_history(rig, fastagi, emulators, questions):
+    call = place_call(rig, "1010", [questions["hours"], questions["sunday"]])
+    call.wait()
+    row, turns = db_rows("1010")
+    assert [t["status"] for t in turns[:2]] == ["ok", "ok"], [t["error"] for t in turns]
+    assert turns[1]["transcript"] == SUNDAY
+    assert turns[1]["reply"] == f"Answer 2: you asked, {SUNDAY}"
+    second = [r.json() for r in emulators["gemini"].requests][1]
+    assert [c["role"] for c in second["contents"]] == ["user", "model", "user"]
+    assert second["contents"][0]["parts"][0]["text"] == OPENING_HOURS
+    assert second["contents"][1]["parts"][0]["text"] == f"Answer 1: you asked, {OPENING_HOURS}"
+    assert answer_heard(call, turns[0]["reply"]) >= 1.2 and answer_heard(call, turns[1]["reply"]) >= 1.2
+    # The caller said nothing after the second "anything else?": goodbye, and the call ended.
+    assert turns[2]["status"] == "no_speech" and len(turns) == 3
+    assert row["ended_at"]
+
+
+def test_five_simultaneous_calls_do_not_clash(rig, fastagi, emulators, questions):
+    names = ["hours", "sunday", "plumber", "address", "price"]
+    transcripts = {2200: OPENING_HOURS, 2500: SUNDAY, 2800: "I need a plumber.", 3100: "Where is your office?",
+                   3400: "How much does a visit cost?"}
+    tones = [440.0, 660.0, 880.0, 1320.0, 1760.0]
+    for tone, text in zip(tones, transcripts.values()):
+        emulators["tts"].tones[f"Answer 1: you asked, {text}"] = tone
+    calls = []
+    for index, name in enumerate(names):
+        context = "voiceassist-fastagi" if index % 2 else "voiceassist"  # both paths at once
+        calls.append(place_call(rig, f"20{index}0", [questions[name]], context=context))
+    for call in calls:
+        call.wait(timeout=180)
+    uniqueids = set()
+    for index, (call, text, tone) in enumerate(zip(calls, transcripts.values(), tones)):
+        row, turns = db_rows(f"20{index}0")
+        uniqueids.add(row["uniqueid"])
+        assert turns[0]["status"] == "ok", turns[0]["error"]
+        assert turns[0]["transcript"] == text
+        assert row["uniqueid"].replace(".", "_") in turns[0]["answer_path"] or row["uniqueid"] in turns[0]["answer_path"]
+        assert tone_seconds(call.heard_path, tone) >= 1.2, f"caller {index} did not hear its own answer"
+        for other in set(tones) - {tone}:
+            assert tone_seconds(call.heard_path, other) < 0.3, f"caller {index} heard another caller's answer"
+    assert len(uniqueids) == 5
+
+
+@pytest.mark.parametrize("context", ["voiceassist", "voiceassist-fastagi"])
+def test_caller_hanging_up_during_the_turn_is_stored_cleanly(rig, fastagi, emulators, questions, context):
+    key = "3001" if context == "voiceassist" else "3002"
+    emulators["gemini"].latency = 6.0  # the caller gives up while the model is thinking
+    call = place_call(rig, key, [questions["hours"]], context=context, listen=4)
+    call.wait()
+    row, turns = db_rows(key)
+    assert turns[0]["status"] == "hangup", turns[0]
+    assert "hung up" in turns[0]["error"]
+    assert turns[0]["transcript"] == OPENING_HOURS
+    assert turns[0]["answer_path"] is None
+    assert not list((SHARED / "spool/voiceassist" / row["uniqueid"]).glob("answer-*"))
+    assert "Traceback" not in (SHARED / "voiceassist.log").read_text()
+
+
+def test_caller_hanging_up_while_asking_is_stored(rig, fastagi, emulators, questions):
+    call = place_call(rig, "3003", [questions["hours"]], listen=0)
+    call.wait()
+    row, turns = db_rows("3003")
+    assert [(t["turn_number"], t["status"], t["error"]) for t in turns] == [(1, "hangup", "caller hung up while asking")]
+    assert row["ended_at"]
+    assert emulators["speech"].requests == []
+
+
+def test_silent_caller_hears_didnt_catch_then_goodbye(rig, fastagi, emulators, questions):
+    call = place_call(rig, "3004", ["silence", "silence"])
+    call.wait()
+    row, turns = db_rows("3004")
+    assert [t["status"] for t in turns] == ["no_speech", "no_speech"]
+    assert emulators["speech"].requests == []  # nothing said: no paid request
+    played = playbacks(rig, "3004")
+    assert any("didnt-catch" in p for p in played) and any("goodbye" in p for p in played), played
+
+
+@pytest.mark.parametrize("failing,status", [("gemini", "llm_error"), ("tts", "tts_error"), ("speech", "stt_error")])
+def test_provider_failure_plays_the_cant_answer_prompt(rig, fastagi, emulators, questions, failing, status):
+    from tests.emulators import Fail, Hang
+
+    key = {"gemini": "4001", "tts": "4002", "speech": "4003"}[failing]
+    if failing == "tts":
+        emulators["tts"].queue(Hang(4), Hang(4))  # timeouts, with the retry
+    else:
+        emulators[failing].queue(Fail(500), Fail(503))
+    call = place_call(rig, key, [questions["hours"]], context="voiceassist-fastagi" if failing == "tts" else "voiceassist")
+    call.wait()
+    row, turns = db_rows(key)
+    assert turns[0]["status"] == status, turns[0]
+    assert turns[0]["error"]
+    assert any("cant-answer" in p for p in playbacks(rig, key))
+    assert "Traceback" not in (SHARED / "voiceassist.log").read_text()
+
+
+HOSTILE_NAME = b'Eve "quote" \\back\\ \nSET VARIABLE INJECTED 1\n\r\t\x07 \xff\xfe caf\xc3\xa9'
+HOSTILE_REPLY = ('Sure "boss" \\ here:\n\nSET VARIABLE INJECTED 1\nVERBOSE "pwned" 1\r\n'
+                 '\x00\x1b[31m ünïcode ✓ ) (x) endpos=5 ' + "long " * 500)
+
+
+@pytest.mark.parametrize("context", ["voiceassist", "voiceassist-fastagi"])
+def test_hostile_caller_id_and_llm_output_cannot_inject_agi_commands(rig, fastagi, emulators, questions, context):
+    from voiceassist.agi import sanitize_text
+
+    key = "5001" if context == "voiceassist" else "5002"
+    emulators["gemini"].reply = lambda body: HOSTILE_REPLY
+    call = place_call(rig, key, [questions["hours"]], context=context, caller_name=HOSTILE_NAME)
+    call.wait()
+    row, turns = db_rows(key)
+    assert turns[0]["status"] == "ok", turns[0]["error"]
+    assert turns[0]["reply"] == HOSTILE_REPLY.strip()  # stored exactly
+    assert answer_heard(call, HOSTILE_REPLY.strip()) >= 1.2
+    hook = turn_log_lines(rig, row["uniqueid"])
+    assert hook, "the after-turn hook did not run"
+    _turn, status, reply_in_asterisk, injected = hook[0]
+    assert status == "ok" and injected == ""
+    # Asterisk holds the reply as one line, control characters replaced, nothing else changed.
+    assert reply_in_asterisk == sanitize_text(HOSTILE_REPLY.strip()[:1000])
+    assert "INJECTED" not in rig.cli(f"dialplan show globals")
+    assert "Eve" in row["caller_name"]

@@ -213,11 +213,24 @@ class Turn:
 
     # -- outcome ------------------------------------------------------------------------------
     def _failed(self, status: str, stage: str, exc: BaseException) -> None:
+        if self._caller_gone():
+            # The caller left while the provider was working; its error no longer matters to them.
+            self.record.status = "hangup"
+            self.record.error = f"caller hung up during {stage.upper()} ({type(exc).__name__}: {exc})"[:2000]
+            self.more = False
+            self._discard_answer()
+            return
         self.record.status = status
         self.record.error = f"{type(exc).__name__}: {exc}"[:2000]
-        self.answer_sound = f"{self.prompts}/cant-answer"
         self._discard_answer()
+        self.answer_sound = f"{self.prompts}/cant-answer"
         self.log(stage.upper(), f"failed: {self.record.error}", logging.ERROR)
+
+    def _caller_gone(self) -> bool:
+        try:
+            return self.session.poll_hangup()
+        except AGIError:
+            return True
 
     def _discard_answer(self) -> None:
         if self.record.answer_path:

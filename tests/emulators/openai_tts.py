@@ -34,10 +34,15 @@ class OpenAITTSEmulator(Emulator):
     def __init__(self) -> None:
         super().__init__()
         self.seconds = 1.5
+        self.tones: dict[str, float] = {}  # text -> tone, for tests that need distinct tones
 
     def reset(self) -> None:
         super().reset()
         self.seconds = 1.5
+        self.tones = {}
+
+    def tone(self, text: str) -> float:
+        return self.tones.get(text) or tone_for(text)
 
     def error_body(self, status: int) -> dict[str, object]:
         kinds = {429: ("rate_limit_exceeded", "requests"), 401: ("invalid_api_key", "invalid_request_error")}
@@ -57,7 +62,7 @@ class OpenAITTSEmulator(Emulator):
         if body.get("voice") not in VOICES:
             return 400, json.dumps({"error": {"message": "bad voice", "type": "invalid_request_error",
                                               "param": "voice", "code": None}}).encode(), "application/json"
-        pcm = tone_pcm(tone_for(text), self.seconds)
+        pcm = tone_pcm(self.tone(text), self.seconds)
         fmt = body.get("response_format", "mp3")
         if fmt == "pcm":
             return 200, pcm, "audio/pcm"
