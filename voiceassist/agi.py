@@ -19,6 +19,7 @@ import re
 import select
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -40,6 +41,8 @@ MAX_COMMAND_BYTES = 2047
 MAX_ARGUMENT_BYTES = 1800
 # Longest line we accept from Asterisk; GET VARIABLE values are cut by Asterisk at 1023 bytes anyway.
 MAX_RESPONSE_LINE = 64 * 1024
+# Seconds to wait for the HANGUP notice / SIGHUP that follows a -1 result after a hangup.
+HANGUP_NOTICE_WAIT = 0.1
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _RESPONSE = re.compile(r"^(?P<code>\d{3})(?P<sep>[ -])(?P<rest>.*)$")
@@ -155,6 +158,18 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
                 raise AGIProtocolError(f"unexpected line from Asterisk while idle: {line[:200]!r}")
         return self.hung_up
 
+    def _await_hangup(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not self.poll_hangup():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                select.select([self.stdin.fileno()], [], [], min(remaining, 0.02))
+            except (OSError, ValueError):
+                time.sleep(min(remaining, 0.02))  # no fd (tests): SIGHUP may still arrive
+        return True
+
     def raise_if_hung_up(self) -> None:
         """Raise :class:`AGIHangup` when the caller is gone."""
         if self.poll_hangup():
@@ -252,7 +267,9 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
         if match["text"]:
             response["text"] = (match["text"], "")
         if match["result"] == "-1":
-            if self._hangup_line_seen or self._got_sighup or match["data"] == "hangup":
+            # After a hangup Asterisk sends the command's -1 first and the HANGUP notice (or SIGHUP)
+            # right after it: give that notice a moment to arrive before calling it an app error.
+            if match["data"] == "hangup" or self._await_hangup(HANGUP_NOTICE_WAIT):
                 raise AGIHangup("the caller hung up during the command")
             error = _pyst2.AGIAppError(f"AGI command failed: {line[:200]}")
             error.response = response

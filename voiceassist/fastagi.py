@@ -15,6 +15,7 @@ import socket
 import socketserver
 import threading
 from collections.abc import Callable
+from typing import IO
 
 from .agi import AGISession
 from .assistant import Assistant
@@ -41,6 +42,7 @@ class FastAGIServer(socketserver.ThreadingTCPServer):
         self.assistant = assistant
         self.read_timeout = read_timeout
         self.max_calls = max_calls
+        self.environment_timeout = ENVIRONMENT_TIMEOUT
         self._slots = threading.BoundedSemaphore(max_calls)
         self._active = 0
         self._active_lock = threading.Lock()
@@ -69,10 +71,17 @@ class FastAGIHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         sock: socket.socket = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(ENVIRONMENT_TIMEOUT)
+        sock.settimeout(self.server.environment_timeout)
         # Unbuffered: AGISession.poll_hangup() uses select(), which cannot see Python's buffer.
         reader = sock.makefile("rb", buffering=0)
         writer = sock.makefile("wb", buffering=0)
+        try:
+            self._serve_session(sock, reader, writer)
+        finally:
+            reader.close()
+            writer.close()
+
+    def _serve_session(self, sock: socket.socket, reader: IO[bytes], writer: IO[bytes]) -> None:
         try:
             session = AGISession(reader, writer)
         except AGIError as exc:

@@ -1,0 +1,61 @@
+"""A byte-level stand-in for Asterisk's side of a FastAGI session (for server tests)."""
+
+from __future__ import annotations
+
+import socket
+import wave
+from pathlib import Path
+
+import numpy as np
+
+
+def fastagi_env(script: str = "voiceassist", uniqueid: str = "1700000000.1", args: list[str] | None = None,
+                port: int = 4573) -> bytes:
+    lines = [f"agi_network: yes", f"agi_network_script: {script}", f"agi_request: agi://127.0.0.1:{port}/{script}",
+             "agi_channel: PJSIP/1001-00000001", "agi_language: en", "agi_type: PJSIP", f"agi_uniqueid: {uniqueid}",
+             "agi_version: 22.10.1", "agi_callerid: 1001", "agi_calleridname: Alice", "agi_callingpres: 0",
+             "agi_callingani2: 0", "agi_callington: 0", "agi_callingtns: 0", "agi_dnid: 8008", "agi_rdnis: unknown",
+             "agi_context: voiceassist-flow", "agi_extension: s", "agi_priority: 24", "agi_enhanced: 0.0",
+             "agi_accountcode: ", "agi_threadid: 1"]
+    lines += [f"agi_arg_{i}: {a}" for i, a in enumerate(args or [], 1)]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def speech_wav(path: Path, seconds: float = 1.5) -> Path:
+    rng = np.random.default_rng(7)
+    pcm = (rng.normal(0, 3000, int(seconds * 8000))).astype("<i2")
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(pcm.tobytes())
+    return path
+
+
+class FakeAsterisk:
+    """Connects like Asterisk, sends the environment, answers every command with ``200 result=1``."""
+
+    def __init__(self, port: int, env: bytes, timeout: float = 30) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.sendall(env)
+        self.file = self.sock.makefile("rb")
+        self.commands: list[str] = []
+
+    def run(self) -> list[str]:
+        for raw in self.file:
+            line = raw.decode().rstrip("\n")
+            self.commands.append(line)
+            self.sock.sendall(b"200 result=1\n")
+        self.file.close()
+        self.sock.close()
+        return self.commands
+
+    def variables(self) -> dict[str, str]:
+        from tests.test_agi_session import asterisk_parse_args
+
+        found = {}
+        for command in self.commands:
+            words = asterisk_parse_args(command)
+            if words[:2] == ["SET", "VARIABLE"]:
+                found[words[2]] = words[3]
+        return found

@@ -1,0 +1,98 @@
+"""The FastAGI server with a byte-level fake Asterisk: routing, busy cap, timeouts, SIGTERM drain."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.conftest import FastAGIProcess
+from tests.fake_asterisk import FakeAsterisk, fastagi_env, speech_wav
+from tests.helpers import config_for
+from tests.rig.asterisk import free_port
+from voiceassist import providers
+from voiceassist.assistant import Assistant
+from voiceassist.fastagi import FastAGIServer
+
+
+@pytest.fixture
+def server(emulators, tmp_path):
+    assistant = Assistant(config_for(emulators, tmp_path))
+    instance = FastAGIServer(("127.0.0.1", 0), assistant, max_calls=1, read_timeout=10)
+    thread = threading.Thread(target=instance.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield instance
+    instance.shutdown()
+    instance.server_close()
+
+
+def turn_env(tmp_path, uniqueid="1700000000.1", script="voiceassist"):
+    wav = speech_wav(tmp_path / f"q-{uniqueid}.wav")
+    return fastagi_env(script, uniqueid, ["turn", str(wav), "NOISE", "1", str(int(time.time())), "8008", uniqueid])
+
+
+def test_turn_over_fastagi_sets_answer_for_the_dialplan(server, tmp_path):
+    client = FakeAsterisk(server.server_address[1], turn_env(tmp_path))
+    client.run()
+    variables = client.variables()
+    assert variables["VOICEASSIST_STATUS"] == "ok"
+    assert variables["VA_ANSWER"].endswith("1700000000.1/answer-1")
+    assert variables["VA_CONTINUE"] == "1"
+    assert any(c.startswith('VERBOSE "[LLM] 1700000000.1') for c in client.commands)
+
+
+def test_unknown_route_is_answered_with_the_apology(server, tmp_path):
+    client = FakeAsterisk(server.server_address[1], turn_env(tmp_path, script="nonesuch"))
+    client.run()
+    assert client.variables()["VA_ANSWER"] == "custom/voiceassist/cant-answer"
+
+
+def test_calls_beyond_the_cap_hear_the_busy_prompt(server, emulators, tmp_path):
+    emulators["gemini"].latency = 1.0
+    first = FakeAsterisk(server.server_address[1], turn_env(tmp_path, "1700000000.1"))
+    worker = threading.Thread(target=first.run)
+    worker.start()
+    time.sleep(0.3)
+    second = FakeAsterisk(server.server_address[1], turn_env(tmp_path, "1700000000.2"))
+    second.run()
+    worker.join(10)
+    assert second.variables() == {"VA_ANSWER": "custom/voiceassist/busy", "VA_CONTINUE": "0",
+                                  "VOICEASSIST_STATUS": "busy"}
+    assert first.variables()["VOICEASSIST_STATUS"] == "ok"
+
+
+def test_silent_client_is_dropped_without_holding_a_thread(server):
+    server.environment_timeout = 0.3
+    sock = socket.create_connection(("127.0.0.1", server.server_address[1]))
+    sock.settimeout(5)
+    assert sock.recv(10) == b""  # the server closed it
+    sock.close()
+
+
+def test_provider_clients_are_created_once_and_reused(server, tmp_path, monkeypatch):
+    created = []
+    real_create = providers.create
+    monkeypatch.setattr(providers, "create", lambda cap, cfg: created.append(cap) or real_create(cap, cfg))
+    for n in range(3):
+        FakeAsterisk(server.server_address[1], turn_env(tmp_path, f"1700000001.{n}")).run()
+    assert sorted(created) == ["llm", "stt", "tts"]
+
+
+def test_sigterm_lets_the_call_in_flight_finish(emulators, tmp_path):
+    config = config_for(emulators, tmp_path)
+    emulators["gemini"].latency = 1.5
+    port = free_port()
+    process = FastAGIProcess(config.path, port=port)
+    client = FakeAsterisk(port, turn_env(tmp_path))
+    worker = threading.Thread(target=client.run)
+    worker.start()
+    time.sleep(0.5)  # the turn is waiting on the chat model
+    process.process.send_signal(signal.SIGTERM)
+    worker.join(15)
+    assert process.stop(timeout=15) == 0  # already exiting: SIGTERM again is harmless
+    assert client.variables()["VOICEASSIST_STATUS"] == "ok"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
