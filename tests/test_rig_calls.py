@@ -81,22 +81,25 @@ def test_call_to_8008_is_answered_stored_and_played(rig, fastagi, emulators, que
     sent = emulators["speech"].requests[-1].json()
     assert sent["config"]["sampleRateHertz"] == 8000
     # Tagged VERBOSE lines reached Asterisk's log with the call's uniqueid.
-    log = rig.full_log()
     for tag in ("STT", "LLM", "TTS", "DB"):
-        assert f"[{tag}] {row['uniqueid']}" in log, tag
+        assert rig.wait_for_log(re.escape(f"[{tag}] {row['uniqueid']}")), tag
 
 
 def turn_log_lines(rig, uniqueid: str) -> list[tuple[str, str, str, str]]:
     """(turn, status, reply-as-Asterisk-holds-it, INJECTED) from the admin hook's Log() lines."""
     found = []
-    for match in re.finditer(rf"after-turn: VATURN {re.escape(uniqueid)} (\d+) (\S*) (\S*) INJECTED=(\S*)", rig.full_log()):
-        reply = base64.b64decode(match[3]).decode("utf-8", "replace") if match[3] else ""
-        found.append((match[1], match[2], reply, match[4]))
+    pattern = rf"after-turn: VATURN {re.escape(uniqueid)} (\d+) (\S*) (\S*) INJECTED=(\S*)"
+    for turn, status, reply64, injected in rig.wait_for_log(pattern):
+        reply = base64.b64decode(reply64).decode("utf-8", "replace") if reply64 else ""
+        found.append((turn, status, reply, injected))
     return found
 
 
-def playbacks(rig, uniqueid_channel_key: str) -> list[str]:
-    return re.findall(rf"<Local/{uniqueid_channel_key}@va-test-entry-\d+;2> Playing '([^']+)'", rig.full_log())
+def playbacks(rig, key: str, expected: str) -> list[str]:
+    """Sounds played to the 8008 side of test call ``key``, once ``expected`` shows up (or 10 s)."""
+    pattern = rf"<Local/{key}@va-test-entry-[0-9a-f]+;2> Playing '([^']*{re.escape(expected)}[^']*)'"
+    rig.wait_for_log(pattern)
+    return re.findall(rf"<Local/{key}@va-test-entry-[0-9a-f]+;2> Playing '([^']+)'", rig.full_log())
 
 
 def test_two_question_call_keeps_history(rig, fastagi, emulators, questions):
@@ -172,7 +175,7 @@ def test_silent_caller_hears_didnt_catch_then_goodbye(rig, fastagi, emulators, q
     row, turns = db_rows("3004")
     assert [t["status"] for t in turns] == ["no_speech", "no_speech"]
     assert emulators["speech"].requests == []  # nothing said: no paid request
-    played = playbacks(rig, "3004")
+    played = playbacks(rig, "3004", "goodbye")
     assert any("didnt-catch" in p for p in played) and any("goodbye" in p for p in played), played
 
 
@@ -190,7 +193,7 @@ def test_provider_failure_plays_the_cant_answer_prompt(rig, fastagi, emulators, 
     row, turns = db_rows(key)
     assert turns[0]["status"] == status, turns[0]
     assert turns[0]["error"]
-    assert any("cant-answer" in p for p in playbacks(rig, key))
+    assert any("cant-answer" in p for p in playbacks(rig, key, "cant-answer"))
     assert "Traceback" not in (SHARED / "voiceassist.log").read_text()
 
 

@@ -202,7 +202,7 @@ writeprotect = no
         for stale in ("/var/run/asterisk/asterisk.ctl", "/var/run/asterisk/asterisk.pid"):
             self.host_path(stale).unlink(missing_ok=True)
         self.host_path("/var/run/asterisk").mkdir(parents=True, exist_ok=True)
-        console = open(self.shared / "asterisk-console.log", "ab")
+        self._console = console = open(self.shared / "asterisk-console.log", "ab")
         # Plain `asterisk -f` as root: -U root would drop root's capabilities (file overrides).
         self.process = subprocess.Popen(["chroot", str(self.chroot), "asterisk", "-f"],
                                         stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
@@ -233,6 +233,9 @@ writeprotect = no
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        if getattr(self, "_console", None) is not None:
+            self._console.close()
+            self._console = None
 
     def cli(self, command: str) -> str:
         result = subprocess.run(["chroot", str(self.chroot), "asterisk", "-rx", command],
@@ -240,6 +243,18 @@ writeprotect = no
         if result.returncode != 0 or result.stdout.startswith("No such command"):
             raise RuntimeError(f"asterisk -rx {command!r} failed: {result.stderr or result.stdout}")
         return result.stdout
+
+    def wait_for_log(self, pattern: str, timeout: float = 10) -> list[str]:
+        """All matches of ``pattern`` in the ``full`` log, waiting for Asterisk's logger thread to
+        write them (it logs asynchronously, so the last lines of a call lag behind its hangup)."""
+        import re
+
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.findall(pattern, self.full_log())
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
 
     def full_log(self) -> str:
         path = self.host_path("/var/log/asterisk/full")
