@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,7 @@ class TestCall:
         ami.wait_for(lambda e: e.get("Event") == "Hangup"
                      and e.get("Channel", "").startswith(f"Local/{self.key}@va-test-entry-")
                      and e.get("Channel", "").endswith(";2"), timeout)
+        wait_for_complete_wav(self.heard_path)
 
 
 def place_call(rig: AsteriskRig, key: str, questions: list[str], *, context: str = "voiceassist",
@@ -109,6 +111,22 @@ def place_call(rig: AsteriskRig, key: str, questions: list[str], *, context: str
         rig.cli(f"dialplan set global VAT_{key}_{name} {value}" if value else f"dialplan set global VAT_{key}_{name} \"\"")
     rig.cli(f"channel originate Local/{key}@va-test-entry extension {key}@va-test-caller")
     return TestCall(rig, key)
+
+
+def wait_for_complete_wav(path: Path, timeout: float = 15) -> None:
+    """MixMonitor's thread finalises the WAV header (RIFF and data sizes) after the hangup events;
+    a header whose sizes match the file is the sign Asterisk has closed it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            header = path.read_bytes()[:44]
+            if (len(header) == 44 and header[:4] == b"RIFF" and header[8:12] == b"WAVE"
+                    and int.from_bytes(header[4:8], "little") + 8 == path.stat().st_size):
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{path} was not completed by Asterisk within {timeout} s")
 
 
 def tone_seconds(path: Path, frequency: float) -> float:
