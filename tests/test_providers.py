@@ -132,6 +132,7 @@ def test_missing_api_key_names_the_setting(emulators, tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     config = config_for(emulators, tmp_path, extra="")
     config.sections["openai_tts"]["api_key"] = ""
+    config.sections["tts"]["provider"] = "openai"  # "auto" would fall back to a local voice
     with pytest.raises(ProviderAuthError, match=r"\[openai_tts\] api_key or OPENAI_API_KEY"):
         providers.create("tts", config)
 
@@ -139,5 +140,5 @@ def test_missing_api_key_names_the_setting(emulators, tmp_path, monkeypatch):
 def test_unknown_provider_name_is_a_config_error(emulators, tmp_path):
     config = config_for(emulators, tmp_path)
     config.sections["tts"]["provider"] = "nonesuch"
-    with pytest.raises(ConfigError, match="choose one of: openai"):
+    with pytest.raises(ConfigError, match="choose auto or one of: espeak, openai, piper"):
         providers.create("tts", config)

@@ -60,7 +60,7 @@ def answer_heard(call, reply: str) -> float:
 @pytest.mark.parametrize("context", ["voiceassist", "voiceassist-fastagi"])
 def test_call_to_8008_is_answered_stored_and_played(rig, fastagi, emulators, questions, context):
     key = "1001" if context == "voiceassist" else "1002"
-    call = place_call(rig, key, [questions["hours"]], caller_name="Alice Example")
+    call = place_call(rig, key, [questions["hours"]], context=context, caller_name="Alice Example")
     call.wait()
     row, turns = db_rows(key)
     assert row["caller_name"] == "Alice Example"
@@ -77,6 +77,10 @@ def test_call_to_8008_is_answered_stored_and_played(rig, fastagi, emulators, que
     assert 1500 < turns[0]["recording_ms"] < 15000
     # The caller actually heard the answer (the TTS emulator's tone for this reply), all of it.
     assert answer_heard(call, reply) >= 1.2
+    # The right path served the call: a thread of the FastAGI server, or a process per turn.
+    log = (SHARED / "voiceassist.log").read_text()
+    threads = re.findall(rf"\d+ (\S+) INFO voiceassist: \[LLM\] {re.escape(row['uniqueid'])} ", log)
+    assert threads and (threads[0] != "MainThread") == (context == "voiceassist-fastagi"), threads
     # The STT request carried this call's recording at 8 kHz.
     sent = emulators["speech"].requests[-1].json()
     assert sent["config"]["sampleRateHertz"] == 8000
@@ -205,6 +209,7 @@ HOSTILE_REPLY = ('Sure "boss" \\ here:\n\nSET VARIABLE INJECTED 1\nVERBOSE "pwne
 @pytest.mark.parametrize("context", ["voiceassist", "voiceassist-fastagi"])
 def test_hostile_caller_id_and_llm_output_cannot_inject_agi_commands(rig, fastagi, emulators, questions, context):
     from voiceassist.agi import sanitize_text
+    from voiceassist.speakable import speakable
 
     key = "5001" if context == "voiceassist" else "5002"
     emulators["gemini"].reply = lambda body: HOSTILE_REPLY
@@ -212,13 +217,14 @@ def test_hostile_caller_id_and_llm_output_cannot_inject_agi_commands(rig, fastag
     call.wait()
     row, turns = db_rows(key)
     assert turns[0]["status"] == "ok", turns[0]["error"]
-    assert turns[0]["reply"] == HOSTILE_REPLY.strip()  # stored exactly
-    assert answer_heard(call, HOSTILE_REPLY.strip()) >= 1.2
+    spoken = speakable(HOSTILE_REPLY)
+    assert turns[0]["reply"] == spoken  # what was said, stored exactly
+    assert answer_heard(call, spoken) >= 1.2
     hook = turn_log_lines(rig, row["uniqueid"])
     assert hook, "the after-turn hook did not run"
     _turn, status, reply_in_asterisk, injected = hook[0]
     assert status == "ok" and injected == ""
     # Asterisk holds the reply as one line, control characters replaced, nothing else changed.
-    assert reply_in_asterisk == sanitize_text(HOSTILE_REPLY.strip()[:1000])
+    assert reply_in_asterisk == sanitize_text(spoken[:1000])
     assert "INJECTED" not in rig.cli(f"dialplan show globals")
     assert "Eve" in row["caller_name"]

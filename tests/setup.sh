@@ -1,0 +1,35 @@
+#!/bin/bash
+# Install what the suite and the main job need: Debian packages, .venv with voiceassist and its
+# extras, and the Asterisk chroot. Reuses whatever is already in place. Usage: tests/setup.sh [local]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(debootstrap ffmpeg sox espeak-ng python3-venv ca-certificates cmake g++ make)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "[setup] apt-get install ${missing[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv"
+    python3 -m venv .venv
+fi
+extras="all,local,test"
+stamp=".venv/.voiceassist-$(cat setup.cfg | sha256sum | cut -c1-12)"
+if [ ! -e "$stamp" ]; then
+    echo "[setup] pip install -e '.[$extras]' (the first time llama-cpp-python compiles: about 5 minutes)"
+    # Not quiet: the llama.cpp compile takes minutes and pip reports progress while it runs.
+    .venv/bin/pip install --disable-pip-version-check --progress-bar off -e ".[$extras]" 2>&1 \
+        | grep --line-buffered -v -E "is ignored|^Requirement already|^  Using cached|^Collecting|^  Downloading" || true
+    .venv/bin/python -c "import llama_cpp, pocketsphinx, piper, google.genai, openai" \
+        || { echo "[setup] pip install failed" >&2; exit 1; }
+    touch "$stamp"
+fi
+
+echo "[setup] building or reusing the Asterisk chroot"
+bash tests/rig/build-chroot.sh "$PWD/.rig/chroot"

@@ -1,0 +1,33 @@
+"""The local stack (no cloud, no emulator) answers a call to 8008 on the real Asterisk."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import FastAGIProcess
+from tests.rig.asterisk import SHARED
+from tests.rig.calls import make_question, place_call
+from tests.rig.main_job import LOCAL_PORT, main_job_conf
+from tests.test_rig_calls import db_rows
+
+
+@pytest.fixture(scope="module")
+def local_server(rig):
+    conf = SHARED / "local.conf"
+    conf.write_text(main_job_conf() + "\n[stt]\nprovider = pocketsphinx\n[llm]\nprovider = llama_cpp\n"
+                                      "[tts]\nprovider = piper\n[general]\nmax_turns = 3\n")
+    server = FastAGIProcess(conf, port=LOCAL_PORT)
+    yield server
+    server.stop()
+
+
+def test_local_stack_answers_a_call_end_to_end(rig, local_server):
+    question = make_question("local-hours", "What are your opening hours?", 2200)
+    call = place_call(rig, "6001", [question], context="va-local")
+    call.wait(timeout=180)
+    row, turns = db_rows("6001")
+    assert turns[0]["status"] == "ok", turns[0]["error"]
+    assert (turns[0]["stt_provider"], turns[0]["llm_provider"], turns[0]["tts_provider"]) == ("pocketsphinx", "llama_cpp", "piper")
+    assert turns[0]["transcript"] == "what are your opening hours"
+    assert turns[0]["reply"]
+    assert rig.wait_for_log(rf"<Local/6001@va-test-entry-[0-9a-f]+;2> Playing '[^']*answer-1\.ulaw'")

@@ -1,0 +1,61 @@
+"""Replies made sayable; the knowledge file reaches the chat model and the offline recogniser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import config_for
+from voiceassist import providers
+from voiceassist.knowledge import questions, relevant_facts, system_prompt
+from voiceassist.speakable import first_sentences, speakable
+
+
+def test_markdown_lists_urls_and_emojis_are_made_speakable():
+    reply = ("**Opening hours** 🙂\n\n- Monday to Friday: 9 to 5\n- Saturday: 10 to 2\n"
+             "See [our site](https://example.com) or https://example.com/hours for `details`.")
+    assert speakable(reply) == ("Opening hours. Monday to Friday: 9 to 5. Saturday: 10 to 2. "
+                                "See our site or the link on our website for details.")
+
+
+def test_long_reply_is_cut_after_a_full_sentence():
+    text = "This is a sentence. " * 200
+    out = speakable(text, max_chars=100)
+    assert out.endswith(".") and len(out) <= 100
+
+
+def test_questions_are_found_in_a_knowledge_file():
+    text = ("# Acme Plumbing\nWe fix sinks.\n\n## What are your opening hours?\nNine to five.\n"
+            "Q: Where is your office?\n- Do you work on Sundays?\nNot a question.\n")
+    assert questions(text) == ["what are your opening hours", "where is your office", "do you work on sundays"]
+
+
+def test_every_chat_model_gets_the_knowledge_file(emulators, tmp_path):
+    facts = tmp_path / "facts.md"
+    facts.write_text("Acme Plumbing is open 9 to 5, Monday to Friday.\n")
+    config = config_for(emulators, tmp_path, extra=f"[general]\nknowledge_file = {facts}\n")
+    assert "open 9 to 5" in system_prompt(config)
+    providers.create("llm", config).reply([], "When are you open?")
+    sent = emulators["gemini"].requests[-1].json()["systemInstruction"]["parts"][0]["text"]
+    assert "Acme Plumbing is open 9 to 5" in sent
+
+
+def test_auto_picks_cloud_with_credentials_and_local_without(emulators, tmp_path, monkeypatch):
+    for var in ("GOOGLE_APPLICATION_CREDENTIALS", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    config = config_for(emulators, tmp_path)
+    assert [providers.resolve(c, config) for c in ("stt", "llm", "tts")] == ["google", "gemini", "openai"]
+    for section, key in (("google_speech", "credentials_file"), ("gemini", "api_key"), ("openai_tts", "api_key")):
+        config.sections[section][key] = ""
+    assert [providers.resolve(c, config) for c in ("stt", "llm")] == ["pocketsphinx", "llama_cpp"]
+    assert providers.resolve("tts", config) in ("piper", "espeak")
+
+
+def test_repeated_sentences_are_dropped_and_the_count_capped():
+    text = "I can help. I am a bot. I can help. I am a bot. Call us. Bye. Trailing fragment"
+    assert first_sentences(text, 3) == "I can help. I am a bot. Call us."
+
+
+def test_relevant_facts_pick_the_matching_section():
+    text = (Path(__file__).parent / "data/acme-knowledge.md").read_text()
+    facts = relevant_facts(text, "when are your opening hours", max_chars=300)
+    assert "Monday to Friday from eight" in facts and "Main Street" not in facts

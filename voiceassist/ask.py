@@ -1,0 +1,92 @@
+"""``voiceassist ask QUESTION.wav``: one turn without Asterisk, for trying providers and prompts.
+
+The same :class:`~voiceassist.flow.Turn` runs as on a call; a :class:`LocalSession` stands in for
+Asterisk. The answer is written as ``.ulaw`` (what Asterisk plays) and ``.wav`` (to listen to).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .assistant import Assistant
+from .errors import AudioError
+from .flow import Turn
+
+
+@dataclass
+class LocalSession:
+    """The parts of :class:`~voiceassist.agi.AGISession` a turn uses, without Asterisk."""
+
+    env: dict[str, str]
+    variables: dict[str, str] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+    hung_up: bool = False
+    _closed: bool = False
+
+    def poll_hangup(self) -> bool:
+        return False
+
+    def raise_if_hung_up(self) -> None:
+        return None
+
+    def verbose(self, message: str, level: int = 1) -> None:
+        self.messages.append(message)
+
+    def set_variable(self, name: str, value: object) -> None:
+        self.variables[name] = str(value)
+
+
+@dataclass
+class AskResult:
+    uniqueid: str
+    status: str
+    transcript: str
+    reply: str
+    error: str | None
+    timings: dict[str, int]
+    answer_ulaw: str | None
+    answer_wav: str | None
+
+
+def _to_phone_wav(source: Path, ffmpeg: str, directory: Path) -> Path:
+    """Any audio file -> 8 kHz mono 16-bit WAV, as Asterisk's MixMonitor records it."""
+    target = directory / "question.wav"
+    try:
+        result = subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(source),
+                                 "-ar", "8000", "-ac", "1", "-acodec", "pcm_s16le", str(target)],
+                                capture_output=True, timeout=60, check=False)
+    except FileNotFoundError:
+        raise AudioError(f"ffmpeg not found ({ffmpeg!r}); install it: apt-get install ffmpeg") from None
+    if result.returncode != 0:
+        raise AudioError(f"cannot read {source}: {result.stderr.decode(errors='replace').strip()[-300:]}")
+    return target
+
+
+def ask(assistant: Assistant, question: Path, caller: str = "cli") -> AskResult:
+    """Run one turn on ``question`` (any audio format ffmpeg reads) and store it."""
+    ffmpeg = assistant.config.section("audio").get("ffmpeg")
+    uniqueid = f"ask-{int(time.time())}.{os.getpid()}"
+    with tempfile.TemporaryDirectory(prefix="voiceassist-ask-") as tmp:
+        recording = _to_phone_wav(Path(question), ffmpeg, Path(tmp))
+        session = LocalSession(env={"agi_uniqueid": uniqueid, "agi_channel": "voiceassist-ask",
+                                    "agi_callerid": caller, "agi_calleridname": caller})
+        turn = Turn(session, assistant, [str(recording), "NOISE", "1", str(time.time()), "ask", ""])  # type: ignore[arg-type]
+        turn.record.recording_path = str(question)
+        turn.run()
+    record = turn.record
+    wav = None
+    if record.answer_path:
+        wav = str(Path(record.answer_path).with_suffix(".wav"))
+        subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "mulaw", "-ar", "8000",
+                        "-ac", "1", "-i", record.answer_path, wav], capture_output=True, timeout=60, check=False)
+    try:
+        assistant.store().end_call(turn.call)
+    except Exception:  # the turn itself already reported a storage problem
+        pass
+    return AskResult(uniqueid, record.status, record.transcript or "", record.reply or "", record.error,
+                     dict(record.timings), record.answer_path, wav)

@@ -1,0 +1,116 @@
+"""Offline speech-to-text with PocketSphinx (its PyPI wheel bundles the en-us model).
+
+Open vocabulary is weak on 8 kHz phone audio. With the knowledge file's questions as a JSGF
+grammar it is much better; the grammar decoder sometimes stops a word or two short of the end of
+a sentence, so its hypothesis is matched to the closest known question, and when nothing plausible
+matched the open-vocabulary result is used instead.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import threading
+from difflib import SequenceMatcher
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..errors import AudioError, ConfigError, ProviderNotInstalled
+from ..knowledge import knowledge_text, questions
+from .base import Recording, Transcript
+
+
+def speech_frames(recording: Recording) -> int:
+    from ..audio import speech_frames as count
+
+    return count(recording)
+
+NAME = "pocketsphinx"
+_DECODER_LOCK = threading.Lock()  # a Decoder is not thread-safe; FastAGI shares one per process
+
+
+def upsample_to_16k(pcm: bytes, rate: int, ffmpeg: str = "ffmpeg") -> bytes:
+    """The bundled acoustic model wants 16 kHz; resample with ffmpeg (low-pass filtered)."""
+    if rate == 16000:
+        return pcm
+    try:
+        result = subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(rate),
+                                 "-ac", "1", "-i", "pipe:0", "-ar", "16000", "-f", "s16le", "pipe:1"],
+                                input=pcm, capture_output=True, timeout=20, check=False)
+    except FileNotFoundError:
+        raise AudioError(f"ffmpeg not found ({ffmpeg!r}); install it: apt-get install ffmpeg") from None
+    if result.returncode != 0:
+        raise AudioError(f"ffmpeg could not resample the recording: {result.stderr.decode(errors='replace')[-200:]}")
+    return result.stdout
+
+
+def jsgf(phrases: list[str]) -> str:
+    return "#JSGF V1.0;\ngrammar questions;\npublic <question> = " + " | ".join(phrases) + " ;\n"
+
+
+def closest(hypothesis: str, phrases: list[str]) -> str | None:
+    """The phrase the grammar hypothesis most plausibly was (the search may stop words short)."""
+    words = hypothesis.split()
+    if not words:
+        return None
+    starting = [p for p in phrases if p.split()[: len(words)] == words]
+    if len(starting) == 1:  # a prefix of exactly one known question
+        return starting[0]
+    if hypothesis in phrases:
+        return hypothesis
+    scored = [(SequenceMatcher(None, words, p.split()).ratio(), p) for p in phrases]
+    score, best = max(scored)
+    return best if score >= 0.75 else None
+
+
+class PocketSphinxSpeechToText:
+    name = NAME
+
+    def __init__(self, config: Config) -> None:
+        try:
+            from pocketsphinx import Decoder
+        except ImportError:
+            raise ProviderNotInstalled("pocketsphinx is not installed: pip install 'voiceassist[local]'",
+                                       provider=NAME) from None
+        self.ffmpeg = config.section("audio").get("ffmpeg")
+        grammar = config.section(NAME).get("grammar").strip()
+        self.phrases: list[str] = []
+        grammar_path = None
+        if grammar == "auto":
+            self.phrases = questions(knowledge_text(config))
+        elif grammar not in ("", "none"):
+            grammar_path = grammar
+            if not Path(grammar).exists():
+                raise ConfigError(f"[{NAME}] grammar = {grammar} does not exist")
+        if self.phrases:
+            handle = tempfile.NamedTemporaryFile("w", suffix=".gram", delete=False)
+            handle.write(jsgf(self.phrases))
+            handle.close()
+            grammar_path = handle.name
+        self._open = Decoder(samprate=16000, loglevel="FATAL")
+        self._grammar: Any = Decoder(samprate=16000, jsgf=grammar_path, loglevel="FATAL") if grammar_path else None
+
+    @staticmethod
+    def _decode(decoder: Any, pcm: bytes) -> str:
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        hypothesis = decoder.hyp()
+        return hypothesis.hypstr.strip() if hypothesis else ""
+
+    def transcribe(self, recording: Recording) -> Transcript:
+        if speech_frames(recording) == 0:  # open vocabulary "hears" words in digital silence
+            return Transcript("")
+        # Half a second of silence on both sides lets the grammar search reach its final state.
+        pad = b"\0\0" * 8000
+        pcm = pad + upsample_to_16k(recording.pcm, recording.sample_rate, self.ffmpeg) + pad
+        with _DECODER_LOCK:
+            if self._grammar is not None:
+                heard = self._decode(self._grammar, pcm)
+                if not self.phrases:
+                    return Transcript(heard)
+                match = closest(heard, self.phrases)
+                if match:
+                    return Transcript(match)
+            return Transcript(self._decode(self._open, pcm))
