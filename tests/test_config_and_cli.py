@@ -75,3 +75,32 @@ def test_process_agi_with_broken_config_still_answers_the_caller(tmp_path):
     assert out.returncode == 0, out.stderr
     assert b'SET VARIABLE "VA_ANSWER" "custom/voiceassist/cant-answer"' in out.stdout
     assert b"cannot be parsed" in out.stdout
+
+
+def test_configured_secrets_are_redacted_from_the_log(tmp_path):
+    import logging
+
+    from voiceassist.logs import RedactSecrets
+
+    record = logging.LogRecord("voiceassist", logging.ERROR, __file__, 1,
+                               "request failed for key %s", ("sk-live-abcdef123456",), None)
+    RedactSecrets(["sk-live-abcdef123456"]).filter(record)
+    assert record.getMessage() == "request failed for key ***"
+
+
+def test_the_log_file_never_holds_the_api_keys(emulators, tmp_path):
+    """A full turn over FastAGI, then the log is searched for the configured keys."""
+    from tests.fake_asterisk import FakeAsterisk, fastagi_env, speech_wav
+    from tests.helpers import config_for
+    from tests.rig.asterisk import free_port
+    from tests.conftest import FastAGIProcess
+
+    config = config_for(emulators, tmp_path)
+    port = free_port()
+    server = FastAGIProcess(config.path, port=port)
+    wav = speech_wav(tmp_path / "q.wav")
+    FakeAsterisk(port, fastagi_env("voiceassist", "1.9", ["turn", str(wav), "NOISE", "1"])).run()
+    server.stop()
+    log = (tmp_path / "voiceassist.log").read_text()
+    assert "[TTS] 1.9" in log
+    assert "test-gemini-key-123" not in log and "sk-test-openai-key-456" not in log
