@@ -22,7 +22,7 @@ fi
 extras="all,local,test"
 stamp=".venv/.voiceassist-$(cat setup.cfg | sha256sum | cut -c1-12)"
 if [ ! -e "$stamp" ]; then
-    echo "[setup] pip install -e '.[$extras]' (the first time llama-cpp-python compiles: about 5 minutes)"
+    echo "[setup] pip install -e '.[$extras]' (the first time llama-cpp-python compiles: about 7 minutes on 2 cores)"
     # llama-cpp-python compiles llama.cpp; its multimodal library (llava/mtmd) is not used here and
     # skipping it cuts the compile from 8 min 15 s to 6 min 50 s on 2 cores.
     export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"

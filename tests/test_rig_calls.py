@@ -228,3 +228,16 @@ def test_hostile_caller_id_and_llm_output_cannot_inject_agi_commands(rig, fastag
     assert reply_in_asterisk == sanitize_text(spoken[:1000])
     assert "INJECTED" not in rig.cli(f"dialplan show globals")
     assert "Eve" in row["caller_name"]
+
+
+def test_caller_hanging_up_during_the_answer_ends_the_call_cleanly(rig, fastagi, emulators, questions):
+    emulators["tts"].seconds = 8.0  # a long answer; the caller leaves about halfway through it
+    call = place_call(rig, "3005", [questions["hours"]], context="voiceassist-fastagi", listen=6)
+    call.wait()
+    row, turns = db_rows("3005")
+    assert [(t["turn_number"], t["status"]) for t in turns] == [(1, "ok")]
+    assert row["ended_at"]
+    heard = answer_heard(call, turns[0]["reply"])
+    assert 0.5 < heard < 7.0, heard  # part of the answer, not all of it
+    assert rig.wait_for_log(rf"\[DB\] {re.escape(row['uniqueid'])} call ended \(state answering")
+    assert "Traceback" not in (SHARED / "voiceassist.log").read_text()
