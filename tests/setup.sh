@@ -15,6 +15,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The chroot build is mostly downloads and disk; the pip step below is mostly compiling. Run both at once.
+echo "[setup] building or reusing the Asterisk chroot (in the background)"
+bash tests/rig/build-chroot.sh "$PWD/.rig/chroot" &
+chroot_build=$!
+
 if [ ! -x .venv/bin/python ]; then
     echo "[setup] creating .venv"
     python3 -m venv .venv
@@ -34,5 +39,4 @@ if [ ! -e "$stamp" ]; then
     touch "$stamp"
 fi
 
-echo "[setup] building or reusing the Asterisk chroot"
-bash tests/rig/build-chroot.sh "$PWD/.rig/chroot"
+wait "$chroot_build" || { echo "[setup] building the Asterisk chroot failed" >&2; exit 1; }
