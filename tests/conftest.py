@@ -85,6 +85,12 @@ class FastAGIProcess:
                 return
         raise RuntimeError("FastAGI server did not start:\n" + "".join(self.output))
 
+    def wait(self, timeout: float = 60) -> int:
+        """Wait for the server to exit on its own (e.g. after a SIGTERM the test sent)."""
+        out, _ = self.process.communicate(timeout=timeout)
+        self.output.append(out)
+        return self.process.returncode
+
     def stop(self, timeout: float = 60) -> int:
         self.process.terminate()
         try:
