@@ -195,9 +195,10 @@ def test_variable_distinguishes_unset_from_empty():
 
 
 def test_eof_mid_reply_is_connection_closed():
-    agi, _ = session(b"200 resu")
-    with pytest.raises(AGIProtocolError):
+    agi, _ = session(b"200 result=1")  # would parse as a whole reply if the cut went unnoticed
+    with pytest.raises(AGIConnectionClosed):
         agi.verbose("x")
+    assert agi.hung_up
     agi, _ = session(b"")
     with pytest.raises(AGIConnectionClosed):
         agi.verbose("x")

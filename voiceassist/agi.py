@@ -185,8 +185,12 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
         if not raw:
             self._closed = True
             return ""
-        if len(raw) > MAX_RESPONSE_LINE and not raw.endswith(b"\n"):
-            raise AGIProtocolError(f"line from Asterisk longer than {MAX_RESPONSE_LINE} bytes")
+        if not raw.endswith(b"\n"):
+            if len(raw) > MAX_RESPONSE_LINE:
+                raise AGIProtocolError(f"line from Asterisk longer than {MAX_RESPONSE_LINE} bytes")
+            # EOF inside a line: "200 result=1" cut from "200 result=1 (data)" must not pass as a reply.
+            self._closed = True
+            raise AGIConnectionClosed(f"Asterisk closed the AGI connection mid-line: {raw[:80]!r}")
         return raw.rstrip(b"\n").decode("utf-8", "replace")
 
     def _get_agi_env(self) -> None:
