@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.stt_accuracy import spoken
 from voiceassist import providers
 from voiceassist.audio import read_recording, write_phone_audio
 from voiceassist.config import load_config
@@ -36,27 +37,16 @@ file = {tmp_path}/va.log
     return path
 
 
-def phone_question(tmp_path: Path, text: str, voice: str = "en-us") -> Path:
-    """espeak-ng speech through a μ-law phone line, as MixMonitor would record it."""
-    raw, ulaw, wav = tmp_path / "raw.wav", tmp_path / "q.ulaw", tmp_path / f"q-{abs(hash((text, voice)))}.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(raw), "-ar", "8000", "-ac", "1", "-f", "mulaw",
-                    str(ulaw)], check=True)
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "mulaw", "-ar", "8000", "-ac", "1", "-i", str(ulaw),
-                    "-acodec", "pcm_s16le", str(wav)], check=True)
-    return wav
-
-
 def test_pocketsphinx_with_the_knowledge_grammar_recognises_a_phone_question(tmp_path):
     stt = providers.create("stt", load_config(local_conf(tmp_path), environ={}))
     for voice in ("en-us", "en-us+m3"):
-        recording = read_recording(phone_question(tmp_path, "How much does a visit cost?", voice), 55)
+        recording = read_recording(spoken("How much does a visit cost?", voice, tmp_path), 55)
         assert stt.transcribe(recording).text == "how much does a visit cost"
 
 
 def test_pocketsphinx_open_vocabulary_without_knowledge(tmp_path):
     stt = providers.create("stt", load_config(local_conf(tmp_path, knowledge=False), environ={}))
-    text = stt.transcribe(read_recording(phone_question(tmp_path, "What are your opening hours?"), 55)).text
+    text = stt.transcribe(read_recording(spoken("What are your opening hours?", "en-us", tmp_path), 55)).text
     assert text  # open vocabulary on 8 kHz audio is weak: see benchmarks/stt_accuracy.py
 
 
@@ -82,7 +72,7 @@ def test_llama_cpp_answers_with_history(tmp_path):
 
 
 def test_ask_runs_a_turn_without_asterisk(tmp_path):
-    question = phone_question(tmp_path, "Where is your office?")
+    question = spoken("Where is your office?", "en-us", tmp_path)
     out = subprocess.run([sys.executable, "-m", "voiceassist", "--config", str(local_conf(tmp_path)), "ask",
                           str(question), "--json"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

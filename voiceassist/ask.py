@@ -7,13 +7,13 @@ Asterisk. The answer is written as ``.ulaw`` (what Asterisk plays) and ``.wav`` 
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .assistant import Assistant
+from .audio import run_ffmpeg
 from .errors import AudioError
 from .flow import Turn
 
@@ -57,13 +57,10 @@ def _to_phone_wav(source: Path, ffmpeg: str, directory: Path) -> Path:
     """Any audio file -> 8 kHz mono 16-bit WAV, as Asterisk's MixMonitor records it."""
     target = directory / "question.wav"
     try:
-        result = subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(source),
-                                 "-ar", "8000", "-ac", "1", "-acodec", "pcm_s16le", str(target)],
-                                capture_output=True, timeout=60, check=False)
-    except FileNotFoundError:
-        raise AudioError(f"ffmpeg not found ({ffmpeg!r}); install it: apt-get install ffmpeg") from None
-    if result.returncode != 0:
-        raise AudioError(f"cannot read {source}: {result.stderr.decode(errors='replace').strip()[-300:]}")
+        run_ffmpeg(["-i", str(source), "-ar", "8000", "-ac", "1", "-acodec", "pcm_s16le", str(target)],
+                   ffmpeg=ffmpeg, timeout=60)
+    except AudioError as exc:
+        raise AudioError(f"cannot read {source}: {exc}") from None
     return target
 
 
@@ -81,9 +78,13 @@ def ask(assistant: Assistant, question: Path, caller: str = "cli") -> AskResult:
     record = turn.record
     wav = None
     if record.answer_path:
-        wav = str(Path(record.answer_path).with_suffix(".wav"))
-        subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "mulaw", "-ar", "8000",
-                        "-ac", "1", "-i", record.answer_path, wav], capture_output=True, timeout=60, check=False)
+        try:
+            target = str(Path(record.answer_path).with_suffix(".wav"))
+            run_ffmpeg(["-f", "mulaw", "-ar", "8000", "-ac", "1", "-i", record.answer_path, target],
+                       ffmpeg=ffmpeg, timeout=60)
+            wav = target
+        except AudioError:
+            pass  # the .ulaw answer stands; only the listening copy is missing
     try:
         assistant.store().end_call(turn.call)
     except Exception:  # the turn itself already reported a storage problem

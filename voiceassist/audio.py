@@ -47,6 +47,34 @@ def speech_frames(recording: Recording, threshold: int = SILENCE_THRESHOLD) -> i
     return loud
 
 
+def run_ffmpeg(args: list[str], *, ffmpeg: str = "ffmpeg", data: bytes | None = None,
+               timeout: float = 10.0) -> bytes:
+    """Run ffmpeg quietly with ``args`` (``data`` on stdin); return its stdout.
+
+    Raises:
+        AudioError: ffmpeg is missing, took longer than ``timeout``, or failed (with its last error line).
+    """
+    command = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args]
+    try:
+        result = subprocess.run(command, input=data, capture_output=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise AudioError(f"ffmpeg not found ({ffmpeg!r}); install it: apt-get install ffmpeg") from None
+    except subprocess.TimeoutExpired:
+        raise AudioError(f"ffmpeg took longer than {timeout:g} s") from None
+    if result.returncode != 0:
+        message = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AudioError(f"ffmpeg failed ({result.returncode}): {message[-1] if message else 'no output'}")
+    return result.stdout
+
+
+def resample(pcm: bytes, rate: int, target_rate: int, *, ffmpeg: str = "ffmpeg", timeout: float = 20.0) -> bytes:
+    """Mono s16le PCM from ``rate`` to ``target_rate`` (ffmpeg low-pass filters on the way)."""
+    if rate == target_rate:
+        return pcm
+    return run_ffmpeg(["-f", "s16le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0",
+                       "-ar", str(target_rate), "-f", "s16le", "pipe:1"], ffmpeg=ffmpeg, data=pcm, timeout=timeout)
+
+
 def write_phone_audio(
     speech: SpeechAudio,
     destination: str | os.PathLike[str],
@@ -70,21 +98,13 @@ def write_phone_audio(
     filters = ["-af", f"volume={gain_db}dB"] if gain_db else []
     handle, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".ulaw", dir=destination.parent)
     os.close(handle)
-    command = [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *input_args, "-i", "pipe:0",
-               *filters, "-ar", "8000", "-ac", "1", "-f", "mulaw", temp_name]
     try:
-        result = subprocess.run(command, input=speech.data, capture_output=True, timeout=timeout, check=False)
-        if result.returncode != 0:
-            message = result.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise AudioError(f"ffmpeg failed ({result.returncode}): {message[-1] if message else 'no output'}")
+        run_ffmpeg([*input_args, "-i", "pipe:0", *filters, "-ar", "8000", "-ac", "1", "-f", "mulaw", temp_name],
+                   ffmpeg=ffmpeg, data=speech.data, timeout=timeout)
         if os.path.getsize(temp_name) == 0:
             raise AudioError("ffmpeg produced no audio")
         os.chmod(temp_name, 0o644)
         os.replace(temp_name, destination)
-    except FileNotFoundError:
-        raise AudioError(f"ffmpeg not found ({ffmpeg!r}); install it: apt-get install ffmpeg") from None
-    except subprocess.TimeoutExpired:
-        raise AudioError(f"ffmpeg took longer than {timeout:g} s") from None
     finally:
         if os.path.exists(temp_name):
             os.unlink(temp_name)

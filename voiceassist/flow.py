@@ -118,7 +118,6 @@ class Turn:
         started = time.monotonic()
         stage = "stt"
         try:
-            stage = "stt"
             transcript = self._listen()
             stage = "llm"
             reply = self._think(transcript)
@@ -134,10 +133,7 @@ class Turn:
             else:
                 self.more = False
         except AGIHangup:
-            self.record.status = "hangup"
-            self.record.error = f"caller hung up during {stage.upper()}"
-            self.more = False
-            self._discard_answer()
+            self._caller_left(f"caller hung up during {stage.upper()}")
         except ProviderError as exc:
             self._failed(f"{stage}_error", stage, exc)
         except AudioError as exc:
@@ -219,16 +215,19 @@ class Turn:
     def _failed(self, status: str, stage: str, exc: BaseException) -> None:
         if self._caller_gone():
             # The caller left while the provider was working; its error no longer matters to them.
-            self.record.status = "hangup"
-            self.record.error = f"caller hung up during {stage.upper()} ({type(exc).__name__}: {exc})"[:2000]
-            self.more = False
-            self._discard_answer()
+            self._caller_left(f"caller hung up during {stage.upper()} ({type(exc).__name__}: {exc})")
             return
         self.record.status = status
         self.record.error = f"{type(exc).__name__}: {exc}"[:2000]
         self._discard_answer()
         self.answer_sound = f"{self.prompts}/cant-answer"
         self.log(stage.upper(), f"failed: {self.record.error}", logging.ERROR)
+
+    def _caller_left(self, error: str) -> None:
+        self.record.status = "hangup"
+        self.record.error = error[:2000]
+        self.more = False
+        self._discard_answer()
 
     def _caller_gone(self) -> bool:
         try:

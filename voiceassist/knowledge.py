@@ -47,11 +47,15 @@ def system_prompt(config: Config) -> str:
 _QUESTION_LINE = re.compile(r"^\s*(?:[-*#>]+\s*)*(?:Q\s*[:.]\s*)?(?P<q>[^\n]*\?)\s*$", re.IGNORECASE | re.MULTILINE)
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
 def questions(text: str) -> list[str]:
     """The questions in a knowledge text, normalised to lower-case words."""
     found = []
     for match in _QUESTION_LINE.finditer(text):
-        words = re.findall(r"[a-z']+", match["q"].lower())
+        words = _words(match["q"])
         if words:
             phrase = " ".join(words)
             if phrase not in found:
@@ -72,11 +76,10 @@ def sections(text: str) -> list[str]:
 def relevant_facts(text: str, question: str, max_chars: int = 1200) -> str:
     """The sections sharing the most words with ``question``, within ``max_chars``: grounding for a
     small local model whose context cannot hold (or whose attention cannot use) the whole file."""
-    wanted = set(re.findall(r"[a-z']+", question.lower())) - _STOPWORDS
+    wanted = content_words(question)
     scored = []
     for index, part in enumerate(sections(text)):
-        words = set(re.findall(r"[a-z']+", part.lower()))
-        scored.append((len(wanted & words), -index, part))
+        scored.append((len(wanted & set(_words(part))), -index, part))
     chosen, used = [], 0
     for score, _index, part in sorted(scored, reverse=True):
         if score == 0 or used + len(part) > max_chars:
@@ -103,7 +106,7 @@ def faq(text: str) -> list[tuple[str, str]]:
 
 
 def content_words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z']+", text.lower())) - _STOPWORDS
+    return set(_words(text)) - _STOPWORDS
 
 
 def best_faq_answer(text: str, question: str, threshold: float = 0.5) -> str | None:

@@ -8,41 +8,20 @@ matched the open-vocabulary result is used instead.
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import threading
 from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
+from ..audio import resample, speech_frames
 from ..config import Config
-from ..errors import AudioError, ConfigError, ProviderNotInstalled
+from ..errors import ConfigError, ProviderNotInstalled
 from ..knowledge import knowledge_text, questions
 from .base import Recording, Transcript
 
-
-def speech_frames(recording: Recording) -> int:
-    from ..audio import speech_frames as count
-
-    return count(recording)
-
 NAME = "pocketsphinx"
 _DECODER_LOCK = threading.Lock()  # a Decoder is not thread-safe; FastAGI shares one per process
-
-
-def upsample_to_16k(pcm: bytes, rate: int, ffmpeg: str = "ffmpeg") -> bytes:
-    """The bundled acoustic model wants 16 kHz; resample with ffmpeg (low-pass filtered)."""
-    if rate == 16000:
-        return pcm
-    try:
-        result = subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(rate),
-                                 "-ac", "1", "-i", "pipe:0", "-ar", "16000", "-f", "s16le", "pipe:1"],
-                                input=pcm, capture_output=True, timeout=20, check=False)
-    except FileNotFoundError:
-        raise AudioError(f"ffmpeg not found ({ffmpeg!r}); install it: apt-get install ffmpeg") from None
-    if result.returncode != 0:
-        raise AudioError(f"ffmpeg could not resample the recording: {result.stderr.decode(errors='replace')[-200:]}")
-    return result.stdout
 
 
 def jsgf(phrases: list[str]) -> str:
@@ -104,7 +83,8 @@ class PocketSphinxSpeechToText:
             return Transcript("")
         # Half a second of silence on both sides lets the grammar search reach its final state.
         pad = b"\0\0" * 8000
-        pcm = pad + upsample_to_16k(recording.pcm, recording.sample_rate, self.ffmpeg) + pad
+        # The bundled acoustic model wants 16 kHz.
+        pcm = pad + resample(recording.pcm, recording.sample_rate, 16000, ffmpeg=self.ffmpeg) + pad
         with _DECODER_LOCK:
             if self._grammar is not None:
                 heard = self._decode(self._grammar, pcm)
