@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.emulators import GeminiEmulator, OpenAITTSEmulator, SpeechEmulator
+from tests.emulators import GeminiEmulator, GoogleTTSEmulator, OpenAIEmulator, RealtimeEmulator, SpeechEmulator
 
 
 @pytest.fixture(scope="session")
 def emulators():
-    servers = {"speech": SpeechEmulator(), "gemini": GeminiEmulator(), "tts": OpenAITTSEmulator()}
+    servers = {"speech": SpeechEmulator(), "gemini": GeminiEmulator(), "tts": OpenAIEmulator(),
+               "google_tts": GoogleTTSEmulator(), "realtime": RealtimeEmulator()}
     yield servers
     for server in servers.values():
         server.close()
@@ -35,8 +36,7 @@ FASTAGI_PORT = 4573  # the port in extensions_custom.conf's FastAGI variant
 
 
 def rig_conf(emulators, extra: str = "") -> str:
-    return conf_text(emulators["speech"].base_url, emulators["gemini"].base_url, emulators["tts"].base_url,
-                     data_dir=SHARED, extra=extra)
+    return conf_text(emulators, data_dir=SHARED, extra=extra)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ from pathlib import Path
 from voiceassist.config import Config, load_config
 
 
-def conf_text(speech_url: str, gemini_url: str, tts_url: str, *, data_dir: Path, extra: str = "") -> str:
+def conf_text(emulators: dict, *, data_dir: Path, extra: str = "") -> str:
+    speech_url, gemini_url, tts_url = (emulators[n].base_url for n in ("speech", "gemini", "tts"))
     return f"""; written by the tests
 [general]
 answer_dir = {data_dir}/spool/voiceassist
@@ -25,9 +26,30 @@ base_url = {gemini_url}
 timeout = 2
 retries = 1
 
-[openai_tts]
+[openai]
 api_key = sk-test-openai-key-456
 base_url = {tts_url}/v1
+
+[openai_tts]
+timeout = 2
+retries = 1
+
+[openai_chat]
+model = gpt-5-mini
+timeout = 2
+retries = 1
+
+[openai_stt]
+timeout = 2
+retries = 1
+
+[openai_realtime]
+base_url = {emulators["realtime"].base_url}
+timeout = 2
+retries = 1
+
+[google_tts]
+endpoint = {emulators["google_tts"].base_url}
 timeout = 2
 retries = 1
 
@@ -44,6 +66,5 @@ level = DEBUG
 def config_for(emulators: dict, data_dir: Path, extra: str = "") -> Config:
     path = data_dir / "voiceassist.conf"
     data_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(conf_text(emulators["speech"].base_url, emulators["gemini"].base_url,
-                              emulators["tts"].base_url, data_dir=data_dir, extra=extra))
+    path.write_text(conf_text(emulators, data_dir=data_dir, extra=extra))
     return load_config(path, environ={})

@@ -19,8 +19,9 @@ from voiceassist.fastagi import FastAGIServer
 
 
 @pytest.fixture
-def server(emulators, tmp_path):
-    assistant = Assistant(config_for(emulators, tmp_path))
+def server(emulators, tmp_path, request):
+    playback = getattr(request, "param", "pipelined")
+    assistant = Assistant(config_for(emulators, tmp_path, extra=f"[general]\nplayback = {playback}\n"))
     instance = FastAGIServer(("127.0.0.1", 0), assistant, max_calls=1, read_timeout=10)
     thread = threading.Thread(target=instance.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -34,7 +35,8 @@ def turn_env(tmp_path, uniqueid="1700000000.1", script="voiceassist"):
     return fastagi_env(script, uniqueid, ["turn", str(wav), "NOISE", "1", str(int(time.time())), "8008", uniqueid])
 
 
-def test_turn_over_fastagi_sets_answer_for_the_dialplan(server, tmp_path):
+@pytest.mark.parametrize("server", ["file"], indirect=True)
+def test_turn_in_file_mode_sets_the_answer_for_the_dialplan_to_play(server, tmp_path):
     client = FakeAsterisk(server.server_address[1], turn_env(tmp_path))
     client.run()
     variables = client.variables()
@@ -42,6 +44,22 @@ def test_turn_over_fastagi_sets_answer_for_the_dialplan(server, tmp_path):
     assert variables["VA_ANSWER"].endswith("1700000000.1/answer-1")
     assert variables["VA_CONTINUE"] == "1"
     assert any(c.startswith('VERBOSE "[LLM] 1700000000.1') for c in client.commands)
+    assert not any(c.startswith("STREAM FILE") for c in client.commands)
+
+
+def test_turn_in_pipelined_mode_plays_each_sentence_itself(server, emulators, tmp_path):
+    emulators["gemini"].reply = lambda body: "We open at eight in the morning. We close at six in the evening."
+    client = FakeAsterisk(server.server_address[1], turn_env(tmp_path))
+    client.run()
+    streamed = [c for c in client.commands if c.startswith("STREAM FILE")]
+    assert [c.split()[2].rsplit("/", 1)[1] for c in streamed] == ["answer-1-part1", "answer-1-part2"]
+    variables = client.variables()
+    assert variables["VOICEASSIST_STATUS"] == "ok" and variables["VA_ANSWER"] == ""
+    assert variables["VOICEASSIST_REPLY"] == "We open at eight in the morning. We close at six in the evening."
+    # the parts are joined into the turn's one answer file, as in file mode
+    answer = tmp_path / "spool/voiceassist/1700000000.1/answer-1.ulaw"
+    assert answer.stat().st_size == 2 * 8000 * 1.5
+    assert not list(answer.parent.glob("*part*"))
 
 
 def test_unknown_route_is_answered_with_the_apology(server, tmp_path):
@@ -74,8 +92,9 @@ def test_silent_client_is_dropped_without_holding_a_thread(server):
 
 def test_provider_clients_are_created_once_and_reused(server, tmp_path, monkeypatch):
     created = []
-    real_create = providers.create
-    monkeypatch.setattr(providers, "create", lambda cap, cfg: created.append(cap) or real_create(cap, cfg))
+    real_create = providers.create_named
+    monkeypatch.setattr(providers, "create_named",
+                        lambda cap, name, cfg: created.append(cap) or real_create(cap, name, cfg))
     for n in range(3):
         FakeAsterisk(server.server_address[1], turn_env(tmp_path, f"1700000001.{n}")).run()
     assert sorted(created) == ["llm", "stt", "tts"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.emulators import Drop, Fail, Garbage, Hang
-from tests.emulators.openai_tts import tone_for
+from tests.emulators.openai_api import tone_for
 from tests.helpers import config_for
 from voiceassist import providers
 from voiceassist.errors import (
@@ -131,14 +131,14 @@ def test_openai_tts_dropped_connection_is_unavailable(emulators, config):
 def test_missing_api_key_names_the_setting(emulators, tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     config = config_for(emulators, tmp_path, extra="")
-    config.sections["openai_tts"]["api_key"] = ""
+    config.sections["openai"]["api_key"] = ""
     config.sections["tts"]["provider"] = "openai"  # "auto" would fall back to a local voice
-    with pytest.raises(ProviderAuthError, match=r"\[openai_tts\] api_key or OPENAI_API_KEY"):
+    with pytest.raises(ProviderAuthError, match=r"\[openai_tts\] api_key, \[openai\] api_key or OPENAI_API_KEY"):
         providers.create("tts", config)
 
 
 def test_unknown_provider_name_is_a_config_error(emulators, tmp_path):
     config = config_for(emulators, tmp_path)
     config.sections["tts"]["provider"] = "nonesuch"
-    with pytest.raises(ConfigError, match="choose auto or one of: espeak, openai, piper"):
+    with pytest.raises(ConfigError, match="choose auto or one of: espeak, google, openai, openai_realtime, piper"):
         providers.create("tts", config)

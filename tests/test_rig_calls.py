@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulators.openai_tts import tone_for
+from tests.emulators.openai_api import tone_for
 from tests.rig.asterisk import SHARED
 from tests.rig.calls import make_question, place_call, tone_seconds
 

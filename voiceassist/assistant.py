@@ -12,6 +12,7 @@ from typing import Any
 from . import providers
 from .config import Config
 from .logs import configure_logging
+from .providers.chain import ProviderChain
 
 
 class Assistant:
@@ -23,15 +24,13 @@ class Assistant:
         self._instances: dict[str, Any] = {}
         configure_logging(config)
 
-    def provider(self, capability: str) -> Any:
-        """The configured ``stt``/``llm``/``tts`` provider (raises ``ProviderError``/``ConfigError``)."""
+    def providers(self, capability: str) -> ProviderChain:
+        """The ``stt``/``llm``/``tts`` providers configured, as a fallback chain (raises
+        ``ConfigError`` for an unknown name; providers themselves are built on first use)."""
         with self._lock:
             if capability not in self._instances:
-                self._instances[capability] = providers.create(capability, self.config)
+                self._instances[capability] = providers.create_chain(capability, self.config)
             return self._instances[capability]
-
-    def provider_name(self, capability: str) -> str:
-        return self.config.section(capability).get("provider")
 
     def store(self) -> Any:
         """The :class:`~voiceassist.storage.Store` (imports SQLAlchemy on first use)."""

@@ -99,8 +99,12 @@ def write_phone_audio(
     handle, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".ulaw", dir=destination.parent)
     os.close(handle)
     try:
-        run_ffmpeg([*input_args, "-i", "pipe:0", *filters, "-ar", "8000", "-ac", "1", "-f", "mulaw", temp_name],
-                   ffmpeg=ffmpeg, data=speech.data, timeout=timeout)
+        if speech.encoding == "mulaw" and speech.sample_rate == 8000 and not gain_db:
+            # Already what Asterisk plays (Google TTS MULAW, Realtime audio/pcmu): no ffmpeg run.
+            Path(temp_name).write_bytes(speech.data)
+        else:
+            run_ffmpeg([*input_args, "-i", "pipe:0", *filters, "-ar", "8000", "-ac", "1", "-f", "mulaw", temp_name],
+                       ffmpeg=ffmpeg, data=speech.data, timeout=timeout)
         if os.path.getsize(temp_name) == 0:
             raise AudioError("ffmpeg produced no audio")
         os.chmod(temp_name, 0o644)

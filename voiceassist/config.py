@@ -36,8 +36,17 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "variable_max_chars": "1000",
         # Facts for the assistant (text/markdown); its questions also guide the offline recogniser.
         "knowledge_file": "",
+        # Seconds from the start of a turn to its first answer audio; past it the caller hears
+        # the apology prompt instead of waiting on retries and fallbacks (0: no limit).
+        "turn_deadline": "15",
+        # pipelined: stream the reply and play each sentence as soon as it is synthesized (the AGI
+        # plays it with STREAM FILE); file: one answer file played by the dialplan's Playback.
+        "playback": "pipelined",
     },
     # "auto": the cloud provider when its credentials are configured, else the local one.
+    # A comma-separated list is a fallback chain, tried in order: "openai, google, espeak".
+    # stt: google | openai | pocketsphinx     llm: gemini | openai | knowledge | llama_cpp
+    # tts: openai | openai_realtime | google | piper | espeak
     "stt": {"provider": "auto"},
     "llm": {
         "provider": "auto",
@@ -55,11 +64,19 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "language": "",            # default: [general] language
         "timeout": "5",
         "retries": "1",
+        "api_version": "v1",       # v1 | v2 (recognizers; needs project)
+        "project": "",             # v2 only
+        "location": "global",      # v2 only; a region uses its regional endpoint
+        "recognizer": "_",         # v2 only; "_" is the implicit recognizer
     },
     "gemini": {
-        "api_key": "",             # else GEMINI_API_KEY or GOOGLE_API_KEY
-        "base_url": "",            # default: generativelanguage.googleapis.com
-        "api_version": "v1beta",
+        "backend": "api",          # api (API key) | vertex (service account, project, location)
+        "api_key": "",             # api: else GEMINI_API_KEY or GOOGLE_API_KEY
+        "project": "",             # vertex
+        "location": "",            # vertex, e.g. us-central1
+        "credentials_file": "",    # vertex: else GOOGLE_APPLICATION_CREDENTIALS
+        "base_url": "",            # default: generativelanguage.googleapis.com / {location}-aiplatform...
+        "api_version": "",         # default: v1beta (api), the SDK's own (vertex)
         "model": "gemini-2.5-flash",
         "max_output_tokens": "256",
         "temperature": "0.3",
@@ -67,9 +84,54 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "timeout": "8",
         "retries": "1",
     },
-    "openai_tts": {
+    # Shared by every OpenAI provider below unless its own section sets them.
+    "openai": {
         "api_key": "",             # else OPENAI_API_KEY
-        "base_url": "",            # else OPENAI_BASE_URL, else api.openai.com
+        "base_url": "",            # else OPENAI_BASE_URL, else https://api.openai.com/v1
+    },
+    "openai_chat": {
+        "api_key": "",
+        "base_url": "",            # e.g. http://127.0.0.1:11434/v1 (Ollama), llama-server, vLLM
+        "model": "gpt-5-mini",
+        "max_tokens": "300",
+        # OpenAI's newer models take max_completion_tokens; servers that only know max_tokens need that.
+        "token_field": "max_completion_tokens",
+        "temperature": "",         # empty: the model's default (gpt-5 models accept no other)
+        "timeout": "8",
+        "retries": "1",
+    },
+    "openai_stt": {
+        "api_key": "",
+        "base_url": "",
+        "model": "gpt-4o-mini-transcribe",
+        "language": "",            # default: [general] language
+        "prompt": "",              # words to expect (names, products)
+        "timeout": "8",
+        "retries": "1",
+    },
+    # OpenAI's successor to /v1/audio/speech (whose models shut down on 2027-01-06).
+    "openai_realtime": {
+        "api_key": "",
+        "base_url": "",
+        "model": "gpt-realtime-2.1-mini",
+        "voice": "marin",
+        "instructions": ("Read the user's message aloud exactly as written, word for word, in a warm and "
+                         "clear voice. Do not answer it, add to it or comment on it."),
+        "timeout": "10",
+        "retries": "1",
+    },
+    "google_tts": {
+        "endpoint": "",            # default: texttospeech.googleapis.com
+        "credentials_file": "",    # else [google_speech] credentials_file, else GOOGLE_APPLICATION_CREDENTIALS
+        "voice": "",               # e.g. en-US-Chirp3-HD-Aoede; empty: the language's default
+        "language": "",            # default: [general] language
+        "speaking_rate": "1.0",
+        "timeout": "8",
+        "retries": "1",
+    },
+    "openai_tts": {
+        "api_key": "",             # else [openai] api_key, else OPENAI_API_KEY
+        "base_url": "",
         "model": "gpt-4o-mini-tts",
         "voice": "coral",
         "speed": "1.0",

@@ -8,6 +8,7 @@
     │   ├── ProviderNotInstalled       the vendor SDK extra is not installed
     │   ├── ProviderAuthError          credentials missing or rejected (names the setting)
     │   ├── ProviderTimeout            no answer within the configured timeout
+    │   │   └── TurnDeadlineExceeded   the turn's total time budget ran out (not retried)
     │   ├── ProviderRateLimited        429 after our retries (never retried on insufficient_quota)
     │   ├── ProviderUnavailable        5xx / connection refused after our retries
     │   └── ProviderBadResponse        empty, blocked, truncated or unparsable result
@@ -64,6 +65,12 @@ class ProviderTimeout(ProviderError):
     """The provider did not answer within the configured timeout."""
 
     retryable = True
+
+
+class TurnDeadlineExceeded(ProviderTimeout):
+    """The whole turn's time budget (``[general] turn_deadline``) ran out; nothing more is tried."""
+
+    retryable = False
 
 
 class ProviderRateLimited(ProviderError):

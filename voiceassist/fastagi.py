@@ -119,6 +119,11 @@ class FastAGIHandler(socketserver.BaseRequestHandler):
         session.set_variable("VOICEASSIST_STATUS", status)
 
 
+def _warn(message: str) -> None:
+    logger.error("[AGI] %s", message)
+    print(f"voiceassist serve: warning: {message}", flush=True)
+
+
 def serve(assistant: Assistant, host: str | None = None, port: int | None = None,
           max_calls: int | None = None, ready: Callable[[FastAGIServer], None] | None = None) -> None:
     """Run the server until SIGTERM/SIGINT, then wait for calls in flight to finish."""
@@ -127,11 +132,17 @@ def serve(assistant: Assistant, host: str | None = None, port: int | None = None
     server = FastAGIServer(address, assistant, max_calls=max_calls or section.get_int("max_calls"),
                            read_timeout=section.get_float("read_timeout"))
     for capability in ("stt", "llm", "tts"):
-        try:  # create the SDK clients once, before the first call; report problems now
-            assistant.provider(capability)
+        # Create the SDK clients once, before the first call; report problems now.
+        try:
+            chain = assistant.providers(capability)
         except VoiceAssistError as exc:
-            logger.error("[AGI] %s provider not ready: %s", capability, exc)
-            print(f"voiceassist serve: warning: {capability} provider not ready: {exc}", flush=True)
+            _warn(f"{capability} providers not configured: {exc}")
+            continue
+        for name in chain.names:
+            try:
+                chain.provider(name)
+            except VoiceAssistError as exc:
+                _warn(f"{capability} provider {name} not ready: {exc}")
 
     def stop(signum: int, _frame: object) -> None:
         logger.info("[AGI] signal %d: draining %d calls", signum, server.active_calls)

@@ -18,8 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from collections.abc import Iterator
+
 from .agi import AGISession
 from .assistant import Assistant
+from .deadline import turn_deadline
+from .pipeline import SentencePipeline
 from .audio import read_recording, speech_frames, write_phone_audio
 from .errors import AGIError, AGIHangup, AudioError, ProviderBadResponse, ProviderError, VoiceAssistError
 from .speakable import speakable
@@ -81,6 +85,13 @@ def handle_session(session: AGISession, assistant: Assistant) -> None:
         CallLog(session, session.env.get("agi_uniqueid", "?"))("AGI", f"unknown action {action!r}", logging.WARNING)
 
 
+def _reply_pieces(llm: Any, history: list[Any], question: str) -> Iterator[str]:
+    """The chat model's reply as a stream; models without streaming give it in one piece."""
+    if hasattr(llm, "stream"):
+        return llm.stream(history, question)
+    return iter([llm.reply(history, question)])
+
+
 def _arg(args: list[str], index: int, default: str = "") -> str:
     return args[index] if len(args) > index and args[index] != "" else default
 
@@ -113,16 +124,21 @@ class Turn:
         self.record = TurnRecord(turn_number=self.turn_number, recording_path=self.recording_path or None)
         self.answer_sound = ""
         self.more = True
+        self.pipelined = general.get("playback").strip().lower() == "pipelined"
+        self.started = time.monotonic()
+        self.stage = "stt"
 
     def run(self) -> None:
-        started = time.monotonic()
-        stage = "stt"
+        self.started = time.monotonic()
+        self.stage = "stt"
         try:
-            transcript = self._listen()
-            stage = "llm"
-            reply = self._think(transcript)
-            stage = "tts"
-            self._speak(reply)
+            with turn_deadline(self.config.section("general").get_float("turn_deadline")):
+                transcript = self._listen()
+                if self.pipelined:
+                    self._answer_pipelined(transcript)
+                else:
+                    reply = self._think(transcript)
+                    self._speak(reply)
             self.record.status = "ok"
         except _NoSpeech as silence:
             self.record.status = "no_speech"
@@ -133,21 +149,30 @@ class Turn:
             else:
                 self.more = False
         except AGIHangup:
-            self._caller_left(f"caller hung up during {stage.upper()}")
+            self._caller_left(f"caller hung up during {self.stage.upper()}")
         except ProviderError as exc:
-            self._failed(f"{stage}_error", stage, exc)
+            self._failed(f"{self.stage}_error", self.stage, exc)
         except AudioError as exc:
-            self._failed("stt_error" if stage == "stt" else "tts_error", stage, exc)
+            self._failed("stt_error" if self.stage == "stt" else "tts_error", self.stage, exc)
         except VoiceAssistError as exc:  # ConfigError and friends
-            self._failed("error", stage, exc)
+            self._failed("error", self.stage, exc)
         except Exception as exc:  # a bug: log the traceback, still answer the caller
-            logger.exception("[%s] %s unexpected error", stage.upper(), self.call.uniqueid)
-            self._failed("error", stage, exc)
+            logger.exception("[%s] %s unexpected error", self.stage.upper(), self.call.uniqueid)
+            self._failed("error", self.stage, exc)
         finally:
-            self.record.timings["total"] = int((time.monotonic() - started) * 1000)
+            self.record.timings["total"] = self._elapsed_ms(self.started)
             self._store()
             self._cleanup()
             self._tell_dialplan()
+
+    @staticmethod
+    def _elapsed_ms(since: float) -> int:
+        return int((time.monotonic() - since) * 1000)
+
+    def _fallback_logger(self, tag: str):  # type: ignore[no-untyped-def]
+        def on_failure(name: str, exc: Exception) -> None:
+            self.log(tag, f"{name} failed, trying the next provider: {exc}", logging.WARNING)
+        return on_failure
 
     # -- stages -------------------------------------------------------------------------------
     def _listen(self) -> str:
@@ -159,57 +184,108 @@ class Turn:
         if speech_frames(recording) < MIN_SPEECH_FRAMES:
             raise _NoSpeech("recording is silent")
         self.session.raise_if_hung_up()
-        stt = self.assistant.provider("stt")
-        self.record.stt_provider = stt.name
         t0 = time.monotonic()
-        transcript = stt.transcribe(recording)
-        self.record.timings["stt"] = int((time.monotonic() - t0) * 1000)
+        transcript, self.record.stt_provider = self.assistant.providers("stt").call(
+            lambda stt: stt.transcribe(recording), self._fallback_logger("STT"))
+        self.record.timings["stt"] = self._elapsed_ms(t0)
         self.log("STT", f"{len(transcript.text)} chars in {self.record.timings['stt']} ms from "
-                        f"{recording.seconds:.1f} s of audio (confidence {transcript.confidence})")
+                        f"{recording.seconds:.1f} s of audio by {self.record.stt_provider} "
+                        f"(confidence {transcript.confidence})")
         if not transcript.text.strip():
             raise _NoSpeech("speech-to-text found no words")
         self.record.transcript = transcript.text
         self.record.stt_confidence = transcript.confidence
         return transcript.text
 
-    def _think(self, question: str) -> str:
-        history = []
+    def _history(self) -> list[Any]:
         try:
-            history = self.assistant.store().history(self.call.uniqueid)
+            return self.assistant.store().history(self.call.uniqueid)
         except Exception as exc:  # StorageError or a driver error: an unreachable database must not silence the caller
             self.log("DB", f"history unavailable, answering without it: {exc}", logging.WARNING)
+            return []
+
+    def _think(self, question: str) -> str:
+        self.stage = "llm"
+        history = self._history()
         self.session.raise_if_hung_up()
-        llm = self.assistant.provider("llm")
-        self.record.llm_provider = llm.name
         t0 = time.monotonic()
-        raw_reply = llm.reply(history, question)
-        self.record.timings["llm"] = int((time.monotonic() - t0) * 1000)
+        raw_reply, self.record.llm_provider = self.assistant.providers("llm").call(
+            lambda llm: llm.reply(history, question), self._fallback_logger("LLM"))
+        self.record.timings["llm"] = self._elapsed_ms(t0)
         reply = speakable(raw_reply)
         if not reply:
-            raise ProviderBadResponse(f"{llm.name}: nothing sayable in the reply {raw_reply[:80]!r}", provider=llm.name)
+            raise ProviderBadResponse(f"{self.record.llm_provider}: nothing sayable in the reply {raw_reply[:80]!r}",
+                                      provider=self.record.llm_provider)
         self.record.reply = reply
-        self.log("LLM", f"{len(reply)} chars in {self.record.timings['llm']} ms (history {len(history)} turns)")
+        self.log("LLM", f"{len(reply)} chars in {self.record.timings['llm']} ms by {self.record.llm_provider} "
+                        f"(history {len(history)} turns)")
         return reply
 
-    def _speak(self, reply: str) -> None:
-        self.session.raise_if_hung_up()
-        tts = self.assistant.provider("tts")
-        self.record.tts_provider = tts.name
+    def _answer_path(self, part: int | None = None) -> Path:
+        suffix = f"-part{part}" if part is not None else ""
+        return (Path(self.config.section("general").get("answer_dir")) / _safe_name(self.call.uniqueid)
+                / f"answer-{self.turn_number}{suffix}.ulaw")
+
+    def _synthesize(self, text: str, destination: Path) -> None:
+        """Text -> speech (fallback chain) -> μ-law file; adds to the tts/convert timings."""
         t0 = time.monotonic()
-        speech = tts.synthesize(reply)
-        self.record.timings["tts"] = int((time.monotonic() - t0) * 1000)
+        speech, self.record.tts_provider = self.assistant.providers("tts").call(
+            lambda tts: tts.synthesize(text), self._fallback_logger("TTS"))
+        self.record.timings["tts"] = self.record.timings.get("tts", 0) + self._elapsed_ms(t0)
         audio = self.config.section("audio")
-        destination = (Path(self.config.section("general").get("answer_dir")) / _safe_name(self.call.uniqueid)
-                       / f"answer-{self.turn_number}.ulaw")
         t0 = time.monotonic()
         write_phone_audio(speech, destination, ffmpeg=audio.get("ffmpeg"),
                           gain_db=audio.get_float("volume_gain_db"), timeout=audio.get_float("timeout"))
-        self.record.timings["convert"] = int((time.monotonic() - t0) * 1000)
+        self.record.timings["convert"] = self.record.timings.get("convert", 0) + self._elapsed_ms(t0)
+
+    def _speak(self, reply: str) -> None:
+        """The design card's flow: one answer file, played by the dialplan's Playback."""
+        self.stage = "tts"
+        self.session.raise_if_hung_up()
+        destination = self._answer_path()
+        self._synthesize(reply, destination)
         self.record.answer_path = str(destination)
-        self.log("TTS", f"{len(speech.data)} bytes in {self.record.timings['tts']} ms, "
+        self.record.timings["first_audio"] = self._elapsed_ms(self.started)
+        self.log("TTS", f"answer by {self.record.tts_provider} in {self.record.timings['tts']} ms, "
                         f"converted in {self.record.timings['convert']} ms")
         self.session.raise_if_hung_up()
         self.answer_sound = str(destination.with_suffix(""))
+
+    def _answer_pipelined(self, question: str) -> None:
+        """Stream the reply, synthesize it sentence by sentence in a worker thread, and play each
+        sentence (STREAM FILE) while the next one is being generated and synthesized."""
+        self.stage = "llm"
+        history = self._history()
+        self.session.raise_if_hung_up()
+        t0 = time.monotonic()
+        pieces, self.record.llm_provider = self.assistant.providers("llm").stream(
+            lambda llm: _reply_pieces(llm, history, question), self._fallback_logger("LLM"))
+        self.record.timings["llm_first"] = self._elapsed_ms(t0)
+        self.stage = "tts"
+        pipeline = SentencePipeline(self, pieces, llm_started=t0)
+        try:
+            parts = pipeline.play()
+        finally:
+            pipeline.stop()
+            self.record.reply = " ".join(pipeline.sentences) or None
+            self.record.answer_path = self._join_parts(pipeline.files)
+        self.log("TTS", f"{len(parts)} sentences by {self.record.llm_provider}/{self.record.tts_provider}; "
+                        f"first audio after {self.record.timings.get('first_audio')} ms")
+        if pipeline.error is not None:
+            # The caller heard the first sentences; the rest is lost. Keep the turn, note why.
+            self.record.error = f"answer cut short after {len(parts)} sentences: {pipeline.error}"[:2000]
+            self.log("TTS", self.record.error, logging.WARNING)
+
+    def _join_parts(self, files: list[Path]) -> str | None:
+        """One answer file per turn, as in the one-file flow (raw μ-law joins by concatenation)."""
+        if not files:
+            return None
+        destination = self._answer_path()
+        with open(destination, "wb") as joined:
+            for part in files:
+                joined.write(part.read_bytes())
+                part.unlink(missing_ok=True)
+        return str(destination)
 
     # -- outcome ------------------------------------------------------------------------------
     def _failed(self, status: str, stage: str, exc: BaseException) -> None:

@@ -14,7 +14,11 @@ _SPACES = re.compile(r"[ \t]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\x1b\[[0-9;]*[A-Za-z]")
 
 
-def speakable(text: str, max_chars: int = 1200) -> str:
+# The longest reply read to a caller (about a minute and a half of speech).
+MAX_REPLY_CHARS = 1200
+
+
+def speakable(text: str, max_chars: int = MAX_REPLY_CHARS) -> str:
     """Plain sentences from ``text``; cut after the last full sentence within ``max_chars``."""
     text = _CONTROL.sub(" ", text.replace("\r", "\n"))
     text = _MARKDOWN_LINK.sub(r"\1", text)
@@ -46,3 +50,59 @@ def first_sentences(text: str, count: int) -> str:
         if len(kept) == count:
             break
     return " ".join(kept)
+
+
+def split_text(text: str, max_chars: int) -> list[str]:
+    """``text`` in pieces of at most ``max_chars``, cut after sentences where possible, else
+    between words (a provider's input limit must not cut a word or drop the rest)."""
+    pieces: list[str] = []
+    current = ""
+    for sentence in re.findall(r"[^.!?]+(?:[.!?]+|$)\s*", text.strip()) or [text]:
+        sentence = sentence.strip()
+        while len(sentence) > max_chars:
+            cut = sentence.rfind(" ", 0, max_chars + 1)
+            cut = cut if cut > 0 else max_chars
+            head, sentence = sentence[:cut].strip(), sentence[cut:].strip()
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(head)
+        if not sentence:
+            continue
+        if current and len(current) + 1 + len(sentence) > max_chars:
+            pieces.append(current)
+            current = sentence
+        else:
+            current = f"{current} {sentence}".strip()
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+class SentenceSplitter:
+    """Turns a stream of text chunks into complete sentences as soon as each one ends.
+
+    A sentence ends at ``.``, ``!`` or ``?`` followed by a space; pieces shorter than
+    ``min_chars`` are joined to the next one so "Dr." or "Yes." alone do not become a clip.
+    """
+
+    _END = re.compile(r"[.!?]+[\"')\]]*\s+")
+
+    def __init__(self, min_chars: int = 20) -> None:
+        self.min_chars = min_chars
+        self._buffer = ""
+
+    def feed(self, chunk: str) -> list[str]:
+        self._buffer += chunk
+        sentences: list[str] = []
+        start = 0
+        for match in self._END.finditer(self._buffer):
+            if match.end() - start >= self.min_chars:
+                sentences.append(self._buffer[start:match.end()].strip())
+                start = match.end()
+        self._buffer = self._buffer[start:]
+        return sentences
+
+    def finish(self) -> list[str]:
+        rest, self._buffer = self._buffer.strip(), ""
+        return [rest] if rest else []

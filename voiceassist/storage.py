@@ -54,8 +54,10 @@ def build_metadata(prefix: str = "voiceassist_") -> sa.MetaData:
         sa.Column("recording_ms", sa.Integer),
         sa.Column("stt_ms", sa.Integer),
         sa.Column("llm_ms", sa.Integer),
+        sa.Column("llm_first_ms", sa.Integer),
         sa.Column("tts_ms", sa.Integer),
         sa.Column("convert_ms", sa.Integer),
+        sa.Column("first_audio_ms", sa.Integer),
         sa.Column("total_ms", sa.Integer),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True)),
@@ -66,6 +68,11 @@ def build_metadata(prefix: str = "voiceassist_") -> sa.MetaData:
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+# Per-turn timings kept in their own columns (milliseconds): llm_first is the chat model's first
+# words, first_audio the turn's start to its first answer audio handed to Asterisk.
+TIMED_STAGES = ("recording", "stt", "llm", "llm_first", "tts", "convert", "first_audio", "total")
 
 
 class Store:
@@ -126,7 +133,7 @@ class Store:
             "recording_path": turn.recording_path, "answer_path": turn.answer_path,
             "stt_provider": turn.stt_provider, "llm_provider": turn.llm_provider, "tts_provider": turn.tts_provider,
             "started_at": turn.started_at, "finished_at": turn.finished_at or _utcnow(),
-            **{f"{stage}_ms": turn.timings.get(stage) for stage in ("recording", "stt", "llm", "tts", "convert", "total")},
+            **{f"{stage}_ms": turn.timings.get(stage) for stage in TIMED_STAGES},
         }
         try:
             with self._connect() as conn:

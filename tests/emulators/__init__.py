@@ -4,10 +4,12 @@ Each emulator records every request and answers from a per-test script of action
 (``Fail``, ``Hang``, ``Garbage``, ``Drop``), falling back to its normal successful answer.
 """
 
-from .base import Drop, Emulator, Fail, Garbage, Hang, Request
+from .base import Cut, Drop, Emulator, Fail, Garbage, Hang, Request, Stream
 from .gemini import GeminiEmulator
-from .openai_tts import OpenAITTSEmulator
+from .google_tts import GoogleTTSEmulator
+from .openai_api import OpenAIEmulator
+from .openai_realtime import RealtimeEmulator
 from .speech import SpeechEmulator
 
-__all__ = ["Drop", "Emulator", "Fail", "Garbage", "Hang", "Request",
-           "GeminiEmulator", "OpenAITTSEmulator", "SpeechEmulator"]
+__all__ = ["Cut", "Drop", "Emulator", "Fail", "Garbage", "Hang", "Request", "Stream",
+           "GeminiEmulator", "GoogleTTSEmulator", "OpenAIEmulator", "RealtimeEmulator", "SpeechEmulator"]

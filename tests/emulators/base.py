@@ -51,7 +51,20 @@ class Drop:
     """Close the connection without answering."""
 
 
-Action = Fail | Hang | Garbage | Drop
+@dataclass
+class Cut:
+    """Answer normally, but close the connection after the first chunk of the body (a stream
+    that breaks mid-answer)."""
+
+
+@dataclass
+class Stream:
+    """A streamed body: each chunk is sent after its delay (server-sent events, chunked audio)."""
+
+    chunks: list[tuple[float, bytes]]
+
+
+Action = Fail | Hang | Garbage | Drop | Cut
 
 
 class Emulator:
@@ -100,7 +113,32 @@ class Emulator:
                 if emulator.latency:
                     time.sleep(emulator.latency)
                 status, payload, content_type = emulator.answer(request)
-                self._send(status, payload, content_type)
+                if isinstance(payload, Stream):
+                    self._send_stream(status, payload, content_type, cut=isinstance(action, Cut))
+                elif isinstance(action, Cut):
+                    self._send_stream(status, Stream([(0, payload[: len(payload) // 2]), (0, payload)]),
+                                      content_type, cut=True)
+                else:
+                    self._send(status, payload, content_type)
+
+            def _send_stream(self, status: int, stream: Stream, content_type: str, *, cut: bool) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    for delay, chunk in stream.chunks:
+                        if delay:
+                            time.sleep(delay)
+                        if chunk:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            self.wfile.flush()
+                        if cut:
+                            self.close_connection = True
+                            return
+                    self.wfile.write(b"0\r\n\r\n")
+                except OSError:
+                    self.close_connection = True
 
             def _send(self, status: int, payload: bytes, content_type: str,
                       headers: dict[str, str] | None = None) -> None:
@@ -141,7 +179,7 @@ class Emulator:
     def error_body(self, status: int) -> dict[str, Any]:
         return {"error": {"code": status, "message": f"emulated error {status}", "status": "UNAVAILABLE"}}
 
-    def answer(self, request: Request) -> tuple[int, bytes, str]:
+    def answer(self, request: Request) -> tuple[int, bytes | Stream, str]:
         raise NotImplementedError
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""Google Cloud Speech-to-Text v1 REST: ``POST /v1/speech:recognize``.
+"""Google Cloud Speech-to-Text REST: v1 ``POST /v1/speech:recognize`` and v2
+``POST /v2/projects/{p}/locations/{l}/recognizers/{r}:recognize``.
 
 Not a recogniser: silence gives the real API's "no speech" answer (no ``results``); speech gives
 the transcript registered for the marker tone found in the audio (tests put a short tone of a
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import numpy as np
 
 from .base import Emulator, Request
 
+V2_PATH = re.compile(r"^/v2/projects/[^/]+/locations/[^/]+/recognizers/[^/:]+:recognize")
+V2_ENCODINGS = {1: "LINEAR16", 2: "MULAW", 3: "ALAW"}
 V1_ENCODINGS = {0: "ENCODING_UNSPECIFIED", 1: "LINEAR16", 2: "FLAC", 3: "MULAW", 4: "AMR", 5: "AMR_WB",
                 6: "OGG_OPUS", 7: "SPEEX_WITH_HEADER_BYTE", 8: "MP3", 9: "WEBM_OPUS"}
 
@@ -58,14 +62,19 @@ class SpeechEmulator(Emulator):
         return {"error": {"code": status, "message": f"emulated {status}", "status": names.get(status, "UNKNOWN")}}
 
     def answer(self, request: Request) -> tuple[int, bytes, str]:
-        if not request.path.startswith("/v1/speech:recognize"):
-            return 404, b'{"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}', "application/json"
         body = request.json()
-        config = body.get("config", {})
+        if request.path.startswith("/v1/speech:recognize"):
+            config = body.get("config", {})
+            encodings, content = V1_ENCODINGS, body.get("audio", {}).get("content", "")
+        elif V2_PATH.match(request.path):
+            config = body.get("config", {}).get("explicitDecodingConfig", {})
+            encodings, content = V2_ENCODINGS, body.get("content", "")
+        else:
+            return 404, b'{"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}', "application/json"
         encoding = config.get("encoding", 0)
-        encoding = V1_ENCODINGS.get(encoding, encoding) if isinstance(encoding, int) else encoding
+        encoding = encodings.get(encoding, encoding) if isinstance(encoding, int) else encoding
         rate = int(config.get("sampleRateHertz") or config.get("sample_rate_hertz") or 8000)
-        audio = base64.b64decode(body.get("audio", {}).get("content", ""))
+        audio = base64.b64decode(content)
         pcm = _pcm(audio, encoding)
         frames = pcm[: len(pcm) // 160 * 160].reshape(-1, 160) if len(pcm) >= 160 else np.zeros((0, 160))
         loud = int((np.abs(frames).mean(axis=1) > 256).sum()) if len(frames) else 0

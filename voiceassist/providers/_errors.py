@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from .. import deadline
 from ..errors import (
     ProviderAuthError,
+    ProviderBadResponse,
     ProviderError,
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
+    TurnDeadlineExceeded,
 )
+
+T = TypeVar("T")
+
+_TIMEOUT_NAMES = {"ReadTimeout", "ConnectTimeout", "Timeout", "TimeoutException", "APITimeoutError",
+                  "DeadlineExceeded", "TimeoutError", "WriteTimeout", "PoolTimeout"}
 
 
 def from_http_status(provider: str, status: int | None, message: str, *, hint: str = "") -> ProviderError:
@@ -28,23 +40,50 @@ def from_http_status(provider: str, status: int | None, message: str, *, hint: s
 def from_transport(provider: str, exc: BaseException) -> ProviderError | None:
     """Map a transport exception by class name, without importing the HTTP library."""
     names = {cls.__name__ for cls in type(exc).__mro__}
-    if names & {"ReadTimeout", "ConnectTimeout", "Timeout", "TimeoutException", "APITimeoutError",
-                "DeadlineExceeded", "TimeoutError", "WriteTimeout", "PoolTimeout"}:
+    if names & _TIMEOUT_NAMES:
         return ProviderTimeout(f"{provider}: no answer in time ({type(exc).__name__})", provider=provider)
     if names & {"ConnectionError", "ConnectError", "APIConnectionError", "RemoteProtocolError",
-                "ReadError", "ServiceUnavailable", "ChunkedEncodingError", "ProtocolError"}:
+                "ReadError", "ServiceUnavailable", "ChunkedEncodingError", "ProtocolError",
+                "ConnectionClosed", "InvalidHandshake", "InvalidStatus", "OSError"}:
         return ProviderUnavailable(f"{provider}: connection failed ({type(exc).__name__}: {exc})", provider=provider)
     return None
 
 
-def with_retries(call, *, provider: str, retries: int, first_delay: float = 0.2):  # type: ignore[no-untyped-def]
+def map_sdk_error(provider: str, exc: BaseException, *, hint: str = "") -> ProviderError:
+    """Map any exception an SDK call raised onto our :class:`ProviderError` tree.
+
+    Knows ``openai.APIStatusError`` (``status_code``/``code``), ``google.api_core`` and
+    ``google.genai`` errors (integer ``code`` plus ``message``), and the transport errors of
+    requests/httpx2/grpc/websockets by class name, so no SDK has to be imported here.
+    """
+    if isinstance(exc, ProviderError):
+        return exc
+    if {cls.__name__ for cls in type(exc).__mro__} & _TIMEOUT_NAMES:
+        return ProviderTimeout(f"{provider}: no answer in time ({type(exc).__name__})", provider=provider)
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):  # openai.APIStatusError
+        code = getattr(exc, "code", None) or ""
+        message = f"{status} {code} {getattr(exc, 'message', exc)}".replace("  ", " ")
+        if status == 429 and code == "insufficient_quota":
+            return ProviderError(f"{provider}: {message} (account out of credit; not retried)", provider=provider)
+        return from_http_status(provider, status, message, hint=hint)
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and hasattr(exc, "message"):  # google.api_core / google.genai errors
+        message = f"{code} {getattr(exc, 'status', '') or ''} {getattr(exc, 'message', '')}".replace("  ", " ")
+        if code == 400 and "API key" in message:
+            return ProviderAuthError(f"{provider}: API key rejected ({hint})", provider=provider)
+        return from_http_status(provider, code, message, hint=hint)
+    mapped = from_transport(provider, exc)
+    return mapped or ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider=provider)
+
+
+def with_retries(call: Callable[[], T], *, provider: str, retries: int, first_delay: float = 0.2) -> T:
     """Run ``call()``; retry ``retries`` more times on retryable provider errors, with backoff.
 
     The SDKs' own retries are switched off by every provider: theirs are either absent, unbounded
-    (Speech v1 retries for up to 5000 s) or retry errors that must not be retried.
+    (Speech v1 retries for up to 5000 s) or retry errors that must not be retried. No retry starts
+    when the turn's deadline (:mod:`voiceassist.deadline`) would pass during the back-off.
     """
-    import time
-
     delay = first_delay
     for attempt in range(retries + 1):
         try:
@@ -52,6 +91,41 @@ def with_retries(call, *, provider: str, retries: int, first_delay: float = 0.2)
         except ProviderError as exc:
             if not exc.retryable or attempt == retries:
                 raise
+            left = deadline.remaining()
+            if left is not None and left < delay + deadline.MINIMUM_USEFUL:
+                raise TurnDeadlineExceeded(f"{exc} (no time left in the turn to retry)", provider=provider) from None
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     raise AssertionError("unreachable")
+
+
+def stream_with_retries(open_stream: Callable[[], Iterable[Any]], text_of: Callable[[Any], str],
+                        why_empty: Callable[[Any], str], *, provider: str, retries: int,
+                        hint: str = "") -> Iterator[str]:
+    """Yield the text pieces of a streamed reply.
+
+    Opening the stream and waiting for its first words are retried like any call (and fail
+    before anything is yielded, so a fallback provider can still answer); once words have been
+    passed on, a broken stream is an error, not a retry.
+    """
+    def first() -> tuple[Iterator[Any], str]:
+        try:
+            chunks = iter(open_stream())
+            last = None
+            for last in chunks:
+                text = text_of(last)
+                if text:
+                    return chunks, text
+            raise ProviderBadResponse(f"{provider}: empty reply ({why_empty(last)})", provider=provider)
+        except Exception as exc:
+            raise map_sdk_error(provider, exc, hint=hint) from None
+
+    chunks, text = with_retries(first, provider=provider, retries=retries)
+    yield text
+    try:
+        for chunk in chunks:
+            text = text_of(chunk)
+            if text:
+                yield text
+    except Exception as exc:
+        raise map_sdk_error(provider, exc, hint=hint) from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -60,9 +60,26 @@ class ChatModel(Protocol):
         ...
 
 
+class StreamingChatModel(ChatModel, Protocol):
+    def stream(self, history: Sequence[Exchange], question: str) -> Iterator[str]:
+        """Yield the answer in pieces as the model generates it (fails before the first piece
+        when the provider fails at once, so a fallback can still take over)."""
+        ...
+
+
 class TextToSpeech(Protocol):
     name: str
 
     def synthesize(self, text: str) -> SpeechAudio:
         """Return speech for ``text``; raise ``ProviderError`` on failure."""
         ...
+
+
+def synthesize_in_parts(text: str, max_chars: int, synthesize_one: Callable[[str], SpeechAudio]) -> SpeechAudio:
+    """Speech for a ``text`` longer than a provider's input limit: synthesised in pieces cut at
+    sentence ends, joined. Only for raw encodings (s16le, mulaw), which join by concatenation."""
+    from ..speakable import split_text
+
+    parts = [synthesize_one(piece) for piece in split_text(text, max_chars)]
+    first = parts[0]
+    return SpeechAudio(b"".join(p.data for p in parts), first.encoding, first.sample_rate)

@@ -1,19 +1,26 @@
-"""Chat model: Gemini through ``google-genai`` (the maintained SDK; google-generativeai is dead)."""
+"""Chat model: Gemini through ``google-genai`` (the maintained SDK; google-generativeai is dead).
+
+Two backends with the same model family: the Gemini API with an API key (default), or Vertex AI
+with a service account (``[gemini] backend = vertex`` plus an explicit project and location).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..config import Config
+from ..config import Config, Section
+from ..deadline import budget
+from ..errors import ProviderAuthError, ProviderBadResponse, ProviderNotInstalled
 from ..knowledge import system_prompt
-from ..errors import ProviderAuthError, ProviderBadResponse, ProviderError, ProviderNotInstalled
-from ._errors import from_http_status, from_transport, with_retries
+from ._errors import map_sdk_error, stream_with_retries, with_retries
 from .base import Exchange
+from .google_credentials import service_account_credentials
 
 NAME = "gemini"
 _KEY_HINT = "set [gemini] api_key or GEMINI_API_KEY"
+_VERTEX_HINT = "set [gemini] credentials_file or GOOGLE_APPLICATION_CREDENTIALS, project and location"
 
 
 class GeminiChatModel:
@@ -29,24 +36,30 @@ class GeminiChatModel:
         self.temperature = section.get_float("temperature")
         self.thinking_budget = section.get("thinking_budget").strip()
         self.retries = section.get_int("retries")
-        timeout_ms = int(section.get_float("timeout") * 1000)
-        api_key = section.get("api_key") or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
-        if not api_key:
-            raise ProviderAuthError(f"{NAME}: no API key ({_KEY_HINT})", provider=NAME)
+        self.timeout = section.get_float("timeout")
+        self.vertex = section.get("backend").strip().lower() == "vertex"
+        self.hint = _VERTEX_HINT if self.vertex else _KEY_HINT
         try:
             from google import genai
             from google.genai import types
         except ImportError:
             raise ProviderNotInstalled("google-genai is not installed: pip install 'voiceassist[google]'", provider=NAME) from None
         self._types = types
-        # timeout is in milliseconds; no retry_options: the SDK would retry unboundedly slow.
-        http_options = types.HttpOptions(timeout=timeout_ms, api_version=section.get("api_version") or None)
-        base_url = section.get("base_url")
-        if base_url:
-            http_options.base_url = base_url
-        self._client = genai.Client(api_key=api_key, http_options=http_options)
+        # No retry_options: the SDK's retries ignore Retry-After and our turn deadline; ours do not.
+        http_options = types.HttpOptions(api_version=section.get("api_version") or None)
+        if section.get("base_url"):
+            http_options.base_url = section.get("base_url")
+        if self.vertex:
+            self._client = genai.Client(vertexai=True, http_options=http_options, **_vertex_settings(section))
+        else:
+            api_key = section.get("api_key") or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
+            if not api_key:
+                raise ProviderAuthError(f"{NAME}: no API key ({_KEY_HINT})", provider=NAME)
+            if http_options.api_version is None:
+                http_options.api_version = "v1beta"
+            self._client = genai.Client(api_key=api_key, http_options=http_options)
 
-    def reply(self, history: Sequence[Exchange], question: str) -> str:
+    def _chat(self, history: Sequence[Exchange]) -> Any:
         types = self._types
         past: list[Any] = []
         for exchange in history:
@@ -56,37 +69,47 @@ class GeminiChatModel:
             "system_instruction": system_prompt(self.config),
             "max_output_tokens": self.max_output_tokens,
             "temperature": self.temperature,
+            # Per request, so each call gets what is left of the turn (milliseconds).
+            "http_options": types.HttpOptions(timeout=int(budget(self.timeout, NAME) * 1000)),
         }
         if self.thinking_budget != "":
             generation["thinking_config"] = types.ThinkingConfig(thinking_budget=int(self.thinking_budget))
-        config = types.GenerateContentConfig(**generation)
+        return self._client.chats.create(model=self.model, config=types.GenerateContentConfig(**generation),
+                                         history=past)
 
+    def reply(self, history: Sequence[Exchange], question: str) -> str:
         def call() -> Any:
             try:
-                chat = self._client.chats.create(model=self.model, config=config, history=past)
-                return chat.send_message(question)
+                return self._chat(history).send_message(question)
             except Exception as exc:
-                raise _map_error(exc) from None
+                raise map_sdk_error(NAME, exc, hint=self.hint) from None
 
         response = with_retries(call, provider=NAME, retries=self.retries)
         text = response.text  # None when blocked, or when thinking used up the token budget
         if not text or not text.strip():
-            reason = ""
-            try:
-                reason = str(response.candidates[0].finish_reason)
-            except (AttributeError, IndexError, TypeError):
-                feedback = getattr(response, "prompt_feedback", None)
-                reason = str(getattr(feedback, "block_reason", "") or "no candidates")
-            raise ProviderBadResponse(f"{NAME}: empty reply (finish reason {reason})", provider=NAME)
+            raise ProviderBadResponse(f"{NAME}: empty reply (finish reason {_finish_reason(response)})", provider=NAME)
         return text.strip()
 
+    def stream(self, history: Sequence[Exchange], question: str) -> Iterator[str]:
+        """The reply as it is generated (``streamGenerateContent`` over server-sent events)."""
+        return stream_with_retries(
+            lambda: self._chat(history).send_message_stream(question), lambda chunk: chunk.text or "",
+            lambda chunk: f"finish reason {_finish_reason(chunk)}", provider=NAME, retries=self.retries,
+            hint=self.hint)
 
-def _map_error(exc: Exception) -> ProviderError:
-    code = getattr(exc, "code", None)
-    if isinstance(code, int) and hasattr(exc, "status"):  # google.genai.errors.APIError
-        if code == 400 and "API key" in str(getattr(exc, "message", "")):
-            return ProviderAuthError(f"{NAME}: API key rejected ({_KEY_HINT})", provider=NAME)
-        return from_http_status(NAME, code, f"{code} {getattr(exc, 'status', '')} {getattr(exc, 'message', '')}",
-                                hint=_KEY_HINT)
-    mapped = from_transport(NAME, exc)
-    return mapped or ProviderError(f"{NAME}: {type(exc).__name__}: {exc}", provider=NAME)
+
+def _vertex_settings(section: Section) -> dict[str, Any]:
+    project, location = section.get("project"), section.get("location")
+    if not project or not location:
+        # Without both, a custom base_url makes the SDK switch to an unauthenticated proxy mode.
+        raise ProviderAuthError(f"{NAME}: Vertex AI needs [gemini] project and location", provider=NAME)
+    credentials = service_account_credentials(NAME, section.get("credentials_file"), _VERTEX_HINT)
+    return {"project": project, "location": location, "credentials": credentials}
+
+
+def _finish_reason(response: Any) -> str:
+    try:
+        return str(response.candidates[0].finish_reason)
+    except (AttributeError, IndexError, TypeError):
+        feedback = getattr(response, "prompt_feedback", None)
+        return str(getattr(feedback, "block_reason", "") or "no candidates")

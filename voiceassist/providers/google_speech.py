@@ -1,21 +1,27 @@
-"""Speech-to-text with Google Cloud Speech v1 (``google-cloud-speech``), telephony model at 8 kHz."""
+"""Speech-to-text with Google Cloud Speech (``google-cloud-speech``), telephony model at 8 kHz.
+
+``[google_speech] api_version = v1`` (default: no project or recognizer needed) or ``v2``
+(recognizers; ``project``, ``location`` and ``recognizer``, ``_`` being the implicit one).
+"""
 
 from __future__ import annotations
 
-import os
+import importlib
 from typing import Any
 
 from ..config import Config
-from ..errors import ProviderAuthError, ProviderError, ProviderNotInstalled
-from ._errors import from_http_status, from_transport, with_retries
+from ..deadline import budget
+from ..errors import ConfigError, ProviderAuthError, ProviderError, ProviderNotInstalled
+from ._errors import map_sdk_error, with_retries
 from .base import Recording, Transcript
+from .google_credentials import service_account_credentials
 
 NAME = "google_speech"
 _CREDENTIALS_HINT = "set [google_speech] credentials_file or GOOGLE_APPLICATION_CREDENTIALS"
 
 
 class GoogleSpeechToText:
-    """Google Cloud Speech-to-Text v1 ``recognize`` over REST (default) or gRPC."""
+    """Google Cloud Speech-to-Text ``recognize`` over REST (default) or gRPC (v1 only)."""
 
     name = NAME
 
@@ -25,26 +31,35 @@ class GoogleSpeechToText:
         self.language = section.get("language") or config.section("general").get("language")
         self.timeout = section.get_float("timeout")
         self.retries = section.get_int("retries")
+        self.version = section.get("api_version").strip().lower()
+        if self.version not in ("v1", "v2"):
+            raise ConfigError(f"[google_speech] api_version must be v1 or v2, got {self.version!r}")
         endpoint = section.get("endpoint")
         transport = section.get("transport").lower()
-        credentials_file = section.get("credentials_file")
         try:
             from google.api_core.client_options import ClientOptions
-            from google.cloud import speech_v1
+
+            # Only the version in use: each costs a few hundred milliseconds to import.
+            self._speech = importlib.import_module(f"google.cloud.speech_{self.version}")
         except ImportError:
             raise ProviderNotInstalled(
                 "google-cloud-speech is not installed: pip install 'voiceassist[google]'", provider=NAME
             ) from None
-        self._speech = speech_v1
-        credentials = _credentials(credentials_file)
+        if self.version == "v2":
+            project, location = section.get("project"), section.get("location")
+            if not project:
+                raise ConfigError("[google_speech] project is required with api_version = v2")
+            self.recognizer = f"projects/{project}/locations/{location}/recognizers/{section.get('recognizer')}"
+            if not endpoint and location != "global":
+                endpoint = f"{location}-speech.googleapis.com"  # regional recognizers live on regional hosts
+        credentials = service_account_credentials(NAME, section.get("credentials_file"), _CREDENTIALS_HINT)
         kwargs: dict[str, Any] = {}
         if transport == "grpc" and endpoint.startswith("http://"):
             # An http:// endpoint means a plaintext local server: api_endpoint alone would use TLS.
             import grpc
-            from google.cloud.speech_v1.services.speech.transports import SpeechGrpcTransport
 
             channel = grpc.insecure_channel(endpoint.removeprefix("http://"))
-            kwargs["transport"] = SpeechGrpcTransport(channel=channel)
+            kwargs["transport"] = self._speech.SpeechClient.get_transport_class("grpc")(channel=channel)
         else:
             kwargs["transport"] = transport
             if credentials is not None:
@@ -52,14 +67,24 @@ class GoogleSpeechToText:
             if endpoint:
                 kwargs["client_options"] = ClientOptions(api_endpoint=endpoint)
         try:
-            self._client = speech_v1.SpeechClient(**kwargs)
+            self._client = self._speech.SpeechClient(**kwargs)
         except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and friends
             if "Credentials" in type(exc).__name__ or "credentials" in str(exc).lower():
                 raise ProviderAuthError(f"{NAME}: no usable credentials ({_CREDENTIALS_HINT})", provider=NAME) from None
             raise ProviderError(f"{NAME}: cannot create client: {exc}", provider=NAME) from None
 
-    def transcribe(self, recording: Recording) -> Transcript:
+    def _request(self, recording: Recording) -> dict[str, Any]:
         speech = self._speech
+        if self.version == "v2":
+            types = speech.types
+            config = types.RecognitionConfig(
+                explicit_decoding_config=types.ExplicitDecodingConfig(
+                    encoding=types.ExplicitDecodingConfig.AudioEncoding.LINEAR16,
+                    sample_rate_hertz=recording.sample_rate, audio_channel_count=1),
+                language_codes=[self.language], model=self.model,
+                features=types.RecognitionFeatures(enable_automatic_punctuation=True))
+            return {"request": types.RecognizeRequest(recognizer=self.recognizer, config=config,
+                                                      content=recording.pcm)}
         config = speech.RecognitionConfig(
             encoding=speech.RecognitionConfig.AudioEncoding.LINEAR16,
             sample_rate_hertz=recording.sample_rate,
@@ -68,14 +93,17 @@ class GoogleSpeechToText:
             model=self.model,
             enable_automatic_punctuation=True,
         )
-        audio = speech.RecognitionAudio(content=recording.pcm)
+        return {"config": config, "audio": speech.RecognitionAudio(content=recording.pcm)}
+
+    def transcribe(self, recording: Recording) -> Transcript:
+        request = self._request(recording)
 
         def call() -> Any:
             try:
-                # retry=None: the SDK's default retries 503s for up to 5000 s.
-                return self._client.recognize(config=config, audio=audio, timeout=self.timeout, retry=None)
+                # retry=None: v1's default retries 503s for up to 5000 s; v2's default timeout is infinite.
+                return self._client.recognize(**request, timeout=budget(self.timeout, NAME), retry=None)
             except Exception as exc:
-                raise _map_error(exc) from None
+                raise map_sdk_error(NAME, exc, hint=_CREDENTIALS_HINT) from None
 
         response = with_retries(call, provider=NAME, retries=self.retries)
         parts = [r.alternatives[0].transcript.strip() for r in response.results if r.alternatives]
@@ -84,33 +112,3 @@ class GoogleSpeechToText:
         if response.results and response.results[0].alternatives:
             confidence = float(response.results[0].alternatives[0].confidence) or None
         return Transcript(text=text, confidence=confidence)
-
-
-def _credentials(credentials_file: str) -> Any:
-    if credentials_file.lower() == "anonymous":
-        from google.auth.credentials import AnonymousCredentials
-
-        return AnonymousCredentials()
-    path = credentials_file or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")
-    if not path:
-        raise ProviderAuthError(f"{NAME}: no credentials configured ({_CREDENTIALS_HINT})", provider=NAME)
-    try:
-        from google.oauth2 import service_account
-
-        return service_account.Credentials.from_service_account_file(
-            path, scopes=["https://www.googleapis.com/auth/cloud-platform"]
-        )
-    except FileNotFoundError:
-        raise ProviderAuthError(f"{NAME}: credentials file {path} does not exist ({_CREDENTIALS_HINT})", provider=NAME) from None
-    except PermissionError:
-        raise ProviderAuthError(f"{NAME}: credentials file {path} is not readable by uid {os.getuid()}", provider=NAME) from None
-    except (ValueError, KeyError) as exc:
-        raise ProviderAuthError(f"{NAME}: credentials file {path} is not a service-account key: {exc}", provider=NAME) from None
-
-
-def _map_error(exc: Exception) -> ProviderError:
-    code = getattr(exc, "code", None)
-    if isinstance(code, int) and hasattr(exc, "message"):  # google.api_core.exceptions.GoogleAPICallError
-        return from_http_status(NAME, code, str(getattr(exc, "message", exc)), hint=_CREDENTIALS_HINT)
-    mapped = from_transport(NAME, exc)
-    return mapped or ProviderError(f"{NAME}: {type(exc).__name__}: {exc}", provider=NAME)

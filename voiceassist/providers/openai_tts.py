@@ -6,16 +6,17 @@ is a config value and the provider is one of several behind the ``TextToSpeech``
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ..config import Config
-from ..errors import ProviderAuthError, ProviderBadResponse, ProviderError, ProviderNotInstalled
-from ._errors import from_http_status, from_transport, with_retries
-from .base import SpeechAudio
+from ..errors import ProviderBadResponse
+from ..deadline import budget
+from ._errors import map_sdk_error, with_retries
+from .base import SpeechAudio, synthesize_in_parts
+from .openai_client import key_hint, openai_client
 
 NAME = "openai_tts"
-_KEY_HINT = "set [openai_tts] api_key or OPENAI_API_KEY"
+_KEY_HINT = key_hint(NAME)
 MAX_INPUT_CHARS = 4096
 # tts-1 and tts-1-hd reject "instructions".
 _NO_INSTRUCTIONS = {"tts-1", "tts-1-hd"}
@@ -33,28 +34,16 @@ class OpenAITextToSpeech:
         self.speed = section.get_float("speed")
         self.instructions = section.get("instructions")
         self.retries = section.get_int("retries")
-        api_key = section.get("api_key") or os.environ.get("OPENAI_API_KEY")
-        if not api_key:
-            raise ProviderAuthError(f"{NAME}: no API key ({_KEY_HINT})", provider=NAME)
-        try:
-            import openai
-        except ImportError:
-            raise ProviderNotInstalled("openai is not installed: pip install 'voiceassist[openai]'", provider=NAME) from None
-        # max_retries=0: our own retry loop decides (the SDK would retry insufficient_quota-free 429s
-        # with up to 8 s back-off); timeout replaces the SDK's 600 s default.
-        self._client = openai.OpenAI(
-            api_key=api_key,
-            base_url=section.get("base_url") or os.environ.get("OPENAI_BASE_URL") or None,
-            timeout=section.get_float("timeout"),
-            max_retries=0,
-        )
+        self.timeout = section.get_float("timeout")
+        self._client = openai_client(config, NAME, timeout=self.timeout)
 
     def synthesize(self, text: str) -> SpeechAudio:
         text = text.strip()
         if not text:
             raise ProviderBadResponse(f"{NAME}: nothing to say", provider=NAME)
-        if len(text) > MAX_INPUT_CHARS:
-            text = text[:MAX_INPUT_CHARS]
+        return synthesize_in_parts(text, MAX_INPUT_CHARS, self._synthesize_one)
+
+    def _synthesize_one(self, text: str) -> SpeechAudio:
         kwargs: dict[str, Any] = {
             "model": self.model, "voice": self.voice, "input": text,
             "response_format": "pcm", "speed": self.speed,
@@ -64,23 +53,11 @@ class OpenAITextToSpeech:
 
         def call() -> bytes:
             try:
-                return bytes(self._client.audio.speech.create(**kwargs).read())
+                return bytes(self._client.audio.speech.create(**kwargs, timeout=budget(self.timeout, NAME)).read())
             except Exception as exc:
-                raise _map_error(exc) from None
+                raise map_sdk_error(NAME, exc, hint=_KEY_HINT) from None
 
         pcm = with_retries(call, provider=NAME, retries=self.retries)
         if len(pcm) < 2:
             raise ProviderBadResponse(f"{NAME}: empty audio", provider=NAME)
         return SpeechAudio(data=pcm[: len(pcm) // 2 * 2], encoding="s16le", sample_rate=24000)
-
-
-def _map_error(exc: Exception) -> ProviderError:
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int):  # openai.APIStatusError
-        code = getattr(exc, "code", None) or ""
-        message = f"{status} {code} {getattr(exc, 'message', exc)}".strip()
-        if status == 429 and code == "insufficient_quota":
-            return ProviderError(f"{NAME}: {message} (account out of credit; not retried)", provider=NAME)
-        return from_http_status(NAME, status, message, hint=_KEY_HINT)
-    mapped = from_transport(NAME, exc)
-    return mapped or ProviderError(f"{NAME}: {type(exc).__name__}: {exc}", provider=NAME)

@@ -1,0 +1,84 @@
+"""A fallback chain: the providers configured for one capability, tried in order.
+
+``[tts] provider = openai, google, espeak`` means: OpenAI; if it fails (or cannot even be set
+up, e.g. no key), Google; then the offline voice. The chain reports which provider answered so
+the turn can record it. It never moves on once the turn's deadline has run out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from ..errors import (
+    AudioError,
+    ConfigError,
+    ProviderBadResponse,
+    ProviderError,
+    TurnDeadlineExceeded,
+    VoiceAssistError,
+)
+
+T = TypeVar("T")
+FailureHook = Callable[[str, VoiceAssistError], None]
+# What makes the chain try the next provider. Anything else (a hang-up, a bug) ends the turn.
+_FALL_THROUGH = (ProviderError, AudioError, ConfigError)
+
+
+class ProviderChain:
+    """Creates each provider on first use (thread-safe) and remembers the ones that were built."""
+
+    def __init__(self, capability: str, names: list[str], factory: Callable[[str], Any]) -> None:
+        self.capability = capability
+        self.names = list(names)
+        self._factory = factory
+        self._instances: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def provider(self, name: str) -> Any:
+        with self._lock:
+            if name not in self._instances:
+                self._instances[name] = self._factory(name)
+            return self._instances[name]
+
+    def call(self, use: Callable[[Any], T], on_failure: FailureHook | None = None) -> tuple[T, str]:
+        """``use(provider)`` with each provider in turn until one succeeds.
+
+        Returns:
+            The result and the name of the provider that produced it.
+
+        Raises:
+            The last provider's error when all failed (its message names the setting to fix).
+        """
+        return self._first_success(use, on_failure)
+
+    def stream(self, use: Callable[[Any], Iterator[str]],
+               on_failure: FailureHook | None = None) -> tuple[Iterator[str], str]:
+        """Like :meth:`call` for a streamed answer: a provider that fails before its first piece
+        hands over to the next; after that, its errors reach the reader of the iterator."""
+        def attempt(provider: Any) -> Iterator[str]:
+            pieces = iter(use(provider))
+            try:
+                first = next(pieces)
+            except StopIteration:
+                raise ProviderBadResponse(f"{provider.name}: empty reply", provider=provider.name) from None
+            return itertools.chain([first], pieces)
+
+        return self._first_success(attempt, on_failure)
+
+    def _first_success(self, attempt: Callable[[Any], T], on_failure: FailureHook | None) -> tuple[T, str]:
+        error: VoiceAssistError | None = None
+        for position, name in enumerate(self.names):
+            try:
+                provider = self.provider(name)
+                return attempt(provider), provider.name
+            except TurnDeadlineExceeded:
+                raise
+            except _FALL_THROUGH as exc:
+                error = exc
+                if on_failure is not None and position + 1 < len(self.names):
+                    on_failure(name, exc)
+        assert error is not None
+        raise error

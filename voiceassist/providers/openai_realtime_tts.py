@@ -1,0 +1,133 @@
+"""Text-to-speech with OpenAI's Realtime API (``gpt-realtime-2.1-mini``): the successor OpenAI
+names for ``/v1/audio/speech``, whose tts-1, tts-1-hd and gpt-4o-mini-tts shut down on 2027-01-06.
+
+The Realtime models are conversational, so the session is told to read the text aloud rather
+than answer it. Audio comes back as G.711 μ-law (``audio/pcmu``, 8 kHz): what Asterisk plays,
+with no conversion. Uses the SDK's synchronous WebSocket client (``openai[realtime]``).
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from typing import Any
+
+from ..config import Config
+from ..deadline import budget
+from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, ProviderTimeout
+from ._errors import from_http_status, map_sdk_error, with_retries
+from .base import SpeechAudio, synthesize_in_parts
+from .openai_client import key_hint, openai_client
+
+NAME = "openai_realtime"
+MAX_INPUT_CHARS = 4096
+_ERROR_STATUS = {"rate_limit_exceeded": 429, "invalid_api_key": 401, "authentication_error": 401,
+                 "server_error": 500, "insufficient_quota": 429}
+
+
+class OpenAIRealtimeTextToSpeech:
+    """One WebSocket session per synthesis: session.update, a user message, response.create,
+    then ``response.output_audio.delta`` events until ``response.done``."""
+
+    name = NAME
+
+    def __init__(self, config: Config) -> None:
+        section = config.section(NAME)
+        self.model = section.get("model")
+        self.voice = section.get("voice")
+        self.instructions = section.get("instructions")
+        self.timeout = section.get_float("timeout")
+        self.retries = section.get_int("retries")
+        self.hint = key_hint(NAME)
+        try:
+            import websockets.sync.client  # noqa: F401  (the SDK's realtime client needs it)
+        except ImportError:
+            raise ProviderNotInstalled("websockets is not installed: pip install 'voiceassist[openai]'",
+                                       provider=NAME) from None
+        self._client = openai_client(config, NAME, timeout=self.timeout)
+
+    def synthesize(self, text: str) -> SpeechAudio:
+        text = text.strip()
+        if not text:
+            raise ProviderBadResponse(f"{NAME}: nothing to say", provider=NAME)
+        return synthesize_in_parts(text, MAX_INPUT_CHARS, self._synthesize_one)
+
+    def _synthesize_one(self, text: str) -> SpeechAudio:
+        def call() -> bytes:
+            try:
+                return self._session(text, budget(self.timeout, NAME))
+            except Exception as exc:
+                raise _map_error(exc, self.hint) from None
+
+        audio = with_retries(call, provider=NAME, retries=self.retries)
+        return SpeechAudio(data=audio, encoding="mulaw", sample_rate=8000)
+
+    def _session(self, text: str, timeout: float) -> bytes:
+        chunks: list[bytes] = []
+        manager = self._client.realtime.connect(
+            model=self.model, max_retries=0,
+            websocket_connection_options={"open_timeout": timeout, "close_timeout": 1.0})  # type: ignore[typeddict-unknown-key]
+        with manager as connection:
+            # The SDK's recv() has no timeout; closing the socket from a timer ends the wait.
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
+                connection.close()
+
+            timer = threading.Timer(timeout, expire)
+            timer.daemon = True
+            timer.start()
+            try:
+                connection.session.update(session={
+                    "type": "realtime", "output_modalities": ["audio"], "instructions": self.instructions,
+                    "audio": {"output": {"format": {"type": "audio/pcmu"}, "voice": self.voice}},
+                })
+                connection.conversation.item.create(item={
+                    "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
+                connection.response.create()
+                for event in connection:
+                    if event.type == "response.output_audio.delta":
+                        chunks.append(base64.b64decode(event.delta))
+                    elif event.type == "error":
+                        raise _event_error(getattr(event, "error", None), self.hint)
+                    elif event.type == "response.done":
+                        response = event.response
+                        if response.status != "completed":
+                            details = getattr(response, "status_details", None)
+                            raise _event_error(getattr(details, "error", None), self.hint,
+                                               f"response {response.status}")
+                        break
+                else:
+                    if expired.is_set():
+                        raise ProviderTimeout(f"{NAME}: no complete answer within {timeout:.1f} s", provider=NAME)
+                    raise ProviderBadResponse(f"{NAME}: the connection closed before response.done", provider=NAME)
+            except Exception:
+                if expired.is_set():
+                    raise ProviderTimeout(f"{NAME}: no complete answer within {timeout:.1f} s", provider=NAME) from None
+                raise
+            finally:
+                timer.cancel()
+        audio = b"".join(chunks)
+        if not audio:
+            raise ProviderBadResponse(f"{NAME}: the response held no audio", provider=NAME)
+        return audio
+
+
+def _event_error(error: Any, hint: str, default: str = "error event") -> ProviderError:
+    """A Realtime ``error`` event (or a failed response's error) as one of our errors."""
+    kind = str(getattr(error, "code", None) or getattr(error, "type", None) or default)
+    message = f"{kind}: {getattr(error, 'message', '') or default}"
+    if kind == "insufficient_quota":
+        return ProviderError(f"{NAME}: {message} (account out of credit; not retried)", provider=NAME)
+    status = _ERROR_STATUS.get(kind)
+    return from_http_status(NAME, status, message, hint=hint) if status else ProviderBadResponse(
+        f"{NAME}: {message}", provider=NAME)
+
+
+def _map_error(exc: BaseException, hint: str) -> ProviderError:
+    # websockets' InvalidStatus: the HTTP upgrade was refused (401 bad key, 429, 5xx).
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int) and not isinstance(exc, ProviderError):
+        return from_http_status(NAME, status, f"{status}: WebSocket upgrade refused", hint=hint)
+    return map_sdk_error(NAME, exc, hint=hint)
