@@ -261,16 +261,27 @@ class Turn:
         pieces, self.record.llm_provider = self.assistant.providers("llm").stream(
             lambda llm: _reply_pieces(llm, history, question), self._fallback_logger("LLM"))
         self.record.timings["llm_first"] = self._elapsed_ms(t0)
+        self.log("LLM", f"first words in {self.record.timings['llm_first']} ms by {self.record.llm_provider} "
+                        f"(history {len(history)} turns)")
         self.stage = "tts"
         pipeline = SentencePipeline(self, pieces, llm_started=t0)
+        parts: list[Path] = []
         try:
             parts = pipeline.play()
+        except AGIHangup:
+            if not pipeline.playing:
+                raise
+            # The answer was there and partly heard: the turn succeeded, the call is over.
+            self.record.error = "caller hung up during the answer"
+            self.more = False
+            self.log("TTS", self.record.error)
+            return
         finally:
             pipeline.stop()
             self.record.reply = " ".join(pipeline.sentences) or None
             self.record.answer_path = self._join_parts(pipeline.files)
-        self.log("TTS", f"{len(parts)} sentences by {self.record.llm_provider}/{self.record.tts_provider}; "
-                        f"first audio after {self.record.timings.get('first_audio')} ms")
+        self.log("TTS", f"{len(parts)} sentences by {self.record.tts_provider} played; first audio ready "
+                        f"{self.record.timings.get('first_audio')} ms into the turn")
         if pipeline.error is not None:
             # The caller heard the first sentences; the rest is lost. Keep the turn, note why.
             self.record.error = f"answer cut short after {len(parts)} sentences: {pipeline.error}"[:2000]

@@ -36,6 +36,7 @@ class SentencePipeline:
         self.llm_started = llm_started
         self.sentences: list[str] = []
         self.error: BaseException | None = None
+        self.playing = False  # the caller has started hearing the answer
         self._files: list[Path] = []
         self._lock = threading.Lock()
         self._queue: queue.Queue[object] = queue.Queue()
@@ -113,6 +114,9 @@ class SentencePipeline:
             assert isinstance(item, Path)
             if not played:
                 self.turn.record.timings["first_audio"] = int((time.monotonic() - self.turn.started) * 1000)
+                # For the h extension: a hang-up from now on is "during the answer", as in file mode.
+                self.turn.session.set_variable("VA_STATE", "answering")
+                self.playing = True
             self.turn.session.raise_if_hung_up()
             self.turn.session.stream_file(str(item.with_suffix("")))
             played.append(item)

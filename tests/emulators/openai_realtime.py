@@ -79,7 +79,8 @@ class RealtimeEmulator:
         connection.send(json.dumps(event))
 
     def _handle(self, connection: ServerConnection) -> None:
-        record: dict[str, Any] = {"path": connection.request.path, "headers": dict(connection.request.headers),
+        record: dict[str, Any] = {"path": connection.request.path,
+                                  "headers": {k.lower(): v for k, v in connection.request.headers.raw_items()},
                                   "events": []}
         with self._lock:
             self.connections.append(record)

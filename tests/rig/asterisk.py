@@ -164,6 +164,8 @@ transmit_silence = no
                                          "console => notice,warning,error\n")
         (etc / "manager.conf").write_text(f"""[general]
 enabled = yes
+; events carry Asterisk's own time (the benchmarks measure gaps between them)
+timestampevents = yes
 bindaddr = 127.0.0.1
 port = {self.ami_port}
 

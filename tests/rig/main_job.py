@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"status       {turn['status']}" + (f" ({turn['error']})" if turn["error"] else ""))
         print(f"transcript   {turn['transcript']}")
         print(f"reply        {turn['reply']}")
-        stages = ("recording", "stt", "llm", "tts", "convert", "total")
+        stages = ("recording", "stt", "llm_first", "llm", "tts", "convert", "first_audio", "total")
         print("timings ms   " + "  ".join(f"{s} {turn[s + '_ms']}" for s in stages))
         print(f"answer audio {turn['answer_path']}")
         print(f"caller heard {call.heard_path}")

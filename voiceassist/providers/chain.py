@@ -71,14 +71,16 @@ class ProviderChain:
     def _first_success(self, attempt: Callable[[Any], T], on_failure: FailureHook | None) -> tuple[T, str]:
         error: VoiceAssistError | None = None
         for position, name in enumerate(self.names):
+            label = name
             try:
                 provider = self.provider(name)
+                label = provider.name
                 return attempt(provider), provider.name
             except TurnDeadlineExceeded:
                 raise
             except _FALL_THROUGH as exc:
                 error = exc
                 if on_failure is not None and position + 1 < len(self.names):
-                    on_failure(name, exc)
+                    on_failure(label, exc)
         assert error is not None
         raise error

@@ -1,0 +1,130 @@
+"""Whole turns over FastAGI (byte-level fake Asterisk, real SDKs, emulators): fallback chains,
+the turn's deadline, credential errors, and what the caller hears in each case."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.emulators import Fail, Hang
+from tests.fake_asterisk import FakeAsterisk
+from tests.helpers import config_for
+from tests.test_fastagi_server import turn_env
+from voiceassist.assistant import Assistant
+from voiceassist.fastagi import FastAGIServer
+
+APOLOGY = "custom/voiceassist/cant-answer"
+
+
+class Turn:
+    """Run one turn through a FastAGI server built from ``extra`` config; keep what happened."""
+
+    def __init__(self, emulators, tmp_path, extra: str, uniqueid: str = "1700000000.1") -> None:
+        self.assistant = Assistant(config_for(emulators, tmp_path, extra=extra))
+        server = FastAGIServer(("127.0.0.1", 0), self.assistant, max_calls=2, read_timeout=10)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        try:
+            client = FakeAsterisk(server.server_address[1], turn_env(tmp_path, uniqueid))
+            started = time.monotonic()
+            self.commands = client.run()
+            self.seconds = time.monotonic() - started
+            self.variables = client.variables()
+        finally:
+            server.shutdown()
+            server.server_close()
+        _, turns = self.assistant.store().call_rows(uniqueid)
+        self.row = turns[0]
+        self.verbose = [c for c in self.commands if c.startswith("VERBOSE")]
+        self.streamed = [c for c in self.commands if c.startswith("STREAM FILE")]
+
+
+def test_tts_fallback_answers_when_the_first_provider_fails_and_records_who_answered(emulators, tmp_path):
+    emulators["tts"].queue(Fail(500), Fail(500))
+    turn = Turn(emulators, tmp_path, "[tts]\nprovider = openai, google\n[general]\nplayback = file\n")
+    assert turn.row["status"] == "ok" and turn.row["tts_provider"] == "google_tts"
+    assert turn.variables["VA_ANSWER"].endswith("/answer-1")
+    assert any("openai_tts failed, trying the next provider" in v for v in turn.verbose)
+    assert len(emulators["google_tts"].requests) == 1
+
+
+def test_fallback_skips_a_provider_that_cannot_even_be_set_up(emulators, tmp_path, monkeypatch):
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    turn = Turn(emulators, tmp_path, "[llm]\nprovider = gemini, openai\n[gemini]\napi_key =\n")
+    assert turn.row["status"] == "ok" and turn.row["llm_provider"] == "openai_chat"
+    assert any("[gemini] api_key or GEMINI_API_KEY" in v for v in turn.verbose)
+
+
+def test_stt_fallback_to_openai_transcription(emulators, tmp_path):
+    emulators["speech"].queue(Fail(503), Fail(503))
+    turn = Turn(emulators, tmp_path, "[stt]\nprovider = google, openai\n")
+    assert turn.row["status"] == "ok" and turn.row["stt_provider"] == "openai_stt"
+    assert turn.row["transcript"] == "What are your opening hours?"
+
+
+def test_missing_key_is_one_clear_line_and_the_caller_hears_the_apology(emulators, tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    turn = Turn(emulators, tmp_path, "[openai]\napi_key =\n[tts]\nprovider = openai\n")
+    assert turn.row["status"] == "tts_error"
+    assert turn.variables["VA_ANSWER"] == APOLOGY and not turn.streamed
+    errors = [v for v in turn.verbose if "[TTS]" in v and "failed" in v]
+    assert len(errors) == 1 and "[openai_tts] api_key, [openai] api_key or OPENAI_API_KEY" in errors[0]
+    assert "\n" not in errors[0]
+    logged = [r for r in caplog.records if "[TTS]" in r.getMessage() and "failed" in r.getMessage()]
+    assert len(logged) == 1 and "[openai_tts] api_key, [openai] api_key or OPENAI_API_KEY" in logged[0].getMessage()
+    assert logged[0].exc_info is None  # one line, no traceback
+
+
+@pytest.mark.parametrize("playback", ["pipelined", "file"])
+def test_turn_deadline_cuts_a_hanging_llm_short_with_the_apology(emulators, tmp_path, playback):
+    emulators["gemini"].queue(Hang(8), Hang(8))
+    # Gemini's own timeout (2 s) and retry would take over 4 s; the turn may take 1.5 s.
+    turn = Turn(emulators, tmp_path, f"[general]\nturn_deadline = 1.5\nplayback = {playback}\n")
+    assert turn.row["status"] == "llm_error"
+    assert turn.variables["VA_ANSWER"] == APOLOGY
+    assert turn.seconds < 3.0
+    assert "turn_deadline" in turn.row["error"] or "Timeout" in turn.row["error"]
+
+
+def test_no_fallback_is_tried_once_the_deadline_has_passed(emulators, tmp_path):
+    emulators["tts"].queue(Hang(8), Hang(8))
+    turn = Turn(emulators, tmp_path, "[general]\nturn_deadline = 1.5\n[tts]\nprovider = openai, google\n")
+    assert turn.row["status"] == "tts_error" and turn.variables["VA_ANSWER"] == APOLOGY
+    assert emulators["google_tts"].requests == []
+    assert turn.seconds < 3.0
+
+
+def test_pipelined_answer_plays_its_first_sentence_before_the_reply_is_complete(emulators, tmp_path):
+    emulators["gemini"].reply = lambda body: ("We open at eight in the morning on weekdays. " * 1
+                                              + "On Saturdays we open at nine and close at one. "
+                                              + "On Sundays we are closed all day long.")
+    emulators["gemini"].tokens_per_second = 10  # 26 words: about 2.6 s for the whole reply
+    turn = Turn(emulators, tmp_path, "")
+    assert turn.row["status"] == "ok" and len(turn.streamed) == 3
+    # The first sentence's audio was ready long before the last word was generated.
+    assert turn.row["first_audio_ms"] + 1000 < turn.row["stt_ms"] + turn.row["llm_ms"]
+    assert turn.row["llm_first_ms"] < 300
+
+
+def test_pipelined_tts_failure_after_the_first_sentence_keeps_what_was_said(emulators, tmp_path):
+    emulators["gemini"].reply = lambda body: "We open at eight in the morning. We close at six in the evening."
+    original = emulators["tts"].answer
+    calls = []
+
+    def fail_second(request):
+        calls.append(1)
+        if len(calls) > 1:
+            return 500, b'{"error": {"message": "down", "type": "server_error", "param": null, "code": null}}', "application/json"
+        return original(request)
+
+    emulators["tts"].answer = fail_second
+    try:
+        turn = Turn(emulators, tmp_path, "")
+    finally:
+        emulators["tts"].answer = original
+    assert turn.row["status"] == "ok" and len(turn.streamed) == 1
+    assert "answer cut short after 1 sentences" in turn.row["error"]
+    assert turn.row["reply"] == "We open at eight in the morning."
