@@ -22,6 +22,7 @@ starts, and the answer starts playing (Playback of the answer file, or the first
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
@@ -68,21 +69,26 @@ def event_time(events: list[dict[str, str]], match) -> float:  # type: ignore[no
     for event in events:
         if match(event):
             return float(event["Timestamp"])
-    raise LookupError("event not found")
+    raise LookupError("event not found among: " + "; ".join(
+        f"{e.get('Event')} {e.get('Application', '')}({e.get('AppData', '')[:60]}) {e.get('Command', '')[:40]}"
+        for e in events))
 
 
 def measure(rig: AsteriskRig, key: str, playback: str) -> Measurement:
     events = [e for e in rig.ami.events if "Timestamp" in e and f"Local/{key}@va-test-entry-" in e.get("Channel", "")]
     caller = [e for e in events if e["Channel"].endswith(";1")]
     assistant = [e for e in events if e["Channel"].endswith(";2")]
+    # The caller's dialplan moves on to Set(I=$[${I} + 1]) (shown substituted: I=2) the moment its
+    # Playback of the question ends.
     speech_end = event_time(caller, lambda e: e.get("Event") == "Newexten" and e.get("Application") == "Set"
-                            and e.get("AppData", "").startswith("I="))
+                            and e.get("AppData", "") == "I=2")
     detected = event_time(assistant, lambda e: e.get("Event") == "Newexten" and e.get("Application") == "StopMixMonitor")
     agi = event_time(assistant, lambda e: e.get("Event") == "Newexten" and e.get("Application") == "AGI"
                      and ",turn," in e.get("AppData", ""))
     if playback == "file":
-        audio = event_time(assistant, lambda e: e.get("Event") == "Newexten" and e.get("Application") == "Playback"
-                           and "/answer-" in e.get("AppData", ""))
+        # ExecIf(...?Playback(<answer>)): Playback runs inside ExecIf, so the event is ExecIf's.
+        audio = event_time(assistant, lambda e: e.get("Event") == "Newexten" and e.get("Application") == "ExecIf"
+                           and "Playback(" in e.get("AppData", "") and "/answer-" in e.get("AppData", ""))
     else:
         audio = event_time(assistant, lambda e: e.get("Event") == "AGIExecStart"
                            and e.get("Command", "").startswith("STREAM FILE"))
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     rig.mount()
     server = None
     results: dict[str, list[Measurement]] = {}
+    skipped: list[str] = []
     try:
         for stale in ("voiceassist.db", "voiceassist.db-wal", "voiceassist.db-shm", "calls"):
             path = SHARED / stale
@@ -137,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                 key = f"9{number}{call_number:02d}{int(time.time()) % 100:02d}"
                 call = place_call(rig, key, [question], context=context, listen=8, grace=5)
                 call.wait(timeout=120)
-                results.setdefault(label, []).append(measure(rig, key, playback))
+                try:
+                    results.setdefault(label, []).append(measure(rig, key, playback))
+                except LookupError as exc:  # e.g. the test caller left early: report it, keep going
+                    skipped.append(f"{label} call {key}: {str(exc)[:300]}")
             if server is not None:
                 server.terminate()
                 server.wait(30)
@@ -149,12 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         rig.unmount()
         for emulator in emulators.values():
             emulator.close()
+    raw = SHARED / "first-audio-results.json"
+    raw.write_text(json.dumps({label: [vars(m) for m in rows] for label, rows in results.items()}, indent=1))
     report(results, args.calls)
+    for line in skipped:
+        print(f"skipped (incomplete events): {line}")
+    print(f"\nraw measurements: {raw}")
     return 0
 
 
 def report(results: dict[str, list[Measurement]], calls: int) -> None:
-    print(f"\nEnd of the caller's speech -> first answer audio on the channel (median of {calls} calls, ms)")
+    print(f"\nEnd of the caller's speech -> first answer audio on the channel (median of up to {calls} calls, ms)")
     print(f"emulated providers: STT {STT_S * 1000:.0f}, LLM first token {LLM_FIRST_S * 1000:.0f} + "
           f"{TOKENS_PER_S:.0f} tokens/s, TTS {TTS_S * 1000:.0f}; reply {len(words(REPLY))} words, "
           f"first sentence {len(words(FIRST_SENTENCE))}\n")
@@ -166,7 +181,8 @@ def report(results: dict[str, list[Measurement]], calls: int) -> None:
         rows = results.get(label, [])
         if not rows:
             continue
-        median = {field: statistics.median(getattr(r, field)) * 1000 for field in Measurement.__dataclass_fields__}
+        median = {field: statistics.median(getattr(r, field) for r in rows) * 1000
+                  for field in Measurement.__dataclass_fields__}
         baseline = baseline or median["speech_end_to_audio"]
         print(f"{label:40} {median['speech_end_to_audio']:17.0f} {median['silence_detection']:14.0f} "
               f"{median['agi_to_audio']:10.0f} {provider_seconds(playback) * 1000:9.0f} {median['overhead']:8.0f}"

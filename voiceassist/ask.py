@@ -25,6 +25,7 @@ class LocalSession:
     env: dict[str, str]
     variables: dict[str, str] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    played: list[str] = field(default_factory=list)
     hung_up: bool = False
     _closed: bool = False
 
@@ -39,6 +40,11 @@ class LocalSession:
 
     def set_variable(self, name: str, value: object) -> None:
         self.variables[name] = str(value)
+
+    def stream_file(self, filename: str, escape_digits: str = "", sample_offset: int = 0) -> str:
+        """A pipelined answer's sentence: noted (the joined answer file is the turn's result)."""
+        self.played.append(filename)
+        return ""
 
 
 @dataclass

@@ -75,11 +75,17 @@ class TextToSpeech(Protocol):
         ...
 
 
-def synthesize_in_parts(text: str, max_chars: int, synthesize_one: Callable[[str], SpeechAudio]) -> SpeechAudio:
-    """Speech for a ``text`` longer than a provider's input limit: synthesised in pieces cut at
-    sentence ends, joined. Only for raw encodings (s16le, mulaw), which join by concatenation."""
+def synthesize_in_parts(provider: str, text: str, max_chars: int,
+                        synthesize_one: Callable[[str], SpeechAudio]) -> SpeechAudio:
+    """Speech for ``text``, synthesised in pieces of at most ``max_chars`` (the provider's input
+    limit) cut at sentence ends, then joined. Only for raw encodings (s16le, mulaw), which join
+    by concatenation. Empty text is a :class:`ProviderBadResponse`."""
+    from ..errors import ProviderBadResponse
     from ..speakable import split_text
 
+    text = text.strip()
+    if not text:
+        raise ProviderBadResponse(f"{provider}: nothing to say", provider=provider)
     parts = [synthesize_one(piece) for piece in split_text(text, max_chars)]
     first = parts[0]
     return SpeechAudio(b"".join(p.data for p in parts), first.encoding, first.sample_rate)

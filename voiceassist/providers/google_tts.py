@@ -55,10 +55,7 @@ class GoogleTextToSpeech:
             raise ProviderError(f"{NAME}: cannot create client: {exc}", provider=NAME) from None
 
     def synthesize(self, text: str) -> SpeechAudio:
-        text = text.strip()
-        if not text:
-            raise ProviderBadResponse(f"{NAME}: nothing to say", provider=NAME)
-        return synthesize_in_parts(text, MAX_INPUT_CHARS, self._synthesize_one)
+        return synthesize_in_parts(NAME, text, MAX_INPUT_CHARS, self._synthesize_one)
 
     def _synthesize_one(self, text: str) -> SpeechAudio:
         tts = self._tts

@@ -9,6 +9,7 @@ with no conversion. Uses the SDK's synchronous WebSocket client (``openai[realti
 from __future__ import annotations
 
 import base64
+import importlib.util
 import threading
 from typing import Any
 
@@ -39,18 +40,13 @@ class OpenAIRealtimeTextToSpeech:
         self.timeout = section.get_float("timeout")
         self.retries = section.get_int("retries")
         self.hint = key_hint(NAME)
-        try:
-            import websockets.sync.client  # noqa: F401  (the SDK's realtime client needs it)
-        except ImportError:
+        if importlib.util.find_spec("websockets") is None:  # the SDK's realtime client needs it
             raise ProviderNotInstalled("websockets is not installed: pip install 'voiceassist[openai]'",
-                                       provider=NAME) from None
+                                       provider=NAME)
         self._client = openai_client(config, NAME, timeout=self.timeout)
 
     def synthesize(self, text: str) -> SpeechAudio:
-        text = text.strip()
-        if not text:
-            raise ProviderBadResponse(f"{NAME}: nothing to say", provider=NAME)
-        return synthesize_in_parts(text, MAX_INPUT_CHARS, self._synthesize_one)
+        return synthesize_in_parts(NAME, text, MAX_INPUT_CHARS, self._synthesize_one)
 
     def _synthesize_one(self, text: str) -> SpeechAudio:
         def call() -> bytes:

@@ -38,10 +38,7 @@ class OpenAITextToSpeech:
         self._client = openai_client(config, NAME, timeout=self.timeout)
 
     def synthesize(self, text: str) -> SpeechAudio:
-        text = text.strip()
-        if not text:
-            raise ProviderBadResponse(f"{NAME}: nothing to say", provider=NAME)
-        return synthesize_in_parts(text, MAX_INPUT_CHARS, self._synthesize_one)
+        return synthesize_in_parts(NAME, text, MAX_INPUT_CHARS, self._synthesize_one)
 
     def _synthesize_one(self, text: str) -> SpeechAudio:
         kwargs: dict[str, Any] = {
