@@ -133,7 +133,9 @@ def test_five_simultaneous_calls_do_not_clash(rig, fastagi, emulators, questions
     calls = []
     for index, name in enumerate(names):
         context = "voiceassist-fastagi" if index % 2 else "voiceassist"  # both paths at once
-        calls.append(place_call(rig, f"20{index}0", [questions[name]], context=context))
+        calls.append(place_call(rig, f"20{index}0", [questions[name]], context=context, dial=False))
+    for call in calls:
+        call.dial()
     for call in calls:
         call.wait(timeout=180)
     uniqueids = set()

@@ -86,6 +86,9 @@ class TestCall:
     def heard_path(self) -> Path:
         return CALLS_DIR / f"{self.key}-in.wav"
 
+    def dial(self) -> None:
+        self.rig.cli(f"channel originate Local/{self.key}@va-test-entry extension {self.key}@va-test-caller")
+
     def wait(self, timeout: float = 120) -> None:
         """Wait (on AMI events) until both halves of the call are gone."""
         ami = self.rig.ami
@@ -100,8 +103,13 @@ class TestCall:
 
 def place_call(rig: AsteriskRig, key: str, questions: list[str], *, context: str = "voiceassist",
                caller_number: str = "", caller_name: bytes | str = b"", listen: int = 60,
-               grace: int = 3) -> TestCall:
-    """Call 8008 from a test caller who asks ``questions`` (sound names, or "silence") in turn."""
+               grace: int = 3, dial: bool = True) -> TestCall:
+    """Call 8008 from a test caller who asks ``questions`` (sound names, or "silence") in turn.
+
+    ``dial=False`` only prepares the call (each setting is an ``asterisk -rx`` run, about 0.3 s);
+    :meth:`TestCall.dial` then places it, so simultaneous calls start together instead of while
+    the CLI is still busy preparing the next one.
+    """
     CALLS_DIR.mkdir(parents=True, exist_ok=True)
     if isinstance(caller_name, str):
         caller_name = caller_name.encode()
@@ -115,8 +123,10 @@ def place_call(rig: AsteriskRig, key: str, questions: list[str], *, context: str
     }
     for name, value in values.items():
         rig.cli(f"dialplan set global VAT_{key}_{name} {value}" if value else f"dialplan set global VAT_{key}_{name} \"\"")
-    rig.cli(f"channel originate Local/{key}@va-test-entry extension {key}@va-test-caller")
-    return TestCall(rig, key)
+    call = TestCall(rig, key)
+    if dial:
+        call.dial()
+    return call
 
 
 def wait_for_complete_wav(path: Path, timeout: float = 15) -> None:
