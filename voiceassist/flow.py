@@ -15,19 +15,18 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from collections.abc import Iterator
-
 from .agi import AGISession
 from .assistant import Assistant
-from .deadline import turn_deadline
-from .pipeline import SentencePipeline
 from .audio import read_recording, speech_frames, write_phone_audio
+from .deadline import turn_deadline
 from .errors import AGIError, AGIHangup, AudioError, ProviderBadResponse, ProviderError, VoiceAssistError
-from .speakable import speakable
 from .logs import logger
+from .pipeline import SentencePipeline
+from .speakable import speakable
 from .storage_types import CallInfo, TurnRecord
 
 # How many 20 ms frames above the silence threshold make a question worth sending to speech-to-text.

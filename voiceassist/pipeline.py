@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextvars
 import queue
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,7 +56,7 @@ class SentencePipeline:
         for piece in self.pieces:
             yield from splitter.feed(piece)
         yield from splitter.finish()
-        self.turn.record.timings["llm"] = int((time.monotonic() - self.llm_started) * 1000)
+        self.turn.record.timings["llm"] = self.turn._elapsed_ms(self.llm_started)
 
     def _produce(self) -> None:
         try:
@@ -113,7 +112,7 @@ class SentencePipeline:
                 break
             assert isinstance(item, Path)
             if not played:
-                self.turn.record.timings["first_audio"] = int((time.monotonic() - self.turn.started) * 1000)
+                self.turn.record.timings["first_audio"] = self.turn._elapsed_ms(self.turn.started)
                 # For the h extension: a hang-up from now on is "during the answer", as in file mode.
                 self.turn.session.set_variable("VA_STATE", "answering")
                 self.playing = True

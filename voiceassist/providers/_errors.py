@@ -37,11 +37,18 @@ def from_http_status(provider: str, status: int | None, message: str, *, hint: s
     return ProviderError(text, provider=provider)
 
 
+def _timeout(provider: str, exc: BaseException, names: set[str]) -> ProviderTimeout | None:
+    if names & _TIMEOUT_NAMES:
+        return ProviderTimeout(f"{provider}: no answer in time ({type(exc).__name__})", provider=provider)
+    return None
+
+
 def from_transport(provider: str, exc: BaseException) -> ProviderError | None:
     """Map a transport exception by class name, without importing the HTTP library."""
     names = {cls.__name__ for cls in type(exc).__mro__}
-    if names & _TIMEOUT_NAMES:
-        return ProviderTimeout(f"{provider}: no answer in time ({type(exc).__name__})", provider=provider)
+    timeout = _timeout(provider, exc, names)
+    if timeout is not None:
+        return timeout
     if names & {"ConnectionError", "ConnectError", "APIConnectionError", "RemoteProtocolError",
                 "ReadError", "ServiceUnavailable", "ChunkedEncodingError", "ProtocolError",
                 "ConnectionClosed", "InvalidHandshake", "InvalidStatus", "OSError"}:
@@ -53,13 +60,15 @@ def map_sdk_error(provider: str, exc: BaseException, *, hint: str = "") -> Provi
     """Map any exception an SDK call raised onto our :class:`ProviderError` tree.
 
     Knows ``openai.APIStatusError`` (``status_code``/``code``), ``google.api_core`` and
-    ``google.genai`` errors (integer ``code`` plus ``message``), and the transport errors of
+    ``google.genai`` errors (integer ``code`` plus ``message``), refused HTTP responses (e.g.
+    websockets' ``InvalidStatus`` for a WebSocket upgrade), and the transport errors of
     requests/httpx2/grpc/websockets by class name, so no SDK has to be imported here.
     """
     if isinstance(exc, ProviderError):
         return exc
-    if {cls.__name__ for cls in type(exc).__mro__} & _TIMEOUT_NAMES:
-        return ProviderTimeout(f"{provider}: no answer in time ({type(exc).__name__})", provider=provider)
+    timeout = _timeout(provider, exc, {cls.__name__ for cls in type(exc).__mro__})
+    if timeout is not None:
+        return timeout
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):  # openai.APIStatusError
         code = getattr(exc, "code", None) or ""
@@ -73,6 +82,9 @@ def map_sdk_error(provider: str, exc: BaseException, *, hint: str = "") -> Provi
         if code == 400 and "API key" in message:
             return ProviderAuthError(f"{provider}: API key rejected ({hint})", provider=provider)
         return from_http_status(provider, code, message, hint=hint)
+    refused = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(refused, int):  # e.g. a WebSocket upgrade answered 401, 429 or 5xx
+        return from_http_status(provider, refused, f"{refused}: request refused ({type(exc).__name__})", hint=hint)
     mapped = from_transport(provider, exc)
     return mapped or ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider=provider)
 

@@ -52,7 +52,21 @@ class ProviderChain:
         Raises:
             The last provider's error when all failed (its message names the setting to fix).
         """
-        return self._first_success(use, on_failure)
+        error: VoiceAssistError | None = None
+        for position, name in enumerate(self.names):
+            label = name
+            try:
+                provider = self.provider(name)
+                label = provider.name
+                return use(provider), provider.name
+            except TurnDeadlineExceeded:
+                raise
+            except _FALL_THROUGH as exc:
+                error = exc
+                if on_failure is not None and position + 1 < len(self.names):
+                    on_failure(label, exc)
+        assert error is not None
+        raise error
 
     def stream(self, use: Callable[[Any], Iterator[str]],
                on_failure: FailureHook | None = None) -> tuple[Iterator[str], str]:
@@ -66,21 +80,5 @@ class ProviderChain:
                 raise ProviderBadResponse(f"{provider.name}: empty reply", provider=provider.name) from None
             return itertools.chain([first], pieces)
 
-        return self._first_success(attempt, on_failure)
+        return self.call(attempt, on_failure)
 
-    def _first_success(self, attempt: Callable[[Any], T], on_failure: FailureHook | None) -> tuple[T, str]:
-        error: VoiceAssistError | None = None
-        for position, name in enumerate(self.names):
-            label = name
-            try:
-                provider = self.provider(name)
-                label = provider.name
-                return attempt(provider), provider.name
-            except TurnDeadlineExceeded:
-                raise
-            except _FALL_THROUGH as exc:
-                error = exc
-                if on_failure is not None and position + 1 < len(self.names):
-                    on_failure(label, exc)
-        assert error is not None
-        raise error

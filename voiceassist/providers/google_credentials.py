@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
-from ..errors import ProviderAuthError
+from ..errors import ProviderAuthError, ProviderError
 
 _SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 
@@ -35,3 +36,14 @@ def service_account_credentials(provider: str, credentials_file: str, hint: str)
     except (ValueError, KeyError) as exc:
         raise ProviderAuthError(f"{provider}: credentials file {path} is not a service-account key: {exc} ({hint})",
                                 provider=provider) from None
+
+
+def create_client(provider: str, factory: Callable[..., Any], hint: str, **kwargs: Any) -> Any:
+    """``factory(**kwargs)`` (a GAPIC client class); a credentials problem becomes one
+    :class:`ProviderAuthError` line naming the setting, anything else a :class:`ProviderError`."""
+    try:
+        return factory(**kwargs)
+    except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and friends
+        if "Credentials" in type(exc).__name__ or "credentials" in str(exc).lower():
+            raise ProviderAuthError(f"{provider}: no usable credentials ({hint})", provider=provider) from None
+        raise ProviderError(f"{provider}: cannot create client: {exc}", provider=provider) from None

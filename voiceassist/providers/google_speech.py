@@ -11,10 +11,10 @@ from typing import Any
 
 from ..config import Config
 from ..deadline import budget
-from ..errors import ConfigError, ProviderAuthError, ProviderError, ProviderNotInstalled
+from ..errors import ConfigError, ProviderNotInstalled
 from ._errors import map_sdk_error, with_retries
 from .base import Recording, Transcript
-from .google_credentials import service_account_credentials
+from .google_credentials import create_client, service_account_credentials
 
 NAME = "google_speech"
 _CREDENTIALS_HINT = "set [google_speech] credentials_file or GOOGLE_APPLICATION_CREDENTIALS"
@@ -66,12 +66,7 @@ class GoogleSpeechToText:
                 kwargs["credentials"] = credentials
             if endpoint:
                 kwargs["client_options"] = ClientOptions(api_endpoint=endpoint)
-        try:
-            self._client = self._speech.SpeechClient(**kwargs)
-        except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and friends
-            if "Credentials" in type(exc).__name__ or "credentials" in str(exc).lower():
-                raise ProviderAuthError(f"{NAME}: no usable credentials ({_CREDENTIALS_HINT})", provider=NAME) from None
-            raise ProviderError(f"{NAME}: cannot create client: {exc}", provider=NAME) from None
+        self._client = create_client(NAME, self._speech.SpeechClient, _CREDENTIALS_HINT, **kwargs)
 
     def _request(self, recording: Recording) -> dict[str, Any]:
         speech = self._speech

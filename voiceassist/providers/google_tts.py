@@ -11,10 +11,10 @@ from typing import Any
 
 from ..config import Config
 from ..deadline import budget
-from ..errors import ProviderAuthError, ProviderBadResponse, ProviderError, ProviderNotInstalled
+from ..errors import ProviderBadResponse, ProviderNotInstalled
 from ._errors import map_sdk_error, with_retries
 from .base import SpeechAudio, synthesize_in_parts
-from .google_credentials import service_account_credentials
+from .google_credentials import create_client, service_account_credentials
 
 NAME = "google_tts"
 _CREDENTIALS_HINT = "set [google_tts] or [google_speech] credentials_file, or GOOGLE_APPLICATION_CREDENTIALS"
@@ -47,12 +47,7 @@ class GoogleTextToSpeech:
         kwargs: dict[str, Any] = {"transport": "rest", "credentials": credentials}
         if section.get("endpoint"):
             kwargs["client_options"] = ClientOptions(api_endpoint=section.get("endpoint"))
-        try:
-            self._client = texttospeech.TextToSpeechClient(**kwargs)
-        except Exception as exc:
-            if "credentials" in str(exc).lower():
-                raise ProviderAuthError(f"{NAME}: no usable credentials ({_CREDENTIALS_HINT})", provider=NAME) from None
-            raise ProviderError(f"{NAME}: cannot create client: {exc}", provider=NAME) from None
+        self._client = create_client(NAME, texttospeech.TextToSpeechClient, _CREDENTIALS_HINT, **kwargs)
 
     def synthesize(self, text: str) -> SpeechAudio:
         return synthesize_in_parts(NAME, text, MAX_INPUT_CHARS, self._synthesize_one)

@@ -53,7 +53,7 @@ class OpenAIRealtimeTextToSpeech:
             try:
                 return self._session(text, budget(self.timeout, NAME))
             except Exception as exc:
-                raise _map_error(exc, self.hint) from None
+                raise map_sdk_error(NAME, exc, hint=self.hint) from None
 
         audio = with_retries(call, provider=NAME, retries=self.retries)
         return SpeechAudio(data=audio, encoding="mulaw", sample_rate=8000)
@@ -120,10 +120,3 @@ def _event_error(error: Any, hint: str, default: str = "error event") -> Provide
     return from_http_status(NAME, status, message, hint=hint) if status else ProviderBadResponse(
         f"{NAME}: {message}", provider=NAME)
 
-
-def _map_error(exc: BaseException, hint: str) -> ProviderError:
-    # websockets' InvalidStatus: the HTTP upgrade was refused (401 bad key, 429, 5xx).
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(status, int) and not isinstance(exc, ProviderError):
-        return from_http_status(NAME, status, f"{status}: WebSocket upgrade refused", hint=hint)
-    return map_sdk_error(NAME, exc, hint=hint)
