@@ -35,9 +35,11 @@ exten => _X.,1,Set(KEY=${{EXTEN}})
  same => n,Set(I=1)
  same => n(next),Set(Q=${{CUT(QS,&,${{I}})}})
  same => n,GotoIf($["${{Q}}" = ""]?listen)
- ; wait for the assistant to speak (greeting, or answer + "anything else") and finish (the beep)
+ ; wait for the assistant to speak (greeting, or answer + "anything else") and finish (the beep).
+ ; 1500 ms: a pipelined answer played by process AGI is followed by up to ~1 s of silence (the
+ ; turn is stored and the process exits) before "anything else?"; a caller waits for the prompt.
  same => n,WaitForNoise(100,1,90)
- same => n,WaitForSilence(900,1,90)
+ same => n,WaitForSilence(1500,1,90)
  same => n,GotoIf($["${{Q}}" = "silence"]?skip)
  same => n,Playback(${{Q}})
  same => n(skip),Set(I=$[${{I}} + 1])
