@@ -21,6 +21,40 @@ def _reset_emulators(request):
             server.reset()
 
 
+# -- real database servers ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def mariadb():
+    from tests.dbservers import MariaDBServer, servers_available
+
+    if (reason := servers_available()):
+        pytest.fail(reason)
+    server = MariaDBServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def postgresql():
+    from tests.dbservers import PostgreSQLServer, servers_available
+
+    if (reason := servers_available()):
+        pytest.fail(reason)
+    server = PostgreSQLServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", "mariadb", "postgresql"])
+def database_url(request, tmp_path):
+    """A fresh, empty database of each kind (the SQLAlchemy URL voiceassist makes of the admin's)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/voiceassist.db"
+    from voiceassist.database_url import with_driver
+
+    server = request.getfixturevalue(request.param)
+    return with_driver(server.url(server.create_database()))
+
+
 # -- the real Asterisk rig --------------------------------------------------------------------------
 import os
 import shutil

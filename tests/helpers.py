@@ -55,6 +55,8 @@ retries = 1
 
 [database]
 url = sqlite:///{data_dir}/voiceassist.db
+spool_dir = {data_dir}/db-spool
+flush_interval = 1
 
 [logging]
 file = {data_dir}/voiceassist.log

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(debootstrap ffmpeg sox espeak-ng python3-venv ca-certificates cmake g++ make)
+# mariadb-server and postgresql: the storage tests start their own servers from these binaries.
+packages=(debootstrap ffmpeg sox espeak-ng python3-venv ca-certificates cmake g++ make mariadb-server postgresql)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,7 +35,7 @@ if [ ! -e "$stamp" ]; then
     # Not quiet: the llama.cpp compile takes minutes and pip reports progress while it runs.
     .venv/bin/pip install --disable-pip-version-check --progress-bar off -e ".[$extras]" 2>&1 \
         | grep --line-buffered -v -E "is ignored|^Requirement already|^  Using cached|^Collecting|^  Downloading" || true
-    .venv/bin/python -c "import llama_cpp, pocketsphinx, piper, google.genai, openai" \
+    .venv/bin/python -c "import llama_cpp, pocketsphinx, piper, google.genai, openai, pymysql, psycopg, alembic, rich" \
         || { echo "[setup] pip install failed" >&2; exit 1; }
     touch "$stamp"
 fi

@@ -92,7 +92,7 @@ def ask(assistant: Assistant, question: Path, caller: str = "cli") -> AskResult:
         except AudioError:
             pass  # the .ulaw answer stands; only the listening copy is missing
     try:
-        assistant.store().end_call(turn.call)
+        assistant.journal().end_call(turn.call, "done")
     except Exception:  # the turn itself already reported a storage problem
         pass
     return AskResult(uniqueid, record.status, record.transcript or "", record.reply or "", record.error,

@@ -32,12 +32,15 @@ class Assistant:
                 self._instances[capability] = providers.create_chain(capability, self.config)
             return self._instances[capability]
 
+    def journal(self) -> Any:
+        """The :class:`~voiceassist.journal.Journal`: the database, with the spool behind it."""
+        with self._lock:
+            if "journal" not in self._instances:
+                from .journal import Journal
+
+                self._instances["journal"] = Journal(self.config)
+            return self._instances["journal"]
+
     def store(self) -> Any:
         """The :class:`~voiceassist.storage.Store` (imports SQLAlchemy on first use)."""
-        with self._lock:
-            if "store" not in self._instances:
-                from .storage import Store
-
-                section = self.config.section("database")
-                self._instances["store"] = Store(section.get("url"), section.get("table_prefix"))
-            return self._instances["store"]
+        return self.journal().store()

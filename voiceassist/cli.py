@@ -1,4 +1,4 @@
-"""Command line: ``voiceassist agi`` (process AGI), ``voiceassist serve`` (FastAGI)."""
+"""Command line: ``voiceassist agi`` (process AGI), ``serve`` (FastAGI), ``ask``, ``db``, ``calls``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,29 @@ def _parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", help="run one turn on a recorded question, without Asterisk")
     ask.add_argument("question", help="the question: a WAV (or any audio file ffmpeg reads)")
     ask.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    db = commands.add_parser("db", help="the database: schema upgrades, spool replay, retention")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="create or migrate the tables to this version's schema")
+    db_commands.add_parser("status", help="where the database is, its schema revision and the spool")
+    db_commands.add_parser("flush", help="replay spooled turns into the database")
+    prune = db_commands.add_parser("prune", help="delete calls (and their audio) older than the retention")
+    prune.add_argument("--days", type=int, help="keep this many days (default [privacy] retention_days)")
+    prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+
+    calls = commands.add_parser("calls", help="recent calls; `calls show ID`, `calls export`, `calls stats`")
+    calls.add_argument("--limit", type=int, default=20, help="how many calls (default 20)")
+    calls.add_argument("--days", type=float, help="only calls of the last N days")
+    calls_commands = calls.add_subparsers(dest="calls_command", metavar="ACTION")
+    show = calls_commands.add_parser("show", help="one call's conversation")
+    show.add_argument("uniqueid", help="Asterisk's UNIQUEID of the call (first column of `voiceassist calls`)")
+    export = calls_commands.add_parser("export", help="every turn as CSV or JSON lines")
+    export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    export.add_argument("--days", type=float, default=argparse.SUPPRESS, help="only turns of the last N days")
+    export.add_argument("--output", "-o", help="file to write (default standard output)")
+    stats = calls_commands.add_parser("stats", help="percentiles of each stage's time, answered turns")
+    stats.add_argument("--days", type=float, default=argparse.SUPPRESS, help="only turns of the last N days")
+    stats.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -64,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
             result = ask(assistant, args.question)
             _print_ask(result, args.json)
             return 0 if result.status == "ok" else 1
+        elif args.command == "db":
+            from .admin import run_db_command
+
+            return run_db_command(assistant, args)
+        elif args.command == "calls":
+            from .admin import run_calls_command
+
+            return run_calls_command(assistant, args)
         return 0
     except VoiceAssistError as exc:
         print(f"voiceassist: error: {exc}", file=sys.stderr)

@@ -170,8 +170,23 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "timeout": "10",
     },
     "database": {
+        # sqlite:///path | freepbx (FreePBX's asteriskcdrdb, credentials from /etc/freepbx.conf) |
+        # mysql://user:password@host/db | postgresql://user:password@host/db
         "url": "sqlite:////var/lib/asterisk/voiceassist/voiceassist.db",
         "table_prefix": "voiceassist_",
+        "freepbx_conf": "/etc/freepbx.conf",
+        # Seconds a database connect, lock wait or statement may take; past it the turn is spooled.
+        "timeout": "3",
+        # Turns the database could not take wait here (one file each) until replayed.
+        "spool_dir": "/var/spool/asterisk/voiceassist-spool",
+        # Seconds between spool replays by the FastAGI server (0: only `voiceassist db flush`).
+        "flush_interval": "30",
+    },
+    "privacy": {
+        # Days to keep calls, their turns and audio (`voiceassist db prune`; 0: keep forever).
+        "retention_days": "0",
+        # Personal data replaced in stored transcripts and replies: none | all | card, email, phone
+        "redact": "none",
     },
     "logging": {
         "file": "/var/log/asterisk/voiceassist.log",

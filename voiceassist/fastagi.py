@@ -21,6 +21,7 @@ from .agi import AGISession
 from .assistant import Assistant
 from .errors import AGIError, VoiceAssistError
 from .flow import CallLog, handle_session
+from .journal import SpoolFlusher
 from .logs import logger
 
 # Seconds a client may take to send its environment block (a silent client must not hold a thread).
@@ -148,6 +149,13 @@ def serve(assistant: Assistant, host: str | None = None, port: int | None = None
         logger.info("[AGI] signal %d: draining %d calls", signum, server.active_calls)
         threading.Thread(target=server.shutdown, daemon=True).start()
 
+    # Turns spooled while the database was away (by us or by process-AGI calls) go in when it is back.
+    flusher = None
+    interval = assistant.config.section("database").get_float("flush_interval")
+    if interval > 0:
+        flusher = SpoolFlusher(assistant.journal(), interval)
+        flusher.start()
+
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -160,5 +168,7 @@ def serve(assistant: Assistant, host: str | None = None, port: int | None = None
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()  # joins the call threads (block_on_close)
+        if flusher is not None:
+            flusher.stop()
         logger.info("[AGI] FastAGI stopped")
         print("voiceassist: FastAGI stopped", flush=True)

@@ -95,11 +95,22 @@ def _arg(args: list[str], index: int, default: str = "") -> str:
     return args[index] if len(args) > index and args[index] != "" else default
 
 
+def _speech_end(stopped: str, silence_waited_ms: str) -> float | None:
+    """When the caller stopped talking (epoch seconds): the recording stopped this long after the
+    silence detection began. ``None`` if the dialplan does not pass the two values."""
+    try:
+        return float(stopped) - float(silence_waited_ms or 0) / 1000
+    except ValueError:
+        return None
+
+
 class Turn:
     """One question: recording -> speech-to-text -> chat model -> text-to-speech -> μ-law -> database.
 
     Arguments from the dialplan: recording path, WaitForNoise's WAITSTATUS (``NOISE`` when the
-    caller started talking), turn number, call start (epoch seconds), dialled extension, linkedid.
+    caller started talking), turn number, call start (epoch seconds), dialled extension, linkedid,
+    when the recording stopped (epoch seconds with milliseconds) and the milliseconds of silence
+    WaitForSilence waited for before that (0 if it did not end the recording).
     """
 
     def __init__(self, session: AGISession, assistant: Assistant, args: list[str]) -> None:
@@ -117,6 +128,7 @@ class Turn:
         except ValueError:
             self.call_started = time.time()
         self.call = call_info(session.env, _arg(args, 4), _arg(args, 5))
+        self.speech_ended = _speech_end(_arg(args, 6), _arg(args, 7))
         self.log = CallLog(session, self.call.uniqueid)
         general = self.config.section("general")
         self.prompts = general.get("prompts").rstrip("/")
@@ -164,6 +176,13 @@ class Turn:
             self._cleanup()
             self._tell_dialplan()
 
+    def mark_first_audio(self) -> None:
+        """The first answer audio is with Asterisk now: time it from the turn's start and, when
+        the dialplan told us when the recording stopped, from the end of the caller's speech."""
+        self.record.timings["first_audio"] = self._elapsed_ms(self.started)
+        if self.speech_ended is not None:
+            self.record.timings["speech_to_audio"] = max(0, int((time.time() - self.speech_ended) * 1000))
+
     @staticmethod
     def _elapsed_ms(since: float) -> int:
         return int((time.monotonic() - since) * 1000)
@@ -198,7 +217,7 @@ class Turn:
 
     def _history(self) -> list[Any]:
         try:
-            return self.assistant.store().history(self.call.uniqueid)
+            return self.assistant.journal().history(self.call.uniqueid)
         except Exception as exc:  # StorageError or a driver error: an unreachable database must not silence the caller
             self.log("DB", f"history unavailable, answering without it: {exc}", logging.WARNING)
             return []
@@ -244,7 +263,7 @@ class Turn:
         destination = self._answer_path()
         self._synthesize(reply, destination)
         self.record.answer_path = str(destination)
-        self.record.timings["first_audio"] = self._elapsed_ms(self.started)
+        self.mark_first_audio()
         self.log("TTS", f"answer by {self.record.tts_provider} in {self.record.timings['tts']} ms, "
                         f"converted in {self.record.timings['convert']} ms")
         self.session.raise_if_hung_up()
@@ -332,9 +351,10 @@ class Turn:
 
     def _store(self) -> None:
         try:
-            self.assistant.store().add_turn(self.call, self.record)
-            self.log("DB", f"stored turn {self.turn_number} status {self.record.status} for caller "
-                           f"{self.call.caller_number!r} {self.call.caller_name!r}")
+            outcome = self.assistant.journal().add_turn(self.call, self.record)
+            self.log("DB", f"{outcome} turn {self.turn_number} status {self.record.status} for caller "
+                           f"{self.call.caller_number!r} {self.call.caller_name!r}",
+                     logging.INFO if outcome == "stored" else logging.WARNING)
         except Exception as exc:
             self.log("DB", f"turn {self.turn_number} NOT stored: {exc}", logging.ERROR)
 
@@ -378,13 +398,17 @@ def _end_call(session: AGISession, assistant: Assistant, args: list[str]) -> Non
     except ValueError:
         turn_number = 0
     try:
-        store = assistant.store()
+        journal = assistant.journal()
         if state == "recording" and turn_number > 0:
-            store.add_turn(call, TurnRecord(turn_number=turn_number, status="hangup",
-                                            error="caller hung up while asking", recording_path=recording_path or None))
+            journal.add_turn(call, TurnRecord(turn_number=turn_number, status="hangup",
+                                              error="caller hung up while asking", recording_path=recording_path or None))
             if recording_path and not assistant.config.section("general").get_bool("keep_recordings"):
                 Path(recording_path).unlink(missing_ok=True)
-        store.end_call(call)
-        log("DB", f"call ended (state {state or 'idle'}, {turn_number} turns)")
+        outcome = journal.end_call(call, state or "idle")
+        log("DB", f"call ended (state {state or 'idle'}, {turn_number} turns), {outcome}")
     except Exception as exc:
         log("DB", f"call end NOT stored: {exc}", logging.ERROR)
+        return
+    if outcome == "stored" and len(journal.spool):
+        # The database is back and the caller is gone: a good moment to replay what waited.
+        journal.flush(wait=False)

@@ -112,7 +112,7 @@ class SentencePipeline:
                 break
             assert isinstance(item, Path)
             if not played:
-                self.turn.record.timings["first_audio"] = self.turn._elapsed_ms(self.turn.started)
+                self.turn.mark_first_audio()
                 # For the h extension: a hang-up from now on is "during the answer", as in file mode.
                 self.turn.session.set_variable("VA_STATE", "answering")
                 self.playing = True

@@ -1,104 +1,153 @@
-"""Storage of calls and turns with SQLAlchemy Core (SQLite by default).
+"""Storage of calls and turns with SQLAlchemy Core: SQLite (default), MariaDB/MySQL, PostgreSQL.
 
-SQLAlchemy is imported here and nowhere else, so an AGI process that cannot reach the database
-still answers the caller. Tables carry a prefix (``voiceassist_``) so they can live beside
-FreePBX's own tables.
+SQLAlchemy is imported here and nowhere on the AGI path before the first database use, so an AGI
+process that cannot reach the database still answers the caller (the journal spools the turn).
+Tables carry a prefix (``voiceassist_``) so they can live beside FreePBX's own tables.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from .errors import StorageError
 from .providers.base import Exchange
+from .schema import SCHEMA_REVISION, TIMED_STAGES, TURN_STATUSES, build_metadata
 from .storage_types import CallInfo, TurnRecord
 
-TURN_STATUSES = ("ok", "no_speech", "stt_error", "llm_error", "tts_error", "hangup", "error")
+__all__ = ["Store", "TIMED_STAGES", "TURN_STATUSES", "make_engine"]
 
-
-def build_metadata(prefix: str = "voiceassist_") -> sa.MetaData:
-    """The schema; ``sql/*.sql`` holds the same DDL per database (kept in step by a test)."""
-    metadata = sa.MetaData()
-    sa.Table(
-        f"{prefix}calls", metadata,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("uniqueid", sa.String(64), nullable=False, unique=True),
-        sa.Column("linkedid", sa.String(64)),
-        sa.Column("channel", sa.String(255)),
-        sa.Column("caller_number", sa.String(255)),
-        sa.Column("caller_name", sa.String(255)),
-        sa.Column("extension", sa.String(80)),
-        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("ended_at", sa.DateTime(timezone=True)),
-    )
-    sa.Table(
-        f"{prefix}turns", metadata,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("call_id", sa.Integer, sa.ForeignKey(f"{prefix}calls.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("turn_number", sa.Integer, nullable=False),
-        sa.Column("status", sa.String(20), nullable=False),
-        sa.Column("error", sa.Text),
-        sa.Column("transcript", sa.Text),
-        sa.Column("stt_confidence", sa.Float),
-        sa.Column("reply", sa.Text),
-        sa.Column("recording_path", sa.String(1024)),
-        sa.Column("answer_path", sa.String(1024)),
-        sa.Column("stt_provider", sa.String(40)),
-        sa.Column("llm_provider", sa.String(40)),
-        sa.Column("tts_provider", sa.String(40)),
-        sa.Column("recording_ms", sa.Integer),
-        sa.Column("stt_ms", sa.Integer),
-        sa.Column("llm_ms", sa.Integer),
-        sa.Column("llm_first_ms", sa.Integer),
-        sa.Column("tts_ms", sa.Integer),
-        sa.Column("convert_ms", sa.Integer),
-        sa.Column("first_audio_ms", sa.Integer),
-        sa.Column("total_ms", sa.Integer),
-        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("finished_at", sa.DateTime(timezone=True)),
-        sa.UniqueConstraint("call_id", "turn_number", name=f"{prefix}turns_call_turn"),
-    )
-    return metadata
+T = TypeVar("T")
 
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-# Per-turn timings kept in their own columns (milliseconds): llm_first is the chat model's first
-# words, first_audio the turn's start to its first answer audio handed to Asterisk.
-TIMED_STAGES = ("recording", "stt", "llm", "llm_first", "tts", "convert", "first_audio", "total")
-
-
 class Store:
-    """Calls and turns in one SQL database, created on first use."""
+    """Calls and turns in one SQL database; the tables are created on first use of an empty database.
 
-    def __init__(self, url: str, prefix: str = "voiceassist_") -> None:
+    Args:
+        url: a SQLAlchemy URL (``sqlite:///path``, ``mysql+pymysql://...``, ``postgresql+psycopg://...``).
+        prefix: table name prefix.
+        timeout: seconds a connection, lock wait or statement may take before the operation fails
+            with :class:`StorageError` (the journal then spools the turn).
+    """
+
+    def __init__(self, url: str, prefix: str = "voiceassist_", timeout: float = 5.0) -> None:
         self.url = url
+        self.prefix = prefix
         self.metadata = build_metadata(prefix)
         self.calls = self.metadata.tables[f"{prefix}calls"]
         self.turns = self.metadata.tables[f"{prefix}turns"]
+        self.versions = self.metadata.tables[f"{prefix}alembic_version"]
         try:
-            self.engine = _make_engine(url)
+            self.engine = make_engine(url, timeout)
         except Exception as exc:
-            raise StorageError(f"database URL {_redact(url)} is not usable: {exc}") from None
+            raise StorageError(f"database URL {redact_url(url)} is not usable: {exc}") from None
         self._ready = False
 
-    def _connect(self) -> Any:
-        try:
-            if not self._ready:
-                self.metadata.create_all(self.engine)
-                self._ready = True
-            return self.engine.begin()
-        except sa.exc.SQLAlchemyError as exc:
-            raise StorageError(f"database {_redact(self.url)} unavailable: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}") from None
+    @property
+    def where(self) -> str:
+        """The URL without its password, for messages."""
+        return redact_url(self.url)
 
-    def _call_id(self, conn: Any, call: CallInfo) -> int:
+    # -- connection and schema ----------------------------------------------------------------
+    def _failure(self, doing: str, exc: Exception) -> StorageError:
+        detail = getattr(exc, "orig", None) or exc
+        message = f"{doing}: {self.where}: {type(detail).__name__}: {detail}"
+        revision = self._revision_quietly()
+        if revision and revision != SCHEMA_REVISION:
+            message += (f" (the database schema is at revision {revision}, this version of voiceassist "
+                        f"needs {SCHEMA_REVISION}: run `voiceassist db upgrade`)")
+        return StorageError(message[:2000])
+
+    def _revision_quietly(self) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                revision = self._revision(conn)
+                if revision is None and sa.inspect(conn).has_table(self.calls.name):
+                    return "none (made by voiceassist 0.2 or older)"
+                return revision
+        except Exception:
+            return None
+
+    def _revision(self, conn: Any) -> str | None:
+        if not sa.inspect(conn).has_table(self.versions.name):
+            return None
+        return conn.execute(sa.select(self.versions.c.version_num)).scalar()
+
+    def ensure_schema(self) -> None:
+        """Create the tables in an empty database and mark it as the current revision.
+
+        Safe when many processes do it at once: every CREATE is ``IF NOT EXISTS`` and runs
+        whenever the revision row is missing (a process that finds the first table made by
+        another one, still busy with the rest, makes sure of the rest itself), and the revision
+        row's primary key lets only one stamp win. A database whose tables predate revisions
+        (voiceassist 0.2) is not stamped: ``voiceassist db upgrade`` brings it forward.
+        """
+        if self._ready:
+            return
+        try:
+            self._create_missing()
+        except sa.exc.SQLAlchemyError:
+            # PostgreSQL's CREATE TABLE IF NOT EXISTS can still collide with a concurrent one; if
+            # the tables are there now, another process made them.
+            with self.engine.connect() as conn:
+                if not sa.inspect(conn).has_table(self.turns.name):
+                    raise
+        self._ready = True
+
+    def _create_missing(self) -> None:
+        with self.engine.begin() as conn:
+            inspector = sa.inspect(conn)
+            empty = not inspector.has_table(self.calls.name)
+            if not empty and inspector.has_table(self.versions.name) and \
+                    conn.execute(sa.select(sa.func.count()).select_from(self.versions)).scalar():
+                return
+            for table in self.metadata.sorted_tables:
+                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+                for index in table.indexes:
+                    conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+            if not empty:
+                return  # an unversioned database of an earlier release, or another process's stamp to come
+            try:
+                with conn.begin_nested():
+                    conn.execute(self.versions.insert().values(version_num=SCHEMA_REVISION))
+            except sa.exc.IntegrityError:
+                pass  # another process stamped it first
+
+    def _transaction(self, doing: str, work: Callable[[Any], T]) -> T:
+        """Run ``work(connection)`` in one transaction, retried when the database says a retry
+        will do (deadlock, lock wait, a table created by a concurrent process); any other
+        database error is a :class:`StorageError` that says what failed."""
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                self.ensure_schema()
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except sa.exc.SQLAlchemyError as exc:
+                if attempt == TRANSIENT_ATTEMPTS or not _transient(exc):
+                    raise self._failure(doing, exc) from None
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    def schema_revision(self) -> str | None:
+        """The revision the database is at (``None``: no voiceassist tables or no revision row)."""
+        try:
+            with self.engine.connect() as conn:
+                return self._revision(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._failure("cannot read the schema revision", exc) from None
+
+    # -- writing ------------------------------------------------------------------------------
+    def _call_id(self, conn: Any, call: CallInfo, started_at: dt.datetime | None = None) -> int:
         row = conn.execute(sa.select(self.calls.c.id).where(self.calls.c.uniqueid == call.uniqueid)).first()
         if row:
             return int(row[0])
@@ -107,26 +156,18 @@ class Store:
                 result = conn.execute(self.calls.insert().values(
                     uniqueid=call.uniqueid, linkedid=call.linkedid or None, channel=call.channel,
                     caller_number=call.caller_number, caller_name=call.caller_name,
-                    extension=call.extension, started_at=_utcnow()))
+                    extension=call.extension, started_at=started_at or _utcnow()))
                 return int(result.inserted_primary_key[0])
         except sa.exc.IntegrityError:  # another process of the same call inserted it first
             row = conn.execute(sa.select(self.calls.c.id).where(self.calls.c.uniqueid == call.uniqueid)).one()
             return int(row[0])
 
-    def history(self, uniqueid: str) -> list[Exchange]:
-        """The call's answered turns, oldest first."""
-        query = (sa.select(self.turns.c.transcript, self.turns.c.reply)
-                 .join(self.calls, self.calls.c.id == self.turns.c.call_id)
-                 .where(self.calls.c.uniqueid == uniqueid, self.turns.c.status == "ok")
-                 .order_by(self.turns.c.turn_number))
-        try:
-            with self._connect() as conn:
-                return [Exchange(question=q or "", answer=a or "") for q, a in conn.execute(query)]
-        except sa.exc.SQLAlchemyError as exc:
-            raise StorageError(f"cannot read history: {exc}") from None
+    def add_turn(self, call: CallInfo, turn: TurnRecord) -> bool:
+        """Store ``turn`` (creating the call row on its first turn).
 
-    def add_turn(self, call: CallInfo, turn: TurnRecord) -> None:
-        """Store ``turn`` (creating the call row on its first turn)."""
+        Returns False when the call already has this turn number: storing the same turn twice
+        (a spool replay after a write whose acknowledgement was lost) leaves one row.
+        """
         values = {
             "turn_number": turn.turn_number, "status": turn.status, "error": turn.error,
             "transcript": turn.transcript, "stt_confidence": turn.stt_confidence, "reply": turn.reply,
@@ -135,25 +176,47 @@ class Store:
             "started_at": turn.started_at, "finished_at": turn.finished_at or _utcnow(),
             **{f"{stage}_ms": turn.timings.get(stage) for stage in TIMED_STAGES},
         }
-        try:
-            with self._connect() as conn:
-                values["call_id"] = self._call_id(conn, call)
-                conn.execute(self.turns.insert().values(**values))
-        except sa.exc.SQLAlchemyError as exc:
-            raise StorageError(f"cannot store turn {turn.turn_number} of {call.uniqueid}: {exc}") from None
+        def work(conn: Any) -> bool:
+            values["call_id"] = call_id = self._call_id(conn, call, turn.started_at)
+            if self._has_turn(conn, call_id, turn.turn_number):
+                return False
+            try:
+                with conn.begin_nested():
+                    conn.execute(self.turns.insert().values(**values))
+            except sa.exc.IntegrityError:
+                if self._has_turn(conn, call_id, turn.turn_number):
+                    return False  # a concurrent replay stored it a moment ago
+                raise
+            return True
 
-    def end_call(self, call: CallInfo) -> None:
-        """Mark the call as ended now (creating its row if no turn was stored)."""
-        try:
-            with self._connect() as conn:
-                call_id = self._call_id(conn, call)
-                conn.execute(self.calls.update().where(self.calls.c.id == call_id).values(ended_at=_utcnow()))
-        except sa.exc.SQLAlchemyError as exc:
-            raise StorageError(f"cannot mark call {call.uniqueid} ended: {exc}") from None
+        return self._transaction(f"cannot store turn {turn.turn_number} of {call.uniqueid}", work)
+
+    def _has_turn(self, conn: Any, call_id: int, turn_number: int) -> bool:
+        return conn.execute(sa.select(self.turns.c.id).where(
+            self.turns.c.call_id == call_id, self.turns.c.turn_number == turn_number)).first() is not None
+
+    def end_call(self, call: CallInfo, end_state: str | None = None, ended_at: dt.datetime | None = None) -> None:
+        """Record that the call ended (creating its row if no turn was stored); idempotent."""
+        def work(conn: Any) -> None:
+            call_id = self._call_id(conn, call, ended_at)
+            conn.execute(self.calls.update().where(self.calls.c.id == call_id)
+                         .values(ended_at=ended_at or _utcnow(), end_state=end_state or None))
+
+        self._transaction(f"cannot mark call {call.uniqueid} ended", work)
+
+    # -- reading ------------------------------------------------------------------------------
+    def history(self, uniqueid: str) -> list[Exchange]:
+        """The call's answered turns, oldest first."""
+        query = (sa.select(self.turns.c.transcript, self.turns.c.reply)
+                 .join(self.calls, self.calls.c.id == self.turns.c.call_id)
+                 .where(self.calls.c.uniqueid == uniqueid, self.turns.c.status == "ok")
+                 .order_by(self.turns.c.turn_number))
+        return self._transaction("cannot read history", lambda conn: [
+            Exchange(question=q or "", answer=a or "") for q, a in conn.execute(query)])
 
     def call_rows(self, uniqueid: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        """The call row and its turn rows (for the CLI and tests)."""
-        with self._connect() as conn:
+        """The call row and its turn rows."""
+        def work(conn: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
             call = conn.execute(sa.select(self.calls).where(self.calls.c.uniqueid == uniqueid)).mappings().first()
             if call is None:
                 return None, []
@@ -161,34 +224,154 @@ class Store:
                                  .order_by(self.turns.c.turn_number)).mappings().all()
             return dict(call), [dict(t) for t in turns]
 
+        return self._transaction("cannot read the call", work)
+
     def all_calls(self) -> Sequence[dict[str, Any]]:
-        with self._connect() as conn:
-            return [dict(r) for r in conn.execute(sa.select(self.calls).order_by(self.calls.c.id)).mappings()]
+        return self.recent_calls(limit=None)
+
+    def recent_calls(self, limit: int | None = 20, since: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Calls, newest first, each with ``turns`` (count), ``answered`` (ok turns), ``status``
+        (the last turn's) and ``avg_first_audio_ms``."""
+        turns = self.turns
+        summary = (sa.select(
+            turns.c.call_id,
+            sa.func.count().label("turns"),
+            sa.func.sum(sa.case((turns.c.status == "ok", 1), else_=0)).label("answered"),
+            sa.func.max(turns.c.turn_number).label("last_turn"),
+            sa.func.avg(turns.c.first_audio_ms).label("avg_first_audio_ms"),
+        ).group_by(turns.c.call_id).subquery())
+        last = turns.alias("last_turn")
+        query = (sa.select(self.calls, summary.c.turns, summary.c.answered, summary.c.avg_first_audio_ms,
+                           last.c.status.label("status"))
+                 .outerjoin(summary, summary.c.call_id == self.calls.c.id)
+                 .outerjoin(last, sa.and_(last.c.call_id == self.calls.c.id, last.c.turn_number == summary.c.last_turn))
+                 .order_by(self.calls.c.started_at.desc(), self.calls.c.id.desc()))
+        if since is not None:
+            query = query.where(self.calls.c.started_at >= since)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = self._transaction("cannot list calls", lambda conn: [dict(r) for r in conn.execute(query).mappings()])
+        for row in rows:
+            row["turns"] = int(row["turns"] or 0)
+            row["answered"] = int(row["answered"] or 0)
+            if row["avg_first_audio_ms"] is not None:
+                row["avg_first_audio_ms"] = int(row["avg_first_audio_ms"])
+        return rows
+
+    def turn_rows(self, since: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Every turn joined with its call (for export and statistics), oldest first."""
+        query = (sa.select(self.calls.c.uniqueid, self.calls.c.linkedid, self.calls.c.caller_number,
+                           self.calls.c.caller_name, self.calls.c.extension, *[c for c in self.turns.c if c.name != "id"])
+                 .join(self.calls, self.calls.c.id == self.turns.c.call_id)
+                 .order_by(self.turns.c.started_at, self.turns.c.id))
+        if since is not None:
+            query = query.where(self.turns.c.started_at >= since)
+        return self._transaction("cannot read turns", lambda conn: [dict(r) for r in conn.execute(query).mappings()])
+
+    # -- retention ----------------------------------------------------------------------------
+    def prune(self, older_than: dt.datetime, dry_run: bool = False) -> tuple[int, int, list[str]]:
+        """Delete calls that started before ``older_than`` with their turns.
+
+        Returns (calls, turns, audio paths of those turns) so the caller can delete the files.
+        """
+        def work(conn: Any) -> tuple[int, int, list[str]]:
+            old_ids = [r[0] for r in conn.execute(sa.select(self.calls.c.id).where(self.calls.c.started_at < older_than))]
+            paths: list[str] = []
+            turn_count = 0
+            for chunk in _chunks(old_ids, 500):
+                rows = conn.execute(sa.select(self.turns.c.recording_path, self.turns.c.answer_path)
+                                    .where(self.turns.c.call_id.in_(chunk))).all()
+                turn_count += len(rows)
+                paths += [p for row in rows for p in row if p]
+                if not dry_run:
+                    # Turns first: not every MariaDB table engine enforces ON DELETE CASCADE.
+                    conn.execute(self.turns.delete().where(self.turns.c.call_id.in_(chunk)))
+                    conn.execute(self.calls.delete().where(self.calls.c.id.in_(chunk)))
+            return len(old_ids), turn_count, paths
+
+        return self._transaction("cannot prune old calls", work)
 
 
-def _make_engine(url: str) -> Any:
-    if url.startswith("sqlite"):
-        database = sa.engine.make_url(url).database
+# MySQL/MariaDB: deadlock, lock wait timeout, table definition changed by a concurrent CREATE,
+# and "savepoint does not exist" (InnoDB rolled the whole transaction back for a deadlock inside a
+# savepoint); PostgreSQL: serialization failure, deadlock; SQLite: database is locked.
+_TRANSIENT_CODES = {1213, 1205, 1412, 1305}
+_TRANSIENT_STATES = {"40001", "40P01"}
+TRANSIENT_ATTEMPTS = 5
+
+
+def _transient(exc: sa.exc.SQLAlchemyError) -> bool:
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return False
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _TRANSIENT_CODES:
+        return True
+    if getattr(orig, "sqlstate", None) in _TRANSIENT_STATES:
+        return True
+    return isinstance(exc, sa.exc.OperationalError) and "database is locked" in str(orig)
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def make_engine(url: str, timeout: float = 5.0) -> Any:
+    """An engine whose connects, lock waits and statements give up after about ``timeout`` seconds."""
+    parsed = sa.engine.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         # Many AGI processes write at once: WAL lets readers and one writer work together, and the
-        # busy timeout makes a writer wait for the lock instead of failing.
-        engine = sa.create_engine(url, connect_args={"timeout": 15})
+        # busy timeout makes a writer wait for the lock instead of failing at once.
+        engine = sa.create_engine(url, connect_args={"timeout": timeout})
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=15000")
+            cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    seconds = max(1, int(round(timeout)))
+    connect_args: dict[str, Any] = {}
+    if backend in ("mysql", "mariadb"):
+        connect_args = {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds}
+    elif backend == "postgresql":
+        connect_args = {"connect_timeout": seconds, "options": f"-c statement_timeout={seconds * 1000} "
+                                                                f"-c lock_timeout={seconds * 1000}"}
+    # Process AGI makes a handful of queries and exits: no pool worth keeping; FastAGI reuses it.
+    return sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600, connect_args=connect_args)
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparsable URL>"
+
+
+def remove_audio(paths: Sequence[str]) -> int:
+    """Delete the audio files of pruned turns and then their per-call directories when empty."""
+    removed = 0
+    directories = set()
+    for path in paths:
+        try:
+            os.unlink(path)
+            removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+        directories.add(os.path.dirname(path))
+    for directory in sorted(directories, reverse=True):
+        try:
+            os.rmdir(directory)  # only when empty: other files there are not ours to delete
+        except OSError:
+            pass
+    return removed

@@ -1,0 +1,1 @@
+"""Alembic migrations of the voiceassist schema (run by ``voiceassist db upgrade``)."""
