@@ -75,6 +75,10 @@ def test_call_to_8008_is_answered_stored_and_played(rig, fastagi, emulators, que
     for stage in ("stt_ms", "llm_ms", "tts_ms", "convert_ms", "total_ms", "recording_ms"):
         assert turns[0][stage] is not None and turns[0][stage] >= 0, stage
     assert 1500 < turns[0]["recording_ms"] < 15000
+    # End of speech (the dialplan's silence detection, 2 s, placed it) to the first answer audio.
+    assert 2000 < turns[0]["speech_to_audio_ms"] < 20000
+    assert turns[0]["speech_to_audio_ms"] > turns[0]["first_audio_ms"] + 2000
+    assert row["end_state"] in ("done", "answering") and row["ended_at"] is not None
     # The caller actually heard the answer (the TTS emulator's tone for this reply), all of it.
     assert answer_heard(call, reply) >= 1.2
     # The right path served the call: a thread of the FastAGI server, or a process per turn.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from .agi import AGISession
@@ -34,7 +35,24 @@ def run_process_agi(config_path: str | None = None) -> int:
         logger.info("[AGI] %s session ended: %s", session.env.get("agi_uniqueid", "?"), exc)
     except Exception:
         logger.exception("[AGI] unexpected error")
-    return 0
+    exit_now(0)
+    return 0  # not reached
+
+
+def exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown.
+
+    Asterisk waits for the AGI process to exit before the dialplan goes on (to Playback of the
+    answer, or to "anything else?"), and tearing down the SDKs' modules, clients and threads costs
+    about 0.8 s in the rig. Everything worth keeping is already done: the turn is committed to the
+    database or fsync'd to the spool; logs and stdout are flushed here.
+    """
+    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
 
 
 def _report_setup_error(session: AGISession, message: str) -> None:

@@ -24,7 +24,8 @@ _EMAIL = re.compile(
 # 13 to 19 digits, optionally grouped by spaces or dashes (payment card lengths).
 _CARD = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
 # 7 to 15 digits with an optional leading + and the usual separators: (555) 123-4567, +44 20 7946 0958.
-_PHONE = re.compile(r"(?<![\w+])\+?\(?\d(?:[\s().-]{0,2}\d){6,14}(?![\d])")
+# Not dates: 2026-11-21 has eight digits too.
+_PHONE = re.compile(r"(?<![\w+])(?!\d{4}-\d{1,2}-\d{1,2}(?!\d))\+?\(?\d(?:[\s().-]{0,2}\d){6,14}(?![\d])")
 
 _PATTERNS = {"card": _CARD, "email": _EMAIL, "phone": _PHONE}
 _LABELS = {"card": "[card]", "email": "[email]", "phone": "[phone]"}

@@ -61,7 +61,10 @@ class Store:
     # -- connection and schema ----------------------------------------------------------------
     def _failure(self, doing: str, exc: Exception) -> StorageError:
         detail = getattr(exc, "orig", None) or exc
-        message = f"{doing}: {self.where}: {type(detail).__name__}: {detail}"
+        # One line: some drivers (psycopg) add hint lines, and this ends up in logs and the CLI.
+        message = f"{doing}: {self.where}: {type(detail).__name__}: {' '.join(str(detail).split())}"
+        if not _schema_mismatch(exc):
+            return StorageError(message[:2000])  # e.g. unreachable: asking for the revision would wait again
         revision = self._revision_quietly()
         if revision and revision != SCHEMA_REVISION:
             message += (f" (the database schema is at revision {revision}, this version of voiceassist "
@@ -96,7 +99,7 @@ class Store:
             return
         try:
             self._create_missing()
-        except sa.exc.SQLAlchemyError:
+        except (sa.exc.ProgrammingError, sa.exc.IntegrityError):
             # PostgreSQL's CREATE TABLE IF NOT EXISTS can still collide with a concurrent one; if
             # the tables are there now, another process made them.
             with self.engine.connect() as conn:
@@ -310,6 +313,14 @@ def _transient(exc: sa.exc.SQLAlchemyError) -> bool:
     if getattr(orig, "sqlstate", None) in _TRANSIENT_STATES:
         return True
     return isinstance(exc, sa.exc.OperationalError) and "database is locked" in str(orig)
+
+
+def _schema_mismatch(exc: sa.exc.SQLAlchemyError) -> bool:
+    """A missing table or column (PostgreSQL: ProgrammingError; MariaDB, SQLite: OperationalError)."""
+    if isinstance(exc, sa.exc.ProgrammingError):
+        return True
+    text = str(getattr(exc, "orig", exc)).lower()
+    return isinstance(exc, sa.exc.OperationalError) and ("column" in text or "no such table" in text)
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
