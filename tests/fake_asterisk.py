@@ -59,3 +59,34 @@ class FakeAsterisk:
             if words[:2] == ["SET", "VARIABLE"]:
                 found[words[2]] = words[3]
         return found
+
+
+def converse(argv: list[str], env: bytes, timeout: float = 60) -> tuple[int, list[str], str]:
+    """Run a process AGI as Asterisk does: the environment first, then one reply per command line
+    (never ahead of the command, as the real Asterisk). Returns (exit code, commands, stderr)."""
+    import subprocess
+    import threading
+
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    timer = threading.Timer(timeout, process.kill)
+    timer.start()
+    commands: list[str] = []
+    try:
+        process.stdin.write(env)
+        process.stdin.flush()
+        for raw in process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            commands.append(line)
+            reply = b"200 result=0 endpos=8000\n" if line.startswith("STREAM FILE") else b"200 result=1\n"
+            try:
+                process.stdin.write(reply)
+                process.stdin.flush()
+            except BrokenPipeError:
+                break
+        process.stdin.close()
+        stderr = process.stderr.read().decode("utf-8", "replace")
+        process.stdout.close()
+        process.stderr.close()
+        return process.wait(), commands, stderr
+    finally:
+        timer.cancel()

@@ -33,6 +33,18 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--days", type=int, help="keep this many days (default [privacy] retention_days)")
     prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
 
+    install = commands.add_parser("install", help="install into Asterisk/FreePBX (as root; idempotent)")
+    install.add_argument("--dry-run", action="store_true", help="print every change without making it")
+    install.add_argument("--no-reload", action="store_true", help="do not reload the dialplan")
+    install.add_argument("--fastagi", action="store_true", help="also install the systemd unit of `voiceassist serve`")
+    uninstall = commands.add_parser("uninstall", help="remove what install added (keeps the config)")
+    uninstall.add_argument("--purge", action="store_true", help="also remove the config, database and spool directories")
+    uninstall.add_argument("--dry-run", action="store_true", help="print every change without making it")
+    uninstall.add_argument("--no-reload", action="store_true", help="do not reload the dialplan")
+    doctor = commands.add_parser("doctor", help="check the installation: one line per check, exit 1 on FAIL")
+    doctor.add_argument("--online", action="store_true", help="make one tiny real request to each provider")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+
     calls = commands.add_parser("calls", help="recent calls; `calls show ID`, `calls export`, `calls stats`")
     calls.add_argument("--limit", type=int, default=20, help="how many calls (default 20)")
     calls.add_argument("--days", type=float, help="only calls of the last N days")
@@ -73,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_process_agi(args.config)
     try:
+        if args.command in ("install", "uninstall", "doctor"):
+            return _system_command(args)
         from .assistant import Assistant
         from .config import load_config
 
@@ -102,6 +116,25 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"voiceassist: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _system_command(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from .config import DEFAULT_CONFIG_PATH
+
+    config_path = Path(args.config or os.environ.get("VOICEASSIST_CONFIG") or DEFAULT_CONFIG_PATH)
+    if args.command == "doctor":
+        from .doctor import run_doctor
+
+        return run_doctor(str(config_path), online=args.online, as_json=args.json)
+    from .install import run_install, run_uninstall
+
+    if args.command == "install":
+        return run_install(config_path=config_path, dry_run=args.dry_run, reload=not args.no_reload,
+                           fastagi=args.fastagi)
+    return run_uninstall(purge=args.purge, dry_run=args.dry_run, reload=not args.no_reload, config_path=config_path)
 
 
 if __name__ == "__main__":
