@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import subprocess
-import time
 
 import pytest
 
