@@ -1,21 +1,29 @@
 """`voiceassist install`, `uninstall` and `doctor`, run for real inside the Asterisk chroot (its own
-Python venv, its asterisk user, its running Asterisk), then calls to 8008 through what was installed.
+Python venv, its running Asterisk), then calls to 8008 through what was installed.
 
-Runs before the other rig tests (file order): it needs port 4573 for the installed FastAGI variant
-and restores the rig's own configuration when done.
+As on FreePBX, Asterisk runs as the ``asterisk`` user for this module, so the installed AGI wrapper
+runs as that user, and the installed FastAGI unit's command is run as the unit's ``User=``.
+
+The tests run in file order, each building on the one before (install, calls, broken setup,
+uninstall). The module runs before the other rig tests (file order): it needs port 4573 for the
+installed FastAGI variant, and it restores the rig (Asterisk as root, the rig's own files) when done.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import sqlite3
 import subprocess
+import time
 
 import pytest
 
 from tests.conftest import rig_conf
-from tests.rig.asterisk import SHARED
-from tests.rig.calls import RIG_DIALPLAN, make_question
+from tests.rig.asterisk import PIP_ENV, REPO, SHARED
+from tests.emulators.openai_api import tone_for
+from tests.rig.calls import RIG_DIALPLAN, make_question, place_call, tone_seconds
 
 ADMIN_LINES = """; the admin's own dialplan, which install and uninstall must leave alone
 [from-internal-custom]
@@ -23,6 +31,13 @@ exten => 4321,1,Answer()
  same => n,Playback(hello-world)
 """
 VENV_BIN = "/opt/voiceassist/venv/bin/voiceassist"
+CONF = "/etc/asterisk/voiceassist.conf"
+WRAPPER = "/usr/share/asterisk/agi-bin/voiceassist"
+PROMPTS = "/usr/share/asterisk/sounds/custom/voiceassist"
+INSTALLED_DB = "/var/lib/asterisk/voiceassist/voiceassist.db"  # the template's default (astvarlibdir)
+UNIT = "/etc/systemd/system/voiceassist.service"
+ASTERISK_UID = 101  # the chroot's asterisk user
+QUESTION = "What are your opening hours?"
 
 
 def provider_sections(conf: str) -> str:
@@ -37,29 +52,33 @@ def provider_sections(conf: str) -> str:
 
 @pytest.fixture(scope="module")
 def chroot(rig, emulators):
-    """The rig with voiceassist removed (as on a PBX before install); restored afterwards."""
+    """The rig with voiceassist removed (as on a PBX before install) and Asterisk running as the
+    asterisk user; restored afterwards."""
     etc = rig.host_path("/etc/asterisk")
     (etc / "extensions_custom.conf").write_text(ADMIN_LINES)
-    (etc / "voiceassist.conf").unlink(missing_ok=True)
-    rig.host_path("/usr/share/asterisk/agi-bin/voiceassist").unlink(missing_ok=True)
-    for prompt in rig.host_path("/usr/share/asterisk/sounds/custom/voiceassist").glob("*.ulaw"):
+    rig.host_path(CONF).unlink(missing_ok=True)
+    rig.host_path(WRAPPER).unlink(missing_ok=True)
+    for prompt in rig.host_path(PROMPTS).glob("*.ulaw"):
         prompt.unlink()
-    rig.cli("dialplan reload")
+    rig.restart(user="asterisk")
     yield rig
     run(rig, "uninstall", "--purge", check=False)
+    rig.reinstall_editable()
     rig.configure(rig_conf(emulators), RIG_DIALPLAN)
-    rig.cli("dialplan reload")
+    rig.restart()
 
 
-def run(rig, *args: str, user: str = "", check: bool = True, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-    command = ["chroot", str(rig.chroot)]
-    if user:
-        command += ["runuser", "-u", user, "--"]
-    result = subprocess.run([*command, VENV_BIN, *args], capture_output=True, input=stdin, timeout=120)
+def run(rig, *args: str, user: str = "", check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*as_user(rig, user), VENV_BIN, *args], capture_output=True, timeout=120)
     if check and result.returncode != 0:
-        raise AssertionError(f"voiceassist {' '.join(args)} exited {result.returncode}:\n"
-                             f"{result.stdout.decode(errors='replace')}{result.stderr.decode(errors='replace')}")
+        raise AssertionError(f"voiceassist {' '.join(args)} exited {result.returncode}:\n{text(result)}")
     return result
+
+
+def as_user(rig, user: str = "") -> list[str]:
+    """The command prefix running a program inside the chroot, as root or as ``user`` (exec'd
+    directly, no intermediate process that could keep pipes open)."""
+    return ["chroot", *([f"--userspec={user}:{user}"] if user else []), str(rig.chroot)]
 
 
 def text(result: subprocess.CompletedProcess) -> str:
@@ -67,65 +86,197 @@ def text(result: subprocess.CompletedProcess) -> str:
 
 
 def snapshot(rig) -> dict[str, tuple[int, int]]:
-    paths = ["/etc/asterisk/extensions_custom.conf", "/etc/asterisk/voiceassist.conf",
-             "/usr/share/asterisk/agi-bin/voiceassist", "/usr/share/asterisk/sounds/custom/voiceassist/beep.ulaw"]
+    paths = ["/etc/asterisk/extensions_custom.conf", CONF, WRAPPER, f"{PROMPTS}/beep.ulaw"]
     return {p: (rig.host_path(p).stat().st_mtime_ns, rig.host_path(p).stat().st_size) for p in paths}
 
 
 @pytest.fixture
-def questions(emulators):
-    emulators["speech"].transcripts = {2200: "What are your opening hours?"}
-    return {"hours": make_question("hours", "What are your opening hours?", 2200)}
+def question(emulators):
+    emulators["speech"].transcripts = {2200: QUESTION}
+    return make_question("hours", QUESTION, 2200)
 
 
-def test_install_uninstall_doctor_and_calls_through_the_installed_files(chroot, emulators, questions):
+def installed_turns(rig, caller_number: str, timeout: float = 20) -> tuple[dict, list[dict]]:
+    """The ended call and its turns in the installed database (written by the asterisk user)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        path = rig.host_path(INSTALLED_DB)
+        if path.exists():
+            with sqlite3.connect(path) as db:
+                db.row_factory = sqlite3.Row
+                call = db.execute("SELECT * FROM voiceassist_calls WHERE caller_number = ?", (caller_number,)).fetchone()
+                if call is not None and call["ended_at"]:
+                    turns = [dict(r) for r in db.execute(
+                        "SELECT * FROM voiceassist_turns WHERE call_id = ? ORDER BY turn_number", (call["id"],))]
+                    return dict(call), turns
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no ended call from {caller_number} in {INSTALLED_DB}")
+        time.sleep(0.2)
+
+
+def assert_answered_as_asterisk(rig, call, caller_number: str) -> None:
+    call.wait()
+    row, turns = installed_turns(rig, caller_number)
+    assert turns[0]["status"] == "ok", turns[0]["error"]
+    reply = f"Answer 1: you asked, {QUESTION}"
+    assert turns[0]["transcript"] == QUESTION and turns[0]["reply"] == reply
+    answer = rig.host_path(turns[0]["answer_path"])
+    assert answer.stat().st_uid == ASTERISK_UID, "the answer was not written by the asterisk user"
+    assert rig.host_path(INSTALLED_DB).stat().st_uid == ASTERISK_UID
+    assert tone_seconds(call.heard_path, tone_for(reply)) > 0.5, "the caller did not hear the answer"
+
+
+def readme_install_block() -> list[str]:
+    """The lines of the README's FreePBX install block, in order."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Install on FreePBX"):]
+    block = section[section.index("```sh\n") + 6:]
+    return [line.strip() for line in block[:block.index("```")].splitlines() if line.strip()]
+
+
+def copy_checkout(rig) -> str:
+    """The admin's copy of this checkout (its files as they are now, not ignored ones), inside the chroot."""
+    target = rig.host_path("/root/voiceassist")
+    shutil.rmtree(target, ignore_errors=True)
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return "/root/voiceassist"
+
+
+def test_readme_install_steps_work_as_written(chroot, emulators):
+    """Every line of the README's install block, run as root in a copy of the checkout, with the
+    checks a new admin would make between them."""
     rig = chroot
-    # Not yet here (issue 6 continues): the AGI run by the asterisk user, calls through the installed
-    # wrapper and the installed FastAGI unit, doctor on a broken setup.
-    # --dry-run lists every change and makes none.
-    dry = text(run(rig, "install", "--dry-run"))
-    assert "would write AGI wrapper /usr/share/asterisk/agi-bin/voiceassist" in dry
-    assert "would add the [voiceassist] contexts in /etc/asterisk/extensions_custom.conf" in dry
-    assert not rig.host_path("/etc/asterisk/voiceassist.conf").exists()
-    assert "voiceassist" not in rig.cli("dialplan show voiceassist").split("'")[0] or \
-        "There is no existence" in rig.cli("dialplan show voiceassist")
+    checkout = copy_checkout(rig)
+    lines = readme_install_block()
+    assert any(line.endswith("voiceassist install") or " install " in line for line in lines)
+    outputs: dict[str, str] = {}
+    for line in lines:
+        if line.startswith("#"):
+            if "edit /etc/asterisk/voiceassist.conf" in line:
+                # The admin adds provider keys (here: the emulators) to the installed config.
+                with open(rig.host_path(CONF), "a") as handle:
+                    handle.write("\n" + provider_sections(rig_conf(emulators)))
+            continue
+        command = line.split("  #")[0].strip()
+        result = subprocess.run([*as_user(rig), *PIP_ENV, "DEBIAN_FRONTEND=noninteractive", "bash", "-c",
+                                 f"cd {checkout} && {command}"], capture_output=True, timeout=600)
+        outputs[command.replace(VENV_BIN + " ", "voiceassist ")] = text(result)
+        if " doctor" not in command:
+            assert result.returncode == 0, f"{command}:\n{text(result)}"
+        if command.endswith("install --dry-run"):
+            # --dry-run lists every change and makes none.
+            assert f"would write AGI wrapper {WRAPPER}" in text(result)
+            assert "would add the [voiceassist] contexts in /etc/asterisk/extensions_custom.conf" in text(result)
+            assert not rig.host_path(CONF).exists() and not rig.host_path(WRAPPER).exists()
+            assert "voiceassist-flow" not in rig.cli("dialplan show 8008@voiceassist")
+        elif command.endswith("install"):
+            # Paths follow the rig's asterisk.conf (astagidir, astdatadir, astspooldir).
+            out = text(result)
+            assert "dialplan reload" in out and "Custom Destinations" in out and "voiceassist,8008,1" in out
+            conf = rig.host_path(CONF)
+            assert oct(conf.stat().st_mode & 0o777) == "0o640" and conf.stat().st_uid == ASTERISK_UID
+            assert f"answer_dir = {SHARED}/spool/voiceassist" in conf.read_text()
+            assert f"url = sqlite:///{INSTALLED_DB}" in conf.read_text()
+            wrapper = rig.host_path(WRAPPER).read_text()
+            assert f'exec "{VENV_BIN}" agi "$@"' in wrapper and "api_key" not in wrapper
+            assert len(list(rig.host_path(PROMPTS).glob("*.ulaw"))) == 7
+            custom = rig.host_path("/etc/asterisk/extensions_custom.conf").read_text()
+            assert custom.startswith(ADMIN_LINES) and "; BEGIN voiceassist" in custom and "; END voiceassist" in custom
+            assert "voiceassist-flow" in rig.cli("dialplan show 8008@voiceassist")
+            # "running it again changes nothing"
+            before = snapshot(rig)
+            assert "nothing to change" in text(run(rig, "install"))
+            assert snapshot(rig) == before
+    assert set(outputs) >= {"voiceassist install --dry-run", "voiceassist install", "voiceassist db upgrade",
+                            "voiceassist doctor"}, list(outputs)
+    # db upgrade ran as root; the database it created belongs to the asterisk user who makes the calls.
+    assert "schema upgraded from empty" in outputs["voiceassist db upgrade"]
+    assert rig.host_path(INSTALLED_DB).stat().st_uid == ASTERISK_UID
+    # Doctor on the good setup: no FAIL (Asterisk runs, dialplan loaded, files usable by asterisk).
+    assert "FAIL" not in outputs["voiceassist doctor"], outputs["voiceassist doctor"]
+    checks = {c["name"]: c for c in json.loads(run(rig, "doctor", "--json").stdout)}
+    for name in ("dialplan", "agi wrapper", "config permissions", "sounds", "database"):
+        assert checks[name]["status"] == "OK", checks[name]
+    # Only root installs: a clear one-line refusal for anyone else.
+    refused = run(rig, "install", user="asterisk", check=False)
+    assert refused.returncode == 1 and "run `voiceassist install` as root" in text(refused)
+    assert "Traceback" not in text(refused)
 
-    # Install: paths follow the rig's asterisk.conf (astagidir, astdatadir, astspooldir).
-    out = text(run(rig, "install"))
-    assert "dialplan reload" in out and "Custom Destinations" in out and "voiceassist,8008,1" in out
-    conf = rig.host_path("/etc/asterisk/voiceassist.conf")
-    assert oct(conf.stat().st_mode & 0o777) == "0o640" and conf.stat().st_uid == 101  # the chroot's asterisk
-    assert f"answer_dir = {SHARED}/spool/voiceassist" in conf.read_text()
-    wrapper = rig.host_path("/usr/share/asterisk/agi-bin/voiceassist").read_text()
-    assert f'exec "{VENV_BIN}" agi "$@"' in wrapper and "api_key" not in wrapper
-    assert len(list(rig.host_path("/usr/share/asterisk/sounds/custom/voiceassist").glob("*.ulaw"))) == 7
-    custom = rig.host_path("/etc/asterisk/extensions_custom.conf").read_text()
-    assert custom.startswith(ADMIN_LINES) and "; BEGIN voiceassist" in custom and "; END voiceassist" in custom
-    assert "voiceassist-flow" in rig.cli("dialplan show 8008@voiceassist")
 
-    # Installing again changes nothing.
-    before = snapshot(rig)
-    assert "nothing to change" in text(run(rig, "install"))
-    assert snapshot(rig) == before
+def test_call_through_the_installed_wrapper_runs_as_the_asterisk_user(chroot, question):
+    rig = chroot
+    assert rig.user == "asterisk"
+    call = place_call(rig, "7601", [question], context="voiceassist")
+    assert_answered_as_asterisk(rig, call, "7601")
+    assert "voiceassist" in rig.host_path("/var/log/asterisk/voiceassist.log").read_text()
 
-    # The admin adds provider keys (here: the emulators) to the installed config.
-    with open(conf, "a") as handle:
-        handle.write("\n" + provider_sections(rig_conf(emulators)))
 
-    # Doctor on the good setup: no FAIL (Asterisk runs, dialplan loaded, files readable by asterisk).
-    result = run(rig, "doctor", "--json", check=False)
-    checks = {c["name"]: c for c in json.loads(result.stdout)}
-    assert result.returncode == 0, [c for c in checks.values() if c["status"] == "FAIL"]
-    assert checks["dialplan"]["status"] == "OK" and checks["agi wrapper"]["status"] == "OK"
-    assert checks["config permissions"]["status"] == "OK" and checks["sounds"]["status"] == "OK"
+def test_call_through_the_installed_fastagi_unit(chroot, question):
+    rig = chroot
+    out = text(run(rig, "install", "--fastagi"))
+    assert f"write systemd unit {UNIT}" in out and "systemd is not running here" in out
+    unit = rig.host_path(UNIT).read_text()
+    settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert settings["User"] == "asterisk" and settings["NoNewPrivileges"] == "yes"
+    assert settings["ProtectSystem"] == "strict" and f"-{SHARED}/spool/voiceassist" in settings["ReadWritePaths"]
+    # What systemd would run: ExecStart as User=, with the unit's Environment=.
+    server = subprocess.Popen([*as_user(rig, settings["User"]), "env", settings["Environment"],
+                               *settings["ExecStart"].split()],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        seen = []
+        while time.monotonic() < deadline and not any("listening" in line for line in seen):
+            line = server.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+        assert any("listening on 127.0.0.1:4573" in line for line in seen), seen
+        doctor = {c["name"]: c for c in json.loads(run(rig, "doctor", "--json", check=False).stdout)}
+        assert doctor["fastagi"]["status"] == "OK" and "loopback" in doctor["fastagi"]["detail"]
+        call = place_call(rig, "7602", [question], context="voiceassist-fastagi")
+        assert_answered_as_asterisk(rig, call, "7602")
+    finally:
+        server.terminate()
+        remaining, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, remaining
+    assert "Traceback" not in remaining
 
-    # Uninstall: our dialplan and files go, the admin's lines and the config stay.
+
+def test_doctor_names_what_is_broken_and_how_to_fix_it(chroot):
+    rig = chroot
+    conf, wrapper = rig.host_path(CONF), rig.host_path(WRAPPER)
+    conf.chmod(0o644)
+    wrapper.unlink()
+    try:
+        result = run(rig, "doctor", check=False)
+        report = text(result)
+        assert result.returncode == 1
+        assert re.search(r"FAIL\s+config permissions\s+.*0644: every local user can read its API keys", report), report
+        assert re.search(rf"FAIL\s+agi wrapper\s+{WRAPPER} missing\n\s+fix: voiceassist install", report), report
+        assert "Traceback" not in report
+    finally:
+        conf.chmod(0o640)
+    # install puts the wrapper back (and only that).
+    out = text(run(rig, "install", "--fastagi"))
+    assert f"write AGI wrapper {WRAPPER}" in out and "copy prompt" not in out
+    assert run(rig, "doctor", check=False).returncode == 0
+
+
+def test_uninstall_removes_what_install_added_and_keeps_the_admins_lines(chroot):
+    rig = chroot
     out = text(run(rig, "uninstall"))
-    assert "kept /etc/asterisk/voiceassist.conf" in out
+    assert f"kept {CONF}" in out
     assert rig.host_path("/etc/asterisk/extensions_custom.conf").read_text() == ADMIN_LINES
-    assert not list(rig.host_path("/usr/share/asterisk/sounds/custom/voiceassist").glob("*.ulaw"))
-    assert not rig.host_path("/etc/systemd/system/voiceassist.service").exists()
-    assert conf.exists()
-    assert "There is no existence of 8008@voiceassist" in rig.cli("dialplan show 8008@voiceassist") or \
-        "voiceassist-flow" not in rig.cli("dialplan show 8008@voiceassist")
+    assert not list(rig.host_path(PROMPTS).glob("*.ulaw"))
+    assert not rig.host_path(WRAPPER).exists() and not rig.host_path(UNIT).exists()
+    assert rig.host_path(CONF).exists()
+    assert rig.host_path(INSTALLED_DB).exists(), "the calls stay (only --purge removes data)"
+    assert "voiceassist-flow" not in rig.cli("dialplan show 8008@voiceassist")
     assert "4321" in rig.cli("dialplan show from-internal-custom")

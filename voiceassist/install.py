@@ -119,7 +119,8 @@ def wrapper_script(executable: Path, config: Path | None) -> str:
             f"{config_line}exec \"{executable}\" agi \"$@\"\n")
 
 
-def systemd_unit(executable: Path, config: Path) -> str:
+def systemd_unit(executable: Path, config: Path, writable: list[Path]) -> str:
+    read_write = " ".join(f"-{path}" for path in writable)
     return f"""# voiceassist FastAGI server, written by `voiceassist install --fastagi`.
 [Unit]
 Description=voiceassist FastAGI server (AGI(agi://127.0.0.1:4573/voiceassist))
@@ -148,7 +149,7 @@ RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
 RestrictSUIDSGID=yes
 LockPersonality=yes
 # What it writes: answers and recordings, the spool, the SQLite database, its log.
-ReadWritePaths=-/var/spool/asterisk -/var/lib/asterisk/voiceassist -/var/log/asterisk
+ReadWritePaths={read_write}
 
 [Install]
 WantedBy=multi-user.target
@@ -240,7 +241,7 @@ class Installer:
             changes.append(Change(f"{verb} the [voiceassist] contexts in {self.dialplan_file} (between marker lines)",
                                   lambda: self._write_dialplan(), []))
         if self.fastagi:
-            unit = systemd_unit(self.executable, self.config_path)
+            unit = systemd_unit(self.executable, self.config_path, [*self._directories(), self.paths.log])
             if not UNIT_PATH.exists() or UNIT_PATH.read_text() != unit:
                 changes.append(Change(f"write systemd unit {UNIT_PATH} (voiceassist serve as {ASTERISK_USER})",
                                       lambda: _write(UNIT_PATH, unit, 0o644), [str(UNIT_PATH)]))
@@ -294,6 +295,10 @@ def asterisk_running() -> bool:
     return result.returncode == 0 and "Asterisk" in result.stdout
 
 
+def systemd_running() -> bool:
+    return Path("/run/systemd/system").is_dir()
+
+
 def reload_dialplan() -> str:
     result = subprocess.run(["asterisk", "-rx", "dialplan reload"], capture_output=True, text=True, timeout=30)
     return (result.stdout + result.stderr).strip()
@@ -338,7 +343,7 @@ def run_install(*, config_path: Path, dry_run: bool, reload: bool, fastagi: bool
     elif dialplan_changed:
         out(("would run" if dry_run else "run") + ' `asterisk -rx "dialplan reload"`')
     if fastagi and not dry_run and any(str(UNIT_PATH) in c.description for c in changes):
-        if Path("/run/systemd/system").is_dir():
+        if systemd_running():
             subprocess.run(["systemctl", "daemon-reload"], check=False)
             subprocess.run(["systemctl", "enable", "--now", "voiceassist.service"], check=False)
             out("systemctl enable --now voiceassist.service")
@@ -365,6 +370,9 @@ def run_uninstall(*, purge: bool, dry_run: bool, reload: bool, config_path: Path
             _write(dialplan_file, without_block(text), dialplan_file.stat().st_mode & 0o777)
         actions.append((f"remove the [voiceassist] contexts from {dialplan_file}", remove_block))
     created = [Path(p) for p in manifest["created"]]
+    if UNIT_PATH in created and UNIT_PATH.exists() and systemd_running():
+        actions.append(("stop and disable voiceassist.service",
+                        lambda: subprocess.run(["systemctl", "disable", "--now", "voiceassist.service"], check=False)))
     keep = set() if purge else {config_path}
     for path in sorted((p for p in created if not p.is_dir()), key=str):
         if path.exists() and path not in keep:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import StorageError
+from .ownership import give_to_directory_owner
 from .storage_types import CallInfo, TurnRecord
 
 FORMAT_VERSION = 1
@@ -170,7 +171,10 @@ class Spool:
         if not self.pending_paths():
             return result
         self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / ".replay.lock", "a") as lock:
+        lock_path = self.directory / ".replay.lock"
+        # Read-only: flock needs no write access, so a lock file root created stays usable by asterisk.
+        with open(os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o640), "rb") as lock:
+            give_to_directory_owner(lock_path)
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
@@ -207,5 +211,7 @@ class Spool:
     def _reject(self, path: Path, exc: Exception) -> None:
         rejected = self.directory / "rejected"
         rejected.mkdir(exist_ok=True)
+        give_to_directory_owner(rejected)
         os.rename(path, rejected / path.name)
         (rejected / (path.name + ".why")).write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
+        give_to_directory_owner(rejected / (path.name + ".why"))

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from .errors import StorageError
+from .ownership import give_to_directory_owner
 from .providers.base import Exchange
 from .schema import SCHEMA_REVISION, TIMED_STAGES, TURN_STATUSES, build_metadata
 from .storage_types import CallInfo, TurnRecord
@@ -347,6 +348,8 @@ def make_engine(url: str, timeout: float = 5.0) -> Any:
             cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            if database and database != ":memory:":
+                give_to_directory_owner(*(Path(database + suffix) for suffix in ("", "-wal", "-shm")))
 
         return engine
     seconds = max(1, int(round(timeout)))

@@ -65,6 +65,10 @@ load => codec_ulaw.so
 """
 
 
+# pip inside the chroot: the host's find-links do not exist there; the system CA store does.
+PIP_ENV = ["env", "-u", "PIP_FIND_LINKS", "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_CERT=/etc/ssl/certs/ca-certificates.crt"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,6 +89,7 @@ class AsteriskRig:
         self.ami: AMIClient | None = None
         self.ami_port = free_port()
         self._mounts: list[Path] = []
+        self.user = ""
 
     # -- paths ----------------------------------------------------------------------------------
     def host_path(self, chroot_path: str) -> Path:
@@ -128,13 +133,17 @@ class AsteriskRig:
                 shutil.copy(ca, target / ca.name)
             subprocess.run(["chroot", str(self.chroot), "update-ca-certificates"], check=True, capture_output=True)
         shutil.copy("/etc/resolv.conf", self.host_path("/etc/resolv.conf"))
-        run = ["chroot", str(self.chroot), "env", "-u", "PIP_FIND_LINKS", "PIP_DISABLE_PIP_VERSION_CHECK=1",
-               "PIP_CERT=/etc/ssl/certs/ca-certificates.crt"]
+        run = ["chroot", str(self.chroot), *PIP_ENV]
         if not self.host_path(f"{VENV_IN_CHROOT}/bin/python").exists():
             subprocess.run([*run, "python3", "-m", "venv", VENV_IN_CHROOT], check=True)
         subprocess.run([*run, f"{VENV_IN_CHROOT}/bin/pip", "install", "-q", "-e", f"{SRC_IN_CHROOT}[google,openai]"],
                        check=True)
         stamp.touch()
+
+    def reinstall_editable(self) -> None:
+        """Back to this checkout, editable (after a test installed a copy the way the README does)."""
+        subprocess.run(["chroot", str(self.chroot), *PIP_ENV, f"{VENV_IN_CHROOT}/bin/pip", "install", "-q",
+                        "--no-deps", "-e", SRC_IN_CHROOT], check=True, capture_output=True)
 
     # -- configure --------------------------------------------------------------------------------
     def configure(self, voiceassist_conf: str, rig_dialplan: str) -> None:
@@ -200,14 +209,20 @@ writeprotect = no
         self.host_path("/etc/asterisk/voiceassist.conf").write_text(text)
 
     # -- run --------------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, user: str = "") -> None:
+        """Start Asterisk as root, or as ``user`` (``asterisk``: as on FreePBX, AGIs then run as that
+        user; the directories Asterisk writes are handed to it first)."""
         for stale in ("/var/run/asterisk/asterisk.ctl", "/var/run/asterisk/asterisk.pid"):
             self.host_path(stale).unlink(missing_ok=True)
         self.host_path("/var/run/asterisk").mkdir(parents=True, exist_ok=True)
         self._console = console = open(self.shared / "asterisk-console.log", "ab")
         # Plain `asterisk -f` as root: -U root would drop root's capabilities (file overrides).
-        self.process = subprocess.Popen(["chroot", str(self.chroot), "asterisk", "-f"],
-                                        stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
+        command = ["chroot", str(self.chroot), "asterisk", "-f"]
+        if user:
+            self._hand_over_directories(user)
+            command += ["-U", user, "-G", user]
+        self.user = user
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -221,6 +236,21 @@ writeprotect = no
             raise RuntimeError("asterisk did not boot within 60 s")
         self.ami = AMIClient("127.0.0.1", self.ami_port, "rig", "rig")
         log(self.cli("core show version").strip())
+
+    def _hand_over_directories(self, user: str) -> None:
+        ids = subprocess.run(["chroot", str(self.chroot), "id", "-u", user], capture_output=True, text=True, check=True)
+        uid = int(ids.stdout)
+        for directory in ("/var/run/asterisk", "/var/log/asterisk", "/var/lib/asterisk", "/var/cache/asterisk",
+                          "/var/spool/asterisk"):
+            subprocess.run(["chown", "-R", f"{uid}:{uid}", str(self.host_path(directory))], check=True)
+        # Asterisk's spool dir and the test caller's recordings live in the shared directory.
+        for directory in (self.shared / "spool", self.shared / "calls"):
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chown(directory, uid, uid)
+
+    def restart(self, user: str = "") -> None:
+        self.stop()
+        self.start(user)
 
     def stop(self) -> None:
         if self.ami is not None:
