@@ -11,12 +11,22 @@ import numpy as np
 
 def fastagi_env(script: str = "voiceassist", uniqueid: str = "1700000000.1", args: list[str] | None = None,
                 port: int = 4573) -> bytes:
-    lines = [f"agi_network: yes", f"agi_network_script: {script}", f"agi_request: agi://127.0.0.1:{port}/{script}",
+    network = ["agi_network: yes", f"agi_network_script: {script}", f"agi_request: agi://127.0.0.1:{port}/{script}"]
+    return _env(network, uniqueid, args, enhanced=False)
+
+
+def agi_env(args: list[str] | None = None, *, enhanced: bool = False, uniqueid: str = "1700000000.1") -> bytes:
+    """The environment block Asterisk writes to a process AGI (EAGI: ``enhanced``)."""
+    return _env(["agi_request: voiceassist"], uniqueid, args, enhanced=enhanced)
+
+
+def _env(first: list[str], uniqueid: str, args: list[str] | None, enhanced: bool) -> bytes:
+    lines = [*first,
              "agi_channel: PJSIP/1001-00000001", "agi_language: en", "agi_type: PJSIP", f"agi_uniqueid: {uniqueid}",
              "agi_version: 22.10.1", "agi_callerid: 1001", "agi_calleridname: Alice", "agi_callingpres: 0",
              "agi_callingani2: 0", "agi_callington: 0", "agi_callingtns: 0", "agi_dnid: 8008", "agi_rdnis: unknown",
-             "agi_context: voiceassist-flow", "agi_extension: s", "agi_priority: 24", "agi_enhanced: 0.0",
-             "agi_accountcode: ", "agi_threadid: 1"]
+             "agi_context: voiceassist-flow", "agi_extension: s", "agi_priority: 24",
+             f"agi_enhanced: {'1.0' if enhanced else '0.0'}", "agi_accountcode: ", "agi_threadid: 1"]
     lines += [f"agi_arg_{i}: {a}" for i, a in enumerate(args or [], 1)]
     return ("\n".join(lines) + "\n\n").encode()
 
@@ -61,13 +71,21 @@ class FakeAsterisk:
         return found
 
 
-def converse(argv: list[str], env: bytes, timeout: float = 60) -> tuple[int, list[str], str]:
+def converse(argv: list[str], env: bytes, timeout: float = 60,
+             audio_fd: int | None = None) -> tuple[int, list[str], str]:
     """Run a process AGI as Asterisk does: the environment first, then one reply per command line
-    (never ahead of the command, as the real Asterisk). Returns (exit code, commands, stderr)."""
+    (never ahead of the command, as the real Asterisk); ``audio_fd`` becomes the EAGI audio fd 3.
+    Returns (exit code, commands, stderr)."""
+    import os
     import subprocess
     import threading
 
-    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    def audio_on_fd_3() -> None:
+        if audio_fd is not None:
+            os.dup2(audio_fd, 3)
+
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=audio_on_fd_3, pass_fds=(3,) if audio_fd is not None else ())
     timer = threading.Timer(timeout, process.kill)
     timer.start()
     commands: list[str] = []

@@ -127,6 +127,27 @@ def test_two_question_call_keeps_history(rig, fastagi, emulators, questions):
     assert row["ended_at"]
 
 
+@pytest.mark.parametrize("context", ["voiceassist", "voiceassist-fastagi"])
+def test_voice_activity_detection_ends_the_question_sooner(rig, fastagi, emulators, questions, context):
+    """VA_LISTEN=vad: the EAGI listener records two questions (one per turn) and ends each about
+    700 ms after the caller's last word instead of the 2 s WaitForSilence waits."""
+    key = "1101" if context == "voiceassist" else "1102"
+    call = place_call(rig, key, [questions["hours"], questions["sunday"]], context=context, ending="vad")
+    call.wait()
+    row, turns = db_rows(key)
+    assert [t["status"] for t in turns[:2]] == ["ok", "ok"], [t["error"] for t in turns]
+    assert [t["transcript"] for t in turns[:2]] == [OPENING_HOURS, SUNDAY]
+    for turn in turns[:2]:
+        assert answer_heard(call, turn["reply"]) >= 1.2
+        # The whole question was recorded (marker tone + speech, about 2 s), not cut short.
+        assert 1500 < turn["recording_ms"] < 6000, turn["recording_ms"]
+        waited = turn["speech_to_audio_ms"] - turn["first_audio_ms"]
+        assert 600 <= waited < 1500, waited  # 2000+ with WaitForSilence (see the test above)
+    assert "WaitForSilence" not in "".join(
+        line for line in rig.full_log().splitlines() if f"Local/{key}@va-test-entry" in line and ";2>" in line)
+    assert turns[2]["status"] == "no_speech"
+
+
 def test_five_simultaneous_calls_do_not_clash(rig, fastagi, emulators, questions):
     names = ["hours", "sunday", "plumber", "address", "price"]
     transcripts = {2200: OPENING_HOURS, 2500: SUNDAY, 2800: "I need a plumber.", 3100: "Where is your office?",
@@ -232,7 +253,7 @@ def test_hostile_caller_id_and_llm_output_cannot_inject_agi_commands(rig, fastag
     assert status == "ok" and injected == ""
     # Asterisk holds the reply as one line, control characters replaced, nothing else changed.
     assert reply_in_asterisk == sanitize_text(spoken[:1000])
-    assert "INJECTED" not in rig.cli(f"dialplan show globals")
+    assert "INJECTED" not in rig.cli("dialplan show globals")
     assert "Eve" in row["caller_name"]
 
 

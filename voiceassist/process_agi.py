@@ -20,6 +20,15 @@ def run_process_agi(config_path: str | None = None) -> int:
         return 1
     # Without a handler Asterisk's SIGHUP would kill us mid-turn and lose the turn.
     session.install_sighup_handler()
+    if session.arguments()[:1] == ["listen"]:
+        # EAGI end-of-question detection: no config, providers or database needed (fast start).
+        from .listen import run_listener
+
+        try:
+            run_listener(session)
+        except AGIError:
+            pass
+        exit_now(0)
     try:
         from .assistant import Assistant
         from .config import load_config

@@ -25,6 +25,7 @@ exten => _X.,1,Set(KEY=${{EXTEN}})
  same => n,Set(NAME64=${{GLOBAL(VAT_${{KEY}}_NAME64)}})
  same => n,ExecIf($["${{NAME64}}" != ""]?Set(CALLERID(name)=${{BASE64_DECODE(${{NAME64}})}}))
  same => n,Set(VA_GRACE_S=${{GLOBAL(VAT_${{KEY}}_GRACE)}})
+ same => n,Set(VA_LISTEN=${{GLOBAL(VAT_${{KEY}}_ENDING)}})
  same => n,Goto(${{GLOBAL(VAT_${{KEY}}_CONTEXT)}},8008,1)
 
 [va-test-caller]
@@ -105,10 +106,11 @@ class TestCall:
 
 def place_call(rig: AsteriskRig, key: str, questions: list[str], *, context: str = "voiceassist",
                caller_number: str = "", caller_name: bytes | str = b"", listen: int = 60,
-               grace: int = 3, dial: bool = True) -> TestCall:
+               grace: int = 3, ending: str = "", dial: bool = True) -> TestCall:
     """Call 8008 from a test caller who asks ``questions`` (sound names, or "silence") in turn.
 
-    ``dial=False`` only prepares the call (each setting is an ``asterisk -rx`` run, about 0.3 s);
+    ``ending``: how the assistant finds the end of each question (VA_LISTEN: "silence" or "vad";
+    empty = the dialplan's default). ``dial=False`` only prepares the call (each setting is an ``asterisk -rx`` run, about 0.3 s);
     :meth:`TestCall.dial` then places it, so simultaneous calls start together instead of while
     the CLI is still busy preparing the next one.
     """
@@ -122,6 +124,7 @@ def place_call(rig: AsteriskRig, key: str, questions: list[str], *, context: str
         "CONTEXT": context,
         "LISTEN": str(listen),
         "GRACE": str(grace),
+        "ENDING": ending,
     }
     for name, value in values.items():
         rig.cli(f"dialplan set global VAT_{key}_{name} {value}" if value else f"dialplan set global VAT_{key}_{name} \"\"")
