@@ -41,6 +41,8 @@ MAX_COMMAND_BYTES = 2047
 MAX_ARGUMENT_BYTES = 1800
 # Longest line we accept from Asterisk; GET VARIABLE values are cut by Asterisk at 1023 bytes anyway.
 MAX_RESPONSE_LINE = 64 * 1024
+# The environment block is about 1 KB (up to ~20 KB with long arguments); anything far beyond is not Asterisk.
+MAX_ENVIRONMENT_BYTES = 128 * 1024
 # Seconds to wait for the HANGUP notice / SIGHUP that follows a -1 result after a hangup.
 HANGUP_NOTICE_WAIT = 0.1
 
@@ -110,9 +112,12 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
         reader: binary stream Asterisk writes to (``sys.stdin.buffer`` or ``socket.makefile('rb')``).
         writer: binary stream Asterisk reads from (``sys.stdout.buffer`` or the socket).
         read_environment: read the ``agi_*`` block now (default True).
+        environment_seconds: the whole block must arrive within this (a client trickling one line
+            at a time never trips a per-read timeout).
     """
 
-    def __init__(self, reader: IO[bytes], writer: IO[bytes], *, read_environment: bool = True) -> None:
+    def __init__(self, reader: IO[bytes], writer: IO[bytes], *, read_environment: bool = True,
+                 environment_seconds: float | None = None) -> None:
         # Deliberately not calling pyst2's __init__ (signal.signal + stderr noise); these are the
         # attributes its methods use.
         self.stdin = reader
@@ -124,7 +129,7 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
         self._closed = False
         self.env: dict[str, str] = {}
         if read_environment:
-            self._get_agi_env()
+            self._get_agi_env(environment_seconds)
 
     # -- hangup state -------------------------------------------------------------------------
     def install_sighup_handler(self) -> bool:
@@ -193,7 +198,7 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
             raise AGIConnectionClosed(f"Asterisk closed the AGI connection mid-line: {raw[:80]!r}")
         return raw.rstrip(b"\n").decode("utf-8", "replace")
 
-    def _get_agi_env(self) -> None:
+    def _get_agi_env(self, seconds: float | None = None) -> None:
         """Read the ``agi_*`` block up to its blank line.
 
         A caller ID that contains a newline breaks Asterisk's framing of this block (values are
@@ -201,8 +206,15 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
         ``agi_threadid`` (always sent by Asterisk, after the caller ID) does not end the block.
         """
         last_key = ""
+        received = 0
+        deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             line = self._readline()
+            received += len(line) + 1
+            if received > MAX_ENVIRONMENT_BYTES:
+                raise AGIProtocolError(f"AGI environment longer than {MAX_ENVIRONMENT_BYTES} bytes")
+            if deadline is not None and time.monotonic() > deadline:
+                raise AGIProtocolError(f"AGI environment not complete within {seconds:g} s")
             if self._closed:
                 if not self.env:
                     raise AGIConnectionClosed("Asterisk closed the connection before the AGI environment")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,7 @@ def write_phone_audio(
         "mp3": [],
     }[speech.encoding]
     filters = ["-af", f"volume={gain_db}dB"] if gain_db else []
+    _ensure_space(destination.parent, _ulaw_bytes(speech))
     handle, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".ulaw", dir=destination.parent)
     os.close(handle)
     try:
@@ -106,6 +108,7 @@ def write_phone_audio(
             run_ffmpeg([*input_args, "-i", "pipe:0", *filters, "-ar", "8000", "-ac", "1", "-f", "mulaw", temp_name],
                        ffmpeg=ffmpeg, data=speech.data, timeout=timeout)
         if os.path.getsize(temp_name) == 0:
+            _ensure_space(destination.parent, 1)
             raise AudioError("ffmpeg produced no audio")
         os.chmod(temp_name, 0o644)
         os.replace(temp_name, destination)
@@ -113,3 +116,23 @@ def write_phone_audio(
         if os.path.exists(temp_name):
             os.unlink(temp_name)
     return destination
+
+
+def _ulaw_bytes(speech: SpeechAudio) -> int:
+    """About how many bytes the 8 kHz μ-law answer will take (1 byte per sample)."""
+    if speech.encoding in ("s16le", "wav"):
+        return int(len(speech.data) / 2 * 8000 / max(speech.sample_rate, 1))
+    if speech.encoding == "mulaw":
+        return int(len(speech.data) * 8000 / max(speech.sample_rate, 1))
+    return len(speech.data) * 4  # mp3: roughly 1:4 against 8 kHz μ-law at typical TTS bitrates
+
+
+def _ensure_space(directory: Path, needed: int) -> None:
+    """A full disk is named as such (ffmpeg would only leave an empty or cut file behind)."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return
+    if free < needed + 4096:
+        raise AudioError(f"no space left on the device for the answer in {directory} "
+                         f"({free} bytes free, about {needed} needed)")

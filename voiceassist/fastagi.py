@@ -84,7 +84,8 @@ class FastAGIHandler(socketserver.BaseRequestHandler):
 
     def _serve_session(self, sock: socket.socket, reader: IO[bytes], writer: IO[bytes]) -> None:
         try:
-            session = AGISession(reader, writer)
+            # Asterisk writes the block at once; a client still sending after a few read timeouts is not Asterisk.
+            session = AGISession(reader, writer, environment_seconds=3 * self.server.environment_timeout)
         except AGIError as exc:
             logger.warning("[AGI] %s: no usable AGI environment: %s", self.client_address[0], exc)
             return
