@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -129,3 +130,36 @@ def test_eagi_listen_without_the_audio_pipe_says_failed(tmp_path):
     env = agi_env(["listen", str(tmp_path / "q.wav")], enhanced=False)
     code, commands, stderr = converse(AGI, env)
     assert code == 0 and commands == ['SET VARIABLE "VA_HEARD" "FAILED"'], stderr
+
+
+def test_eagi_listener_with_answer_prepares_while_listening_and_answers_in_the_same_process(
+        emulators, tmp_path, paused_question):
+    """Process AGI's flow: the listener loads config, SDKs and clients while the caller speaks,
+    then runs the turn itself, so no second Python starts after the question."""
+    from tests.helpers import config_for
+
+    config = config_for(emulators, tmp_path, extra="[general]\nplayback = pipelined\n")
+    target = tmp_path / "call" / "question-1.wav"
+    read_end, write_end = os.pipe()
+    # The whole question as fast as the listener reads it (more than the pipe holds), then no frames.
+    feeder = threading.Thread(target=os.write, args=(write_end, paused_question))
+    feeder.start()
+    started = time.monotonic()
+    env = agi_env(["listen", str(target), "8", "700", "60", "answer", "1", str(int(time.time())), "8008",
+                   "1700000000.1"], enhanced=True)
+    code, commands, stderr = converse([sys.executable, "-m", "voiceassist", "--config", str(config.path), "agi"],
+                                      env, audio_fd=read_end)
+    elapsed = time.monotonic() - started
+    feeder.join()
+    os.close(write_end)
+    os.close(read_end)
+    assert code == 0, stderr
+    assert commands[:3] == ['SET VARIABLE "VA_HEARD" "NOISE"', 'SET VARIABLE "VA_SILENCE_WAITED" "700"',
+                            'SET VARIABLE "VA_STATE" "thinking"'], commands
+    assert any(c.startswith("STREAM FILE") for c in commands)
+    assert 'SET VARIABLE "VOICEASSIST_STATUS" "ok"' in commands
+    assert commands[-1] == 'SET VARIABLE "VA_DONE" "1"'
+    assert elapsed < 10, elapsed
+    with sqlite3.connect(tmp_path / "voiceassist.db") as db:
+        status, speech_to_audio = db.execute("SELECT status, speech_to_audio_ms FROM voiceassist_turns").fetchone()
+    assert status == "ok" and 700 <= speech_to_audio < 5000

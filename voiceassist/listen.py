@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Protocol
 
 from .agi import AGISession
-from .errors import AGIError
 from .logs import logger
 
 SAMPLE_RATE = 8000
@@ -153,13 +152,15 @@ def settings_from_arguments(arguments: list[str]) -> EndpointSettings:
     return settings
 
 
-def run_listener(session: AGISession) -> None:
-    """The ``listen`` AGI action (EAGI only: the audio is on fd 3)."""
+def run_listener(session: AGISession) -> Outcome | None:
+    """The ``listen`` AGI action (EAGI only: the audio is on fd 3). Tells the dialplan what it
+    heard; returns the outcome, or None when it could not listen (VA_HEARD=FAILED) or the caller
+    hung up."""
     arguments = session.arguments()
     if len(arguments) < 2 or session.env.get("agi_enhanced", "0.0") != "1.0":
         logger.error("[AGI] listen needs EAGI(voiceassist,listen,<file.wav>,...): got %r", arguments)
         session.set_variable("VA_HEARD", "FAILED")
-        return
+        return None
     target = Path(arguments[1])
     settings = settings_from_arguments(arguments)
     try:
@@ -167,20 +168,18 @@ def run_listener(session: AGISession) -> None:
     except ImportError:
         logger.error("[AGI] listen: the webrtcvad module is missing (pip install webrtcvad-wheels)")
         session.set_variable("VA_HEARD", "FAILED")
-        return
+        return None
     try:
         outcome = listen(AUDIO_FD, target, detector, settings, lambda: session.hung_up)
     except OSError as exc:
         logger.error("[AGI] listen: %s", exc)
         session.set_variable("VA_HEARD", "FAILED")
-        return
+        return None
     logger.info("[AGI] %s question %s: %s, %.1f s of audio, ended after %d ms of silence",
                 session.env.get("agi_uniqueid", "?"), target.name, outcome.heard, outcome.speech_s,
                 outcome.silence_waited_ms)
     if outcome.heard == "HANGUP":
-        return
-    try:
-        session.set_variable("VA_HEARD", outcome.heard)
-        session.set_variable("VA_SILENCE_WAITED", outcome.silence_waited_ms)
-    except AGIError:
-        pass
+        return None
+    session.set_variable("VA_HEARD", outcome.heard)
+    session.set_variable("VA_SILENCE_WAITED", outcome.silence_waited_ms)
+    return outcome

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 
 from .agi import AGISession
 from .errors import AGIError, VoiceAssistError
@@ -21,13 +23,7 @@ def run_process_agi(config_path: str | None = None) -> int:
     # Without a handler Asterisk's SIGHUP would kill us mid-turn and lose the turn.
     session.install_sighup_handler()
     if session.arguments()[:1] == ["listen"]:
-        # EAGI end-of-question detection: no config, providers or database needed (fast start).
-        from .listen import run_listener
-
-        try:
-            run_listener(session)
-        except AGIError:
-            pass
+        _listen(session, config_path)
         exit_now(0)
     try:
         from .assistant import Assistant
@@ -46,6 +42,72 @@ def run_process_agi(config_path: str | None = None) -> int:
         logger.exception("[AGI] unexpected error")
     exit_now(0)
     return 0  # not reached
+
+
+def _listen(session: AGISession, config_path: str | None) -> None:
+    """EAGI: find the end of the question; with ``answer`` (process AGI's flow) answer it too.
+
+    ``listen,<wav>,<grace_s>,<end_ms>,<max_s>[,answer,<turn>,<start>,<exten>,<linkedid>]``.
+    While the caller speaks, a thread loads the config, SDKs, clients and the database layer, so
+    the answer starts as soon as the question ends, instead of after a new Python's cold start
+    (about 2 s, see benchmarks/cold_start.py). Without ``answer`` only the listener runs (it
+    imports almost nothing) and the dialplan hands the question to the FastAGI server.
+    """
+    from .listen import run_listener
+
+    arguments = session.arguments()
+    answer = len(arguments) > 5 and arguments[5] == "answer"
+    ready: dict[str, object] = {}
+    warm_up = threading.Thread(target=_prepare, args=(config_path, ready), daemon=True) if answer else None
+    if warm_up is not None:
+        warm_up.start()
+    try:
+        outcome = run_listener(session)
+        if warm_up is None or outcome is None:
+            return
+        stopped = time.time()
+        warm_up.join()
+        assistant = ready.get("assistant")
+        if assistant is None:
+            return  # the dialplan runs the usual AGI turn, which reports the setup error
+        from .flow import Turn
+
+        session.set_variable("VA_STATE", "thinking")
+        turn_arguments = [arguments[1], outcome.heard, *arguments[6:10], f"{stopped:.3f}",
+                          str(outcome.silence_waited_ms)]
+        Turn(session, assistant, turn_arguments).run()
+        session.set_variable("VA_DONE", "1")
+    except AGIError as exc:
+        logger.info("[AGI] %s listener ended: %s", session.env.get("agi_uniqueid", "?"), exc)
+    except Exception:
+        logger.exception("[AGI] unexpected error")
+
+
+def _prepare(config_path: str | None, ready: dict[str, object]) -> None:
+    """Build what a turn needs (run in a thread while the caller speaks); errors surface later."""
+    try:
+        import importlib
+
+        from .assistant import Assistant
+        from .config import load_config
+
+        for module in ("flow", "pipeline", "audio"):  # imported now, not after the question
+            importlib.import_module(f"{__package__}.{module}")
+
+        assistant = Assistant(load_config(config_path))
+        for capability in ("stt", "llm", "tts"):
+            chain = assistant.providers(capability)
+            try:
+                chain.provider(chain.names[0])  # imports its SDK and creates its client
+            except Exception:
+                pass  # the turn's fallback chain meets (and logs) the same error
+        try:
+            assistant.journal().store()
+        except Exception:
+            pass
+        ready["assistant"] = assistant
+    except Exception as exc:
+        logger.error("[AGI] listener could not prepare the turn: %s", exc)
 
 
 def exit_now(code: int) -> None:

@@ -215,6 +215,8 @@ writeprotect = no
         for stale in ("/var/run/asterisk/asterisk.ctl", "/var/run/asterisk/asterisk.pid"):
             self.host_path(stale).unlink(missing_ok=True)
         self.host_path("/var/run/asterisk").mkdir(parents=True, exist_ok=True)
+        # Tests look for their call's lines in the log: none may come from an earlier run.
+        self.host_path("/var/log/asterisk/full").unlink(missing_ok=True)
         self._console = console = open(self.shared / "asterisk-console.log", "ab")
         # Plain `asterisk -f` as root: -U root would drop root's capabilities (file overrides).
         command = ["chroot", str(self.chroot), "asterisk", "-f"]
