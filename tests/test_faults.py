@@ -157,7 +157,7 @@ def test_asterisk_closing_the_socket_mid_command_still_stores_the_turn(make_serv
 
 @pytest.mark.parametrize("ffmpeg", ["/nonexistent/ffmpeg", "/bin/false"], ids=["missing", "failing"])
 def test_ffmpeg_missing_or_failing_gives_the_apology_and_a_stored_error(make_server, tmp_path, ffmpeg):
-    server = make_server(f"[general]\nplayback = file\n[audio]\nffmpeg = {ffmpeg}\n")
+    server = make_server(f"[general]\nplayback = file\n[audio]\nconverter = ffmpeg\nffmpeg = {ffmpeg}\n")
     client = FakeAsterisk(server.server_address[1], turn_env(tmp_path, "1700000060.1"))
     client.run()
     variables = client.variables()

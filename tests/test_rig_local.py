@@ -30,4 +30,4 @@ def test_local_stack_answers_a_call_end_to_end(rig, local_server):
     assert (turns[0]["stt_provider"], turns[0]["llm_provider"], turns[0]["tts_provider"]) == ("pocketsphinx", "llama_cpp", "piper")
     assert turns[0]["transcript"] == "what are your opening hours"
     assert turns[0]["reply"]
-    assert rig.wait_for_log(rf"<Local/6001@va-test-entry-[0-9a-f]+;2> Playing '[^']*answer-1(-part1)?\.ulaw'")
+    assert rig.wait_for_log(r"<Local/6001@va-test-entry-[0-9a-f]+;2> Playing '[^']*answer-1(-part1)?\.ulaw'")

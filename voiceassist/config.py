@@ -165,6 +165,9 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "words_per_minute": "160",
     },
     "audio": {
+        # auto: PCM answers are resampled in-process (soxr) and μ-law encoded (audioop): no ffmpeg
+        # process per sentence; MP3 and the rest go through ffmpeg. ffmpeg: always ffmpeg.
+        "converter": "auto",
         "ffmpeg": "ffmpeg",
         "volume_gain_db": "0",
         "timeout": "10",

@@ -253,7 +253,8 @@ class Turn:
         audio = self.config.section("audio")
         t0 = time.monotonic()
         write_phone_audio(speech, destination, ffmpeg=audio.get("ffmpeg"),
-                          gain_db=audio.get_float("volume_gain_db"), timeout=audio.get_float("timeout"))
+                          gain_db=audio.get_float("volume_gain_db"), timeout=audio.get_float("timeout"),
+                          in_process=audio.get("converter") != "ffmpeg")
         self.record.timings["convert"] = self.record.timings.get("convert", 0) + self._elapsed_ms(t0)
 
     def _speak(self, reply: str) -> None:
