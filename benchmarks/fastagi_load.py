@@ -152,7 +152,8 @@ class ServerProbe(threading.Thread):
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks of 1/100 s
+        # utime + stime + the same for its children that ended (ffmpeg), in clock ticks of 1/100 s
+        return sum(int(value) for value in fields[11:15]) / 100
 
     def run(self) -> None:
         while self.running:
@@ -195,6 +196,17 @@ def check_database(database: Path, asked: dict[str, list[str]]) -> list[str]:
     if not_ended:
         problems.append(f"{len(not_ended)} calls without their end stored (e.g. {not_ended[:3]})")
     return problems
+
+
+def stage_medians(database: Path) -> dict[str, float]:
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT stt_ms, llm_first_ms, first_audio_ms FROM voiceassist_turns "
+                          "WHERE status = 'ok'").fetchall()
+    if not rows:
+        return {}
+    columns = list(zip(*rows))
+    return {name: sorted(v for v in column if v is not None)[len(column) // 2]
+            for name, column in zip(("stt", "llm first words", "first audio"), columns)}
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -251,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         for emulator in emulators.values():
             emulator.close()
         problems = check_database(data / "voiceassist.db", results.asked)
+        stages = stage_medians(data / "voiceassist.db")
+        driver_cpu = time.process_time() / elapsed
         spooled = list((data / "db-spool").glob("*.json")) if (data / "db-spool").exists() else []
 
     print(f"\nFastAGI load: {args.callers} concurrent callers for {elapsed:.0f} s, one server process "
@@ -265,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(first audio minus provider time {provider_seconds(reply_for(QUESTIONS[440.0])) * 1000:.0f} ms)")
     print(f"server                  {cores:.2f} cores busy on average, peak RSS {probe.peak_rss_mb:.0f} MB, "
           f"peak threads {probe.threads_peak}")
+    print(f"stages (median ms)      " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items())
+          + f" (providers: STT {STT_S * 1000:.0f}, LLM first {LLM_FIRST_S * 1000:.0f}, TTS {TTS_S * 1000:.0f})")
+    print(f"driver + emulators      {driver_cpu:.2f} cores busy on average")
     print(f"driver errors           {dict(results.errors) or 'none'}")
     print(f"spooled (not in DB)     {len(spooled)}")
     print(f"database check          {'every turn in the right call, none lost' if not problems else ''}")
