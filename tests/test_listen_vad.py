@@ -163,3 +163,31 @@ def test_eagi_listener_with_answer_prepares_while_listening_and_answers_in_the_s
     with sqlite3.connect(tmp_path / "voiceassist.db") as db:
         status, speech_to_audio = db.execute("SELECT status, speech_to_audio_ms FROM voiceassist_turns").fetchone()
     assert status == "ok" and 700 <= speech_to_audio < 5000
+
+
+def test_a_stalled_listener_reads_the_backlog_before_judging_the_silence(tmp_path):
+    """The listener is held up for 0.9 s (a busy CPU) early in a 500 ms pause while the caller goes
+    on talking: the newest frames waiting in the pipe are voice, so the question is not over."""
+    from voiceassist.listen import listen
+
+    voiced, silent = b"\x10\x27" * 160, b"\0\0" * 160
+    audio = voiced * 20 + silent * 25 + voiced * 30  # 400 ms talk, 500 ms pause, 600 ms talk
+
+    class Detector:
+        def is_speech(self, frame: bytes) -> bool:
+            return frame == voiced
+
+    polls = []
+
+    def stalls_once() -> bool:  # called once per pass of the listening loop
+        polls.append(1)
+        if len(polls) == 3:
+            time.sleep(0.9)
+        return False
+
+    read_end, write_end = os.pipe()
+    os.write(write_end, audio)
+    outcome = listen(read_end, tmp_path / "q.wav", Detector(), EndpointSettings(end_ms=700), stalls_once)
+    os.close(write_end)
+    os.close(read_end)
+    assert outcome.heard == "NOISE" and outcome.speech_s == pytest.approx(1.5, abs=0.01), outcome

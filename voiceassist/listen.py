@@ -117,9 +117,11 @@ def listen(audio_fd: int, target: Path, detector: VoiceDetector, settings: Endpo
             heard = "HANGUP"
             break
         readable, _, _ = select.select([audio_fd], [], [], FRAME_S)
-        now = time.monotonic()
-        if readable:
-            chunk = os.read(audio_fd, 4096)
+        # Everything waiting in the pipe is read before the verdict: after a stall (a busy CPU, the
+        # preparing thread holding the interpreter) the newest frames may be the caller talking
+        # again, and judging on the older, silent ones would cut the question short.
+        while readable:
+            chunk = os.read(audio_fd, 65536)
             if not chunk:  # Asterisk closed the pipe: the channel is gone
                 heard = "HANGUP"
                 break
@@ -127,8 +129,11 @@ def listen(audio_fd: int, target: Path, detector: VoiceDetector, settings: Endpo
             while len(pending) >= FRAME_BYTES:
                 frame, pending = pending[:FRAME_BYTES], pending[FRAME_BYTES:]
                 frames.append(frame)
-                endpointer.feed(frame, now)
-        heard = endpointer.verdict(now)
+                endpointer.feed(frame, time.monotonic())
+            readable, _, _ = select.select([audio_fd], [], [], 0)
+        if heard is not None:
+            break
+        heard = endpointer.verdict(time.monotonic())
     target.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(target), "wb") as wav:
         wav.setnchannels(1)
