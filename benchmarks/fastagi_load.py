@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(first audio minus provider time {provider_seconds(reply_for(QUESTIONS[440.0])) * 1000:.0f} ms)")
     print(f"server                  {cores:.2f} cores busy on average, peak RSS {probe.peak_rss_mb:.0f} MB, "
           f"peak threads {probe.threads_peak}")
-    print(f"stages (median ms)      " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items())
+    print("stages (median ms)      " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items())
           + f" (providers: STT {STT_S * 1000:.0f}, LLM first {LLM_FIRST_S * 1000:.0f}, TTS {TTS_S * 1000:.0f})")
     print(f"driver + emulators      {driver_cpu:.2f} cores busy on average")
     print(f"driver errors           {dict(results.errors) or 'none'}")
