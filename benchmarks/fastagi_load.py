@@ -139,7 +139,7 @@ def caller(number: int, port: int, stop_at: float, questions: dict[float, Path],
 
 
 class ServerProbe(threading.Thread):
-    """Samples the server's CPU time and RSS from /proc every second."""
+    """Samples the server's CPU time and RSS (its worker processes included) from /proc every second."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -150,19 +150,36 @@ class ServerProbe(threading.Thread):
         self.cpu_start = self.cpu_seconds()
         self.wall_start = time.monotonic()
 
+    def pids(self) -> list[int]:
+        children = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout.split()
+        return [self.pid, *(int(c) for c in children)]
+
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # utime + stime + the same for its children that ended (ffmpeg), in clock ticks of 1/100 s
-        return sum(int(value) for value in fields[11:15]) / 100
+        total = 0.0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # utime + stime + the same for its children that ended (ffmpeg), in ticks of 1/100 s
+            total += sum(int(value) for value in fields[11:15]) / 100
+        return total
 
     def run(self) -> None:
         while self.running:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-            for line in status.splitlines():
-                if line.startswith("VmRSS:"):
-                    self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
-                if line.startswith("Threads:"):
-                    self.threads_peak = max(self.threads_peak, int(line.split()[1]))
+            rss = threads = 0
+            for pid in self.pids():
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+                    if line.startswith("Threads:"):
+                        threads += int(line.split()[1])
+            self.peak_rss_mb = max(self.peak_rss_mb, rss / 1024)
+            self.threads_peak = max(self.threads_peak, threads)
             time.sleep(1)
 
     def cores(self) -> float:
@@ -219,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callers", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=180)
     parser.add_argument("--port", type=int, default=4590)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (serve --workers)")
     args = parser.parse_args(argv)
     emulators = {"speech": SpeechEmulator(), "gemini": GeminiEmulator(), "tts": OpenAIEmulator(),
                  "google_tts": GoogleTTSEmulator(), "realtime": RealtimeEmulator()}
@@ -238,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             "[general]\nplayback = pipelined\nmax_turns = 3\n[logging]\nlevel = INFO\n"
             "[google_speech]\ntimeout = 10\n[gemini]\ntimeout = 10\n[openai_tts]\ntimeout = 10\n")))
         server = subprocess.Popen([sys.executable, "-m", "voiceassist", "--config", str(config), "serve",
-                                   "--port", str(args.port), "--max-calls", str(args.callers + 20)],
+                                   "--port", str(args.port), "--max-calls", str(args.callers + 20),
+                                   "--workers", str(args.workers)],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert server.stdout is not None
         for line in server.stdout:
@@ -267,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         driver_cpu = time.process_time() / elapsed
         spooled = list((data / "db-spool").glob("*.json")) if (data / "db-spool").exists() else []
 
-    print(f"\nFastAGI load: {args.callers} concurrent callers for {elapsed:.0f} s, one server process "
+    print(f"\nFastAGI load: {args.callers} concurrent callers for {elapsed:.0f} s, {args.workers} server process(es) "
           f"(2-core machine; emulators and driver in another process)")
     print(f"turns answered          {results.turns} ({results.turns / elapsed * 60:.0f} per minute), "
           f"calls {len(results.asked)}")

@@ -103,10 +103,10 @@ def rig_config(rig, emulators):
 
 
 class FastAGIProcess:
-    def __init__(self, config_path, port: int = FASTAGI_PORT, max_calls: int = 20) -> None:
+    def __init__(self, config_path, port: int = FASTAGI_PORT, max_calls: int = 20, workers: int = 1) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "voiceassist", "--config", str(config_path), "serve", "--port", str(port),
-             "--max-calls", str(max_calls)],
+             "--max-calls", str(max_calls), "--workers", str(workers)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output: list[str] = []
         deadline = time.monotonic() + 30

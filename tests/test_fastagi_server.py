@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -115,3 +116,32 @@ def test_sigterm_lets_the_call_in_flight_finish(emulators, tmp_path):
     assert client.variables()["VOICEASSIST_STATUS"] == "ok"
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_worker_processes_share_the_port_and_all_drain_on_sigterm(emulators, tmp_path):
+    config = config_for(emulators, tmp_path)
+    emulators["gemini"].latency = 1.0
+    port = free_port()
+    process = FastAGIProcess(config.path, port=port, max_calls=8, workers=2)
+    workers = subprocess.run(["pgrep", "-P", str(process.process.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+
+    def serving_pids() -> set[str]:
+        log = tmp_path / "voiceassist.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        return {line.split("pid ")[1].rstrip(")") for line in lines if "FastAGI listening" in line}
+
+    deadline = time.monotonic() + 20
+    while len(serving_pids()) < 2 and time.monotonic() < deadline:  # both have their SDK clients
+        time.sleep(0.1)
+    clients = [FakeAsterisk(port, turn_env(tmp_path, f"1700000300.{n}")) for n in range(6)]
+    threads = [threading.Thread(target=c.run) for c in clients]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # every call is waiting on the chat model
+    process.process.send_signal(signal.SIGTERM)
+    for thread in threads:
+        thread.join(20)
+    assert process.wait(timeout=20) == 0
+    assert [c.variables().get("VOICEASSIST_STATUS") for c in clients] == ["ok"] * 6
+    assert len(serving_pids()) == 2

@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default [fastagi] host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default [fastagi] port, 4573)")
     serve.add_argument("--max-calls", type=int, help="concurrent calls before the busy prompt")
+    serve.add_argument("--workers", type=int, help="processes sharing the port (default [fastagi] workers, 1)")
     ask = commands.add_parser("ask", help="run one turn on a recorded question, without Asterisk")
     ask.add_argument("question", help="the question: a WAV (or any audio file ffmpeg reads)")
     ask.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .fastagi import serve
 
-            serve(assistant, args.host, args.port, args.max_calls)
+            serve(assistant, args.host, args.port, args.max_calls, workers=args.workers)
         elif args.command == "ask":
             from .ask import ask
 

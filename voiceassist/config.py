@@ -199,6 +199,9 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "host": "127.0.0.1",
         "port": "4573",
         "max_calls": "20",
+        # Processes sharing the port (each with its own SDK clients and max_calls / workers calls);
+        # more than one uses more cores when many callers are answered at once.
+        "workers": "1",
         # Seconds to wait for Asterisk's answer to one AGI command.
         "read_timeout": "120",
     },

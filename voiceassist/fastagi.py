@@ -10,6 +10,7 @@ lets calls in flight finish.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import socketserver
@@ -127,12 +128,75 @@ def _warn(message: str) -> None:
 
 
 def serve(assistant: Assistant, host: str | None = None, port: int | None = None,
-          max_calls: int | None = None, ready: Callable[[FastAGIServer], None] | None = None) -> None:
-    """Run the server until SIGTERM/SIGINT, then wait for calls in flight to finish."""
+          max_calls: int | None = None, ready: Callable[[FastAGIServer], None] | None = None,
+          workers: int | None = None) -> None:
+    """Run the server until SIGTERM/SIGINT, then wait for calls in flight to finish.
+
+    ``workers`` > 1 (``[fastagi] workers``): that many processes share the listening socket, each
+    with its own SDK clients and ``max_calls / workers`` calls. One Python process runs one thread
+    at a time; streaming many answers at once (the SDKs parse every chunk) needs more than one
+    core (see benchmarks/fastagi_load.py).
+    """
     section = assistant.config.section("fastagi")
     address = (host or section.get("host"), port if port is not None else section.get_int("port"))
-    server = FastAGIServer(address, assistant, max_calls=max_calls or section.get_int("max_calls"),
+    workers = max(1, workers or section.get_int("workers"))
+    # SIGTERM during start-up (SDK imports take a second) must drain, not kill: held until the
+    # handlers are in place (in the supervisor and in each worker).
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    total_calls = max_calls or section.get_int("max_calls")
+    server = FastAGIServer(address, assistant, max_calls=-(-total_calls // workers),
                            read_timeout=section.get_float("read_timeout"))
+    if workers > 1:
+        # Several processes wait on one socket: a worker that loses the race for a connection must
+        # not block in accept() (it would miss its shutdown); the accepted sockets stay blocking.
+        server.socket.setblocking(False)
+        bound = server.server_address
+        print(f"voiceassist: FastAGI listening on {bound[0]}:{bound[1]} ({workers} worker processes)", flush=True)
+        if _supervise(workers):
+            return  # the supervisor: its workers have stopped
+    _serve_in_this_process(server, assistant, ready, announce=workers == 1)
+
+
+def _supervise(workers: int) -> bool:
+    """Fork the workers; in the parent, wait for them (SIGTERM/SIGINT are passed on) and return
+    True. In a worker, return False at once (it goes on to serve)."""
+    children: set[int] = set()
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            return False
+        children.add(pid)
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            try:
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        if not stopping:
+            logger.error("[AGI] FastAGI worker %d ended (status %d); stopping the others", pid, status)
+            stop(signal.SIGTERM, None)
+    print("voiceassist: FastAGI stopped", flush=True)
+    return True
+
+
+def _serve_in_this_process(server: FastAGIServer, assistant: Assistant,
+                           ready: Callable[[FastAGIServer], None] | None, announce: bool) -> None:
     for capability in ("stt", "llm", "tts"):
         # Create the SDK clients once, before the first call; report problems now.
         try:
@@ -160,9 +224,11 @@ def serve(assistant: Assistant, host: str | None = None, port: int | None = None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     bound = server.server_address
-    logger.info("[AGI] FastAGI listening on %s:%s", bound[0], bound[1])
-    print(f"voiceassist: FastAGI listening on {bound[0]}:{bound[1]}", flush=True)
+    logger.info("[AGI] FastAGI listening on %s:%s (pid %d)", bound[0], bound[1], os.getpid())
+    if announce:
+        print(f"voiceassist: FastAGI listening on {bound[0]}:{bound[1]}", flush=True)
     if ready is not None:
         ready(server)
     try:
@@ -171,5 +237,6 @@ def serve(assistant: Assistant, host: str | None = None, port: int | None = None
         server.server_close()  # joins the call threads (block_on_close)
         if flusher is not None:
             flusher.stop()
-        logger.info("[AGI] FastAGI stopped")
-        print("voiceassist: FastAGI stopped", flush=True)
+        logger.info("[AGI] FastAGI stopped (pid %d)", os.getpid())
+        if announce:
+            print("voiceassist: FastAGI stopped", flush=True)
