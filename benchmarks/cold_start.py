@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from tests.emulators import GeminiEmulator, GoogleTTSEmulator, OpenAIEmulator, RealtimeEmulator, SpeechEmulator
-from tests.fake_asterisk import agi_env, speech_wav
+from tests.fake_asterisk import agi_env, run_process_agi, speech_wav
 from tests.helpers import conf_text
 
 EAGER = """import sys
@@ -36,39 +34,21 @@ sys.exit(main())
 
 def one_run(argv: list[str], env: bytes, config: Path, audio_closed: bool = False) -> dict[str, float]:
     """Drive one AGI process; times in ms from spawn, peak RSS in MB."""
-    environ = dict(os.environ, VOICEASSIST_CONFIG=str(config))
     read_end = None
     if audio_closed:
         read_end, write_end = os.pipe()
         os.close(write_end)
-    started = time.monotonic()
-    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               env=environ, preexec_fn=(lambda: os.dup2(read_end, 3)) if read_end else None,
-                               pass_fds=(3,) if read_end else ())
-    assert process.stdin and process.stdout
-    process.stdin.write(env)
-    process.stdin.flush()
-    first_command = first_audio = None
-    for raw in process.stdout:
-        now = (time.monotonic() - started) * 1000
-        line = raw.decode("utf-8", "replace")
-        first_command = first_command or now
-        if line.startswith("STREAM FILE") and first_audio is None:
-            first_audio = now
-        reply = b"200 result=0 endpos=8000\n" if line.startswith("STREAM FILE") else b"200 result=1\n"
-        try:
-            process.stdin.write(reply)
-            process.stdin.flush()
-        except BrokenPipeError:
-            break
-    _, status, usage = os.wait4(process.pid, 0)
-    exited = (time.monotonic() - started) * 1000
-    if read_end is not None:
-        os.close(read_end)
-    if status != 0:
-        raise RuntimeError(f"{argv} exited with status {status}")
-    return {"first_command": first_command or exited, "first_audio": first_audio or float("nan"),
-            "exit": exited, "rss_mb": usage.ru_maxrss / 1024}
+    try:
+        run = run_process_agi(argv, env, audio_fd=read_end, environ=dict(os.environ, VOICEASSIST_CONFIG=str(config)))
+    finally:
+        if read_end is not None:
+            os.close(read_end)
+    if run.code != 0:
+        raise RuntimeError(f"{argv} exited with status {run.code}: {run.stderr[-500:]}")
+    audio = [t for t, command in zip(run.command_times, run.commands) if command.startswith("STREAM FILE")]
+    return {"first_command": (run.command_times[0] if run.commands else run.exited) * 1000,
+            "first_audio": audio[0] * 1000 if audio else float("nan"),
+            "exit": run.exited * 1000, "rss_mb": run.peak_rss_mb}
 
 
 def summary(rows: list[dict[str, float]], field: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,28 +72,44 @@ class FakeAsterisk:
         return found
 
 
-def converse(argv: list[str], env: bytes, timeout: float = 60,
-             audio_fd: int | None = None) -> tuple[int, list[str], str]:
+@dataclass
+class Conversation:
+    """What a process AGI did, as Asterisk saw it (times in seconds from the spawn)."""
+
+    code: int
+    commands: list[str]
+    command_times: list[float]
+    stderr: str
+    exited: float
+    peak_rss_mb: float
+
+
+def run_process_agi(argv: list[str], env: bytes, *, timeout: float = 60, audio_fd: int | None = None,
+                    environ: dict[str, str] | None = None) -> Conversation:
     """Run a process AGI as Asterisk does: the environment first, then one reply per command line
-    (never ahead of the command, as the real Asterisk); ``audio_fd`` becomes the EAGI audio fd 3.
-    Returns (exit code, commands, stderr)."""
+    (never ahead of the command, as the real Asterisk); ``audio_fd`` becomes the EAGI audio fd 3."""
     import os
     import subprocess
     import threading
+    import time
 
     def audio_on_fd_3() -> None:
         if audio_fd is not None:
             os.dup2(audio_fd, 3)
 
+    started = time.monotonic()
     process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               preexec_fn=audio_on_fd_3, pass_fds=(3,) if audio_fd is not None else ())
+                               env=environ, preexec_fn=audio_on_fd_3, pass_fds=(3,) if audio_fd is not None else ())
+    assert process.stdin and process.stdout and process.stderr
     timer = threading.Timer(timeout, process.kill)
     timer.start()
     commands: list[str] = []
+    times: list[float] = []
     try:
         process.stdin.write(env)
         process.stdin.flush()
         for raw in process.stdout:
+            times.append(time.monotonic() - started)
             line = raw.decode("utf-8", "replace").rstrip("\n")
             commands.append(line)
             reply = b"200 result=0 endpos=8000\n" if line.startswith("STREAM FILE") else b"200 result=1\n"
@@ -105,6 +122,16 @@ def converse(argv: list[str], env: bytes, timeout: float = 60,
         stderr = process.stderr.read().decode("utf-8", "replace")
         process.stdout.close()
         process.stderr.close()
-        return process.wait(), commands, stderr
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        return Conversation(process.returncode, commands, times, stderr, time.monotonic() - started,
+                            usage.ru_maxrss / 1024)
     finally:
         timer.cancel()
+
+
+def converse(argv: list[str], env: bytes, timeout: float = 60,
+             audio_fd: int | None = None) -> tuple[int, list[str], str]:
+    """:func:`run_process_agi`, returning (exit code, commands, stderr)."""
+    result = run_process_agi(argv, env, timeout=timeout, audio_fd=audio_fd)
+    return result.code, result.commands, result.stderr
