@@ -11,6 +11,7 @@ from typing import Any
 
 from . import providers
 from .config import Config
+from .errors import VoiceAssistError
 from .logs import configure_logging
 from .providers.chain import ProviderChain
 
@@ -31,6 +32,23 @@ class Assistant:
             if capability not in self._instances:
                 self._instances[capability] = providers.create_chain(capability, self.config)
             return self._instances[capability]
+
+    def prepare(self, every_provider: bool = True) -> list[str]:
+        """Create the providers (SDK imports, clients) now instead of during the first call:
+        every provider of each chain, or only the first. Returns the problems found, one line each."""
+        problems = []
+        for capability in ("stt", "llm", "tts"):
+            try:
+                chain = self.providers(capability)
+            except VoiceAssistError as exc:
+                problems.append(f"{capability} providers not configured: {exc}")
+                continue
+            for name in chain.names if every_provider else chain.names[:1]:
+                try:
+                    chain.provider(name)
+                except VoiceAssistError as exc:
+                    problems.append(f"{capability} provider {name} not ready: {exc}")
+        return problems
 
     def journal(self) -> Any:
         """The :class:`~voiceassist.journal.Journal`: the database, with the spool behind it."""

@@ -20,7 +20,7 @@ from typing import IO
 
 from .agi import AGISession
 from .assistant import Assistant
-from .errors import AGIError, VoiceAssistError
+from .errors import AGIError
 from .flow import CallLog, handle_session
 from .journal import SpoolFlusher
 from .logs import logger
@@ -140,14 +140,13 @@ def serve(assistant: Assistant, host: str | None = None, port: int | None = None
     section = assistant.config.section("fastagi")
     address = (host or section.get("host"), port if port is not None else section.get_int("port"))
     workers = max(1, workers or section.get_int("workers"))
-    # SIGTERM during start-up (SDK imports take a second) must drain, not kill: held until the
-    # handlers are in place (in the supervisor and in each worker).
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     total_calls = max_calls or section.get_int("max_calls")
     server = FastAGIServer(address, assistant, max_calls=-(-total_calls // workers),
                            read_timeout=section.get_float("read_timeout"))
+    # SIGTERM during start-up (SDK imports take a second) must drain, not kill: held from here
+    # until the handlers are in place (in the supervisor and in each worker).
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     if workers > 1:
         # Several processes wait on one socket: a worker that loses the race for a connection must
         # not block in accept() (it would miss its shutdown); the accepted sockets stay blocking.
@@ -197,18 +196,9 @@ def _supervise(workers: int) -> bool:
 
 def _serve_in_this_process(server: FastAGIServer, assistant: Assistant,
                            ready: Callable[[FastAGIServer], None] | None, announce: bool) -> None:
-    for capability in ("stt", "llm", "tts"):
-        # Create the SDK clients once, before the first call; report problems now.
-        try:
-            chain = assistant.providers(capability)
-        except VoiceAssistError as exc:
-            _warn(f"{capability} providers not configured: {exc}")
-            continue
-        for name in chain.names:
-            try:
-                chain.provider(name)
-            except VoiceAssistError as exc:
-                _warn(f"{capability} provider {name} not ready: {exc}")
+    # Create the SDK clients once, before the first call; report problems now.
+    for problem in assistant.prepare():
+        _warn(problem)
 
     def stop(signum: int, _frame: object) -> None:
         logger.info("[AGI] signal %d: draining %d calls", signum, server.active_calls)

@@ -95,13 +95,10 @@ def _prepare(config_path: str | None, ready: dict[str, object]) -> None:
             importlib.import_module(f"{__package__}.{module}")
 
         assistant = Assistant(load_config(config_path))
-        for capability in ("stt", "llm", "tts"):
-            chain = assistant.providers(capability)
-            try:
-                chain.provider(chain.names[0])  # imports its SDK and creates its client
-            except Exception:
-                pass  # the turn's fallback chain meets (and logs) the same error
         try:
+            # The first provider of each chain: its SDK imported, its client created. Problems are
+            # not reported here: the turn's fallback chain meets (and logs) the same ones.
+            assistant.prepare(every_provider=False)
             assistant.journal().store()
         except Exception:
             pass
