@@ -192,7 +192,7 @@ class Doctor:
             yield Check("spool", OK, f"{journal.spool.directory} empty")
 
     def asterisk_files(self) -> Iterator[Check]:
-        from .install import asterisk_paths
+        from .install import asterisk_paths, wrapper_target
 
         paths = asterisk_paths()
         prompts = sorted(paths.sounds.glob("*.ulaw")) if paths.sounds.is_dir() else []
@@ -208,7 +208,7 @@ class Doctor:
         elif self._user_exists() and not (_access(wrapper, self.user, 5) and _reachable(wrapper, self.user)):
             yield Check("agi wrapper", FAIL, f"{wrapper} not executable by {self.user}", f"chmod 0755 {wrapper}")
         else:
-            target = _wrapper_target(wrapper)
+            target = wrapper_target(wrapper.read_text(errors="replace"))
             if target and not Path(target).exists():
                 yield Check("agi wrapper", FAIL, f"{wrapper} runs {target}, which does not exist", "voiceassist install")
             else:
@@ -256,13 +256,6 @@ class Doctor:
             return True
         except KeyError:
             return False
-
-
-def _wrapper_target(wrapper: Path) -> str:
-    for line in wrapper.read_text(errors="replace").splitlines():
-        if line.startswith("exec "):
-            return line.split('"')[1] if '"' in line else line.split()[1]
-    return ""
 
 
 def run_doctor(config_path: str | None, *, online: bool, as_json: bool, out: Callable[[str], None] = print) -> int:

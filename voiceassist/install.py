@@ -119,6 +119,14 @@ def wrapper_script(executable: Path, config: Path | None) -> str:
             f"{config_line}exec \"{executable}\" agi \"$@\"\n")
 
 
+def wrapper_target(script: str) -> str:
+    """The program a wrapper written by :func:`wrapper_script` execs ("" if none)."""
+    for line in script.splitlines():
+        if line.startswith("exec "):
+            return line.split('"')[1] if '"' in line else line.split()[1]
+    return ""
+
+
 def systemd_unit(executable: Path, config: Path, writable: list[Path]) -> str:
     read_write = " ".join(f"-{path}" for path in writable)
     return f"""# voiceassist FastAGI server, written by `voiceassist install --fastagi`.
