@@ -105,13 +105,11 @@ def write_phone_audio(
     handle, temp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".ulaw", dir=destination.parent)
     os.close(handle)
     try:
-        converted = pcm_to_phone_audio(speech, gain_db) if in_process else None
         if speech.encoding == "mulaw" and speech.sample_rate == 8000 and not gain_db:
             # Already what Asterisk plays (Google TTS MULAW, Realtime audio/pcmu): no ffmpeg run.
             Path(temp_name).write_bytes(speech.data)
-        elif converted is not None:
-            with open(temp_name, "wb") as handle:
-                handle.write(converted)
+        elif in_process and (converted := pcm_to_phone_audio(speech, gain_db)) is not None:
+            Path(temp_name).write_bytes(converted)
         else:
             run_ffmpeg([*input_args, "-i", "pipe:0", *filters, "-ar", "8000", "-ac", "1", "-f", "mulaw", temp_name],
                        ffmpeg=ffmpeg, data=speech.data, timeout=timeout)
