@@ -6,17 +6,20 @@ Real Asterisk 22 (the test rig's chroot), the real SDKs, and emulated providers 
 latencies: STT 400 ms, LLM first token 300 ms then 40 tokens/s, TTS first byte 300 ms. The same
 three-sentence reply in every call. Each flow answers ``--calls`` calls in turn, in one run:
 
-* design card: process AGI, whole reply, one answer file played by the dialplan (Playback);
-* FastAGI, whole reply, one file;
-* FastAGI, pipelined: the reply streamed, each sentence synthesized and played (STREAM FILE)
-  as soon as it is ready;
-* process AGI, pipelined.
+* design card: process AGI, MixMonitor + WaitForSilence 2 s, whole reply, one answer file
+  converted by ffmpeg and played by the dialplan (Playback);
+* FastAGI, 2 s silence, one file; FastAGI, 2 s silence, pipelined (the reply streamed, each
+  sentence synthesized, converted in-process and played with STREAM FILE as soon as it is ready);
+* FastAGI, pipelined, end of question by the EAGI voice activity detector (700 ms);
+* process AGI, pipelined, VAD: the listener prepares the turn while the caller speaks and answers.
 
 Times come from Asterisk's own AMI event timestamps: the caller's Playback of the question ends
-(end of speech), StopMixMonitor (the silence detector decided the question is over), the AGI
-starts, and the answer starts playing (Playback of the answer file, or the first STREAM FILE).
-"Provider time" is what the emulated providers must take on the path to the first audio;
-"overhead" is everything else after the end of the question was detected.
+(end of speech), the 8008 side knows the question is over (Set(VA_STOPPED) after StopMixMonitor,
+or the listener's VA_HEARD), the AGI starts, and the answer starts playing (Playback of the answer
+file, or the first STREAM FILE); the per-stage columns come from the stored turn. "Provider time"
+is what the emulated providers must take on the path to the first audio; "overhead" is everything
+else after the end of the question was found. Then six questions with pauses inside them are
+asked with each end-of-question method, counting the ones cut off.
 """
 
 from __future__ import annotations
@@ -44,12 +47,12 @@ REPLY = ("Our office is open Monday to Friday from eight in the morning to six i
          "We are closed on Sundays and on public holidays.")
 FIRST_SENTENCE = REPLY.split(". ")[0] + "."
 FASTAGI_PORT = 4573
-FLOWS = [  # label, context, playback, how the end of the question is found (VA_LISTEN)
-    ("design card: process AGI, file, 2 s", "voiceassist", "file", "silence"),
-    ("FastAGI, file, 2 s silence", "voiceassist-fastagi", "file", "silence"),
-    ("FastAGI, pipelined, 2 s silence", "voiceassist-fastagi", "pipelined", "silence"),
-    ("FastAGI, pipelined, VAD 700 ms (best)", "voiceassist-fastagi", "pipelined", "vad"),
-    ("process AGI, pipelined, VAD 700 ms", "voiceassist", "pipelined", "vad"),
+FLOWS = [  # label, context, playback, end of the question (VA_LISTEN), answer conversion ([audio] converter)
+    ("design card: process AGI, file, 2 s, ffmpeg", "voiceassist", "file", "silence", "ffmpeg"),
+    ("FastAGI, file, 2 s silence", "voiceassist-fastagi", "file", "silence", "auto"),
+    ("FastAGI, pipelined, 2 s silence", "voiceassist-fastagi", "pipelined", "silence", "auto"),
+    ("FastAGI, pipelined, VAD 700 ms (best)", "voiceassist-fastagi", "pipelined", "vad", "auto"),
+    ("process AGI, pipelined, VAD 700 ms", "voiceassist", "pipelined", "vad", "auto"),
 ]
 # Questions with natural pauses (seconds of silence between the parts) for the cut-off count.
 PAUSED_QUESTIONS = [
@@ -189,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         rig.configure(conf_text(emulators, data_dir=SHARED), RIG_DIALPLAN)
         rig.start()
         question = make_question("bench-hours", "What are your opening hours?", 2200)
-        for number, (label, context, playback, ending) in enumerate(FLOWS):
-            conf = conf_text(emulators, data_dir=SHARED, extra=f"[general]\nplayback = {playback}\nmax_turns = 1\n")
+        for number, (label, context, playback, ending, converter) in enumerate(FLOWS):
+            conf = conf_text(emulators, data_dir=SHARED, extra=f"[general]\nplayback = {playback}\nmax_turns = 1\n"
+                                                                f"[audio]\nconverter = {converter}\n")
             rig.write_voiceassist_conf(conf)
             if context.endswith("fastagi"):
                 config_path = SHARED / "bench-fastagi.conf"
@@ -237,7 +241,7 @@ def report(results: dict[str, list[Measurement]], calls: int) -> None:
     print(header)
     print("-" * len(header))
     baseline = None
-    for label, playback in ((label, playback) for label, _, playback, _ in FLOWS):
+    for label, playback in ((label, playback) for label, _, playback, _, _ in FLOWS):
         rows = results.get(label, [])
         if not rows:
             continue

@@ -110,8 +110,8 @@ def place_call(rig: AsteriskRig, key: str, questions: list[str], *, context: str
     """Call 8008 from a test caller who asks ``questions`` (sound names, or "silence") in turn.
 
     ``ending``: how the assistant finds the end of each question (VA_LISTEN: "silence" or "vad";
-    empty = the dialplan's default). ``dial=False`` only prepares the call (each setting is an ``asterisk -rx`` run, about 0.3 s);
-    :meth:`TestCall.dial` then places it, so simultaneous calls start together instead of while
+    empty = the dialplan's default). ``dial=False`` only prepares the call (each setting is an
+    ``asterisk -rx`` run, about 0.3 s); :meth:`TestCall.dial` then places it, so simultaneous calls start together instead of while
     the CLI is still busy preparing the next one.
     """
     CALLS_DIR.mkdir(parents=True, exist_ok=True)
