@@ -48,7 +48,7 @@ REPLY = ("Our office is open Monday to Friday from eight in the morning to six i
 FIRST_SENTENCE = REPLY.split(". ")[0] + "."
 FASTAGI_PORT = 4573
 FLOWS = [  # label, context, playback, end of the question (VA_LISTEN), answer conversion ([audio] converter)
-    ("design card: process AGI, file, 2 s, ffmpeg", "voiceassist", "file", "silence", "ffmpeg"),
+    ("design card: process AGI, ffmpeg, 2 s", "voiceassist", "file", "silence", "ffmpeg"),
     ("FastAGI, file, 2 s silence", "voiceassist-fastagi", "file", "silence", "auto"),
     ("FastAGI, pipelined, 2 s silence", "voiceassist-fastagi", "pipelined", "silence", "auto"),
     ("FastAGI, pipelined, VAD 700 ms (best)", "voiceassist-fastagi", "pipelined", "vad", "auto"),
