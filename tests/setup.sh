@@ -30,8 +30,10 @@ stamp=".venv/.voiceassist-$(cat setup.cfg | sha256sum | cut -c1-12)"
 if [ ! -e "$stamp" ]; then
     echo "[setup] pip install -e '.[$extras]' (the first time llama-cpp-python compiles: about 7 minutes on 2 cores)"
     # llama-cpp-python compiles llama.cpp; its multimodal library (llava/mtmd) is not used here and
-    # skipping it cuts the compile from 8 min 15 s to 6 min 50 s on 2 cores.
-    export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
+    # skipping it cuts the compile from 8 min 15 s to 6 min 50 s on 2 cores. GGML_NATIVE=OFF: a
+    # native build uses every instruction the CPU flags advertise, and on virtual machines that
+    # advertise AMX without granting it (this one) the first multi-token decode segfaults.
+    export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
     # Not quiet: the llama.cpp compile takes minutes and pip reports progress while it runs.
     .venv/bin/pip install --disable-pip-version-check --progress-bar off -e ".[$extras]" 2>&1 \
         | grep --line-buffered -v -E "is ignored|^Requirement already|^  Using cached|^Collecting|^  Downloading" || true

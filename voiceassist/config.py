@@ -204,6 +204,12 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "workers": "1",
         # Seconds to wait for Asterisk's answer to one AGI command.
         "read_timeout": "120",
+        # Peers allowed to connect: addresses or networks (CIDR), comma-separated. A remote
+        # Asterisk must be listed here (or a secret set) before `serve` binds a non-loopback address.
+        "allow": "127.0.0.1, ::1",
+        # Shared secret the dialplan sends in the AGI URL (agi://host:port/voiceassist?secret=...);
+        # empty: none. `voiceassist install` writes the URL into the dialplan from these settings.
+        "secret": "",
     },
 }
 
