@@ -29,8 +29,50 @@ def test_file_then_environment_override(tmp_path):
 def test_bad_value_error_names_the_setting_and_file(tmp_path):
     path = tmp_path / "va.conf"
     path.write_text("[openai_tts]\ntimeout = soon\n")
-    with pytest.raises(ConfigError, match=r"\[openai_tts\] timeout \(from .*va.conf\) must be a number"):
-        load_config(path, environ={}).section("openai_tts").get_float("timeout")
+    with pytest.raises(ConfigError, match=r"\[openai_tts\] timeout = 'soon' \(in .*va.conf\) must be a number"):
+        load_config(path, environ={})
+
+
+@pytest.mark.parametrize("line, allowed", [
+    ("[general]\nmax_turns = five", "max_turns = 'five' .* must be a whole number from 1 to 100"),
+    ("[general]\nkeep_recordings = maybe", "keep_recordings = 'maybe' .* must be yes or no"),
+    ("[general]\nturn_deadline = nan", "turn_deadline = 'nan' .* must be a finite number from 0 to 300"),
+    ("[general]\nplayback = stream", "playback = 'stream' .* must be one of pipelined, file"),
+    ("[fastagi]\nport = 70000", "port = '70000' .* must be a whole number from 1 to 65535"),
+    ("[privacy]\nredact = phone, cards", "redact = 'phone, cards' .* must be one of none, all, card, email, phone"),
+    ("[gemini]\napi_key = \n[database]\ntimeout = -1", r"\[database\] timeout = '-1' .* from 0.5 to 60"),
+])
+def test_every_value_is_checked_when_the_config_is_loaded(tmp_path, line, allowed):
+    """Not at first use inside a call: a bad value there used to leave the dialplan without VA_ANSWER."""
+    path = tmp_path / "va.conf"
+    path.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=allowed):
+        load_config(path, environ={})
+
+
+def test_lenient_loading_keeps_defaults_and_lists_the_problems(tmp_path):
+    path = tmp_path / "va.conf"
+    path.write_text("[general]\nmax_turns = five\nmax_call_seconds = 120\n[gemini]\napi_key = sk-very-secret\nretries = x\n")
+    config = load_config(path, environ={}, strict=False)
+    assert config.general.max_turns == 5 and config.section("general").get_int("max_turns") == 5
+    assert config.general.max_call_seconds == 120
+    assert len(config.problems) == 2 and "max_turns = 'five'" in config.problems[0]
+
+
+def test_secret_values_are_never_echoed_in_errors(tmp_path):
+    path = tmp_path / "va.conf"
+    path.write_text("[fastagi]\nsecret = \n[database]\nurl = postgresql://u:hunter2@db/x\n[fastagi]\nallow = 10.0.0.0/8; rm\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, environ={})
+    assert "[fastagi] allow" in str(refused.value) and "hunter2" not in str(refused.value)
+
+
+def test_unknown_keys_and_sections_are_warnings(tmp_path):
+    path = tmp_path / "va.conf"
+    path.write_text("[general]\nmax_trns = 3\n[genral]\nlanguage = de-DE\n")
+    config = load_config(path, environ={})
+    assert any("unknown setting [general] max_trns" in w for w in config.warnings)
+    assert any("unknown section [genral]" in w for w in config.warnings)
 
 
 def test_missing_explicit_file_is_an_error(tmp_path):
@@ -104,3 +146,88 @@ def test_the_log_file_never_holds_the_api_keys(emulators, tmp_path):
     log = (tmp_path / "voiceassist.log").read_text()
     assert "[TTS] 1.9" in log
     assert "test-gemini-key-123" not in log and "sk-test-openai-key-456" not in log
+
+
+def test_process_agi_with_a_bad_value_plays_the_apology_and_stores_the_turn(emulators, tmp_path):
+    """A typo in the config must not leave the caller in dead air: the turn runs no provider,
+    the dialplan gets the apology and no second question, and the turn is stored with the problem."""
+    import sqlite3
+    import time
+
+    from tests.fake_asterisk import agi_env, converse, speech_wav
+    from tests.helpers import conf_text
+
+    config_path = tmp_path / "voiceassist.conf"
+    config_path.write_text(conf_text(emulators, data_dir=tmp_path, extra="[general]\nmax_turns = five\n"))
+    uniqueid = "1700000000.7"
+    (tmp_path / "spool" / "voiceassist" / uniqueid).mkdir(parents=True)
+    recording = speech_wav(tmp_path / "spool" / "voiceassist" / uniqueid / "question-1.wav")
+    env = agi_env(["turn", str(recording), "NOISE", "1", str(int(time.time())), "8008", uniqueid], uniqueid=uniqueid)
+    code, commands, stderr = converse([sys.executable, "-m", "voiceassist", "--config", str(config_path), "agi"], env)
+    assert code == 0 and "Traceback" not in stderr
+    assert 'SET VARIABLE "VA_ANSWER" "custom/voiceassist/cant-answer"' in commands
+    assert 'SET VARIABLE "VA_CONTINUE" "0"' in commands
+    assert 'SET VARIABLE "VOICEASSIST_STATUS" "error"' in commands
+    assert emulators["speech"].requests == [] and emulators["gemini"].requests == []
+    with sqlite3.connect(tmp_path / "voiceassist.db") as db:
+        status, error = db.execute("SELECT status, error FROM voiceassist_turns").fetchone()
+    assert status == "error" and "max_turns = 'five'" in error and "whole number from 1 to 100" in error
+
+
+@pytest.mark.parametrize("line, message", [
+    ("[general]\nkeep_recordings = maybe", "keep_recordings = 'maybe'"),
+    ("[llm]\nprovider = gemini, chatgpt", "[llm] provider = 'chatgpt' is unknown"),
+])
+def test_serve_refuses_a_bad_config_before_it_listens(tmp_path, line, message):
+    path = tmp_path / "va.conf"
+    path.write_text(line + f"\n[logging]\nfile = {tmp_path}/va.log\n")
+    out = subprocess.run([sys.executable, "-m", "voiceassist", "--config", str(path), "serve", "--port", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert "listening" not in out.stdout and "Traceback" not in out.stderr
+
+
+def test_the_readme_lists_the_debian_packages_the_setup_installs():
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    setup = (repo / "tests/setup.sh").read_text()
+    common = re.search(r"^packages=\((.*)\)$", setup, re.MULTILINE)[1].split()
+    for_tests = re.search(r"^\s*tests\) packages\+=\((.*)\) ;;$", setup, re.MULTILINE)[1].split()
+    readme = " ".join((repo / "README.md").read_text().split())
+    listed = re.search(r"Debian packages `([^`]*)`", readme)[1].split()
+    assert listed == common + for_tests
+    out = subprocess.run(["bash", str(repo / "tests/setup.sh"), "everything"], capture_output=True, text=True)
+    assert out.returncode == 2 and "usage: tests/setup.sh [tests|main-job]" in out.stderr
+
+
+def test_the_config_template_documents_every_setting_and_nothing_else():
+    import re
+    from pathlib import Path
+
+    from voiceassist.config import DEFAULTS
+
+    template = (Path(__file__).resolve().parents[1] / "voiceassist/templates/voiceassist.conf").read_text()
+    documented: dict[str, set[str]] = {}
+    section = None
+    for line in template.splitlines():
+        if header := re.fullmatch(r"\[(\w+)\]", line.strip()):
+            section = header[1]
+            documented[section] = set()
+        elif section and (setting := re.match(r";?(\w+) =(?: |$)", line)):
+            documented[section].add(setting[1])
+    assert list(documented) == list(DEFAULTS)
+    for name, keys in DEFAULTS.items():
+        assert documented[name] == set(keys), name
+    # and the template, as install writes it, loads without a problem or a warning
+    import string
+    import tempfile
+
+    text = string.Template(template).substitute(answer_dir="/tmp/a", spool_dir="/tmp/s",
+                                                 database_url="sqlite:////tmp/va.db", log_file="")
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as handle:
+        handle.write(text)
+        handle.flush()
+        config = load_config(handle.name, environ={})
+    assert config.warnings == () and config.problems == ()

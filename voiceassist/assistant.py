@@ -11,8 +11,8 @@ from typing import Any
 
 from . import providers
 from .config import Config
-from .errors import VoiceAssistError
-from .logs import configure_logging
+from .errors import ConfigError, VoiceAssistError
+from .logs import configure_logging, logger
 from .providers.chain import ProviderChain
 
 
@@ -24,6 +24,20 @@ class Assistant:
         self._lock = threading.Lock()
         self._instances: dict[str, Any] = {}
         configure_logging(config)
+        for warning in config.warnings:
+            logger.warning("[CONFIG] %s", warning)
+
+    def check_providers(self) -> None:
+        """Raise :class:`ConfigError` when a capability names a provider that does not exist
+        (the providers themselves are not created: that needs their SDKs and credentials)."""
+        problems = []
+        for capability in ("stt", "llm", "tts"):
+            try:
+                providers.resolve_all(capability, self.config)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError("\n".join(problems))
 
     def providers(self, capability: str) -> ProviderChain:
         """The ``stt``/``llm``/``tts`` providers configured, as a fallback chain (raises

