@@ -15,7 +15,8 @@ from voiceassist.database_url import with_driver
 from voiceassist.freepbx import freepbx_database_url, read_amp_conf
 from voiceassist.migrate import head_revision, upgrade
 from voiceassist.schema import SCHEMA_REVISION
-from voiceassist.storage import Store, remove_audio
+from voiceassist.retention import remove_files
+from voiceassist.storage import Store
 from voiceassist.storage_types import CallInfo, TurnRecord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,7 +193,7 @@ def test_prune_deletes_old_calls_their_turns_and_audio_only(store, tmp_path):
     assert len(store.all_calls()) == 2
     calls, turns, paths = store.prune(cutoff)
     assert (calls, turns) == (1, 1)
-    assert remove_audio(paths) == 2
+    assert remove_files(paths, tmp_path / "calls") == 2
     assert not old_dir.exists()
     assert sorted(p.name for p in new_dir.iterdir()) == ["answer-1.ulaw", "question-1.wav"]
     assert [c["uniqueid"] for c in store.all_calls()] == ["1.new"]

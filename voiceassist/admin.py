@@ -60,19 +60,26 @@ def run_db_command(assistant: Assistant, args: argparse.Namespace) -> int:
 
 
 def _prune(assistant: Assistant, args: argparse.Namespace) -> int:
-    from .storage import remove_audio
+    from .retention import prune
 
-    days = args.days if args.days is not None else assistant.config.section("privacy").get_int("retention_days")
-    if days <= 0:
-        print("nothing to prune: [privacy] retention_days is 0 (keep forever); use --days N")
+    privacy = assistant.config.settings("privacy")
+    days = args.days if args.days is not None else privacy.retention_days
+    audio_days = args.audio_days if args.audio_days is not None else privacy.audio_retention_days
+    if days <= 0 and audio_days <= 0:
+        print("nothing to prune: [privacy] retention_days is 0 and audio_retention_days is 0 (keep forever); "
+              "use --days N")
         return 0
-    cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
-    calls, turns, paths = assistant.journal().store().prune(cutoff, dry_run=args.dry_run)
-    if args.dry_run:
-        print(f"would delete {calls} calls, {turns} turns and up to {len(paths)} audio files older than {days} days")
-        return 0
-    removed = remove_audio(paths)
-    print(f"deleted {calls} calls, {turns} turns and {removed} audio files older than {days} days")
+    report = prune(assistant.journal(), assistant.config.settings("general").answer_dir, days=days,
+                   audio_days=audio_days, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    if days > 0 and report.storage_error is None:
+        print(f"{verb} {report.calls} calls, {report.turns} turns and their audio older than {days} days")
+    if audio_days > 0:
+        print(f"{verb} {report.audio_files} recordings and answers older than {audio_days} days "
+              f"({report.audio_bytes / 1e6:.1f} MB)")
+    if report.storage_error:
+        print(f"voiceassist: database: {report.storage_error}", file=sys.stderr)
+        return 1
     return 0
 
 

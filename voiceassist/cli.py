@@ -31,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     db_commands.add_parser("status", help="where the database is, its schema revision and the spool")
     db_commands.add_parser("flush", help="replay spooled turns into the database")
     prune = db_commands.add_parser("prune", help="delete calls (and their audio) older than the retention")
-    prune.add_argument("--days", type=int, help="keep this many days (default [privacy] retention_days)")
+    prune.add_argument("--days", type=int, help="keep calls this many days (default [privacy] retention_days)")
+    prune.add_argument("--audio-days", type=int,
+                       help="keep recordings and answers this many days (default [privacy] audio_retention_days)")
     prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
 
     install = commands.add_parser("install", help="install into Asterisk/FreePBX (as root; idempotent)")

@@ -24,6 +24,7 @@ from .errors import AGIError
 from .flow import CallLog, handle_session
 from .journal import SpoolFlusher
 from .logs import logger
+from .retention import DailyPrune
 
 # Seconds a client may take to send its environment block (a silent client must not hold a thread).
 ENVIRONMENT_TIMEOUT = 10.0
@@ -210,6 +211,12 @@ def _serve_in_this_process(server: FastAGIServer, assistant: Assistant,
     if interval > 0:
         flusher = SpoolFlusher(assistant.journal(), interval)
         flusher.start()
+    # Recordings, answers and old calls are pruned once a day ([privacy] retention settings).
+    privacy = assistant.config.settings("privacy")
+    pruner = DailyPrune(assistant.journal(), assistant.config.settings("general").answer_dir,
+                        privacy.retention_days, privacy.audio_retention_days)
+    if privacy.retention_days > 0 or privacy.audio_retention_days > 0:
+        pruner.start()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
@@ -227,6 +234,7 @@ def _serve_in_this_process(server: FastAGIServer, assistant: Assistant,
         server.server_close()  # joins the call threads (block_on_close)
         if flusher is not None:
             flusher.stop()
+        pruner.stop()
         logger.info("[AGI] FastAGI stopped (pid %d)", os.getpid())
         if announce:
             print("voiceassist: FastAGI stopped", flush=True)

@@ -295,6 +295,15 @@ class Store:
 
         return self._transaction("cannot prune old calls", work)
 
+    def forget_audio(self, older_than: dt.datetime) -> int:
+        """Clear the audio paths of turns that started before ``older_than`` (their files were
+        pruned); returns how many turns had one."""
+        turns = self.turns
+        has_audio = sa.or_(turns.c.recording_path.is_not(None), turns.c.answer_path.is_not(None))
+        query = (turns.update().where(turns.c.started_at < older_than, has_audio)
+                 .values(recording_path=None, answer_path=None))
+        return int(self._transaction("cannot update pruned turns", lambda conn: conn.execute(query).rowcount))
+
 
 # MySQL/MariaDB: deadlock, lock wait timeout, table definition changed by a concurrent CREATE,
 # and "savepoint does not exist" (InnoDB rolled the whole transaction back for a deadlock inside a
@@ -368,24 +377,3 @@ def redact_url(url: str) -> str:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparsable URL>"
-
-
-def remove_audio(paths: Sequence[str]) -> int:
-    """Delete the audio files of pruned turns and then their per-call directories when empty."""
-    removed = 0
-    directories = set()
-    for path in paths:
-        try:
-            os.unlink(path)
-            removed += 1
-        except FileNotFoundError:
-            pass
-        except OSError:
-            continue
-        directories.add(os.path.dirname(path))
-    for directory in sorted(directories, reverse=True):
-        try:
-            os.rmdir(directory)  # only when empty: other files there are not ours to delete
-        except OSError:
-            pass
-    return removed
