@@ -239,3 +239,38 @@ def test_database_killed_mid_call_every_turn_arrives_exactly_once_after_it_retur
     store.engine.dispose()
     assert not list((tmp_path / "db-spool").glob("*.json"))
     assert "spooled to" in (tmp_path / "voiceassist.log").read_text()
+
+
+@pytest.mark.parametrize("server", ["mariadb", "postgresql"])
+def test_one_entry_the_database_refuses_does_not_hold_up_the_rest(request, server, tmp_path):
+    """Strict MariaDB and PostgreSQL: an oversized caller name is fitted to its column, a record
+    the database refuses for good goes to rejected/ with its reason, and replay goes on."""
+    database = request.getfixturevalue(server)
+    url = database.url(database.create_database())
+    journal = journal_for(url, tmp_path)
+    spool = journal.spool
+    long_name = "Ünïcode caller " * 40  # 600 characters for a 255-character column
+    spool.add_turn(CallInfo("7.1", caller_name=long_name, channel="PJSIP/" + "x" * 400, extension="8" * 200),
+                   TurnRecord(1, transcript="q " * 5000, reply="long reply " * 2000))
+    spool.add_turn(CallInfo("7.2"), TurnRecord(1, status=None))          # NOT NULL: a constraint
+    spool.add_turn(CallInfo("7.3"), TurnRecord(2 ** 40, transcript="x"))  # out of the INTEGER range
+    spool.add_turn(CallInfo("7.4"), TurnRecord(1, transcript="after them", reply="still stored"))
+    spool.end_call(CallInfo("7.4"), "done", __import__("datetime").datetime.now(__import__("datetime").timezone.utc))
+    result = journal.flush()
+    assert (result.stored, result.rejected, result.pending, result.error) == (3, 2, 0, None), result
+    assert len(spool) == 0
+    rejected = sorted((spool.directory / "rejected").glob("*.json"))
+    assert len(rejected) == 2
+    reasons = [(path.parent / (path.name + ".why")).read_text() for path in rejected]
+    assert all(reason.startswith("StorageRejected: cannot store turn") for reason in reasons), reasons
+    store = Store(with_driver(url))
+    try:
+        call, turns = store.call_rows("7.1")
+        assert call["caller_name"] == long_name[:255] and len(call["channel"]) == 255
+        assert turns[0]["transcript"] == "q " * 5000 and turns[0]["reply"] == "long reply " * 2000
+        call, turns = store.call_rows("7.4")
+        assert turns[0]["reply"] == "still stored" and call["end_state"] == "done"
+        assert store.call_rows("7.2")[0] is None
+    finally:
+        store.engine.dispose()
+        journal.store().engine.dispose()

@@ -14,6 +14,7 @@
     │   └── ProviderBadResponse        empty, blocked, truncated or unparsable result
     ├── AudioError                     ffmpeg missing or failed, unreadable recording
     ├── StorageError                   the database could not be reached or written
+    │   └── StorageRejected            it refused this record (bad value, constraint): retrying cannot help
     └── AGIError                       also a pyst2 ``AGIError``: the AGI conversation failed
         ├── AGIProtocolError           a line from Asterisk we cannot parse, or a line too long to send
         ├── AGIInvalidCommand          510
@@ -95,6 +96,11 @@ class AudioError(VoiceAssistError):
 
 class StorageError(VoiceAssistError):
     """The database could not be reached or written."""
+
+
+class StorageRejected(StorageError):
+    """The database refused this record for a reason a retry will not fix (a value it will not
+    take, a constraint); a spool replay sets the entry aside and goes on with the next one."""
 
 
 class AGIError(VoiceAssistError, _pyst2.AGIError):

@@ -5,7 +5,9 @@ directory fsync'd, so a crash or power cut leaves either the whole entry or none
 are only ever added and deleted (never rewritten). :meth:`Spool.replay` stores them in the order
 they were written and deletes each one after its database transaction commits; the database's
 unique (call, turn number) key makes a replay after a lost acknowledgement harmless, so every
-turn arrives exactly once. An entry that cannot be read is moved to ``rejected/`` and reported.
+turn arrives exactly once. An entry that cannot be read, or that the database refuses for good (a
+value it will not take, a constraint), is moved to ``rejected/`` with a ``.why`` file and reported;
+only a real database failure stops the replay.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import StorageError
+from .errors import StorageError, StorageRejected
 from .ownership import give_to_directory_owner
 from .storage_types import CallInfo, TurnRecord
 
@@ -200,6 +202,11 @@ class Spool:
                     else:
                         store.end_call(entry.call, entry.end_state, entry.ended_at)
                         result.stored += 1
+                except StorageRejected as exc:
+                    # This entry will never go in; the ones after it must not wait behind it.
+                    self._reject(path, exc)
+                    result.rejected += 1
+                    continue
                 except StorageError as exc:
                     result.pending = len(paths) - index
                     result.error = str(exc)

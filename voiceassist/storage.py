@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from .errors import StorageError
+from .errors import StorageError, StorageRejected
 from .ownership import give_to_directory_owner
 from .providers.base import Exchange
 from .schema import SCHEMA_REVISION, TIMED_STAGES, TURN_STATUSES, build_metadata
@@ -64,6 +64,8 @@ class Store:
         detail = getattr(exc, "orig", None) or exc
         # One line: some drivers (psycopg) add hint lines, and this ends up in logs and the CLI.
         message = f"{doing}: {self.where}: {type(detail).__name__}: {' '.join(str(detail).split())}"
+        if _refused_record(exc):
+            return StorageRejected(message[:2000])
         if not _schema_mismatch(exc):
             return StorageError(message[:2000])  # e.g. unreachable: asking for the revision would wait again
         revision = self._revision_quietly()
@@ -151,16 +153,28 @@ class Store:
             raise self._failure("cannot read the schema revision", exc) from None
 
     # -- writing ------------------------------------------------------------------------------
+    @staticmethod
+    def _fit(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` cut to their columns' lengths (a long caller name must not cost the turn;
+        strict MariaDB and PostgreSQL refuse it whole). Long text goes to Text columns and stays
+        whole; the call's ``uniqueid`` is never cut (two calls must not become one)."""
+        fitted = dict(values)
+        for name, value in values.items():
+            length = getattr(table.c[name].type, "length", None) if name in table.c else None
+            if isinstance(value, str) and length and len(value) > length and name != "uniqueid":
+                fitted[name] = value[:length]
+        return fitted
+
     def _call_id(self, conn: Any, call: CallInfo, started_at: dt.datetime | None = None) -> int:
         row = conn.execute(sa.select(self.calls.c.id).where(self.calls.c.uniqueid == call.uniqueid)).first()
         if row:
             return int(row[0])
         try:
             with conn.begin_nested():
-                result = conn.execute(self.calls.insert().values(
+                result = conn.execute(self.calls.insert().values(self._fit(self.calls, dict(
                     uniqueid=call.uniqueid, linkedid=call.linkedid or None, channel=call.channel,
                     caller_number=call.caller_number, caller_name=call.caller_name,
-                    extension=call.extension, started_at=started_at or _utcnow()))
+                    extension=call.extension, started_at=started_at or _utcnow()))))
                 return int(result.inserted_primary_key[0])
         except sa.exc.IntegrityError:  # another process of the same call inserted it first
             row = conn.execute(sa.select(self.calls.c.id).where(self.calls.c.uniqueid == call.uniqueid)).one()
@@ -186,7 +200,7 @@ class Store:
                 return False
             try:
                 with conn.begin_nested():
-                    conn.execute(self.turns.insert().values(**values))
+                    conn.execute(self.turns.insert().values(self._fit(self.turns, values)))
             except sa.exc.IntegrityError:
                 if self._has_turn(conn, call_id, turn.turn_number):
                     return False  # a concurrent replay stored it a moment ago
@@ -204,7 +218,7 @@ class Store:
         def work(conn: Any) -> None:
             call_id = self._call_id(conn, call, ended_at)
             conn.execute(self.calls.update().where(self.calls.c.id == call_id)
-                         .values(ended_at=ended_at or _utcnow(), end_state=end_state or None))
+                         .values(self._fit(self.calls, dict(ended_at=ended_at or _utcnow(), end_state=end_state or None))))
 
         self._transaction(f"cannot mark call {call.uniqueid} ended", work)
 
@@ -323,6 +337,15 @@ def _transient(exc: sa.exc.SQLAlchemyError) -> bool:
     if getattr(orig, "sqlstate", None) in _TRANSIENT_STATES:
         return True
     return isinstance(exc, sa.exc.OperationalError) and "database is locked" in str(orig)
+
+
+def _refused_record(exc: sa.exc.SQLAlchemyError) -> bool:
+    """The database (or the driver, binding it) refused the record itself: a value of the wrong
+    type or out of range (SQLSTATE class 22), a constraint (class 23). Not a missing column: that
+    is a schema to upgrade, after which the same record goes in."""
+    if isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError)):
+        return True
+    return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
 
 
 def _schema_mismatch(exc: sa.exc.SQLAlchemyError) -> bool:
