@@ -143,6 +143,8 @@ def test_db_flush_replays_the_spool(setup, capsys):
 
 def test_db_prune_deletes_calls_past_the_retention(setup, capsys):
     config, store, _ = setup
+    with open(config, "a") as handle:
+        handle.write("[privacy]\nretention_days = 0\naudio_retention_days = 0\n")
     code, out, _ = run(capsys, "--config", str(config), "db", "prune")
     assert code == 0 and "retention_days is 0" in out
     code, out, _ = run(capsys, "--config", str(config), "db", "prune", "--days", "30", "--dry-run")
@@ -164,3 +166,54 @@ def test_a_database_that_cannot_be_reached_is_one_clear_line(tmp_path, capsys):
     assert code == 1 and out == ""
     assert err.startswith("voiceassist: error: cannot list calls: postgresql+psycopg://va:***@127.0.0.1:")
     assert "secret" not in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+HOSTILE_NAME = "Eve\x1b[2J\x1b]0;owned\x07\x1b[1A\rturn 9  ok\nforged line\u202eevil"
+
+
+def test_caller_data_cannot_drive_the_admins_terminal(setup, capsys):
+    config, store, _ = setup
+    hostile = CallInfo("1700000004.4", caller_number="\x1b[31m1004", caller_name=HOSTILE_NAME)
+    store.add_turn(hostile, TurnRecord(1, transcript="hi\x1b]52;c;Y2xpcGJvYXJk\x07 there", reply="ok\x9b2J"))
+    for args in (["calls"], ["calls", "show", "1700000004.4"]):
+        code, out, _ = run(capsys, "--config", str(config), *args)
+        assert code == 0 and "\x1b" not in out and "\x9b" not in out and "\u202e" not in out and "\r" not in out
+        assert "forged line" in out and "Eve" in out
+        assert not any(line.startswith("forged line") for line in out.splitlines())
+    assert "caller:    hi there" in out
+
+
+def test_csv_export_cells_never_start_a_spreadsheet_formula(setup, capsys):
+    config, store, _ = setup
+    store.add_turn(CallInfo("1700000005.5", caller_number="+15551234", caller_name='=HYPERLINK("http://x","y")'),
+                   TurnRecord(1, transcript="@SUM(A1:A9)", reply="-2+3"))
+    code, out, _ = run(capsys, "--config", str(config), "calls", "export", "--format", "csv")
+    row = list(csv.DictReader(io.StringIO(out)))[-1]
+    assert code == 0
+    assert row["caller_name"] == "'=HYPERLINK(\"http://x\",\"y\")" and row["caller_number"] == "'+15551234"
+    assert row["transcript"] == "'@SUM(A1:A9)" and row["reply"] == "'-2+3"
+    assert row["turn_number"] == "1"
+
+
+def test_a_turn_stored_twice_is_reported_as_a_duplicate(tmp_path):
+    from voiceassist.config import load_config
+    from voiceassist.journal import Journal
+
+    journal = Journal(load_config(environ={}, overrides={"database": {
+        "url": f"sqlite:///{tmp_path}/va.db", "spool_dir": str(tmp_path / "spool")}}))
+    call = CallInfo("1700000006.6")
+    assert journal.add_turn(call, TurnRecord(1, transcript="q")) == "stored"
+    assert journal.add_turn(call, TurnRecord(1, transcript="q again")) == "duplicate"
+
+
+def test_a_missing_database_driver_names_the_extra_to_install(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "va.conf"
+    config.write_text(f"[database]\nurl = mysql://va:pw@127.0.0.1/va\n[logging]\nfile = {tmp_path}/va.log\n")
+    code = ("import sys; sys.modules['pymysql'] = None; from voiceassist.cli import main; "
+            f"sys.exit(main(['--config', {str(config)!r}, 'calls']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "driver is not installed" in out.stderr and "pip install 'voiceassist[mysql]'" in out.stderr

@@ -357,6 +357,8 @@ class Turn:
     def _store(self) -> None:
         try:
             outcome = self.assistant.journal().add_turn(self.call, self.record)
+            if outcome == "duplicate":
+                outcome = "duplicate (the call already has this turn; not stored again):"
             self.log("DB", f"{outcome} turn {self.turn_number} status {self.record.status} for caller "
                            f"{self.call.caller_number!r} {self.call.caller_name!r}",
                      logging.INFO if outcome == "stored" else logging.WARNING)

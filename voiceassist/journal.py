@@ -67,15 +67,15 @@ class Journal:
         return dataclasses.replace(turn, **texts, finished_at=turn.finished_at or dt.datetime.now(dt.timezone.utc))
 
     def add_turn(self, call: CallInfo, turn: TurnRecord) -> str:
-        """Store the turn; returns ``"stored"`` or ``"spooled"``.
+        """Store the turn; returns ``"stored"``, ``"duplicate"`` (the database already had this
+        turn of this call: nothing was written) or ``"spooled"``.
 
         Raises:
             StorageError: neither the database nor the spool could take it (both messages).
         """
         call, turn = self._clean_call(call), self._clean_turn(turn)
         try:
-            self.store().add_turn(call, turn)
-            return "stored"
+            return "stored" if self.store().add_turn(call, turn) else "duplicate"
         except StorageError as exc:
             return self._spool(lambda: self.spool.add_turn(call, turn), exc, f"turn {turn.turn_number}")
 

@@ -10,6 +10,7 @@ import csv
 import datetime as dt
 import json
 import math
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import IO, Any
@@ -30,6 +31,27 @@ STAGE_LABELS = {
 }
 EXPORT_FORMATS = ("csv", "jsonl")
 
+# Terminal control sequences (CSI, OSC, other ESC forms), then single control characters and the
+# Unicode direction overrides: caller names and transcripts come from callers, and printed raw they
+# could move the cursor, retitle the terminal, hide lines or reorder what the admin reads.
+_ESCAPE_SEQUENCE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP: CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def printable(value: Any) -> str:
+    """``value`` as text safe to print on the admin's terminal: no escape sequences, no control
+    characters but the tab (each becomes a space, so a newline cannot forge a line)."""
+    return _CONTROL.sub(" ", _ESCAPE_SEQUENCE.sub("", "" if value is None else str(value)))
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: strings that would start a formula get a ``'``."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
 
 def local_time(value: dt.datetime | None) -> str:
     if value is None:
@@ -42,7 +64,7 @@ def local_time(value: dt.datetime | None) -> str:
 def _print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], out: IO[str] | None = None,
                  right: Iterable[str] = ()) -> None:
     out = out or sys.stdout
-    cells = [["" if value is None else str(value) for value in row] for row in rows]
+    cells = [[printable(value) for value in row] for row in rows]
     if not out.isatty():
         out.write("\t".join(columns) + "\n")
         for row in cells:
@@ -76,6 +98,9 @@ def print_calls(rows: Sequence[dict[str, Any]], out: IO[str] | None = None) -> N
 def print_call(call: dict[str, Any], turns: Sequence[dict[str, Any]], out: IO[str] | None = None) -> None:
     """The conversation of one call."""
     out = out or sys.stdout
+    call = {key: printable(value) if isinstance(value, str) else value for key, value in call.items()}
+    turns = [{key: printable(value) if isinstance(value, str) else value for key, value in turn.items()}
+             for turn in turns]
     caller = " ".join(p for p in (call.get("caller_number"), call.get("caller_name") and f"({call['caller_name']})") if p)
     out.write(f"call {call['uniqueid']}  linkedid {call.get('linkedid') or '-'}  channel {call.get('channel') or '-'}\n")
     out.write(f"caller {caller or '-'}  extension {call.get('extension') or '-'}\n")
@@ -112,7 +137,7 @@ def export_turns(rows: Iterable[dict[str, Any]], fmt: str, out: IO[str] | None =
             if writer is None:
                 writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
                 writer.writeheader()
-            writer.writerow(row)
+            writer.writerow({key: spreadsheet_safe(value) for key, value in row.items()})
         count += 1
     return count
 

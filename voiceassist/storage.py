@@ -50,6 +50,11 @@ class Store:
         self.versions = self.metadata.tables[f"{prefix}alembic_version"]
         try:
             self.engine = make_engine(url, timeout)
+        except ImportError as exc:
+            backend = sa.engine.make_url(url).get_backend_name()
+            extra = {"mysql": "mysql", "mariadb": "mysql", "postgresql": "postgresql"}.get(backend, "all")
+            raise StorageError(f"the {backend} database driver is not installed ({exc.name or exc}): "
+                               f"pip install 'voiceassist[{extra}]' into voiceassist's venv") from None
         except Exception as exc:
             raise StorageError(f"database URL {redact_url(url)} is not usable: {exc}") from None
         self._ready = False
