@@ -186,3 +186,53 @@ def test_full_disk_for_the_answer_gives_the_apology_and_the_turn_is_stored(make_
         assert turn["transcript"] and turn["reply"]
     finally:
         subprocess.run(["umount", "-l", str(full)], check=False)
+
+
+class FillsTheDiskWhilePlaying(FakeAsterisk):
+    """Asterisk playing the first sentence while the disk fills up behind it."""
+
+    def __init__(self, port: int, env: bytes, disk) -> None:
+        super().__init__(port, env)
+        self.disk = disk
+
+    def run(self) -> list[str]:
+        for raw in self.file:
+            line = raw.decode().rstrip("\n")
+            self.commands.append(line)
+            if line.startswith("STREAM FILE") and not (self.disk / "filler").exists():
+                subprocess.run(["dd", "if=/dev/zero", f"of={self.disk}/filler", "bs=4k", "count=1000"],
+                               capture_output=True)
+            self.sock.sendall(b"200 result=1\n")
+        self.file.close()
+        self.sock.close()
+        return self.commands
+
+
+@pytest.mark.skipif(subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0",
+                    reason="mounts a tiny tmpfs (root)")
+def test_a_disk_that_fills_during_a_pipelined_answer_is_not_followed_by_an_apology(make_server, emulators, tmp_path):
+    """The caller heard the first sentence: the turn is a success cut short, with no apology after
+    the answer, and no part file or half-written join is left on the disk."""
+    disk = tmp_path / "filling"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
+    try:
+        uniqueid = "1700000080.1"
+        (disk / uniqueid).mkdir()
+        wav = speech_wav(disk / uniqueid / "question-1.wav")
+        emulators["gemini"].reply = lambda body: "We open at eight in the morning. We close at six in the evening."
+        emulators["tts"].latency = 0.5  # the second sentence is still being synthesized when the disk fills
+        server = make_server(f"[general]\nplayback = pipelined\nanswer_dir = {disk}\n")
+        env = fastagi_env("voiceassist", uniqueid, ["turn", str(wav), "NOISE", "1", str(int(time.time())), "8008",
+                                                    uniqueid])
+        client = FillsTheDiskWhilePlaying(server.server_address[1], env, disk)
+        client.run()
+        variables = client.variables()
+        assert len([c for c in client.commands if c.startswith("STREAM FILE")]) == 1
+        assert variables["VOICEASSIST_STATUS"] == "ok" and variables["VA_ANSWER"] == "", variables
+        turn = stored_turn(tmp_path, uniqueid)
+        assert turn["status"] == "ok" and turn["answer_path"] is None
+        assert "answer cut short after 1 sentences" in turn["error"] and "answer audio not kept" in turn["error"]
+        assert sorted(p.name for p in (disk / uniqueid).iterdir()) == ["question-1.wav"]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

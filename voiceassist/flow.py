@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -307,19 +308,34 @@ class Turn:
                         f"{self.record.timings.get('first_audio')} ms into the turn")
         if pipeline.error is not None:
             # The caller heard the first sentences; the rest is lost. Keep the turn, note why.
-            self.record.error = f"answer cut short after {len(parts)} sentences: {pipeline.error}"[:2000]
+            cut = f"answer cut short after {len(parts)} sentences: {pipeline.error}"
+            self.record.error = (f"{cut}; {self.record.error}" if self.record.error else cut)[:2000]
             self.log("TTS", self.record.error, logging.WARNING)
 
     def _join_parts(self, files: list[Path]) -> str | None:
-        """One answer file per turn, as in the one-file flow (raw μ-law joins by concatenation)."""
+        """One answer file per turn, as in the one-file flow (raw μ-law joins by concatenation).
+
+        The caller has already heard the parts: if the disk fills now, the turn stays a success
+        and only its audio is not kept (no truncated join, no part files left behind)."""
         if not files:
             return None
         destination = self._answer_path()
-        with open(destination, "wb") as joined:
+        temporary = destination.with_name(f".{destination.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            with open(temporary, "xb") as joined:
+                for part in files:
+                    joined.write(part.read_bytes())
+            os.replace(temporary, destination)
+            return str(destination)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            note = f"answer audio not kept: {exc.strerror or exc}"
+            self.record.error = f"{self.record.error}; {note}" if self.record.error else note
+            self.log("TTS", note, logging.WARNING)
+            return None
+        finally:
             for part in files:
-                joined.write(part.read_bytes())
                 part.unlink(missing_ok=True)
-        return str(destination)
 
     # -- outcome ------------------------------------------------------------------------------
     def _failed(self, status: str, stage: str, exc: BaseException) -> None:
