@@ -38,7 +38,13 @@ file = {tmp_path}/va.log
 
 
 def test_pocketsphinx_with_the_knowledge_grammar_recognises_a_phone_question(tmp_path):
+    import glob
+    import tempfile
+
+    left_before = set(glob.glob(f"{tempfile.gettempdir()}/*.gram"))
     stt = providers.create("stt", load_config(local_conf(tmp_path), environ={}))
+    # The grammar file is read when the decoder is built; none is left behind per call.
+    assert stt._grammar is not None and set(glob.glob(f"{tempfile.gettempdir()}/*.gram")) <= left_before
     for voice in ("en-us", "en-us+m3"):
         recording = read_recording(spoken("How much does a visit cost?", voice, tmp_path), 55)
         assert stt.transcribe(recording).text == "how much does a visit cost"

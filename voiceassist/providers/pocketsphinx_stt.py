@@ -62,13 +62,17 @@ class PocketSphinxSpeechToText:
             grammar_path = grammar
             if not Path(grammar).exists():
                 raise ConfigError(f"[{NAME}] grammar = {grammar} does not exist")
-        if self.phrases:
-            handle = tempfile.NamedTemporaryFile("w", suffix=".gram", delete=False)
-            handle.write(jsgf(self.phrases))
-            handle.close()
-            grammar_path = handle.name
         self._open = Decoder(samprate=16000, loglevel="FATAL")
-        self._grammar: Any = Decoder(samprate=16000, jsgf=grammar_path, loglevel="FATAL") if grammar_path else None
+        self._grammar: Any = None
+        if self.phrases:
+            # The decoder reads the grammar once, when it is built: the file is not needed after
+            # that (one was left in /tmp per call before).
+            with tempfile.NamedTemporaryFile("w", prefix="voiceassist-", suffix=".gram") as handle:
+                handle.write(jsgf(self.phrases))
+                handle.flush()
+                self._grammar = Decoder(samprate=16000, jsgf=handle.name, loglevel="FATAL")
+        elif grammar_path:
+            self._grammar = Decoder(samprate=16000, jsgf=grammar_path, loglevel="FATAL")
 
     @staticmethod
     def _decode(decoder: Any, pcm: bytes) -> str:
