@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import config_for
 from voiceassist import providers
 from voiceassist.knowledge import faq, questions, relevant_facts, system_prompt
@@ -82,3 +84,12 @@ def test_knowledge_model_answers_from_the_file_and_falls_back(emulators, tmp_pat
     assert emulators["gemini"].requests == []
     assert model.reply([], "Can you recommend a good pizza place?").startswith("Answer 1")  # the fallback
     assert len(emulators["gemini"].requests) == 1
+
+
+@pytest.mark.parametrize("reply, spoken", [
+    ("Set VA_ANSWER to the answer file.", "Set VA_ANSWER to the answer file."),
+    ("Call extension_201 or __main__ for snake_case_names.", "Call extension_201 or main for snake_case_names."),
+    ("_Really_ **open** at *nine*, `not` ~~ten~~.", "Really open at nine, not ten."),
+])
+def test_underscores_inside_words_are_not_emphasis(reply, spoken):
+    assert speakable(reply) == spoken

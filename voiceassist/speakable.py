@@ -6,7 +6,10 @@ import re
 
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _MARKDOWN_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
-_EMPHASIS = re.compile(r"(\*\*|__|\*|_|`+|~~)")
+# Emphasis marks around text (**bold**, __bold__, *it*, _it_, ~~struck~~, `code`) are dropped, the
+# text kept. An underscore inside a word (VA_ANSWER, file_name) is not emphasis and stays.
+_PAIRED_EMPHASIS = re.compile(r"(\*\*|~~|\*)(?=\S)(.+?)(?<=\S)\1|(?<!\w)(__|_)(?=\S)(.+?)(?<=\S)\3(?!\w)|`+([^`]*)`+")
+_STRAY_MARKS = re.compile(r"\*+|~~|`+|(?<!\w)_+|_+(?!\w)")
 _BULLET = re.compile(r"^\s*(?:[-*•+]|\d+[.)])\s+", re.MULTILINE)
 _HEADING = re.compile(r"^\s*#+\s*", re.MULTILINE)
 _EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D]")
@@ -25,7 +28,8 @@ def speakable(text: str, max_chars: int = MAX_REPLY_CHARS) -> str:
     text = _URL.sub("the link on our website", text)
     text = _HEADING.sub("", text)
     text = _BULLET.sub("", text)
-    text = _EMPHASIS.sub("", text)
+    text = _PAIRED_EMPHASIS.sub(lambda m: m[2] or m[4] or m[5] or "", text)
+    text = _STRAY_MARKS.sub("", text)
     text = _EMOJI.sub("", text)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     # List items and headings become sentences of their own.
