@@ -9,5 +9,5 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 question=${1:+$(realpath "$1")}
-bash tests/setup.sh local
+bash tests/setup.sh main-job
 exec .venv/bin/python -m tests.rig.main_job ${question:+"$question"}

@@ -1,11 +1,20 @@
 #!/bin/bash
-# Install what the suite and the main job need: Debian packages, .venv with voiceassist and its
-# extras, and the Asterisk chroot. Reuses whatever is already in place. Usage: tests/setup.sh [local]
+# Install what the test suite (default) or the main job (call-8008.sh) needs: Debian packages, .venv
+# with voiceassist and every extra, and the Asterisk chroot. Reuses whatever is already in place.
+# Usage: tests/setup.sh [tests|main-job]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# mariadb-server and postgresql: the storage tests start their own servers from these binaries.
-packages=(debootstrap ffmpeg sox espeak-ng python3-venv ca-certificates cmake g++ make mariadb-server postgresql)
+purpose=${1:-tests}
+# debootstrap: the Asterisk chroot; ffmpeg, sox, espeak-ng: audio and the test callers' spoken
+# questions; python3-venv: .venv; cmake, g++, make: llama-cpp-python compiles llama.cpp.
+packages=(debootstrap ffmpeg sox espeak-ng python3-venv ca-certificates cmake g++ make)
+case "$purpose" in
+    # mariadb-server and postgresql: the storage tests start their own servers from these binaries.
+    tests) packages+=(mariadb-server postgresql) ;;
+    main-job) ;;
+    *) echo "usage: tests/setup.sh [tests|main-job]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
