@@ -96,3 +96,21 @@ def test_offline_stt_word_accuracy_floor_with_the_knowledge_grammar():
     results = measure(voices=("en-us", "en-us+m3", "en-gb"))
     assert results["grammar"]["word_accuracy"] >= 0.8, results  # measured 0.875 on these 3 voices
     assert results["grammar"]["word_accuracy"] > results["open vocabulary"]["word_accuracy"] + 0.3, results
+
+
+def test_ask_without_a_config_says_so_names_the_providers_and_keeps_out_of_asterisks_directories(tmp_path):
+    """This machine has no Asterisk: ask must not create /var/spool/asterisk and friends."""
+    import os
+
+    question = spoken("Where is your office?", "en-us", tmp_path)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("VOICEASSIST_", "XDG_"))}
+    environ.update(HOME=str(tmp_path / "home"), OPENAI_API_KEY="", GEMINI_API_KEY="", GOOGLE_APPLICATION_CREDENTIALS="")
+    out = subprocess.run([sys.executable, "-m", "voiceassist", "ask", str(question)], capture_output=True, text=True,
+                         timeout=300, env=environ)
+    assert out.returncode == 0, out.stdout + out.stderr
+    base = tmp_path / "home/.local/share/voiceassist"
+    assert "no config file" in out.stderr and f"answers, database and log go to {base}" in out.stderr
+    assert "providers   stt pocketsphinx  llm llama_cpp  tts piper" in out.stdout
+    assert "config      built-in defaults" in out.stdout
+    assert (base / "voiceassist.db").exists() and list((base / "answers").glob("*/answer-1.ulaw"))
+    assert not Path("/var/spool/asterisk").exists() and not Path("/var/lib/asterisk").exists()

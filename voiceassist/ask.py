@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .assistant import Assistant
 from .audio import run_ffmpeg
+from .config import DEFAULTS, Config
 from .errors import AudioError
 from .flow import Turn
 
@@ -57,6 +58,28 @@ class AskResult:
     timings: dict[str, int]
     answer_ulaw: str | None
     answer_wav: str | None
+    providers: dict[str, str | None] = field(default_factory=dict)  # which one answered, per capability
+    config: str = ""  # the file the settings came from (or "built-in defaults")
+
+
+def per_user_locations(config: Config, home: Path | None = None) -> tuple[Path | None, dict[str, dict[str, str]]]:
+    """Where ``ask`` keeps its files on a machine without Asterisk: under the user's own data
+    directory (``$XDG_DATA_HOME/voiceassist``) instead of creating Asterisk's directories.
+
+    Returns that directory and the settings to override (only locations still at their built-in
+    defaults move); ``(None, {})`` where Asterisk is installed."""
+    if Path(config.section("general").get("answer_dir")).parent.is_dir() and Path("/etc/asterisk").is_dir():
+        return None, {}
+    base = Path(os.environ.get("XDG_DATA_HOME") or (home or Path.home()) / ".local" / "share") / "voiceassist"
+    wanted = {("general", "answer_dir"): str(base / "answers"),
+              ("database", "url"): f"sqlite:///{base / 'voiceassist.db'}",
+              ("database", "spool_dir"): str(base / "spool"),
+              ("logging", "file"): str(base / "voiceassist.log")}
+    moved: dict[str, dict[str, str]] = {}
+    for (section, key), location in wanted.items():
+        if config.section(section).get(key) == DEFAULTS[section][key]:
+            moved.setdefault(section, {})[key] = location
+    return (base if moved else None), moved
 
 
 def _to_phone_wav(source: Path, ffmpeg: str, directory: Path) -> Path:
@@ -96,4 +119,6 @@ def ask(assistant: Assistant, question: Path, caller: str = "cli") -> AskResult:
     except Exception:  # the turn itself already reported a storage problem
         pass
     return AskResult(uniqueid, record.status, record.transcript or "", record.reply or "", record.error,
-                     dict(record.timings), record.answer_path, wav)
+                     dict(record.timings), record.answer_path, wav,
+                     {"stt": record.stt_provider, "llm": record.llm_provider, "tts": record.tts_provider},
+                     str(assistant.config.path or "built-in defaults"))

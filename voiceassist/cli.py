@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import argparse
 import sys
 
 from . import __version__
 from .errors import VoiceAssistError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,9 +77,11 @@ def _print_ask(result: object, as_json: bool) -> None:
     if as_json:
         print(json.dumps(data, indent=2))
         return
+    print(f"config      {data['config']}")
     print(f"call        {data['uniqueid']}  status {data['status']}")
     print(f"transcript  {data['transcript']}")
     print(f"reply       {data['reply']}")
+    print("providers   " + "  ".join(f"{capability} {name or '-'}" for capability, name in data["providers"].items()))
     if data["error"]:
         print(f"error       {data['error']}")
     print("timings ms  " + "  ".join(f"{k} {v}" for k, v in data["timings"].items()))
@@ -93,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         from .assistant import Assistant
         from .config import load_config
 
-        assistant = Assistant(load_config(args.config))
+        config = load_config(args.config)
+        if args.command == "ask":
+            config = _ask_config(config, args.config)
+        assistant = Assistant(config)
         if args.command == "serve":
             from .fastagi import serve
 
@@ -122,6 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"voiceassist: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _ask_config(config: Config, explicit: str | None) -> Config:
+    """The configuration a call would use, with the files moved to the user's own directory on a
+    machine without Asterisk; says on stderr what it found."""
+    from .ask import per_user_locations
+    from .config import DEFAULT_CONFIG_PATH, load_config
+
+    if config.path is None:
+        print(f"voiceassist ask: no config file ({DEFAULT_CONFIG_PATH} does not exist): built-in defaults, "
+              "so no knowledge file; give one with --config", file=sys.stderr)
+    base, moved = per_user_locations(config)
+    if base is None:
+        return config
+    print(f"voiceassist ask: Asterisk is not installed here: answers, database and log go to {base}", file=sys.stderr)
+    return load_config(explicit, overrides=moved)
 
 
 def _system_command(args: argparse.Namespace) -> int:
