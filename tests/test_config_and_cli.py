@@ -231,3 +231,19 @@ def test_the_config_template_documents_every_setting_and_nothing_else():
         handle.flush()
         config = load_config(handle.name, environ={})
     assert config.warnings == () and config.problems == ()
+
+
+def test_files_voiceassist_creates_are_for_the_asterisk_user_and_group_only(tmp_path):
+    """Whatever umask Asterisk hands its AGIs (often 022), recordings, answers and the database
+    are not world-readable: they hold callers' voices and words."""
+    import os
+    import stat
+
+    config = tmp_path / "va.conf"
+    config.write_text(f"[database]\nurl = sqlite:///{tmp_path}/data/va.db\nspool_dir = {tmp_path}/spool\n"
+                      f"[logging]\nfile = {tmp_path}/logs/va.log\n")
+    out = subprocess.run([sys.executable, "-m", "voiceassist", "--config", str(config), "db", "upgrade"],
+                         capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.umask(0o022))
+    assert out.returncode == 0, out.stderr
+    for path in (tmp_path / "data", tmp_path / "data/va.db", tmp_path / "logs/va.log"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, (path, oct(path.stat().st_mode))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -90,6 +91,9 @@ def _print_ask(result: object, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # What we create (answers, recordings, spool entries, the SQLite database, logs) is for the
+    # asterisk user and its group only: 0640 files, 0750 directories, whatever umask we inherit.
+    os.umask(0o027)
     if args.command == "agi":
         from .process_agi import run_process_agi
 
