@@ -128,3 +128,69 @@ def test_pipelined_tts_failure_after_the_first_sentence_keeps_what_was_said(emul
     assert turn.row["status"] == "ok" and len(turn.streamed) == 1
     assert "answer cut short after 1 sentences" in turn.row["error"]
     assert turn.row["reply"] == "We open at eight in the morning."
+
+
+def test_the_deadline_counts_from_the_end_of_the_callers_speech(emulators, tmp_path):
+    """The dialplan says the caller stopped talking 2.5 s before this turn began (end-of-question
+    detection, AGI start): a 4 s deadline leaves the turn 1.5 s, not 4."""
+    from tests.fake_asterisk import fastagi_env, speech_wav
+
+    emulators["gemini"].queue(Hang(8), Hang(8))
+    uniqueid = "1700000000.3"
+    call_dir = tmp_path / "spool" / "voiceassist" / uniqueid
+    call_dir.mkdir(parents=True)
+    wav = speech_wav(call_dir / "question-1.wav")
+    assistant = Assistant(config_for(emulators, tmp_path, extra="[general]\nturn_deadline = 4\n"))
+    server = FastAGIServer(("127.0.0.1", 0), assistant, max_calls=2, read_timeout=10)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        stopped = f"{time.time() - 2.5:.3f}"
+        client = FakeAsterisk(server.server_address[1], fastagi_env("voiceassist", uniqueid, [
+            "turn", str(wav), "NOISE", "1", str(int(time.time())), "8008", uniqueid, stopped, "0"]))
+        started = time.monotonic()
+        client.run()
+        seconds = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert client.variables()["VA_ANSWER"] == APOLOGY
+    assert 1.2 < seconds < 2.8, seconds
+
+
+class HangsUpWhileThinking(FakeAsterisk):
+    """Asterisk whose caller hangs up ``after`` seconds into the turn (FastAGI's HANGUP notice)."""
+
+    def __init__(self, port: int, env: bytes, after: float) -> None:
+        super().__init__(port, env)
+        self.hung_up_at = 0.0
+        threading.Timer(after, self._hang_up).start()
+
+    def _hang_up(self) -> None:
+        self.hung_up_at = time.monotonic()
+        self.sock.sendall(b"HANGUP\n")
+
+
+@pytest.mark.parametrize("playback", ["pipelined", "file"])
+def test_a_caller_who_hangs_up_while_the_model_thinks_is_stored_as_such(emulators, tmp_path, playback):
+    """Not as a success: no first audio, no speech synthesized after the hang-up is known, and the
+    call's state never becomes 'answering'."""
+    emulators["gemini"].latency = 3.0
+    uniqueid = "1700000000.4"
+    assistant = Assistant(config_for(emulators, tmp_path, extra=f"[general]\nplayback = {playback}\n"))
+    server = FastAGIServer(("127.0.0.1", 0), assistant, max_calls=2, read_timeout=10)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        client = HangsUpWhileThinking(server.server_address[1], turn_env(tmp_path, uniqueid), after=0.8)
+        client.run()
+        ended = time.monotonic()
+    finally:
+        server.shutdown()
+        server.server_close()
+    _, turns = assistant.store().call_rows(uniqueid)
+    turn = turns[0]
+    assert turn["status"] == "hangup" and "while the assistant was thinking" in turn["error"], turn
+    assert turn["first_audio_ms"] is None and turn["speech_to_audio_ms"] is None and turn["answer_path"] is None
+    assert emulators["tts"].requests == []
+    assert not any('"VA_STATE" "answering"' in c for c in client.commands)
+    if playback == "pipelined":  # the turn ends at the hang-up, not when the model finally answers
+        assert ended - client.hung_up_at < 1.0, ended - client.hung_up_at

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,23 +33,47 @@ from .storage_types import CallInfo, TurnRecord
 
 # How many 20 ms frames above the silence threshold make a question worth sending to speech-to-text.
 MIN_SPEECH_FRAMES = 5
+# Seconds between the end of the caller's speech and the start of the turn that the turn's deadline
+# believes (end-of-question detection plus AGI start-up take one to three).
+MAX_DEADLINE_HEAD_START = 10.0
+# What the caller was waiting for when they hung up, by the stage the turn was in.
+HUNG_UP_WHILE = {"stt": "while their question was being transcribed", "llm": "while the assistant was thinking",
+                 "tts": "before the answer started"}
 
 
 class CallLog:
-    """Tagged log lines ([STT], [LLM], [TTS], [DB] ...) to the Python log and Asterisk's VERBOSE."""
+    """Tagged log lines ([STT], [LLM], [TTS], [DB] ...) to the Python log and Asterisk's VERBOSE.
+
+    Only the call's own thread talks to Asterisk: a line logged by a worker (the pipelined
+    synthesizer) waits and is sent by the call's thread at its next line or :meth:`flush`, so two
+    threads never interleave AGI commands on one connection.
+    """
 
     def __init__(self, session: AGISession | None, uniqueid: str) -> None:
         self.session = session
         self.uniqueid = uniqueid
+        self._owner = threading.current_thread()
+        self._pending: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
 
     def __call__(self, tag: str, message: str, level: int = logging.INFO) -> None:
         logger.log(level, "[%s] %s %s", tag, self.uniqueid, message)
+        with self._lock:
+            self._pending.append((f"[{tag}] {self.uniqueid} {message}", 1 if level >= logging.WARNING else 3))
+        if threading.current_thread() is self._owner:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the lines waiting for the call's thread (call only from that thread)."""
+        with self._lock:
+            lines, self._pending = self._pending, []
         if self.session is None or self.session._closed:
             return
-        try:
-            self.session.verbose(f"[{tag}] {self.uniqueid} {message}", 1 if level >= logging.WARNING else 3)
-        except AGIError:
-            pass  # VERBOSE is dead-channel safe; a closed socket is not worth failing the turn over
+        for line, verbosity in lines:
+            try:
+                self.session.verbose(line, verbosity)
+            except AGIError:
+                return  # VERBOSE is dead-channel safe; a closed socket is not worth failing the turn over
 
 
 class _NoSpeech(Exception):
@@ -163,7 +188,7 @@ class Turn:
             else:
                 self.more = False
         except AGIHangup:
-            self._caller_left(f"caller hung up during {self.stage.upper()}")
+            self._caller_left(f"caller hung up {HUNG_UP_WHILE[self.stage]}")
         except ProviderError as exc:
             self._failed(f"{self.stage}_error", self.stage, exc)
         except AudioError as exc:
@@ -282,24 +307,47 @@ class Turn:
         history = self._history()
         self.session.raise_if_hung_up()
         t0 = time.monotonic()
-        pieces, self.record.llm_provider = self.assistant.providers("llm").stream(
-            lambda llm: _reply_pieces(llm, history, question), self._fallback_logger("LLM"))
-        self.record.timings["llm_first"] = self._elapsed_ms(t0)
-        self.log("LLM", f"first words in {self.record.timings['llm_first']} ms by {self.record.llm_provider} "
-                        f"(history {len(history)} turns)")
-        self.stage = "tts"
-        pipeline = SentencePipeline(self, pieces, llm_started=t0)
+
+        def open_reply() -> Iterator[str]:  # in the worker: the caller's thread watches for a hang-up
+            pieces, self.record.llm_provider = self.assistant.providers("llm").stream(
+                lambda llm: _reply_pieces(llm, history, question), self._fallback_logger("LLM"))
+            self.record.timings["llm_first"] = self._elapsed_ms(t0)
+            self.log("LLM", f"first words in {self.record.timings['llm_first']} ms by {self.record.llm_provider} "
+                            f"(history {len(history)} turns)")
+            return pieces
+
+        def synthesize(sentence: str, number: int) -> Path:
+            path = self._answer_path(number)
+            self._synthesize(sentence, path)
+            return path
+
+        def reply_done() -> None:
+            self.record.timings["llm"] = self._elapsed_ms(t0)
+
+        def first_audio() -> None:
+            self.stage = "tts"
+            self.mark_first_audio()
+            # For the h extension: a hang-up from now on is "during the answer", as in file mode.
+            self.session.set_variable("VA_STATE", "answering")
+
+        pipeline = SentencePipeline(open_reply, synthesize, on_reply_done=reply_done, name=self.call.uniqueid)
         parts: list[Path] = []
         try:
-            parts = pipeline.play()
+            parts = pipeline.play(lambda path: self.session.stream_file(str(path.with_suffix(""))),
+                                  self._caller_gone, first_audio)
         except AGIHangup:
             if not pipeline.playing:
+                self.stage = "llm" if pipeline.stage == "llm" else "tts"
                 raise
             # The answer was there and partly heard: the turn succeeded, the call is over.
             self.record.error = "caller hung up during the answer"
             self.more = False
             self.log("TTS", self.record.error)
             return
+        except BaseException:
+            if not pipeline.playing:
+                self.stage = pipeline.stage  # what failed: the model's reply or its speech
+            raise
         finally:
             pipeline.stop()
             self.record.reply = " ".join(pipeline.sentences) or None
@@ -341,7 +389,7 @@ class Turn:
     def _failed(self, status: str, stage: str, exc: BaseException) -> None:
         if self._caller_gone():
             # The caller left while the provider was working; its error no longer matters to them.
-            self._caller_left(f"caller hung up during {stage.upper()} ({type(exc).__name__}: {exc})")
+            self._caller_left(f"caller hung up {HUNG_UP_WHILE[stage]} ({type(exc).__name__}: {exc})")
             return
         self.record.status = status
         self.record.error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -357,6 +405,7 @@ class Turn:
 
     def _caller_gone(self) -> bool:
         try:
+            self.log.flush()
             return self.session.poll_hangup()
         except AGIError:
             return True
