@@ -69,8 +69,8 @@ class General:
     variable_max_chars: int = setting(1000, minimum=0, maximum=1800)
     # Facts for the assistant (text/markdown); its questions also guide the offline recogniser.
     knowledge_file: str = setting("", pattern=r"(/.*)?")
-    # Seconds from the start of a turn to its first answer audio; past it the caller hears
-    # the apology prompt instead of waiting on retries and fallbacks (0: no limit).
+    # Seconds from the end of the caller's question to its first answer audio; past it the caller
+    # hears the apology prompt instead of waiting on retries and fallbacks (0: no limit).
     turn_deadline: float = setting(15.0, minimum=0, maximum=300)
     # pipelined: stream the reply and play each sentence as soon as it is synthesized (the AGI
     # plays it with STREAM FILE); file: one answer file played by the dialplan's Playback.

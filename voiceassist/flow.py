@@ -171,7 +171,7 @@ class Turn:
         try:
             if self.config.problems:
                 raise ConfigError("the configuration has errors: " + "; ".join(self.config.problems))
-            with turn_deadline(self.config.section("general").get_float("turn_deadline")):
+            with turn_deadline(self._deadline_seconds()):
                 transcript = self._listen()
                 if self.pipelined:
                     self._answer_pipelined(transcript)
@@ -205,6 +205,17 @@ class Turn:
             self._store()
             self._cleanup()
             self._tell_dialplan()
+
+    def _deadline_seconds(self) -> float:
+        """``[general] turn_deadline`` counted from the end of the caller's speech (as the dialplan
+        placed it), not from the start of this turn: finding the end of the question and starting
+        the AGI have already used part of it. Up to MAX_DEADLINE_HEAD_START is taken off; more would
+        be a clock that differs between Asterisk's host and ours, and the turn then counts from now."""
+        seconds = self.config.section("general").get_float("turn_deadline")
+        if seconds <= 0 or self.speech_ended is None:
+            return seconds
+        used = time.time() - self.speech_ended
+        return seconds - used if 0 <= used <= MAX_DEADLINE_HEAD_START else seconds
 
     def mark_first_audio(self) -> None:
         """The first answer audio is with Asterisk now: time it from the turn's start and, when
