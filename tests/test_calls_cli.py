@@ -217,3 +217,14 @@ def test_a_missing_database_driver_names_the_extra_to_install(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "driver is not installed" in out.stderr and "pip install 'voiceassist[mysql]'" in out.stderr
+
+
+def test_a_call_answered_then_left_in_silence_is_listed_as_ok(setup, capsys):
+    config, store, _ = setup
+    call = CallInfo("1700000007.7", caller_number="1007")
+    store.add_turn(call, TurnRecord(1, transcript="hours?", reply="nine to five"))
+    store.add_turn(call, TurnRecord(2, status="no_speech"))
+    store.end_call(call, "done")
+    code, out, _ = run(capsys, "--config", str(config), "calls")
+    row = next(line.split("\t") for line in out.splitlines() if "1700000007.7" in line)
+    assert row[3:7] == ["2", "1", "ok", "done"]

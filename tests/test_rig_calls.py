@@ -194,9 +194,13 @@ def test_caller_hanging_up_during_the_turn_is_stored_cleanly(rig, fastagi, emula
     call.wait()
     row, turns = db_rows(key)
     assert turns[0]["status"] == "hangup", turns[0]
-    assert "hung up" in turns[0]["error"]
+    assert "hung up while the assistant was thinking" in turns[0]["error"]
     assert turns[0]["transcript"] == OPENING_HOURS
     assert turns[0]["answer_path"] is None
+    # What the caller experienced: nothing was played, nothing was spoken for nobody.
+    assert turns[0]["first_audio_ms"] is None and turns[0]["speech_to_audio_ms"] is None
+    assert emulators["tts"].requests == []
+    assert row["end_state"] == "thinking" and len(turns) == 1
     assert not list((SHARED / "spool/voiceassist" / row["uniqueid"]).glob("answer-*"))
     assert "Traceback" not in (SHARED / "voiceassist.log").read_text()
 

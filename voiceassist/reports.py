@@ -83,6 +83,19 @@ def _print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any
     Console(file=out, highlight=False).print(table, markup=False)
 
 
+def call_outcome(row: dict[str, Any]) -> str:
+    """How a call went, from its turns and how it ended: its last turn's status, except that a
+    caller who was answered and then said nothing more (or hung up when asked for another
+    question) had a good call."""
+    status = row.get("status")
+    if not status:
+        return "-"
+    if row.get("answered") and (status == "no_speech" or row.get("end_state") == "recording" and status == "hangup"
+                                and not row.get("last_transcript")):
+        return "ok"
+    return str(status)
+
+
 def print_calls(rows: Sequence[dict[str, Any]], out: IO[str] | None = None) -> None:
     """One line per call: when, who, how many turns, how it went, how fast it answered."""
     columns = ["started", "uniqueid", "caller", "turns", "answered", "status", "ended", "avg first audio ms"]
@@ -90,7 +103,7 @@ def print_calls(rows: Sequence[dict[str, Any]], out: IO[str] | None = None) -> N
     for row in rows:
         caller = " ".join(part for part in (row.get("caller_number"), row.get("caller_name") and f"({row['caller_name']})") if part)
         lines.append([local_time(row["started_at"]), row["uniqueid"], caller, row["turns"], row["answered"],
-                      row.get("status") or "-", row.get("end_state") or ("" if row.get("ended_at") else "in progress"),
+                      call_outcome(row), row.get("end_state") or ("" if row.get("ended_at") else "in progress"),
                       row.get("avg_first_audio_ms")])
     _print_table(f"{len(rows)} most recent calls", columns, lines, out, right=("turns", "answered", "avg first audio ms"))
 

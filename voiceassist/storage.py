@@ -265,7 +265,7 @@ class Store:
         ).group_by(turns.c.call_id).subquery())
         last = turns.alias("last_turn")
         query = (sa.select(self.calls, summary.c.turns, summary.c.answered, summary.c.avg_first_audio_ms,
-                           last.c.status.label("status"))
+                           last.c.status.label("status"), last.c.transcript.label("last_transcript"))
                  .outerjoin(summary, summary.c.call_id == self.calls.c.id)
                  .outerjoin(last, sa.and_(last.c.call_id == self.calls.c.id, last.c.turn_number == summary.c.last_turn))
                  .order_by(self.calls.c.started_at.desc(), self.calls.c.id.desc()))
