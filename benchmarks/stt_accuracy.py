@@ -46,7 +46,7 @@ def spoken(text: str, voice: str, directory: Path, speed: int = 150) -> Path:
 
 def measure(voices: tuple[str, ...] = VOICES) -> dict[str, dict[str, float]]:
     """Word accuracy and mean decode time, with the knowledge grammar and with open vocabulary."""
-    from voiceassist.providers.pocketsphinx_stt import PocketSphinxSpeechToText
+    from voiceassist import providers
 
     phrases = questions(KNOWLEDGE.read_text())
     results: dict[str, dict[str, float]] = {}
@@ -57,7 +57,7 @@ def measure(voices: tuple[str, ...] = VOICES) -> dict[str, dict[str, float]]:
                    for phrase in phrases for voice in voices]
         for mode, knowledge in (("grammar", KNOWLEDGE), ("open vocabulary", "")):
             conf.write_text(f"[general]\nknowledge_file = {knowledge}\n")
-            stt = PocketSphinxSpeechToText(load_config(conf, environ={}))
+            stt = providers.create_named("stt", "pocketsphinx", load_config(conf, environ={}))
             errors = words = 0
             exact = 0
             started = time.perf_counter()

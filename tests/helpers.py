@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from voiceassist.config import Config, load_config
+from voiceassist.conversation import conversation_for
+from voiceassist.types import Conversation, Exchange
 
 
 def conf_text(emulators: dict, *, data_dir: Path, extra: str = "") -> str:
@@ -70,3 +72,8 @@ def config_for(emulators: dict, data_dir: Path, extra: str = "") -> Config:
     data_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(conf_text(emulators, data_dir=data_dir, extra=extra))
     return load_config(path, environ={})
+
+
+def talk(config: Config, question: str, history: list[Exchange] | tuple[Exchange, ...] = ()) -> Conversation:
+    """The conversation a turn would give a chat model for ``question`` (system prompt, knowledge, history)."""
+    return conversation_for(config, history, question)

@@ -14,7 +14,7 @@ from tests.conftest import FastAGIProcess
 from tests.fake_asterisk import FakeAsterisk, fastagi_env, speech_wav
 from tests.helpers import config_for
 from tests.rig.asterisk import free_port
-from voiceassist import providers
+from voiceassist.providers import registry
 from voiceassist.assistant import Assistant
 from voiceassist.fastagi import FastAGIServer
 
@@ -93,8 +93,8 @@ def test_silent_client_is_dropped_without_holding_a_thread(server):
 
 def test_provider_clients_are_created_once_and_reused(server, tmp_path, monkeypatch):
     created = []
-    real_create = providers.create_named
-    monkeypatch.setattr(providers, "create_named",
+    real_create = registry.create_named
+    monkeypatch.setattr(registry, "create_named",
                         lambda cap, name, cfg: created.append(cap) or real_create(cap, name, cfg))
     for n in range(3):
         FakeAsterisk(server.server_address[1], turn_env(tmp_path, f"1700000001.{n}")).run()

@@ -13,7 +13,8 @@ from benchmarks.stt_accuracy import spoken
 from voiceassist import providers
 from voiceassist.audio import read_recording, write_phone_audio
 from voiceassist.config import load_config
-from voiceassist.providers.base import Exchange
+from tests.helpers import talk
+from voiceassist.types import Exchange
 
 KNOWLEDGE = Path(__file__).parent / "data/acme-knowledge.md"
 
@@ -72,8 +73,9 @@ def test_local_voices_produce_phone_audio(tmp_path, engine):
 
 
 def test_llama_cpp_answers_with_history(tmp_path):
-    llm = providers.create("llm", load_config(local_conf(tmp_path), environ={}))
-    reply = llm.reply([Exchange("Hello", "Hello, how can I help?")], "What are your opening hours?")
+    config = load_config(local_conf(tmp_path), environ={})
+    llm = providers.create("llm", config)
+    reply = llm.reply(talk(config, "What are your opening hours?", [Exchange("Hello", "Hello, how can I help?")]))
     assert isinstance(reply, str) and len(reply.split()) >= 3
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests.emulators import Cut, Drop, Fail, Garbage, Hang
 from tests.emulators.gemini import ACCESS_TOKEN
 from tests.emulators.openai_api import tone_for
-from tests.helpers import config_for
+from tests.helpers import config_for, talk
 from tests.test_providers import speech_pcm
 from voiceassist import providers
 from voiceassist.errors import (
@@ -145,7 +145,7 @@ def test_realtime_tts_silent_server_times_out(emulators, config):
 
 # -- OpenAI-compatible chat completions ---------------------------------------------------------
 def test_openai_chat_sends_system_prompt_and_history(emulators, config):
-    reply = make("llm", "openai", config).reply([Exchange("Hi", "Hello!")], "Are you open on Sunday?")
+    reply = make("llm", "openai", config).reply(talk(config, "Are you open on Sunday?", [Exchange("Hi", "Hello!")]))
     assert reply == "Answer 2: you asked, Are you open on Sunday?"
     body = emulators["tts"].requests[-1].json()
     assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
@@ -154,7 +154,7 @@ def test_openai_chat_sends_system_prompt_and_history(emulators, config):
 
 
 def test_openai_chat_streams_word_by_word(emulators, config):
-    pieces = list(make("llm", "openai", config).stream([], "Hello"))
+    pieces = list(make("llm", "openai", config).stream(talk(config, "Hello")))
     assert len(pieces) > 3 and "".join(pieces) == "Answer 1: you asked, Hello"
     assert emulators["tts"].requests[-1].json()["stream"] is True
 
@@ -162,32 +162,32 @@ def test_openai_chat_streams_word_by_word(emulators, config):
 def test_openai_chat_empty_reply_is_a_bad_response(emulators, config):
     emulators["tts"].empty_reply = True
     with pytest.raises(ProviderBadResponse):
-        make("llm", "openai", config).reply([], "Hello")
+        make("llm", "openai", config).reply(talk(config, "Hello"))
     with pytest.raises(ProviderBadResponse):
-        list(make("llm", "openai", config).stream([], "Hello"))
+        list(make("llm", "openai", config).stream(talk(config, "Hello")))
 
 
 def test_openai_chat_429_then_success(emulators, config):
     emulators["tts"].queue(Fail(429))
-    assert make("llm", "openai", config).reply([], "Hello")
+    assert make("llm", "openai", config).reply(talk(config, "Hello"))
     assert len(emulators["tts"].requests) == 2
 
 
 def test_openai_chat_500_twice_is_unavailable(emulators, config):
     emulators["tts"].queue(Fail(500), Fail(500))
     with pytest.raises(ProviderUnavailable):
-        make("llm", "openai", config).reply([], "Hello")
+        make("llm", "openai", config).reply(talk(config, "Hello"))
 
 
 def test_openai_chat_timeout(emulators, config):
     emulators["tts"].queue(Hang(4), Hang(4))
     with pytest.raises(ProviderTimeout):
-        make("llm", "openai", config).reply([], "Hello")
+        make("llm", "openai", config).reply(talk(config, "Hello"))
 
 
 def test_openai_chat_stream_cut_after_the_first_words_is_an_error(emulators, config):
     emulators["tts"].queue(Cut())
-    stream = make("llm", "openai", config).stream([], "Hello")
+    stream = make("llm", "openai", config).stream(talk(config, "Hello"))
     assert next(stream)
     with pytest.raises(ProviderError):
         list(stream)
@@ -197,7 +197,7 @@ def test_openai_chat_base_url_serves_compatible_servers(emulators, tmp_path):
     config = config_for(emulators, tmp_path, extra=f"[openai_chat]\nbase_url = {emulators['tts'].base_url}/v1\n"
                                                    "api_key = ollama\nmodel = llama3.2\ntoken_field = max_tokens\n"
                                                    "temperature = 0.2\n")
-    make("llm", "openai", config).reply([], "Hello")
+    make("llm", "openai", config).reply(talk(config, "Hello"))
     request = emulators["tts"].requests[-1]
     assert request.headers["authorization"] == "Bearer ollama"
     assert request.json()["max_tokens"] == 300 and request.json()["temperature"] == 0.2
@@ -205,7 +205,7 @@ def test_openai_chat_base_url_serves_compatible_servers(emulators, tmp_path):
 
 # -- Gemini streaming and Vertex AI -------------------------------------------------------------
 def test_gemini_streams_word_by_word(emulators, config):
-    pieces = list(make("llm", "gemini", config).stream([], "Hello"))
+    pieces = list(make("llm", "gemini", config).stream(talk(config, "Hello")))
     assert len(pieces) > 3 and "".join(pieces) == "Answer 1: you asked, Hello"
     assert ":streamGenerateContent" in emulators["gemini"].requests[-1].path
 
@@ -213,7 +213,7 @@ def test_gemini_streams_word_by_word(emulators, config):
 def test_gemini_stream_blocked_is_a_bad_response(emulators, config):
     emulators["gemini"].blocked = True
     with pytest.raises(ProviderBadResponse):
-        list(make("llm", "gemini", config).stream([], "Hello"))
+        list(make("llm", "gemini", config).stream(talk(config, "Hello")))
 
 
 @pytest.fixture
@@ -236,7 +236,7 @@ def service_account(emulators, tmp_path):
 def test_gemini_on_vertex_exchanges_the_service_account_for_a_token(emulators, tmp_path, service_account):
     config = config_for(emulators, tmp_path, extra=f"[gemini]\nbackend = vertex\nproject = test-proj\n"
                                                    f"location = europe-west1\ncredentials_file = {service_account}\n")
-    assert make("llm", "gemini", config).reply([], "Hello") == "Answer 1: you asked, Hello"
+    assert make("llm", "gemini", config).reply(talk(config, "Hello")) == "Answer 1: you asked, Hello"
     request = emulators["gemini"].requests[-1]
     assert request.path.startswith("/v1beta1/projects/test-proj/locations/europe-west1/publishers/google/models/"
                                    "gemini-2.5-flash:generateContent")

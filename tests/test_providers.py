@@ -9,7 +9,7 @@ import pytest
 
 from tests.emulators import Drop, Fail, Garbage, Hang
 from tests.emulators.openai_api import tone_for
-from tests.helpers import config_for
+from tests.helpers import config_for, talk
 from voiceassist import providers
 from voiceassist.errors import (
     ConfigError,
@@ -70,7 +70,7 @@ def test_google_speech_timeout_is_mapped_and_bounded(emulators, config):
 
 def test_gemini_passes_history_as_chat_and_system_prompt(emulators, config):
     llm = providers.create("llm", config)
-    reply = llm.reply([Exchange("Hi", "Hello!")], "Are you open on Sunday?")
+    reply = llm.reply(talk(config, "Are you open on Sunday?", [Exchange("Hi", "Hello!")]))
     assert reply == "Answer 2: you asked, Are you open on Sunday?"
     body = emulators["gemini"].requests[-1].json()
     assert [c["role"] for c in body["contents"]] == ["user", "model", "user"]
@@ -81,26 +81,26 @@ def test_gemini_passes_history_as_chat_and_system_prompt(emulators, config):
 def test_gemini_blocked_reply_is_a_bad_response(emulators, config):
     emulators["gemini"].blocked = True
     with pytest.raises(ProviderBadResponse):
-        providers.create("llm", config).reply([], "hello")
+        providers.create("llm", config).reply(talk(config, "hello"))
 
 
 def test_gemini_garbage_is_a_provider_error(emulators, config):
     emulators["gemini"].queue(Garbage())
     with pytest.raises(ProviderError):
-        providers.create("llm", config).reply([], "hello")
+        providers.create("llm", config).reply(talk(config, "hello"))
 
 
 def test_gemini_rate_limit_after_retries(emulators, config):
     emulators["gemini"].queue(Fail(429), Fail(429))
     with pytest.raises(ProviderRateLimited):
-        providers.create("llm", config).reply([], "hello")
+        providers.create("llm", config).reply(talk(config, "hello"))
     assert len(emulators["gemini"].requests) == 2
 
 
 def test_gemini_timeout(emulators, config):
     emulators["gemini"].queue(Hang(4), Hang(4))
     with pytest.raises(ProviderTimeout):
-        providers.create("llm", config).reply([], "hello")
+        providers.create("llm", config).reply(talk(config, "hello"))
 
 
 def test_openai_tts_returns_24khz_pcm_of_the_reply(emulators, config):
@@ -140,5 +140,5 @@ def test_missing_api_key_names_the_setting(emulators, tmp_path, monkeypatch):
 def test_unknown_provider_name_is_a_config_error(emulators, tmp_path):
     config = config_for(emulators, tmp_path)
     config.sections["tts"]["provider"] = "nonesuch"
-    with pytest.raises(ConfigError, match="choose auto or one of: espeak, google, openai, openai_realtime, piper"):
+    with pytest.raises(ConfigError, match="choose auto or one of: openai_tts, openai_realtime, google_tts, piper, espeak"):
         providers.create("tts", config)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import config_for
+from tests.helpers import config_for, talk
 from voiceassist import providers
-from voiceassist.knowledge import faq, questions, relevant_facts, system_prompt
+from voiceassist.knowledge import faq, questions, relevant_facts
 from voiceassist.speakable import first_sentences, speakable
 
 
@@ -35,8 +35,8 @@ def test_every_chat_model_gets_the_knowledge_file(emulators, tmp_path):
     facts = tmp_path / "facts.md"
     facts.write_text("Acme Plumbing is open 9 to 5, Monday to Friday.\n")
     config = config_for(emulators, tmp_path, extra=f"[general]\nknowledge_file = {facts}\n")
-    assert "open 9 to 5" in system_prompt(config)
-    providers.create("llm", config).reply([], "When are you open?")
+    assert "open 9 to 5" in talk(config, "When are you open?").system
+    providers.create("llm", config).reply(talk(config, "When are you open?"))
     sent = emulators["gemini"].requests[-1].json()["systemInstruction"]["parts"][0]["text"]
     assert "Acme Plumbing is open 9 to 5" in sent
 
@@ -45,7 +45,7 @@ def test_auto_picks_cloud_with_credentials_and_local_without(emulators, tmp_path
     for var in ("GOOGLE_APPLICATION_CREDENTIALS", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     config = config_for(emulators, tmp_path)
-    assert [providers.resolve(c, config) for c in ("stt", "llm", "tts")] == ["google", "gemini", "openai"]
+    assert [providers.resolve(c, config) for c in ("stt", "llm", "tts")] == ["google_speech", "gemini", "openai_tts"]
     for section, key in (("google_speech", "credentials_file"), ("gemini", "api_key"), ("openai", "api_key")):
         config.sections[section][key] = ""
     assert [providers.resolve(c, config) for c in ("stt", "llm")] == ["pocketsphinx", "llama_cpp"]
@@ -78,11 +78,16 @@ def test_knowledge_model_answers_from_the_file_and_falls_back(emulators, tmp_pat
     assert providers.resolve("llm", config) == "knowledge"  # no key, a knowledge file with answers
     config.sections["gemini"]["api_key"] = "test-gemini-key-123"  # for the fallback only
     config.sections["llm"]["provider"] = "knowledge"
-    model = providers.create("llm", config)
-    assert model.reply([], "what are your opening hours").startswith("Monday to Friday from eight")
-    assert model.reply([], "where is your office").startswith("Twelve Main Street")
+    chain = providers.create_chain("llm", config)  # the fallback is the chain's next model
+    assert chain.names == ["knowledge", "gemini"]
+
+    def ask(question: str) -> str:
+        return chain.call(lambda model: model.reply(talk(config, question)))[0]
+
+    assert ask("what are your opening hours").startswith("Monday to Friday from eight")
+    assert ask("where is your office").startswith("Twelve Main Street")
     assert emulators["gemini"].requests == []
-    assert model.reply([], "Can you recommend a good pizza place?").startswith("Answer 1")  # the fallback
+    assert ask("Can you recommend a good pizza place?").startswith("Answer 1")  # the fallback
     assert len(emulators["gemini"].requests) == 1
 
 

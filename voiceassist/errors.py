@@ -11,7 +11,8 @@
     │   │   └── TurnDeadlineExceeded   the turn's total time budget ran out (not retried)
     │   ├── ProviderRateLimited        429 after our retries (never retried on insufficient_quota)
     │   ├── ProviderUnavailable        5xx / connection refused after our retries
-    │   └── ProviderBadResponse        empty, blocked, truncated or unparsable result
+    │   ├── ProviderBadResponse        empty, blocked, truncated or unparsable result
+    │   └── ProviderCannotAnswer       the knowledge file has no answer: the next chat model is asked
     ├── AudioError                     ffmpeg missing or failed, unreadable recording
     ├── StorageError                   the database could not be reached or written
     │   └── StorageRejected            it refused this record (bad value, constraint): retrying cannot help
@@ -88,6 +89,11 @@ class ProviderUnavailable(ProviderError):
 
 class ProviderBadResponse(ProviderError):
     """The provider's answer was empty, blocked, truncated or unparsable."""
+
+
+class ProviderCannotAnswer(ProviderError):
+    """The provider has no answer to this question (the knowledge file does not cover it); the
+    fallback chain asks the next chat model."""
 
 
 class AudioError(VoiceAssistError):

@@ -27,9 +27,11 @@ from .audio import read_recording, speech_frames, write_phone_audio
 from .deadline import turn_deadline
 from .errors import AGIError, AGIHangup, AudioError, ConfigError, ProviderBadResponse, ProviderError, VoiceAssistError
 from .logs import logger
+from .conversation import conversation_for
 from .pipeline import SentencePipeline
+from .providers.base import ChatModel, StreamingChatModel
 from .speakable import speakable
-from .storage_types import CallInfo, TurnRecord
+from .types import CallInfo, Conversation, TurnRecord
 
 # How many 20 ms frames above the silence threshold make a question worth sending to speech-to-text.
 MIN_SPEECH_FRAMES = 5
@@ -110,11 +112,11 @@ def handle_session(session: AGISession, assistant: Assistant) -> None:
         CallLog(session, session.env.get("agi_uniqueid", "?"))("AGI", f"unknown action {action!r}", logging.WARNING)
 
 
-def _reply_pieces(llm: Any, history: list[Any], question: str) -> Iterator[str]:
+def _reply_pieces(llm: ChatModel, conversation: Conversation) -> Iterator[str]:
     """The chat model's reply as a stream; models without streaming give it in one piece."""
-    if hasattr(llm, "stream"):
-        return llm.stream(history, question)
-    return iter([llm.reply(history, question)])
+    if isinstance(llm, StreamingChatModel):
+        return llm.stream(conversation)
+    return iter([llm.reply(conversation)])
 
 
 def _arg(args: list[str], index: int, default: str = "") -> str:
@@ -269,7 +271,8 @@ class Turn:
         self.session.raise_if_hung_up()
         t0 = time.monotonic()
         raw_reply, self.record.llm_provider = self.assistant.providers("llm").call(
-            lambda llm: llm.reply(history, question), self._fallback_logger("LLM"))
+            lambda llm: llm.reply(conversation_for(self.config, history, question, llm.max_fact_chars)),
+            self._fallback_logger("LLM"))
         self.record.timings["llm"] = self._elapsed_ms(t0)
         reply = speakable(raw_reply)
         if not reply:
@@ -321,7 +324,8 @@ class Turn:
 
         def open_reply() -> Iterator[str]:  # in the worker: the caller's thread watches for a hang-up
             pieces, self.record.llm_provider = self.assistant.providers("llm").stream(
-                lambda llm: _reply_pieces(llm, history, question), self._fallback_logger("LLM"))
+                lambda llm: _reply_pieces(llm, conversation_for(self.config, history, question, llm.max_fact_chars)),
+                self._fallback_logger("LLM"))
             self.record.timings["llm_first"] = self._elapsed_ms(t0)
             self.log("LLM", f"first words in {self.record.timings['llm_first']} ms by {self.record.llm_provider} "
                             f"(history {len(history)} turns)")

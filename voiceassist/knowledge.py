@@ -23,9 +23,8 @@ def _read(path: str, mtime: float) -> str:
     return text[:MAX_KNOWLEDGE_CHARS]
 
 
-def knowledge_text(config: Config) -> str:
-    """The knowledge file's text, or ``""`` when none is configured."""
-    path = config.section("general").get("knowledge_file", "")
+def read_knowledge(path: str) -> str:
+    """The text of the knowledge file at ``path`` (``""`` for none), read again only when it changed."""
     if not path:
         return ""
     try:
@@ -34,14 +33,9 @@ def knowledge_text(config: Config) -> str:
         raise ConfigError(f"[general] knowledge_file = {path} cannot be read: {exc.strerror}") from None
 
 
-def system_prompt(config: Config) -> str:
-    """The chat models' system prompt, with the knowledge file appended as grounding."""
-    prompt = config.section("llm").get("system_prompt")
-    facts = knowledge_text(config).strip()
-    if facts:
-        prompt += ("\n\nAnswer from these facts when they are relevant; if they do not cover the "
-                   "question, say you do not know.\n\nFACTS:\n" + facts)
-    return prompt
+def knowledge_text(config: Config) -> str:
+    """The knowledge file's text, or ``""`` when none is configured."""
+    return read_knowledge(config.section("general").get("knowledge_file", ""))
 
 
 _QUESTION_LINE = re.compile(r"^\s*(?:[-*#>]+\s*)*(?:Q\s*[:.]\s*)?(?P<q>[^\n]*\?)\s*$", re.IGNORECASE | re.MULTILINE)

@@ -11,7 +11,6 @@ from .config import Config
 
 logger = logging.getLogger("voiceassist")
 _configured = False
-_SECRET_KEYS = ("api_key", "password", "secret", "token")
 
 
 class RedactSecrets(logging.Filter):
@@ -29,8 +28,9 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def configure_logging(config: Config) -> None:
-    """Attach a WatchedFileHandler (safe with logrotate and many writer processes) once per process."""
+def configure_logging(config: Config, secrets: list[str] | tuple[str, ...] = ()) -> None:
+    """Attach a WatchedFileHandler (safe with logrotate and many writer processes) once per process;
+    ``secrets`` (the configured keys and passwords) never appear in what it writes."""
     global _configured
     if _configured:
         return
@@ -39,10 +39,7 @@ def configure_logging(config: Config) -> None:
     level = getattr(logging, section.get("level").upper(), logging.INFO)
     logger.setLevel(level)
     logger.propagate = False
-    secrets = [value for name in config.sections for key, value in config.sections[name].items()
-               if any(s in key for s in _SECRET_KEYS) and len(value) >= 6]
-    secrets += [os.environ[v] for v in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
-                if len(os.environ.get(v, "")) >= 6]
+    secrets = [value for value in secrets if len(value) >= 6]
     path = section.get("file")
     handler: logging.Handler
     try:

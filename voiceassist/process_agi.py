@@ -27,12 +27,12 @@ def run_process_agi(config_path: str | None = None) -> int:
         exit_now(0)
     try:
         from .assistant import Assistant
-        from .config import load_config
         from .flow import handle_session
+        from .providers import load_full_config
 
         # Not strict: a bad value is the turn's error (the caller hears the apology and the turn
         # is stored with it), not a setup failure nobody sees.
-        assistant = Assistant(load_config(config_path, strict=False))
+        assistant = Assistant(load_full_config(config_path, strict=False))
     except VoiceAssistError as exc:
         _report_setup_error(session, str(exc))
         return 0
@@ -91,12 +91,12 @@ def _prepare(config_path: str | None, ready: dict[str, object]) -> None:
         import importlib
 
         from .assistant import Assistant
-        from .config import load_config
+        from .providers import load_full_config
 
         for module in ("flow", "pipeline", "audio"):  # imported now, not after the question
             importlib.import_module(f"{__package__}.{module}")
 
-        assistant = Assistant(load_config(config_path, strict=False))
+        assistant = Assistant(load_full_config(config_path, strict=False))
         try:
             # The first provider of each chain: its SDK imported, its client created. Problems are
             # not reported here: the turn's fallback chain meets (and logs) the same ones.

@@ -1,49 +1,89 @@
-"""The Protocols every provider implements, and the values they exchange."""
+"""What every provider is and shares: the Protocols the turn and the fallback chain are typed
+against, the context a provider is built with, and the one way to call an SDK.
+
+A provider is one module: a frozen settings dataclass (its config section, checked when the
+config is loaded) and a class built from those settings and a :class:`ProviderContext`. Its SDK
+is imported in the constructor, never at the top of the module. Every SDK call goes through
+:func:`call_sdk` (or :func:`stream_sdk`): the turn's remaining time as its timeout, the SDK's
+exceptions mapped onto :class:`~voiceassist.errors.ProviderError`, and our retries (429, 5xx,
+timeouts; never ``insufficient_quota``), so no provider repeats that wrapper.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import importlib
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+
+from .. import deadline
+from ..config import RETRIES, SECONDS, setting
+from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, TurnDeadlineExceeded
+from ..knowledge import read_knowledge
+from ..types import Conversation, Exchange, Recording, SpeechAudio, Transcript
+from .sdk_errors import map_sdk_error
+
+__all__ = ["ChatModel", "Conversation", "Exchange", "Provider", "ProviderContext", "Recording", "RequestSettings",
+           "SpeechAudio", "SpeechToText", "import_sdk", "StreamingChatModel", "TextToSpeech", "Transcript", "call_sdk", "stream_sdk",
+           "synthesize_in_parts", "with_retries"]
+
+T = TypeVar("T")
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
-class Recording:
-    """The caller's question: 16-bit signed little-endian mono PCM."""
+class ProviderContext:
+    """What a provider may know of the rest of the configuration (it reads no other section).
 
-    pcm: bytes
-    sample_rate: int = 8000
+    ``language``: the call's language tag (``[general] language`` unless the provider's own
+    section sets one); ``knowledge_file``: the admin's facts (read through :meth:`knowledge`,
+    which sees an edit without a restart); ``ffmpeg``: the program for conversions that need it.
+    """
+
+    language: str = "en-US"
+    knowledge_file: str = ""
+    ffmpeg: str = "ffmpeg"
+
+    def knowledge(self) -> str:
+        """The knowledge file's text ("" when none is configured)."""
+        return read_knowledge(self.knowledge_file)
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    """Settings every cloud provider has: seconds one request may take, and how often a failed
+    one (429, 5xx, a timeout) is tried again. A provider redeclares one to change its default."""
+
+    timeout: float = setting(8.0, **SECONDS)
+    retries: int = setting(1, **RETRIES)
+
+
+class Provider(Generic[S]):
+    """What every provider class is: built from its settings (the dataclass named by
+    ``Settings``) and a context; :meth:`setup` imports its SDK and creates its client."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type]
+    # Chat models: the most characters of the knowledge file they are given (None: all of it).
+    max_fact_chars: ClassVar[int | None] = None
+
+    def __init__(self, settings: S, context: ProviderContext) -> None:
+        self.settings = settings
+        self.context = context
+        self.setup()
+
+    def setup(self) -> None:
+        """Import the SDK and create its client (errors: ProviderNotInstalled, ProviderAuthError,
+        ConfigError, each naming what to install or set)."""
 
     @property
-    def seconds(self) -> float:
-        return len(self.pcm) / 2 / self.sample_rate
+    def language(self) -> str:
+        """The language it hears or speaks: its own ``language`` setting, else the call's."""
+        return str(getattr(self.settings, "language", "") or self.context.language)
 
 
-@dataclass(frozen=True)
-class Transcript:
-    """What the caller said. ``text`` is empty when no speech was recognised."""
-
-    text: str
-    confidence: float | None = None
-
-
-@dataclass(frozen=True)
-class Exchange:
-    """One earlier question and answer of the same call."""
-
-    question: str
-    answer: str
-
-
-@dataclass(frozen=True)
-class SpeechAudio:
-    """Synthesised speech as returned by a provider, before conversion for the phone."""
-
-    data: bytes
-    encoding: Literal["s16le", "mulaw", "wav", "mp3"]
-    sample_rate: int
-
-
+@runtime_checkable
 class SpeechToText(Protocol):
     name: str
 
@@ -52,21 +92,27 @@ class SpeechToText(Protocol):
         ...
 
 
+@runtime_checkable
 class ChatModel(Protocol):
     name: str
+    # The most characters of the knowledge file this model is given (None: all of it). A small
+    # local model gets only the sections that match the question.
+    max_fact_chars: ClassVar[int | None]
 
-    def reply(self, history: Sequence[Exchange], question: str) -> str:
-        """Return the assistant's answer to ``question`` given the call's ``history``."""
+    def reply(self, conversation: Conversation) -> str:
+        """Return the assistant's answer to ``conversation.question``."""
         ...
 
 
+@runtime_checkable
 class StreamingChatModel(ChatModel, Protocol):
-    def stream(self, history: Sequence[Exchange], question: str) -> Iterator[str]:
+    def stream(self, conversation: Conversation) -> Iterator[str]:
         """Yield the answer in pieces as the model generates it (fails before the first piece
         when the provider fails at once, so a fallback can still take over)."""
         ...
 
 
+@runtime_checkable
 class TextToSpeech(Protocol):
     name: str
 
@@ -75,12 +121,86 @@ class TextToSpeech(Protocol):
         ...
 
 
+def import_sdk(provider: str, module: str, *, package: str, extra: str) -> Any:
+    """The SDK module ``module``, imported now (not when voiceassist starts), or one
+    :class:`ProviderNotInstalled` line naming the pip ``package`` and our ``extra`` that brings it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ProviderNotInstalled(f"{package} is not installed: pip install 'voiceassist[{extra}]'",
+                                   provider=provider) from None
+
+
+def with_retries(call: Callable[[], T], *, provider: str, retries: int, first_delay: float = 0.2) -> T:
+    """Run ``call()``; retry ``retries`` more times on retryable provider errors, with backoff.
+
+    The SDKs' own retries are switched off by every provider: theirs are either absent, unbounded
+    (Speech v1 retries for up to 5000 s) or retry errors that must not be retried. No retry starts
+    when the turn's deadline (:mod:`voiceassist.deadline`) would pass during the back-off.
+    """
+    delay = first_delay
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except ProviderError as exc:
+            if not exc.retryable or attempt == retries:
+                raise
+            left = deadline.remaining()
+            if left is not None and left < delay + deadline.MINIMUM_USEFUL:
+                raise TurnDeadlineExceeded(f"{exc} (no time left in the turn to retry)", provider=provider) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def call_sdk(provider: str, request: Callable[[float], T], *, timeout: float, retries: int, hint: str = "") -> T:
+    """``request(seconds)``: one SDK call given what is left of the turn (at most ``timeout``) as
+    its timeout, its exceptions mapped (``hint`` names the setting to fix on an auth error) and
+    retried by :func:`with_retries`."""
+    def attempt() -> T:
+        try:
+            return request(deadline.budget(timeout, provider))
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_sdk_error(provider, exc, hint=hint) from None
+
+    return with_retries(attempt, provider=provider, retries=retries)
+
+
+def stream_sdk(provider: str, open_stream: Callable[[float], Iterable[Any]], text_of: Callable[[Any], str],
+               why_empty: Callable[[Any], str], *, timeout: float, retries: int, hint: str = "") -> Iterator[str]:
+    """The text pieces of a streamed reply.
+
+    Opening the stream and waiting for its first words are one :func:`call_sdk` (retried, and
+    failing before anything is yielded, so a fallback provider can still answer); once words have
+    been passed on, a broken stream is an error, not a retry.
+    """
+    def first(seconds: float) -> tuple[Iterator[Any], str]:
+        chunks = iter(open_stream(seconds))
+        last = None
+        for last in chunks:
+            text = text_of(last)
+            if text:
+                return chunks, text
+        raise ProviderBadResponse(f"{provider}: empty reply ({why_empty(last)})", provider=provider)
+
+    chunks, text = call_sdk(provider, first, timeout=timeout, retries=retries, hint=hint)
+    yield text
+    try:
+        for chunk in chunks:
+            text = text_of(chunk)
+            if text:
+                yield text
+    except Exception as exc:
+        raise map_sdk_error(provider, exc, hint=hint) from None
+
+
 def synthesize_in_parts(provider: str, text: str, max_chars: int,
                         synthesize_one: Callable[[str], SpeechAudio]) -> SpeechAudio:
     """Speech for ``text``, synthesised in pieces of at most ``max_chars`` (the provider's input
     limit) cut at sentence ends, then joined. Only for raw encodings (s16le, mulaw), which join
     by concatenation. Empty text is a :class:`ProviderBadResponse`."""
-    from ..errors import ProviderBadResponse
     from ..speakable import split_text
 
     text = text.strip()

@@ -7,13 +7,13 @@ service-account credentials as Google Speech (``[google_tts] credentials_file`` 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config
-from ..deadline import budget
-from ..errors import ProviderBadResponse, ProviderNotInstalled
-from ._errors import map_sdk_error, with_retries
-from .base import SpeechAudio, synthesize_in_parts
+from ..config import OPTIONAL_LANGUAGE_TAG, setting
+from ..errors import ProviderBadResponse
+from ..types import SpeechAudio
+from .base import Provider, RequestSettings, call_sdk, import_sdk, synthesize_in_parts
 from .google_credentials import create_client, service_account_credentials
 
 NAME = "google_tts"
@@ -22,31 +22,30 @@ _CREDENTIALS_HINT = "set [google_tts] or [google_speech] credentials_file, or GO
 MAX_INPUT_CHARS = 1500
 
 
-class GoogleTextToSpeech:
+@dataclass(frozen=True)
+class GoogleTextToSpeechSettings(RequestSettings):
+    endpoint: str = ""            # default: texttospeech.googleapis.com
+    credentials_file: str = ""    # else [google_speech] credentials_file, else GOOGLE_APPLICATION_CREDENTIALS
+    voice: str = ""               # e.g. en-US-Chirp3-HD-Aoede; empty: the language's default
+    language: str = setting("", pattern=OPTIONAL_LANGUAGE_TAG)  # default: [general] language
+    speaking_rate: float = setting(1.0, minimum=0.25, maximum=4.0)
+
+
+class GoogleTextToSpeech(Provider[GoogleTextToSpeechSettings]):
     """``text:synthesize`` over REST, MULAW at 8000 Hz (the API wraps it in a WAV header)."""
 
     name = NAME
+    Settings = GoogleTextToSpeechSettings
 
-    def __init__(self, config: Config) -> None:
-        section = config.section(NAME)
-        self.voice_name = section.get("voice")
-        self.language = section.get("language") or config.section("general").get("language")
-        self.speaking_rate = section.get_float("speaking_rate")
-        self.timeout = section.get_float("timeout")
-        self.retries = section.get_int("retries")
-        credentials_file = section.get("credentials_file") or config.section("google_speech").get("credentials_file", "")
-        try:
-            from google.api_core.client_options import ClientOptions
-            from google.cloud import texttospeech
-        except ImportError:
-            raise ProviderNotInstalled(
-                "google-cloud-texttospeech is not installed: pip install 'voiceassist[google]'", provider=NAME
-            ) from None
-        self._tts = texttospeech
-        credentials = service_account_credentials(NAME, credentials_file, _CREDENTIALS_HINT)
+    def setup(self) -> None:
+        settings = self.settings
+        self._tts = texttospeech = import_sdk(NAME, "google.cloud.texttospeech", package="google-cloud-texttospeech",
+                                              extra="google")
+        from google.api_core.client_options import ClientOptions
+        credentials = service_account_credentials(NAME, settings.credentials_file, _CREDENTIALS_HINT)
         kwargs: dict[str, Any] = {"transport": "rest", "credentials": credentials}
-        if section.get("endpoint"):
-            kwargs["client_options"] = ClientOptions(api_endpoint=section.get("endpoint"))
+        if settings.endpoint:
+            kwargs["client_options"] = ClientOptions(api_endpoint=settings.endpoint)
         self._client = create_client(NAME, texttospeech.TextToSpeechClient, _CREDENTIALS_HINT, **kwargs)
 
     def synthesize(self, text: str) -> SpeechAudio:
@@ -54,21 +53,14 @@ class GoogleTextToSpeech:
 
     def _synthesize_one(self, text: str) -> SpeechAudio:
         tts = self._tts
-        voice = tts.VoiceSelectionParams(language_code=self.language, name=self.voice_name or None)
+        voice = tts.VoiceSelectionParams(language_code=self.language, name=self.settings.voice or None)
         audio_config = tts.AudioConfig(audio_encoding=tts.AudioEncoding.MULAW, sample_rate_hertz=8000,
-                                       speaking_rate=self.speaking_rate)
-
-        def call() -> Any:
-            try:
-                # retry=None: the SDK's default retry policy would outlast the caller's patience.
-                return self._client.synthesize_speech(input=tts.SynthesisInput(text=text), voice=voice,
-                                                      audio_config=audio_config, retry=None,
-                                                      timeout=budget(self.timeout, NAME))
-            except Exception as exc:
-                raise map_sdk_error(NAME, exc, hint=_CREDENTIALS_HINT) from None
-
-        content = bytes(with_retries(call, provider=NAME, retries=self.retries).audio_content)
-        mulaw = _strip_wav_header(content)
+                                       speaking_rate=self.settings.speaking_rate)
+        # retry=None: the SDK's default retry policy would outlast the caller's patience.
+        response = call_sdk(NAME, lambda seconds: self._client.synthesize_speech(
+            input=tts.SynthesisInput(text=text), voice=voice, audio_config=audio_config, retry=None, timeout=seconds),
+            timeout=self.settings.timeout, retries=self.settings.retries, hint=_CREDENTIALS_HINT)
+        mulaw = _strip_wav_header(bytes(response.audio_content))
         if not mulaw:
             raise ProviderBadResponse(f"{NAME}: empty audio", provider=NAME)
         return SpeechAudio(data=mulaw, encoding="mulaw", sample_rate=8000)

@@ -6,59 +6,55 @@ The same module serves OpenAI itself, Ollama (``http://localhost:11434/v1``), ll
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config
-from ..deadline import budget
+from ..config import setting
 from ..errors import ProviderBadResponse
-from ..knowledge import system_prompt
-from ._errors import map_sdk_error, stream_with_retries, with_retries
-from .base import Exchange
-from .openai_client import key_hint, openai_client
+from ..types import Conversation
+from .base import call_sdk, stream_sdk
+from .openai_client import OpenAIConnection, OpenAIProvider
 
 NAME = "openai_chat"
 
 
-class OpenAIChatModel:
+@dataclass(frozen=True)
+class OpenAIChatSettings(OpenAIConnection):
+    model: str = "gpt-5-mini"
+    max_tokens: int = setting(300, minimum=1, maximum=65536)
+    # OpenAI's newer models take max_completion_tokens; servers that only know max_tokens need that.
+    token_field: str = setting("max_completion_tokens", choices=("max_completion_tokens", "max_tokens"))
+    temperature: float | None = setting(None, minimum=0, maximum=2)  # empty: the model's default
+
+
+def messages(conversation: Conversation) -> list[dict[str, str]]:
+    """The conversation as chat-completions messages (also what llama.cpp's binding takes)."""
+    result = [{"role": "system", "content": conversation.system}]
+    for exchange in conversation.history:
+        result.append({"role": "user", "content": exchange.question})
+        result.append({"role": "assistant", "content": exchange.answer})
+    result.append({"role": "user", "content": conversation.question})
+    return result
+
+
+class OpenAIChatModel(OpenAIProvider[OpenAIChatSettings]):
     """``chat.completions.create`` with the system prompt and the call's history as messages."""
 
     name = NAME
+    Settings = OpenAIChatSettings
 
-    def __init__(self, config: Config) -> None:
-        section = config.section(NAME)
-        self.config = config
-        self.model = section.get("model")
-        self.max_tokens = section.get_int("max_tokens")
-        self.temperature = section.get_float("temperature") if section.get("temperature").strip() else None
-        self.retries = section.get_int("retries")
-        self.timeout = section.get_float("timeout")
-        # OpenAI's newer models take max_completion_tokens; most compatible servers only max_tokens.
-        self.token_field = section.get("token_field")
-        self.hint = key_hint(NAME)
-        self._client = openai_client(config, NAME, timeout=self.timeout)
-
-    def _request(self, history: Sequence[Exchange], question: str) -> dict[str, Any]:
-        messages: list[dict[str, str]] = [{"role": "system", "content": system_prompt(self.config)}]
-        for exchange in history:
-            messages.append({"role": "user", "content": exchange.question})
-            messages.append({"role": "assistant", "content": exchange.answer})
-        messages.append({"role": "user", "content": question})
-        request: dict[str, Any] = {"model": self.model, "messages": messages, self.token_field: self.max_tokens}
-        if self.temperature is not None:
-            request["temperature"] = self.temperature
+    def _request(self, conversation: Conversation) -> dict[str, Any]:
+        request: dict[str, Any] = {"model": self.settings.model, "messages": messages(conversation),
+                                   self.settings.token_field: self.settings.max_tokens}
+        if self.settings.temperature is not None:
+            request["temperature"] = self.settings.temperature
         return request
 
-    def reply(self, history: Sequence[Exchange], question: str) -> str:
-        request = self._request(history, question)
-
-        def call() -> Any:
-            try:
-                return self._client.chat.completions.create(**request, timeout=budget(self.timeout, NAME))
-            except Exception as exc:
-                raise map_sdk_error(NAME, exc, hint=self.hint) from None
-
-        completion = with_retries(call, provider=NAME, retries=self.retries)
+    def reply(self, conversation: Conversation) -> str:
+        request = self._request(conversation)
+        completion = call_sdk(NAME, lambda seconds: self._client.chat.completions.create(**request, timeout=seconds),
+                              timeout=self.settings.timeout, retries=self.settings.retries, hint=self.hint)
         try:
             choice = completion.choices[0]
             text = choice.message.content
@@ -66,16 +62,15 @@ class OpenAIChatModel:
             raise ProviderBadResponse(f"{NAME}: no choices in the reply", provider=NAME) from None
         if not text or not text.strip():
             raise ProviderBadResponse(f"{NAME}: empty reply (finish reason {choice.finish_reason})", provider=NAME)
-        return text.strip()
+        return str(text).strip()
 
-    def stream(self, history: Sequence[Exchange], question: str) -> Iterator[str]:
+    def stream(self, conversation: Conversation) -> Iterator[str]:
         """The reply as it is generated (server-sent events ending in ``data: [DONE]``)."""
-        request = self._request(history, question)
-
-        return stream_with_retries(
-            lambda: self._client.chat.completions.create(**request, stream=True, timeout=budget(self.timeout, NAME)),
+        request = self._request(conversation)
+        return stream_sdk(
+            NAME, lambda seconds: self._client.chat.completions.create(**request, stream=True, timeout=seconds),
             lambda chunk: _delta(chunk)[0], lambda chunk: f"finish reason {chunk and _delta(chunk)[1]}",
-            provider=NAME, retries=self.retries, hint=self.hint)
+            timeout=self.settings.timeout, retries=self.settings.retries, hint=self.hint)
 
 
 def _delta(chunk: Any) -> tuple[str, str | None]:

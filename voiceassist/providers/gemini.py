@@ -1,0 +1,109 @@
+"""Chat model: Gemini through ``google-genai`` (the maintained SDK; google-generativeai is dead).
+
+Two backends with the same model family: the Gemini API with an API key (default), or Vertex AI
+with a service account (``[gemini] backend = vertex`` plus an explicit project and location).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import setting
+from ..errors import ProviderAuthError, ProviderBadResponse
+from ..types import Conversation
+from .base import Provider, RequestSettings, call_sdk, import_sdk, stream_sdk
+from .google_credentials import service_account_credentials
+
+NAME = "gemini"
+_KEY_HINT = "set [gemini] api_key or GEMINI_API_KEY"
+_VERTEX_HINT = "set [gemini] credentials_file or GOOGLE_APPLICATION_CREDENTIALS, project and location"
+
+
+@dataclass(frozen=True)
+class GeminiSettings(RequestSettings):
+    backend: str = setting("api", choices=("api", "vertex"))  # api key | Vertex AI service account
+    api_key: str = setting("", secret=True)  # api: else GEMINI_API_KEY or GOOGLE_API_KEY
+    project: str = ""             # vertex
+    location: str = ""            # vertex, e.g. us-central1
+    credentials_file: str = ""    # vertex: else GOOGLE_APPLICATION_CREDENTIALS
+    base_url: str = ""            # default: generativelanguage.googleapis.com / {location}-aiplatform...
+    api_version: str = ""         # default: v1beta (api), the SDK's own (vertex)
+    model: str = "gemini-2.5-flash"
+    max_output_tokens: int = setting(256, minimum=1, maximum=65536)
+    temperature: float = setting(0.3, minimum=0, maximum=2)
+    # Tokens the model may think before answering (0: none, the fastest; -1: the model decides).
+    thinking_budget: int | None = setting(0, minimum=-1, maximum=32768)
+
+
+class GeminiChatModel(Provider[GeminiSettings]):
+    """Gemini ``generateContent`` with the call's earlier turns passed as chat history."""
+
+    name = NAME
+    Settings = GeminiSettings
+
+    def setup(self) -> None:
+        settings = self.settings
+        self.vertex = settings.backend == "vertex"
+        self.hint = _VERTEX_HINT if self.vertex else _KEY_HINT
+        genai = import_sdk(NAME, "google.genai", package="google-genai", extra="google")
+        self._types = types = genai.types
+        # No retry_options: the SDK's retries ignore Retry-After and our turn deadline; ours do not.
+        http_options = types.HttpOptions(api_version=settings.api_version or None)
+        if settings.base_url:
+            http_options.base_url = settings.base_url
+        if self.vertex:
+            if not settings.project or not settings.location:
+                # Without both, a custom base_url makes the SDK switch to an unauthenticated proxy mode.
+                raise ProviderAuthError(f"{NAME}: Vertex AI needs [gemini] project and location", provider=NAME)
+            credentials = service_account_credentials(NAME, settings.credentials_file, _VERTEX_HINT)
+            self._client = genai.Client(vertexai=True, http_options=http_options, project=settings.project,
+                                        location=settings.location, credentials=credentials)
+        else:
+            if not settings.api_key:
+                raise ProviderAuthError(f"{NAME}: no API key ({_KEY_HINT})", provider=NAME)
+            if http_options.api_version is None:
+                http_options.api_version = "v1beta"
+            self._client = genai.Client(api_key=settings.api_key, http_options=http_options)
+
+    def _chat(self, conversation: Conversation, seconds: float) -> Any:
+        types = self._types
+        past: list[Any] = []
+        for exchange in conversation.history:
+            past.append(types.Content(role="user", parts=[types.Part(text=exchange.question)]))
+            past.append(types.Content(role="model", parts=[types.Part(text=exchange.answer)]))
+        generation: dict[str, Any] = {
+            "system_instruction": conversation.system,
+            "max_output_tokens": self.settings.max_output_tokens,
+            "temperature": self.settings.temperature,
+            # Per request, so each call gets what is left of the turn (milliseconds).
+            "http_options": types.HttpOptions(timeout=int(seconds * 1000)),
+        }
+        if self.settings.thinking_budget is not None:
+            generation["thinking_config"] = types.ThinkingConfig(thinking_budget=self.settings.thinking_budget)
+        return self._client.chats.create(model=self.settings.model, config=types.GenerateContentConfig(**generation),
+                                         history=past)
+
+    def reply(self, conversation: Conversation) -> str:
+        response = call_sdk(NAME, lambda seconds: self._chat(conversation, seconds).send_message(conversation.question),
+                            timeout=self.settings.timeout, retries=self.settings.retries, hint=self.hint)
+        text = response.text  # None when blocked, or when thinking used up the token budget
+        if not text or not text.strip():
+            raise ProviderBadResponse(f"{NAME}: empty reply (finish reason {_finish_reason(response)})", provider=NAME)
+        return str(text).strip()
+
+    def stream(self, conversation: Conversation) -> Iterator[str]:
+        """The reply as it is generated (``streamGenerateContent`` over server-sent events)."""
+        return stream_sdk(
+            NAME, lambda seconds: self._chat(conversation, seconds).send_message_stream(conversation.question),
+            lambda chunk: chunk.text or "", lambda chunk: f"finish reason {_finish_reason(chunk)}",
+            timeout=self.settings.timeout, retries=self.settings.retries, hint=self.hint)
+
+
+def _finish_reason(response: Any) -> str:
+    try:
+        return str(response.candidates[0].finish_reason)
+    except (AttributeError, IndexError, TypeError):
+        feedback = getattr(response, "prompt_feedback", None)
+        return str(getattr(feedback, "block_reason", "") or "no candidates")

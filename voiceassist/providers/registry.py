@@ -1,0 +1,224 @@
+"""Which providers exist, what ``auto`` picks, and how a provider is built from the config.
+
+Adding a provider is one module (its settings dataclass and its class) plus one line in
+:data:`PROVIDERS`. A provider's name is its config section's name and the name stored with each
+turn it served (``[tts] provider = google_tts`` reads ``[google_tts]`` and stores ``google_tts``);
+the older short names (``google``, ``openai``) are still accepted in the provider lists.
+
+Settings a provider shares with others are declared here, not read by the provider: an OpenAI
+provider's ``api_key`` falls back to ``[openai] api_key`` and then to ``OPENAI_API_KEY``, Google
+Text-to-Speech's ``credentials_file`` to Google Speech's. Secrets are declared in the settings
+dataclasses (``setting(..., secret=True)``) and with their environment variables here, so log
+redaction finds every one of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib
+import importlib.util
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import CORE_SECTIONS, Config, load_config, parse_section
+from ..errors import ConfigError
+from ..knowledge import faq
+from ..types import Capability
+from .base import ProviderContext
+from .chain import ProviderChain
+from .openai_client import ENVIRONMENT as OPENAI_ENVIRONMENT
+from .openai_client import SHARED_SETTINGS as OPENAI_SHARED
+from .openai_client import OpenAISettings
+
+_GOOGLE_CREDENTIALS = {"credentials_file": ("GOOGLE_APPLICATION_CREDENTIALS",)}
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """One provider: its name (= config section = stored name), what it does, where its class is
+    (imported only when the provider is used), older names for it, and where its settings fall
+    back to: another section (``shared``) or environment variables."""
+
+    name: str
+    capability: Capability
+    target: str
+    aliases: tuple[str, ...] = ()
+    shared: Mapping[str, str] = field(default_factory=dict)
+    environment: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+STT, LLM, TTS = Capability.STT, Capability.LLM, Capability.TTS
+PROVIDERS: tuple[ProviderSpec, ...] = (
+    ProviderSpec("google_speech", STT, "google_speech:GoogleSpeechToText", ("google",), environment=_GOOGLE_CREDENTIALS),
+    ProviderSpec("openai_stt", STT, "openai_stt:OpenAISpeechToText", ("openai",), OPENAI_SHARED, OPENAI_ENVIRONMENT),
+    ProviderSpec("pocketsphinx", STT, "pocketsphinx:PocketSphinxSpeechToText"),
+    ProviderSpec("gemini", LLM, "gemini:GeminiChatModel", environment={
+        "api_key": ("GEMINI_API_KEY", "GOOGLE_API_KEY"), **_GOOGLE_CREDENTIALS}),
+    ProviderSpec("openai_chat", LLM, "openai_chat:OpenAIChatModel", ("openai",), OPENAI_SHARED, OPENAI_ENVIRONMENT),
+    ProviderSpec("knowledge", LLM, "knowledge:KnowledgeChatModel"),
+    ProviderSpec("llama_cpp", LLM, "llama_cpp:LlamaCppChatModel"),
+    ProviderSpec("openai_tts", TTS, "openai_tts:OpenAITextToSpeech", ("openai",), OPENAI_SHARED, OPENAI_ENVIRONMENT),
+    ProviderSpec("openai_realtime", TTS, "openai_realtime:OpenAIRealtimeTextToSpeech", (), OPENAI_SHARED,
+                 OPENAI_ENVIRONMENT),
+    ProviderSpec("google_tts", TTS, "google_tts:GoogleTextToSpeech", ("google",),
+                 {"credentials_file": "google_speech"}, _GOOGLE_CREDENTIALS),
+    ProviderSpec("piper", TTS, "piper:PiperTextToSpeech"),
+    ProviderSpec("espeak", TTS, "espeak:EspeakTextToSpeech"),
+)
+# Sections of settings several providers share.
+SHARED_SECTIONS: dict[str, type] = {"openai": OpenAISettings}
+
+# OpenAI's announced shutdowns of /v1/audio/speech models (SDK 3.54 docstring, TTS guide).
+OPENAI_SPEECH_SHUTDOWN = {
+    "tts-1": datetime.date(2027, 1, 6), "tts-1-hd": datetime.date(2027, 1, 6),
+    "gpt-4o-mini-tts": datetime.date(2027, 1, 6), "gpt-4o-mini-tts-2025-12-15": datetime.date(2027, 1, 6),
+}
+
+
+def spec(capability: Capability | str, name: str) -> ProviderSpec:
+    """The provider called ``name`` (or one of its older names) for ``capability``."""
+    capability = Capability(capability)
+    name = name.strip().lower()
+    for candidate in PROVIDERS:
+        if candidate.capability is capability and name in (candidate.name, *candidate.aliases):
+            return candidate
+    known = ", ".join(p.name for p in PROVIDERS if p.capability is capability)
+    raise ConfigError(f"[{capability.value}] provider = {name!r} is unknown; choose auto or one of: {known}")
+
+
+def provider_class(provider: ProviderSpec) -> Any:
+    module_name, _, class_name = provider.target.partition(":")
+    return getattr(importlib.import_module(f"{__package__}.{module_name}"), class_name)
+
+
+def sections() -> dict[str, type]:
+    """Every config section and its settings dataclass: the core ones, then each provider's."""
+    found: dict[str, type] = dict(CORE_SECTIONS)
+    found.update(SHARED_SECTIONS)
+    for provider in PROVIDERS:
+        found[provider.name] = provider_class(provider).Settings
+    return found
+
+
+def load_full_config(path: str | os.PathLike[str] | None = None, *, strict: bool = True,
+                     environ: Mapping[str, str] | None = None,
+                     overrides: Mapping[str, Mapping[str, str]] | None = None) -> Config:
+    """:func:`~voiceassist.config.load_config` checking every provider's section too (what the
+    entry points use: a bad value in any section is found when the file is loaded)."""
+    return load_config(path, environ, strict=strict, sections=sections(), overrides=overrides)
+
+
+def settings(provider: ProviderSpec, config: Config) -> Any:
+    """The provider's typed settings: its section, with the shared and environment fallbacks for
+    settings it leaves empty. A bad value is a :class:`ConfigError` naming it."""
+    raw = dict(config.sections.get(provider.name, {}))
+    for key, section in provider.shared.items():
+        if not raw.get(key):
+            raw[key] = config.sections.get(section, {}).get(key, "")
+    for key, variables in provider.environment.items():
+        if not raw.get(key):
+            raw[key] = next((os.environ[v] for v in variables if os.environ.get(v)), "")
+    source = str(config.path) if config.path else "built-in defaults"
+    values, problems, _ = parse_section(provider_class(provider).Settings, provider.name, raw, source)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return values
+
+
+def context(config: Config) -> ProviderContext:
+    general = config.section("general")
+    return ProviderContext(language=general.get("language"), knowledge_file=general.get("knowledge_file", ""),
+                           ffmpeg=config.section("audio").get("ffmpeg"))
+
+
+def _today() -> datetime.date:
+    return datetime.date.today()
+
+
+def openai_speech_retired(config: Config) -> bool:
+    """Whether ``[openai_tts] model`` is past OpenAI's announced shutdown date."""
+    shutdown = OPENAI_SPEECH_SHUTDOWN.get(settings(spec(TTS, "openai_tts"), config).model)
+    return shutdown is not None and _today() >= shutdown
+
+
+def _auto(capability: Capability, config: Config) -> list[str]:
+    """``auto``: the cloud provider whose credentials are configured, else the local one (so a
+    fresh install answers calls with no API key)."""
+    def configured(name: str, key: str) -> bool:
+        return bool(getattr(settings(spec(capability, name), config), key))
+
+    if capability is STT:
+        return ["google_speech" if configured("google_speech", "credentials_file") else "pocketsphinx"]
+    if capability is LLM:
+        if configured("gemini", "api_key") or settings(spec(LLM, "gemini"), config).backend == "vertex":
+            return ["gemini"]
+        # Offline, a knowledge file with questions and answers beats a tiny LLM on what it covers.
+        return ["knowledge"] if faq(context(config).knowledge()) else ["llama_cpp"]
+    if configured("openai_tts", "api_key"):
+        # The design card's /v1/audio/speech while its model lives, then OpenAI's successor.
+        return ["openai_realtime" if openai_speech_retired(config) else "openai_tts"]
+    return ["piper" if importlib.util.find_spec("piper") is not None else "espeak"]
+
+
+def resolve_all(capability: Capability | str, config: Config) -> list[str]:
+    """The provider names configured for ``capability``, in fallback order, ``auto`` resolved
+    and the knowledge model followed by its ``fallback``."""
+    capability = Capability(capability)
+    names: list[str] = []
+    for item in config.section(capability.value).get("provider").split(","):
+        if not item.strip():
+            continue
+        found = _auto(capability, config) if item.strip().lower() == "auto" else [spec(capability, item).name]
+        for name in found:
+            if name not in names:
+                names.append(name)
+            if name == "knowledge":
+                fallback = settings(spec(LLM, "knowledge"), config).fallback
+                if fallback != "none" and spec(LLM, fallback).name not in names:
+                    names.append(spec(LLM, fallback).name)
+    if not names:
+        raise ConfigError(f"[{capability.value}] provider is empty; choose auto or a provider name")
+    return names
+
+
+def resolve(capability: Capability | str, config: Config) -> str:
+    """The first provider configured for ``capability``."""
+    return resolve_all(capability, config)[0]
+
+
+def create_named(capability: Capability | str, name: str, config: Config) -> Any:
+    """Build the provider called ``name`` for ``capability`` from ``config``."""
+    provider = spec(capability, name)
+    return provider_class(provider)(settings(provider, config), context(config))
+
+
+def create(capability: Capability | str, config: Config) -> Any:
+    """Build the (first) provider configured for ``capability``."""
+    return create_named(capability, resolve(capability, config), config)
+
+
+def create_chain(capability: Capability | str, config: Config) -> ProviderChain:
+    """The providers configured for ``capability``, tried in order (each created when first needed)."""
+    capability = Capability(capability)
+    return ProviderChain(capability.value, resolve_all(capability, config),
+                         lambda name: create_named(capability.value, name, config))
+
+
+def secret_values(config: Config) -> list[str]:
+    """Every configured secret (settings declared secret, in any section, and the environment
+    variables they fall back to): what log redaction hides."""
+    found: list[str] = []
+    for name, cls in sections().items():
+        for setting in dataclasses.fields(cls):
+            if setting.metadata.get("secret") and config.sections.get(name, {}).get(setting.name):
+                found.append(config.sections[name][setting.name])
+    for provider in PROVIDERS:
+        cls = provider_class(provider).Settings
+        secret = {s.name for s in dataclasses.fields(cls) if s.metadata.get("secret")}
+        for key, variables in provider.environment.items():
+            if key in secret:
+                found += [os.environ[v] for v in variables if os.environ.get(v)]
+    return sorted(set(found), key=len, reverse=True)

@@ -1,0 +1,129 @@
+"""The values every layer exchanges: audio, transcripts, the conversation, calls and turns.
+
+Plain frozen dataclasses and enums with no behaviour beyond their own fields, so that any module
+can use them without importing another layer (storage does not import the providers to know what
+an exchange is, and the providers do not import the turn to know what a conversation is).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+class Capability(str, enum.Enum):
+    """What a provider does."""
+
+    STT = "stt"
+    LLM = "llm"
+    TTS = "tts"
+
+
+class Stage(str, enum.Enum):
+    """Where a turn is: the stage whose failure names the turn's status (``stt_error`` ...)."""
+
+    STT = "stt"
+    LLM = "llm"
+    TTS = "tts"
+
+
+class TurnStatus(str, enum.Enum):
+    """How a turn ended, as stored."""
+
+    OK = "ok"
+    NO_SPEECH = "no_speech"
+    STT_ERROR = "stt_error"
+    LLM_ERROR = "llm_error"
+    TTS_ERROR = "tts_error"
+    HANGUP = "hangup"
+    ERROR = "error"
+
+
+class CallState(str, enum.Enum):
+    """Where the call is, as the dialplan's ``VA_STATE`` tells the ``h`` extension."""
+
+    RECORDING = "recording"
+    THINKING = "thinking"
+    ANSWERING = "answering"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class Recording:
+    """The caller's question: 16-bit signed little-endian mono PCM."""
+
+    pcm: bytes
+    sample_rate: int = 8000
+
+    @property
+    def seconds(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What the caller said. ``text`` is empty when no speech was recognised."""
+
+    text: str
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One earlier question and answer of the same call."""
+
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What a chat model is asked: its instructions (with the facts it may use), the call so far
+    and the caller's new question. Built once, for every chat model, by ``call.conversation``."""
+
+    system: str
+    history: tuple[Exchange, ...]
+    question: str
+
+
+@dataclass(frozen=True)
+class SpeechAudio:
+    """Synthesised speech as returned by a provider, before conversion for the phone."""
+
+    data: bytes
+    encoding: Literal["s16le", "mulaw", "wav", "mp3"]
+    sample_rate: int
+
+
+@dataclass
+class CallInfo:
+    """What Asterisk told us about the call (AGI environment and arguments)."""
+
+    uniqueid: str
+    linkedid: str = ""
+    channel: str = ""
+    caller_number: str = ""
+    caller_name: str = ""
+    extension: str = ""
+
+
+@dataclass
+class TurnRecord:
+    """One question and answer, with its outcome and per-stage timings in milliseconds."""
+
+    turn_number: int
+    status: str = TurnStatus.OK.value
+    error: str | None = None
+    transcript: str | None = None
+    stt_confidence: float | None = None
+    reply: str | None = None
+    recording_path: str | None = None
+    answer_path: str | None = None
+    stt_provider: str | None = None
+    llm_provider: str | None = None
+    tts_provider: str | None = None
+    timings: dict[str, int] = field(default_factory=dict)
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    finished_at: dt.datetime | None = None
