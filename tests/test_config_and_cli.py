@@ -12,7 +12,7 @@ from voiceassist.errors import ConfigError
 
 
 def test_defaults_apply_without_a_file(tmp_path):
-    config = load_config(None, environ={})  # /etc/asterisk/voiceassist.conf absent here
+    config = load_config(None, environ={})  # /etc/voiceassist/voiceassist.conf absent here
     assert config.section("gemini").get("model") == "gemini-2.5-flash"
 
 
