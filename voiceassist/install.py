@@ -784,6 +784,9 @@ def run_uninstall(*, purge: bool, dry_run: bool, reload: bool, config_path: Path
             "(a forged list there must not decide what root deletes)")
     manifest = load_manifest(out)
     records = manifest if manifest is not None else _known_records(installer)
+    # The data directories are voiceassist's by name, whoever made them (the asterisk user may
+    # have, before the first install): --purge empties them too.
+    records += [Record(str(d), DATA) for d in installer.data_directories() if str(d) not in {r.path for r in records}]
     allowed = installer.managed()
     usable: list[Record] = []
     for record in records:
@@ -846,7 +849,8 @@ def run_uninstall(*, purge: bool, dry_run: bool, reload: bool, config_path: Path
         raise InstallError(f"refused: {exc}") from None
     if not dry_run:
         if manifest is not None:
-            save_manifest([r for r in manifest if r.path not in removed and _lstat(Path(r.path)) is not None])
+            # Only what we manage is kept for the next uninstall; ignored entries are dropped.
+            save_manifest([r for r in usable if r.path not in removed and _lstat(Path(r.path)) is not None])
             try:
                 with open_directory(MANIFEST_DIR.parent) as parent:
                     parent.rmdir(MANIFEST_DIR.name)

@@ -228,7 +228,11 @@ class Spool:
                 os.mkdir("rejected", 0o750, dir_fd=spool_fd)
             except FileExistsError:
                 pass
-            rejected_fd = os.open("rejected", flags, dir_fd=spool_fd)
+            try:
+                rejected_fd = os.open("rejected", flags, dir_fd=spool_fd)
+            except OSError as exc:
+                raise StorageError(f"cannot set aside the damaged spool entry {path.name}: "
+                                   f"{self.directory / 'rejected'} is not a plain directory ({exc.strerror})") from None
             try:
                 give_to_directory_owner(self.directory / "rejected")
                 os.rename(path.name, path.name, src_dir_fd=spool_fd, dst_dir_fd=rejected_fd)

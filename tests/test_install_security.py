@@ -1,0 +1,210 @@
+"""The asterisk user attacks root's commands, in the Asterisk chroot (``fs.protected_symlinks = 0``
+on this host, so planted links really are followed by anything that follows links).
+
+The asterisk user is who a compromised dialplan, FreePBX's PHP or any Asterisk module runs as. It
+owns Asterisk's directories (as on FreePBX: agi-bin, sounds, spool, /var/lib/asterisk, the log
+directory and /etc/asterisk), so it plants links and forged files there; then root runs
+``install``, a re-install, ``db flush`` and ``uninstall --purge``. A decoy tree only root may
+write (/root/decoy) must come out byte-, mode- and owner-identical, and every command either
+refuses with one clear line or works on voiceassist's own files only.
+
+Then: config and knowledge files the asterisk user could write are refused by every root command
+(and still serve the asterisk user's own calls); extensions_custom.conf keeps FreePBX's owner and
+mode; Debian's stock extensions.conf is made to load our contexts by doctor's fix line; the
+installed FastAGI address follows ``[fastagi] port``; the daily prune and the logrotate snippet.
+
+The tests run in file order, each building on the one before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import rig_conf
+from tests.rig.asterisk import SHARED
+from tests.rig.calls import RIG_DIALPLAN, place_call
+from tests.test_install_in_chroot import (  # noqa: F401  (question: a fixture used here)
+    ADMIN_LINES, ASTERISK_UID, CONF, INSTALLED_DB, PROMPTS, VENV_BIN, WRAPPER, as_user, assert_answered_as_asterisk,
+    provider_sections, question, text)
+
+MANIFEST = "/var/lib/voiceassist/install-manifest.json"
+LEGACY_MANIFEST = "/var/lib/asterisk/voiceassist/install-manifest.json"
+DECOY = "/root/decoy"
+AGI_BIN = "/usr/share/asterisk/agi-bin"
+SOUNDS_CUSTOM = "/usr/local/share/asterisk/sounds"   # Debian: sounds/custom links here
+ANSWERS = f"{SHARED}/spool/voiceassist"
+SPOOL = f"{SHARED}/spool/voiceassist-spool"
+LOG = "/var/log/asterisk/voiceassist.log"
+CRON = "/etc/cron.d/voiceassist"
+LOGROTATE = "/etc/logrotate.d/voiceassist"
+ROOT_COMMANDS = [("db", "upgrade"), ("db", "flush"), ("db", "prune", "--days", "1"), ("calls",),
+                 ("ask", "/tmp/question.wav"), ("serve",), ("install", "--no-reload")]
+
+
+def as_asterisk(rig, script: str, check: bool = True) -> subprocess.CompletedProcess:
+    """A shell script run inside the chroot as the asterisk user: the attacker."""
+    result = subprocess.run([*as_user(rig, "asterisk"), "sh", "-c", script], capture_output=True, timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"as asterisk: {script}\n{text(result)}")
+    return result
+
+
+def voiceassist(rig, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*as_user(rig), VENV_BIN, *args], capture_output=True, timeout=120)
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every object below ``root`` (and itself): type and mode, owner, group, content or link target."""
+    found = {}
+    for directory, dirs, files in os.walk(root, followlinks=False):
+        for name in [".", *dirs, *files]:
+            path = Path(directory) / name if name != "." else Path(directory)
+            info = os.lstat(path)
+            content = (path.read_bytes() if stat.S_ISREG(info.st_mode) else
+                       os.readlink(path) if stat.S_ISLNK(info.st_mode) else None)
+            found[str(path.relative_to(root))] = (info.st_mode, info.st_uid, info.st_gid, content)
+    return found
+
+
+def one_clear_line(result: subprocess.CompletedProcess) -> str:
+    out = text(result)
+    assert "Traceback" not in out, out
+    lines = [line for line in result.stderr.decode(errors="replace").splitlines() if line.strip()]
+    assert len(lines) == 1, out
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def pbx(rig, emulators):
+    """The rig as a FreePBX-like PBX before install: voiceassist absent, Asterisk running as the
+    asterisk user, who owns Asterisk's directories; a decoy tree only root may write. Restored after."""
+    etc = rig.host_path("/etc/asterisk")
+    (etc / "extensions_custom.conf").write_text(ADMIN_LINES)
+    for path in (CONF, MANIFEST, WRAPPER):
+        rig.host_path(path).unlink(missing_ok=True)
+    for path in (ANSWERS, SPOOL, "/var/lib/asterisk/voiceassist", f"{SOUNDS_CUSTOM}/voiceassist"):
+        shutil.rmtree(rig.host_path(path), ignore_errors=True)
+    for directory in (AGI_BIN, SOUNDS_CUSTOM, "/etc/asterisk", "/var/log/asterisk", f"{SHARED}/spool"):
+        rig.host_path(directory).mkdir(parents=True, exist_ok=True)
+        os.chown(rig.host_path(directory), ASTERISK_UID, ASTERISK_UID)
+    rig.host_path(LOG).unlink(missing_ok=True)
+    decoy = rig.host_path(DECOY)
+    shutil.rmtree(decoy, ignore_errors=True)
+    (decoy / "dir" / "inner").mkdir(parents=True)
+    (decoy / "secret").write_bytes(b"root's secret\n")
+    (decoy / "secret").chmod(0o600)
+    (decoy / "dir" / "file").write_bytes(b"root's file\n")
+    (decoy / "dir" / "inner" / "deep").write_bytes(b"deep\n")
+    (decoy / "dir").chmod(0o700)
+    rig.restart(user="asterisk")
+    yield rig
+    voiceassist(rig, "uninstall", "--purge", "--no-reload")
+    for leftover in (f"{AGI_BIN}/.voiceassist.voiceassist-tmp", LOG, f"{SOUNDS_CUSTOM}/voiceassist"):
+        path = rig.host_path(leftover)
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+    for directory in (AGI_BIN, SOUNDS_CUSTOM):
+        os.chown(rig.host_path(directory), 0, 0)
+    shutil.rmtree(decoy, ignore_errors=True)
+    rig.configure(rig_conf(emulators), RIG_DIALPLAN)
+    rig.restart()
+
+
+# -- 1. links and forged files planted by the asterisk user -------------------------------------------
+def test_planted_links_and_forged_files_never_reach_roots_files(pbx):
+    rig = pbx
+    decoy = rig.host_path(DECOY)
+    before = snapshot(decoy)
+    # Where the new manifest lives the asterisk user cannot even create a file.
+    assert as_asterisk(rig, "mkdir -p /var/lib/voiceassist && touch /var/lib/voiceassist/x", check=False).returncode != 0
+    # Before the first install: the wrapper, its old predictable temp name, a prompt in a sounds
+    # directory the user made, the data directories, the spool's lock and rejected/, the log, and
+    # a forged manifest where older versions kept it.
+    as_asterisk(rig, f"""
+        ln -s {DECOY}/secret {AGI_BIN}/voiceassist
+        ln -s {DECOY}/secret {AGI_BIN}/.voiceassist.voiceassist-tmp
+        mkdir -p {SOUNDS_CUSTOM}/voiceassist && ln -s {DECOY}/secret {SOUNDS_CUSTOM}/voiceassist/beep.ulaw
+        mkfifo {SOUNDS_CUSTOM}/voiceassist/greeting.ulaw
+        mkdir -p {ANSWERS} && ln -s {DECOY}/secret {ANSWERS}/answer-1.ulaw && ln -s {DECOY}/dir {ANSWERS}/call
+        mkdir -p {SPOOL} && ln -s {DECOY}/secret {SPOOL}/.replay.lock && ln -s {DECOY}/dir {SPOOL}/rejected
+        echo 'not json' > {SPOOL}/00000000000000000001-1-000000-forged-turn1.json
+        ln -s {DECOY}/secret {LOG}
+        mkdir -p /var/lib/asterisk/voiceassist
+        echo '{{"created": ["{DECOY}/secret", "{DECOY}/dir", "{DECOY}"]}}' > {LEGACY_MANIFEST}
+    """)
+    first = voiceassist(rig, "install", "--no-reload")
+    assert first.returncode == 0, text(first)
+    assert "Traceback" not in text(first) and f"ignoring {LEGACY_MANIFEST}" in text(first)
+    assert snapshot(decoy) == before
+    wrapper = rig.host_path(WRAPPER)
+    assert not wrapper.is_symlink() and f'exec "{VENV_BIN}" agi' in wrapper.read_text()
+    assert (wrapper.stat().st_uid, wrapper.stat().st_mode & 0o777) == (0, 0o755)
+    for name in ("beep.ulaw", "greeting.ulaw"):
+        prompt = rig.host_path(f"{PROMPTS}/{name}")
+        assert stat.S_ISREG(prompt.lstat().st_mode) and prompt.stat().st_uid == 0, name
+    assert rig.host_path(LOG).is_symlink(), "an existing log entry is left alone, never opened by root"
+    manifest = rig.host_path(MANIFEST)
+    assert manifest.stat().st_uid == 0 and manifest.parent.stat().st_mode & 0o777 == 0o700
+
+    # Re-install after the asterisk user swapped our wrapper and a prompt for links.
+    as_asterisk(rig, f"""
+        rm {AGI_BIN}/voiceassist && ln -s {DECOY}/secret {AGI_BIN}/voiceassist
+        rm {PROMPTS}/beep.ulaw && ln -s {DECOY}/dir/file {PROMPTS}/beep.ulaw
+    """)
+    again = voiceassist(rig, "install", "--no-reload")
+    assert again.returncode == 0 and "Traceback" not in text(again), text(again)
+    assert f"write AGI wrapper {WRAPPER}" in text(again) and "copy prompt beep.ulaw" in text(again)
+    assert not rig.host_path(WRAPPER).is_symlink() and not rig.host_path(f"{PROMPTS}/beep.ulaw").is_symlink()
+    assert snapshot(decoy) == before
+
+    # The whole sounds directory swapped for a link to root's directory: refused, in one line.
+    as_asterisk(rig, f"mv {PROMPTS} {PROMPTS}.mine && ln -s {DECOY}/dir {PROMPTS}")
+    refused = voiceassist(rig, "install", "--no-reload")
+    line = one_clear_line(refused)
+    assert refused.returncode == 1 and "refused" in line and "symbolic link" in line, line
+    assert f"{SOUNDS_CUSTOM}/voiceassist" in line, line  # sounds/custom: Debian's own link, followed
+    assert snapshot(decoy) == before
+    as_asterisk(rig, f"rm {PROMPTS} && mv {PROMPTS}.mine {PROMPTS}")
+
+    # db flush as root works as asterisk: the lock file is a link (refused), then rejected/ is.
+    flush = voiceassist(rig, "db", "flush")
+    line = one_clear_line(flush)
+    assert flush.returncode == 1 and ".replay.lock" in line and "symbolic links" in line, line
+    as_asterisk(rig, f"rm {SPOOL}/.replay.lock")
+    flush = voiceassist(rig, "db", "flush")
+    line = one_clear_line(flush)
+    assert flush.returncode == 1 and f"{SPOOL}/rejected is not a plain directory" in line, line
+    assert rig.host_path(f"{SPOOL}/.replay.lock").stat().st_uid == ASTERISK_UID, "the lock is made by asterisk"
+    assert snapshot(decoy) == before
+
+    # uninstall --purge: the forged old manifest is ignored; a manifest naming root's files (as
+    # if forged where only root writes) is obeyed only for paths install manages.
+    records = json.loads(rig.host_path(MANIFEST).read_text())
+    secret = hashlib.sha256((decoy / "secret").read_bytes()).hexdigest()
+    records["records"] += [{"path": f"{DECOY}/secret", "kind": "file", "sha256": secret},
+                           {"path": f"{DECOY}/dir", "kind": "data", "sha256": ""},
+                           {"path": "/root", "kind": "directory", "sha256": ""}]
+    rig.host_path(MANIFEST).write_text(json.dumps(records))
+    as_asterisk(rig, f"rm {AGI_BIN}/voiceassist && ln -s {DECOY}/secret {AGI_BIN}/voiceassist")
+    purge = voiceassist(rig, "uninstall", "--purge", "--no-reload")
+    out = text(purge)
+    assert purge.returncode == 0 and "Traceback" not in out, out
+    assert f"ignoring {LEGACY_MANIFEST}" in out
+    assert f"ignoring the manifest's {DECOY}/secret" in out and f"ignoring the manifest's {DECOY}/dir" in out
+    assert f"left {WRAPPER} alone: it is now a symbolic link" in out
+    assert snapshot(decoy) == before
+    # Our own things are gone; the asterisk user's links inside the data directories went with them.
+    assert not rig.host_path(ANSWERS).exists() and not rig.host_path(ANSWERS).is_symlink()
+    assert not rig.host_path(CONF).exists() and not list(rig.host_path(PROMPTS).glob("*.ulaw"))
+    as_asterisk(rig, f"rm -f {AGI_BIN}/voiceassist {AGI_BIN}/.voiceassist.voiceassist-tmp {LOG}")
