@@ -208,3 +208,90 @@ def test_planted_links_and_forged_files_never_reach_roots_files(pbx):
     assert not rig.host_path(ANSWERS).exists() and not rig.host_path(ANSWERS).is_symlink()
     assert not rig.host_path(CONF).exists() and not list(rig.host_path(PROMPTS).glob("*.ulaw"))
     as_asterisk(rig, f"rm -f {AGI_BIN}/voiceassist {AGI_BIN}/.voiceassist.voiceassist-tmp {LOG}")
+
+
+# -- 2. a config or knowledge file others could write -----------------------------------------------
+KNOWLEDGE = "/etc/asterisk/voiceassist-knowledge.md"   # /etc/asterisk belongs to asterisk
+
+
+def refused_by_every_root_command(rig, question: str, wanted: str, fix: str) -> None:
+    for command in ROOT_COMMANDS:
+        args = [f"{question}.wav" if a == "/tmp/question.wav" else a for a in command]
+        result = voiceassist(rig, *args)
+        line = one_clear_line(result)
+        assert result.returncode == 2, (command, text(result))
+        assert wanted in line and f"; fix: {fix}" in line, (command, line)
+    doctor = voiceassist(rig, "doctor")
+    report = text(doctor)
+    assert doctor.returncode == 1 and "Traceback" not in report, report
+    assert re.search(rf"FAIL\s+config\s+{re.escape(wanted)}.*\n\s+fix: {re.escape(fix)}", report), report
+
+
+def test_config_or_knowledge_file_others_can_write_is_refused_by_every_root_command(pbx, emulators, question):
+    rig = pbx
+    installed = voiceassist(rig, "install")
+    assert installed.returncode == 0, text(installed)
+    conf = rig.host_path(CONF)
+    with open(conf, "a") as handle:
+        handle.write("\n" + provider_sections(rig_conf(emulators)))
+    upgrade = voiceassist(rig, "db", "upgrade")  # the trusted config: root's commands work
+    assert upgrade.returncode == 0 and "schema upgraded" in text(upgrade), text(upgrade)
+    ownership = (conf.stat().st_uid, conf.stat().st_gid, conf.stat().st_mode & 0o777)
+    assert ownership == (0, ASTERISK_UID, 0o640)
+    permission_fix = f"chown root:asterisk {CONF} && chmod 0640 {CONF}"
+
+    os.chown(conf, ASTERISK_UID, ASTERISK_UID)  # owned by asterisk
+    refused_by_every_root_command(rig, question, f"refusing the config file {CONF}: owner asterisk, mode 0640",
+                                  permission_fix)
+    # The same file serves the asterisk user's own calls: nothing to gain from a file it could write.
+    call = place_call(rig, "7701", [question], context="voiceassist")
+    assert_answered_as_asterisk(rig, call, "7701")
+    os.chown(conf, 0, ASTERISK_UID)
+
+    conf.chmod(0o660)  # group-writable: every asterisk process could change it
+    refused_by_every_root_command(rig, question, f"refusing the config file {CONF}: owner root, mode 0660",
+                                  permission_fix)
+    conf.chmod(0o640)
+
+    real = conf.with_name("real.conf")
+    conf.rename(real)
+    conf.symlink_to("real.conf")  # even root's own link: a root command follows none to its settings
+    refused_by_every_root_command(rig, question, f"refusing the config file {CONF}: it is a symbolic link",
+                                  f"replace the link by the file itself (rm {CONF}, then write it there)")
+    conf.unlink()
+    real.rename(conf)
+
+    knowledge = rig.host_path(KNOWLEDGE)
+    knowledge.write_text("Q: What are your opening hours?\nA: Nine to five.\n")
+    os.chown(knowledge, ASTERISK_UID, ASTERISK_UID)
+    with open(conf, "a") as handle:
+        handle.write(f"\n[general]\nknowledge_file = {KNOWLEDGE}\n")
+    refused_by_every_root_command(
+        rig, question, f"refusing the knowledge file {KNOWLEDGE}: /etc/asterisk is owner asterisk",
+        f"install -d -o root -g asterisk -m 0750 /etc/voiceassist && mv {KNOWLEDGE} /etc/voiceassist/")
+    call = place_call(rig, "7702", [question], context="voiceassist")
+    assert_answered_as_asterisk(rig, call, "7702")
+    conf.write_text(conf.read_text().replace(f"\n[general]\nknowledge_file = {KNOWLEDGE}\n", ""))
+    knowledge.unlink()
+    assert voiceassist(rig, "db", "status").returncode == 0
+
+
+# -- 3. FreePBX's owner and mode of extensions_custom.conf ------------------------------------------
+def test_extensions_custom_conf_keeps_its_owner_and_mode_across_uninstall_and_install(pbx):
+    rig = pbx
+    custom = rig.host_path("/etc/asterisk/extensions_custom.conf")
+    os.chown(custom, ASTERISK_UID, ASTERISK_UID)  # as `fwconsole chown` leaves it
+    custom.chmod(0o640)
+
+    def owner_and_mode() -> tuple[int, int, int]:
+        info = custom.lstat()
+        return info.st_uid, info.st_gid, info.st_mode & 0o7777
+
+    removed = voiceassist(rig, "uninstall")
+    assert removed.returncode == 0, text(removed)
+    assert custom.read_text() == ADMIN_LINES and owner_and_mode() == (ASTERISK_UID, ASTERISK_UID, 0o640)
+    added = voiceassist(rig, "install")
+    assert added.returncode == 0 and "add the [voiceassist] contexts" in text(added), text(added)
+    assert "; BEGIN voiceassist" in custom.read_text() and owner_and_mode() == (ASTERISK_UID, ASTERISK_UID, 0o640)
+    # Asterisk, running as asterisk, still reads it: the contexts are loaded.
+    assert "voiceassist-flow" in rig.cli("dialplan show 8008@voiceassist")
