@@ -89,8 +89,8 @@ def pbx(rig, emulators):
     asterisk user, who owns Asterisk's directories; a decoy tree only root may write. Restored after."""
     etc = rig.host_path("/etc/asterisk")
     (etc / "extensions_custom.conf").write_text(ADMIN_LINES)
-    for path in (CONF, MANIFEST, WRAPPER):
-        rig.host_path(path).unlink(missing_ok=True)
+    for path in (CONF, MANIFEST, WRAPPER, CRON, LOGROTATE, "/etc/systemd/system/voiceassist.service"):
+        rig.host_path(path).unlink(missing_ok=True)  # also what an interrupted earlier run left
     for path in (ANSWERS, SPOOL, "/var/lib/asterisk/voiceassist", f"{SOUNDS_CUSTOM}/voiceassist"):
         shutil.rmtree(rig.host_path(path), ignore_errors=True)
     for directory in (AGI_BIN, SOUNDS_CUSTOM, "/etc/asterisk", "/var/log/asterisk", f"{SHARED}/spool"):
@@ -295,3 +295,128 @@ def test_extensions_custom_conf_keeps_its_owner_and_mode_across_uninstall_and_in
     assert "; BEGIN voiceassist" in custom.read_text() and owner_and_mode() == (ASTERISK_UID, ASTERISK_UID, 0o640)
     # Asterisk, running as asterisk, still reads it: the contexts are loaded.
     assert "voiceassist-flow" in rig.cli("dialplan show 8008@voiceassist")
+
+
+# -- 4. plain Asterisk: Debian's stock extensions.conf ------------------------------------------------
+STOCK_EXTENSIONS = "/usr/share/asterisk/conf/samples/extensions.conf.sample"  # what Debian installs as extensions.conf
+PHONES = "\n[va-phones]\n; the admin's context for the phones, as the README says\ninclude => voiceassist\n"
+
+
+def doctor_checks(rig) -> dict[str, dict]:
+    return {c["name"]: c for c in json.loads(voiceassist(rig, "doctor", "--json").stdout)}
+
+
+def test_stock_debian_extensions_conf_is_made_to_load_our_contexts_by_doctors_fix(pbx, question):
+    rig = pbx
+    extensions = rig.host_path("/etc/asterisk/extensions.conf")
+    stock = rig.host_path(STOCK_EXTENSIONS).read_text()
+    assert not re.search(r"(?m)^\s*#include", stock), "Debian's stock extensions.conf includes nothing"
+    # The rig's test callers live in extensions_rig.conf (the admin's own include); nothing else changes.
+    harness = stock + "\n#include extensions_rig.conf\n"
+    extensions.write_text(harness)
+    os.chown(extensions, ASTERISK_UID, ASTERISK_UID)
+    extensions.chmod(0o640)  # as Debian ships it
+    with open(rig.host_path("/etc/asterisk/extensions_rig.conf"), "a") as handle:
+        handle.write(PHONES)
+    rig.cli("dialplan reload")
+    assert "voiceassist-flow" not in rig.cli("dialplan show 8008@voiceassist")
+    dialplan = doctor_checks(rig)["dialplan"]
+    assert dialplan["status"] == "FAIL" and "does not #include extensions_custom.conf" in dialplan["detail"], dialplan
+    # The fix line, exactly as doctor prints it, one command after the other.
+    for command in dialplan["fix"].split(";"):
+        result = subprocess.run([*as_user(rig), "env", "PATH=/opt/voiceassist/venv/bin:/usr/sbin:/usr/bin:/bin",
+                                 "sh", "-c", command.strip()], capture_output=True, timeout=120)
+        assert result.returncode == 0 and "Traceback" not in text(result), (command, text(result))
+    assert doctor_checks(rig)["dialplan"]["status"] == "OK"
+    text_now = extensions.read_text()
+    assert text_now.startswith(harness) and "\n#include extensions_custom.conf\n; END voiceassist" in text_now
+    assert extensions.stat().st_uid == ASTERISK_UID and extensions.stat().st_mode & 0o777 == 0o640
+    call = place_call(rig, "7703", [question], context="va-phones")
+    assert_answered_as_asterisk(rig, call, "7703")
+    # uninstall takes its include out again, install puts it back.
+    assert voiceassist(rig, "uninstall", "--no-reload").returncode == 0
+    assert extensions.read_text() == harness
+    assert voiceassist(rig, "install").returncode == 0
+
+
+# -- 5. one source of truth for the FastAGI address ---------------------------------------------------
+def test_installed_fastagi_url_follows_the_configured_port(pbx, question):
+    rig = pbx
+    conf = rig.host_path(CONF)
+    original = conf.read_text()
+    assert "\nport = 4573\n" in original
+    conf.write_text(original.replace("\nport = 4573\n", "\nport = 4599\n"))
+    try:
+        dialplan = doctor_checks(rig)["dialplan"]
+        assert dialplan["status"] == "FAIL", dialplan
+        assert "dials agi://127.0.0.1:4573/voiceassist" in dialplan["detail"]
+        assert "says agi://127.0.0.1:4599/voiceassist" in dialplan["detail"]
+        out = text(voiceassist(rig, "install", "--fastagi"))
+        assert "update the [voiceassist] contexts" in out and "write systemd unit" in out, out
+        assert "agi://127.0.0.1:4599/voiceassist" in rig.cli("dialplan show 8008@voiceassist-fastagi")
+        assert doctor_checks(rig)["dialplan"]["status"] == "OK"
+        unit = rig.host_path("/etc/systemd/system/voiceassist.service").read_text()
+        settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+        assert "127.0.0.1:4599" in settings["Description"]
+        # What systemd would run (ExecStart as User=) answers a call dialled at the new address.
+        server = subprocess.Popen([*as_user(rig, settings["User"]), "env", settings["Environment"],
+                                   *settings["ExecStart"].split()],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            seen: list[str] = []
+            while not any("listening" in line for line in seen):
+                line = server.stdout.readline()
+                if not line:
+                    break
+                seen.append(line)
+            assert any("listening on 127.0.0.1:4599" in line for line in seen), seen
+            call = place_call(rig, "7704", [question], context="voiceassist-fastagi")
+            assert_answered_as_asterisk(rig, call, "7704")
+        finally:
+            server.terminate()
+            remaining, _ = server.communicate(timeout=60)
+        assert "Traceback" not in remaining
+    finally:
+        conf.write_text(original)
+    assert voiceassist(rig, "install").returncode == 0
+    assert "agi://127.0.0.1:4573/voiceassist" in rig.cli("dialplan show 8008@voiceassist-fastagi")
+
+
+# -- 6. retention and log rotation -------------------------------------------------------------------
+def test_install_schedules_the_daily_prune_as_asterisk_and_log_rotation_and_uninstall_removes_them(pbx):
+    rig = pbx
+    cron, rotate = rig.host_path(CRON), rig.host_path(LOGROTATE)
+    for path in (cron, rotate):  # no systemd in the chroot: the cron file
+        assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (0, 0o644), path
+    assert f"{LOG} {{" in rotate.read_text() and "su asterisk asterisk" in rotate.read_text()
+    assert not re.search(r"(?m)^\s*copytruncate", rotate.read_text())  # the handler reopens the file
+    lines = cron.read_text().splitlines()
+    environment = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z_]+=", line))
+    assert environment["VOICEASSIST_CONFIG"] == CONF
+    job = next(line for line in lines if re.match(r"^\d", line)).split(None, 6)
+    user, command = job[5], job[6]
+    assert user == "asterisk" and command.endswith("db prune >/dev/null")
+    # Run the job as cron would: an old call goes, the recent ones stay.
+    conf = rig.host_path(CONF)
+    original = conf.read_text()
+    conf.write_text(original.replace("retention_days = 0", "retention_days = 1"))
+    try:
+        subprocess.run([*as_user(rig, "asterisk"), "/opt/voiceassist/venv/bin/python", "-c",
+                        "import sqlite3; db = sqlite3.connect(%r); db.execute(\"UPDATE voiceassist_calls SET "
+                        "started_at = '2020-01-01 00:00:00.000000' WHERE caller_number = '7701'\"); db.commit()"
+                        % INSTALLED_DB], check=True)
+        result = subprocess.run([*as_user(rig, user), "env", *(f"{k}={v}" for k, v in environment.items()),
+                                 "sh", "-c", command], capture_output=True, timeout=120)
+        assert result.returncode == 0 and not result.stderr, text(result)
+        import sqlite3
+        with sqlite3.connect(rig.host_path(INSTALLED_DB)) as db:
+            callers = {row[0] for row in db.execute("SELECT caller_number FROM voiceassist_calls")}
+        assert "7701" not in callers and "7702" in callers, callers
+    finally:
+        conf.write_text(original)
+    planned = text(voiceassist(rig, "uninstall", "--dry-run"))
+    assert f"would remove {CRON}" in planned and f"would remove {LOGROTATE}" in planned, planned
+    assert voiceassist(rig, "uninstall", "--no-reload").returncode == 0
+    assert not cron.exists() and not rotate.exists()
+    planned = text(voiceassist(rig, "install", "--dry-run"))
+    assert f"would write {CRON}" in planned and f"would write {LOGROTATE}" in planned, planned
