@@ -488,6 +488,7 @@ class Installer:
     def _data_directory(self, path: Path) -> list[Record]:
         ids = _asterisk_ids()
         created: list[Path] = []
+        # A missing Asterisk directory above it is made 0755, as Asterisk's own are (traversable).
         with open_directory(path.parent, create=True, mode=0o755, created=created) as parent:
             directory, made = parent.subdirectory(path.name, create=True, mode=0o750, owner=ids)
             with directory:
@@ -514,6 +515,10 @@ class Installer:
         return [*(Record(str(p), DIRECTORY) for p in created), Record(str(self.paths.sounds / prompt.name), FILE, sha256(data))]
 
     def _root_file(self, path: Path, text: str, mode: int, create_parent_mode: int = 0o755) -> list[Record]:
+        """A root-owned file outside the asterisk user's reach. Modes: 0755 for the AGI wrapper
+        (Asterisk executes it), 0644 for systemd units, the cron file and the logrotate snippet
+        (the convention there; they hold no secret); a missing parent is made 0755 as those
+        directories are."""
         data = text.encode()
         created: list[Path] = []
         with open_directory(path.parent, create=True, mode=create_parent_mode, created=created) as directory:
