@@ -13,7 +13,7 @@ from voiceassist.providers import load_full_config
 
 
 def test_defaults_apply_without_a_file(tmp_path):
-    config = load_full_config(None, environ={})  # /etc/asterisk/voiceassist.conf absent here
+    config = load_full_config(None, environ={})  # /etc/voiceassist/voiceassist.conf absent here
     assert config.section("gemini").get("model") == "gemini-2.5-flash"
 
 
@@ -229,7 +229,7 @@ def test_the_config_template_documents_every_setting_and_nothing_else():
     import string
     import tempfile
 
-    text = string.Template(template).substitute(answer_dir="/tmp/a", spool_dir="/tmp/s",
+    text = string.Template(template).substitute(answer_dir="/tmp/a", spool_dir="/tmp/s", config_dir="/etc/voiceassist",
                                                  database_url="sqlite:////tmp/va.db", log_file="")
     with tempfile.NamedTemporaryFile("w", suffix=".conf") as handle:
         handle.write(text)
@@ -250,5 +250,5 @@ def test_files_voiceassist_creates_are_for_the_asterisk_user_and_group_only(tmp_
     out = subprocess.run([sys.executable, "-m", "voiceassist", "--config", str(config), "db", "upgrade"],
                          capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.umask(0o022))
     assert out.returncode == 0, out.stderr
-    for path in (tmp_path / "data", tmp_path / "data/va.db", tmp_path / "logs/va.log"):
+    for path in (tmp_path / "data", tmp_path / "data/va.db"):
         assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, (path, oct(path.stat().st_mode))

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voiceassist", description="Asterisk/FreePBX voice assistant.")
     parser.add_argument("--version", action="version", version=f"voiceassist {__version__}")
-    parser.add_argument("--config", help="config file (default $VOICEASSIST_CONFIG or /etc/asterisk/voiceassist.conf)")
+    parser.add_argument("--config", help="config file (default $VOICEASSIST_CONFIG or /etc/voiceassist/voiceassist.conf)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     agi = commands.add_parser("agi", help="run one AGI session on stdin/stdout (Asterisk runs this)")
     agi.add_argument("args", nargs=argparse.REMAINDER, help="AGI() arguments (also read from agi_arg_N)")
@@ -104,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         from .assistant import Assistant
         from .providers import load_full_config
 
-        config = load_full_config(args.config)
+        config = load_full_config(args.config)  # as root: refused unless only root can write it
         if args.command == "ask":
             config = _ask_config(config, args.config)
-        assistant = Assistant(config)
+        _work_as_service_user(args)
+        assistant = Assistant(config)  # logging, database and spool opened as the asterisk user
         if args.command == "serve":
             from .fastagi import serve
 
@@ -155,13 +156,35 @@ def _ask_config(config: Config, explicit: str | None) -> Config:
     return load_full_config(explicit, overrides=moved)
 
 
+def _work_as_service_user(args: argparse.Namespace) -> None:
+    """Run as root, become the asterisk user before touching its files (spool, database, answers).
+
+    What root alone can do is done first: a ``calls export --output`` file is opened as root (the
+    admin's own choice of path) and becomes standard output.
+    """
+    import os
+
+    from .privileges import SERVICE_USER, drop_privileges, service_account
+
+    if os.geteuid() != 0 or service_account() is None:
+        return  # not root, or no asterisk user to become (a development machine)
+    if args.command == "calls" and getattr(args, "output", None):
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+        args.output = None
+    if drop_privileges() and args.command == "ask" and not os.access(args.question, os.R_OK):
+        raise VoiceAssistError(f"{args.question} is not readable by the {SERVICE_USER} user, who runs `ask` for root: "
+                               f"copy it somewhere {SERVICE_USER} can read (e.g. /tmp) and run again")
+
+
 def _system_command(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from .config import DEFAULT_CONFIG_PATH
+    from .config import default_config_path
 
-    config_path = Path(args.config or os.environ.get("VOICEASSIST_CONFIG") or DEFAULT_CONFIG_PATH)
+    config_path = Path(args.config or os.environ.get("VOICEASSIST_CONFIG") or default_config_path())
     if args.command == "doctor":
         from .doctor import run_doctor
 

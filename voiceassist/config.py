@@ -1,14 +1,17 @@
 """Configuration: built-in defaults < ini file < ``VOICEASSIST_<SECTION>_<KEY>`` environment variables.
 
-The file is ``/etc/asterisk/voiceassist.conf`` unless ``VOICEASSIST_CONFIG`` names another one.
+The file is ``/etc/voiceassist/voiceassist.conf`` (root:asterisk 0640, in a directory only root
+can write) unless ``VOICEASSIST_CONFIG`` names another one; the old ``/etc/asterisk/voiceassist.conf``
+is still read while the new one does not exist. Run as root, a file others could write is refused
+(:mod:`voiceassist.trust`).
 It is plain ini in Asterisk's style (``key = value`` or ``key => value``, ``;`` comments); Asterisk
 templates and ``#include`` are not supported. The SDKs' own variables (``GOOGLE_APPLICATION_CREDENTIALS``,
-``OPENAI_API_KEY``, ``GEMINI_API_KEY`` ...) are honoured by the provider modules when a key is not set here.
+``OPENAI_API_KEY``, ``GEMINI_API_KEY`` ...) are honoured by the provider registry when a key is not set here.
 
-Every setting is declared once, in a frozen dataclass per section below, with its type, default
-and allowed values. :func:`load_config` checks every value when the file is loaded (not when a
-call first uses it): a bad value is refused with the key, the value and what is allowed, and an
-unknown key is reported as a warning (usually a typo).
+Every setting is declared once, in a frozen dataclass per section (below for the core sections,
+beside each provider for its own), with its type, default and allowed values. :func:`load_config`
+checks every value when the file is loaded (not when a call first uses it): a bad value is refused
+with the key, the value and what is allowed, and an unknown key is reported as a warning.
 """
 
 from __future__ import annotations
@@ -26,9 +29,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigError
+from .trust import CONFIG_DIR, require_trusted_files
 
-DEFAULT_CONFIG_PATH = Path("/etc/asterisk/voiceassist.conf")
+DEFAULT_CONFIG_PATH = CONFIG_DIR / "voiceassist.conf"
+# Before 0.x the config lived in /etc/asterisk, which `fwconsole chown` hands to the asterisk user.
+LEGACY_CONFIG_PATH = Path("/etc/asterisk/voiceassist.conf")
 ENV_PREFIX = "VOICEASSIST_"
+
+
+def default_config_path() -> Path:
+    """The new location, or the old one while only the old one exists."""
+    if not DEFAULT_CONFIG_PATH.exists() and LEGACY_CONFIG_PATH.exists():
+        return LEGACY_CONFIG_PATH
+    return DEFAULT_CONFIG_PATH
 
 S = TypeVar("S")
 
@@ -360,7 +373,7 @@ def load_config(
     """Load and check the configuration.
 
     Args:
-        path: the ini file; default ``$VOICEASSIST_CONFIG`` or ``/etc/asterisk/voiceassist.conf``.
+        path: the ini file; default ``$VOICEASSIST_CONFIG`` or :func:`default_config_path`.
             A missing default file is fine (built-in defaults apply); a missing explicit file is an error.
         environ: environment to read ``VOICEASSIST_*`` overrides from (default ``os.environ``).
         overrides: values that win over everything (used by the CLI and tests).
@@ -372,11 +385,12 @@ def load_config(
 
     Raises:
         ConfigError: the file cannot be read or parsed, or (strict) a value is not allowed; the
-            message names every such value, one per line.
+            message names every such value, one per line. ``UntrustedFile`` when run as root and
+            the file or its knowledge file could be written by others.
     """
     environ = os.environ if environ is None else environ
     explicit = path is not None or bool(environ.get(ENV_PREFIX + "CONFIG"))
-    file_path = Path(path or environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_PATH)
+    file_path = Path(path or environ.get(ENV_PREFIX + "CONFIG") or default_config_path())
     complete = sections is not None
     sections = CORE_SECTIONS if sections is None else sections
     section_defaults = defaults(sections)
@@ -414,6 +428,7 @@ def load_config(
                 break
     for name, values in (overrides or {}).items():
         merged.setdefault(name, {}).update(values)
+    require_trusted_files(used_path, merged["general"].get("knowledge_file", ""))
 
     source = str(used_path) if used_path else "built-in defaults"
     typed: dict[str, Any] = {}

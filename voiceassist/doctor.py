@@ -9,6 +9,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
@@ -18,8 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import DEFAULT_CONFIG_PATH, Config
-from .errors import VoiceAssistError
+from .config import DEFAULT_CONFIG_PATH, LEGACY_CONFIG_PATH, Config, default_config_path
+from .errors import UntrustedFile, VoiceAssistError
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -56,7 +57,7 @@ def _reachable(path: Path, user: str) -> bool:
 
 class Doctor:
     def __init__(self, config_path: Path | None, *, online: bool, asterisk_user: str = "asterisk") -> None:
-        self.config_path = Path(config_path or os.environ.get("VOICEASSIST_CONFIG") or DEFAULT_CONFIG_PATH)
+        self.config_path = Path(config_path or os.environ.get("VOICEASSIST_CONFIG") or default_config_path())
         self.online = online
         self.user = asterisk_user
         self.config: Config | None = None
@@ -67,8 +68,7 @@ class Doctor:
         if self.config is None:
             return
         yield self.ffmpeg()
-        yield from self.providers()
-        yield from self.database()
+        yield from self.as_service_user()
         yield from self.asterisk_files()
         yield self.dialplan()
         yield self.fastagi()
@@ -89,20 +89,51 @@ class Doctor:
         try:
             from .providers import load_full_config
 
+            # Run as root this refuses a config or knowledge file others could write (trust.py).
             self.config = load_full_config(path)
+        except UntrustedFile as exc:
+            detail = str(exc).split("; fix: ")[0]
+            yield Check("config", FAIL, detail, exc.fix)
+            return
         except VoiceAssistError as exc:
             yield Check("config", FAIL, str(exc), f"fix {path}")
             return
         yield Check("config", OK, f"{path} parses")
-        mode = stat.S_IMODE(path.stat().st_mode)
+        if path == LEGACY_CONFIG_PATH:
+            yield Check("config location", WARN, f"{path} is in /etc/asterisk, which `fwconsole chown` hands to the "
+                        f"{self.user} user", f"install -d -o root -g {self.user} -m 0750 {DEFAULT_CONFIG_PATH.parent} "
+                        f"&& mv {path} {DEFAULT_CONFIG_PATH.parent}/")
+        info = path.stat()
+        mode = stat.S_IMODE(info.st_mode)
         if mode & 0o007:
             yield Check("config permissions", FAIL, f"{path} is {mode:04o}: every local user can read its API keys",
                         f"chmod 0640 {path}; chown root:{self.user} {path}")
+        elif info.st_uid != 0 or mode & 0o020:
+            yield Check("config permissions", FAIL, f"{path} can be changed by users other than root "
+                        f"(owner uid {info.st_uid}, {mode:04o}); it names programs root's commands run",
+                        f"chown root:{self.user} {path}; chmod 0640 {path}")
         elif self._user_exists() and not _access(path, self.user, 4):
             yield Check("config permissions", FAIL, f"{path} is not readable by the {self.user} user",
-                        f"chown {self.user}:{self.user} {path}; chmod 0640 {path}")
+                        f"chown root:{self.user} {path}; chmod 0640 {path}")
         else:
-            yield Check("config permissions", OK, f"{mode:04o}")
+            yield Check("config permissions", OK, f"{mode:04o}, owner root")
+
+    def as_service_user(self) -> Iterator[Check]:
+        """The providers, database and spool checks, run as the asterisk user (in a forked child
+        when doctor runs as root): they read that user's files (SQLite database, spool,
+        credentials), which root must not open, and they see what the calls will see."""
+        from .privileges import PrivilegeError, run_as_service_user
+
+        def checks() -> list[dict[str, str]]:
+            return [asdict(c) for c in (*self.providers(), *self.database())]
+
+        try:
+            results = run_as_service_user(checks, self.user)
+        except PrivilegeError as exc:
+            yield Check("database", FAIL, f"the checks run as {self.user} failed: {exc}", "voiceassist doctor --json")
+            return
+        for result in results:
+            yield Check(**result)
 
     def ffmpeg(self) -> Check:
         assert self.config is not None
@@ -212,7 +243,9 @@ class Doctor:
         elif self._user_exists() and not (_access(wrapper, self.user, 5) and _reachable(wrapper, self.user)):
             yield Check("agi wrapper", FAIL, f"{wrapper} not executable by {self.user}", f"chmod 0755 {wrapper}")
         else:
-            target = wrapper_target(wrapper.read_text(errors="replace"))
+            from .safe_files import read_plain
+
+            target = wrapper_target((read_plain(wrapper) or b"").decode(errors="replace"))  # never through a link
             if target and not Path(target).exists():
                 yield Check("agi wrapper", FAIL, f"{wrapper} runs {target}, which does not exist", "voiceassist install")
             else:
@@ -228,6 +261,9 @@ class Doctor:
                 yield Check(label, OK, str(directory))
 
     def dialplan(self) -> Check:
+        from .dialplan import fastagi_url
+
+        fix = 'voiceassist install; asterisk -rx "dialplan reload"'
         try:
             result = subprocess.run(["asterisk", "-rx", "dialplan show 8008@voiceassist"], capture_output=True,
                                     text=True, timeout=15)
@@ -237,9 +273,27 @@ class Doctor:
         if result.returncode != 0 or "Unable to connect" in output:
             return Check("dialplan", WARN, "Asterisk is not running (cannot check the dialplan)", "systemctl start asterisk")
         if "There is no existence" in output or "voiceassist-flow" not in output:
-            return Check("dialplan", FAIL, "context [voiceassist] with 8008 is not loaded",
-                         'voiceassist install; asterisk -rx "dialplan reload"')
-        return Check("dialplan", OK, "8008@voiceassist loaded")
+            from .install import asterisk_paths, includes_custom
+
+            extensions = asterisk_paths().etc / "extensions.conf"
+            try:
+                included = includes_custom(extensions.read_text(encoding="utf-8", errors="replace"))
+            except OSError:
+                included = True
+            why = "" if included else f" ({extensions} does not #include extensions_custom.conf)"
+            return Check("dialplan", FAIL, f"context [voiceassist] with 8008 is not loaded{why}", fix)
+        assert self.config is not None
+        wanted = fastagi_url(self.config)
+        fastagi = subprocess.run(["asterisk", "-rx", "dialplan show 8008@voiceassist-fastagi"], capture_output=True,
+                                 text=True, timeout=15).stdout
+        loaded = re.search(r"Set\(VA_AGI=([^)]*)\)", fastagi)
+        if loaded is None:
+            return Check("dialplan", FAIL, "context [voiceassist-fastagi] with 8008 is not loaded", fix)
+        if loaded.group(1) != wanted:
+            shown = re.sub(r"secret=[^&]*", "secret=***", loaded.group(1))
+            return Check("dialplan", FAIL, f"[voiceassist-fastagi] dials {shown}, but [fastagi] in {self.config_path} "
+                         f"says {re.sub(r'secret=[^&]*', 'secret=***', wanted)}", fix)
+        return Check("dialplan", OK, f"8008@voiceassist loaded; FastAGI variant dials {wanted.split('?')[0]}")
 
     def fastagi(self) -> Check:
         assert self.config is not None

@@ -4,6 +4,9 @@
 
     VoiceAssistError                   root; carries exit_code for the CLI
     ├── ConfigError                    a setting is missing or invalid; the message names it
+    │   └── UntrustedFile              run as root: a config/knowledge file others could write
+    ├── UnsafePath                     root was to write, chown or delete through a link or a
+    │                                  file voiceassist did not make: refused
     ├── ProviderError                  a speech-to-text, chat or text-to-speech call failed
     │   ├── ProviderNotInstalled       the vendor SDK extra is not installed
     │   ├── ProviderAuthError          credentials missing or rejected (names the setting)
@@ -43,6 +46,22 @@ class ConfigError(VoiceAssistError):
     """A setting is missing or invalid. The message names the setting to fix."""
 
     exit_code = 2
+
+
+class UntrustedFile(ConfigError):
+    """Run as root, a file that names programs and paths root uses (the config, the knowledge
+    file) could be written by someone other than root, or is a symbolic link. ``fix`` is the
+    command line that makes it trustworthy."""
+
+    def __init__(self, message: str, *, path: str, fix: str) -> None:
+        super().__init__(f"{message}; fix: {fix}")
+        self.path = path
+        self.fix = fix
+
+
+class UnsafePath(VoiceAssistError):
+    """A path a root command was to write, chown or delete is a link, or is not the object
+    voiceassist made (other owner or type): nothing was done to it."""
 
 
 class ProviderError(VoiceAssistError):

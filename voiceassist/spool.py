@@ -175,7 +175,17 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         lock_path = self.directory / ".replay.lock"
         # Read-only: flock needs no write access, so a lock file root created stays usable by asterisk.
-        with open(os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o640), "rb") as lock:
+        # O_NOFOLLOW and dir_fd: a lock "file" the asterisk user replaced by a link is refused,
+        # never created or opened through it (defence in depth: root works here as asterisk).
+        directory_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            lock_fd = os.open(lock_path.name, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640,
+                              dir_fd=directory_fd)
+        except OSError as exc:
+            raise StorageError(f"cannot open the spool's lock file {lock_path}: {exc.strerror}") from None
+        finally:
+            os.close(directory_fd)
+        with open(lock_fd, "rb") as lock:
             give_to_directory_owner(lock_path)
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -216,9 +226,33 @@ class Spool:
         return result
 
     def _reject(self, path: Path, exc: Exception) -> None:
-        rejected = self.directory / "rejected"
-        rejected.mkdir(exist_ok=True)
-        give_to_directory_owner(rejected)
-        os.rename(path, rejected / path.name)
-        (rejected / (path.name + ".why")).write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
-        give_to_directory_owner(rejected / (path.name + ".why"))
+        # Through descriptors, never following a link: the asterisk user may have made
+        # rejected/ (or the note's name) a link to elsewhere.
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        spool_fd = os.open(self.directory, flags)
+        try:
+            try:
+                os.mkdir("rejected", 0o750, dir_fd=spool_fd)
+            except FileExistsError:
+                pass
+            try:
+                rejected_fd = os.open("rejected", flags, dir_fd=spool_fd)
+            except OSError as exc:
+                raise StorageError(f"cannot set aside the damaged spool entry {path.name}: "
+                                   f"{self.directory / 'rejected'} is not a plain directory ({exc.strerror})") from None
+            try:
+                give_to_directory_owner(self.directory / "rejected")
+                os.rename(path.name, path.name, src_dir_fd=spool_fd, dst_dir_fd=rejected_fd)
+                why = path.name + ".why"
+                try:
+                    fd = os.open(why, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640,
+                                 dir_fd=rejected_fd)
+                except FileExistsError:
+                    return
+                with open(fd, "w", encoding="utf-8") as note:
+                    note.write(f"{type(exc).__name__}: {exc}\n")
+                give_to_directory_owner(self.directory / "rejected" / why)
+            finally:
+                os.close(rejected_fd)
+        finally:
+            os.close(spool_fd)

@@ -32,6 +32,7 @@ SRC_IN_CHROOT = "/opt/voiceassist/src"
 VENV_IN_CHROOT = "/opt/voiceassist/venv"
 MODULES_DIR = "/usr/lib/x86_64-linux-gnu/asterisk/modules"
 SOUNDS_IN_CHROOT = "/usr/share/asterisk/sounds"
+CONFIG_IN_CHROOT = "/etc/voiceassist/voiceassist.conf"
 
 MODULES = """
 [modules]
@@ -194,7 +195,7 @@ writeprotect = no
 """)
         shutil.copy(REPO / "extensions_custom.conf", etc / "extensions_custom.conf")
         (etc / "extensions_rig.conf").write_text(rig_dialplan)
-        (etc / "voiceassist.conf").write_text(voiceassist_conf)
+        self.write_voiceassist_conf(voiceassist_conf)
         # Our prompts, where `voiceassist install` puts them on a real system.
         sounds = self.host_path(f"{SOUNDS_IN_CHROOT}/custom/voiceassist")
         sounds.mkdir(parents=True, exist_ok=True)
@@ -206,7 +207,12 @@ writeprotect = no
         (agi_bin / "voiceassist").chmod(0o755)
 
     def write_voiceassist_conf(self, text: str) -> None:
-        self.host_path("/etc/asterisk/voiceassist.conf").write_text(text)
+        """The process-AGI config, where voiceassist looks by default (root-only directory: Asterisk
+        runs as root here, and a root process refuses a config others could write)."""
+        conf = self.host_path(CONFIG_IN_CHROOT)
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.parent.chmod(0o755)
+        conf.write_text(text)
 
     # -- run --------------------------------------------------------------------------------------
     def start(self, user: str = "") -> None:
