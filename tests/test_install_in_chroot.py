@@ -58,6 +58,7 @@ def chroot(rig, emulators):
     etc = rig.host_path("/etc/asterisk")
     (etc / "extensions_custom.conf").write_text(ADMIN_LINES)
     rig.host_path(CONF).unlink(missing_ok=True)
+    rig.host_path("/etc/asterisk/voiceassist.conf").unlink(missing_ok=True)  # where 0.x kept it
     rig.host_path(MANIFEST).unlink(missing_ok=True)
     rig.host_path(WRAPPER).unlink(missing_ok=True)
     for prompt in rig.host_path(PROMPTS).glob("*.ulaw"):

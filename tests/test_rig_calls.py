@@ -85,7 +85,8 @@ def test_call_to_8008_is_answered_stored_and_played(rig, fastagi, emulators, que
     assert answer_heard(call, reply) >= 1.2
     # The right path served the call: a thread of the FastAGI server, or a process per turn.
     log = (SHARED / "voiceassist.log").read_text()
-    threads = re.findall(rf"\d+ (\S+) INFO voiceassist: \[LLM\] {re.escape(row['uniqueid'])} ", log)
+    # (the STT line: it is logged by the call's own thread; a pipelined answer's LLM line by its worker)
+    threads = re.findall(rf"\d+ (\S+) INFO voiceassist: \[STT\] {re.escape(row['uniqueid'])} ", log)
     assert threads and (threads[0] != "MainThread") == (context == "voiceassist-fastagi"), threads
     # The STT request carried this call's recording at 8 kHz.
     sent = emulators["speech"].requests[-1].json()

@@ -70,6 +70,14 @@ load => codec_ulaw.so
 PIP_ENV = ["env", "-u", "PIP_FIND_LINKS", "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_CERT=/etc/ssl/certs/ca-certificates.crt"]
 
 
+def fresh_copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` as a new plain file: a link or FIFO left at ``target`` (by a
+    security test that was interrupted) is removed, never followed."""
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        target.unlink()
+    shutil.copy(source, target)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -193,17 +201,20 @@ writeprotect = no
 #include extensions_custom.conf
 #include extensions_rig.conf
 """)
-        shutil.copy(REPO / "extensions_custom.conf", etc / "extensions_custom.conf")
+        fresh_copy(REPO / "extensions_custom.conf", etc / "extensions_custom.conf")
         (etc / "extensions_rig.conf").write_text(rig_dialplan)
         self.write_voiceassist_conf(voiceassist_conf)
-        # Our prompts, where `voiceassist install` puts them on a real system.
+        # Our prompts, where `voiceassist install` puts them on a real system. Whatever an earlier,
+        # interrupted test planted there (links, a linked directory) goes first.
         sounds = self.host_path(f"{SOUNDS_IN_CHROOT}/custom/voiceassist")
+        if sounds.is_symlink():
+            sounds.unlink()
         sounds.mkdir(parents=True, exist_ok=True)
         for prompt in (REPO / "sounds").glob("*.ulaw"):
-            shutil.copy(prompt, sounds / prompt.name)
+            fresh_copy(prompt, sounds / prompt.name)
         agi_bin = self.host_path("/usr/share/asterisk/agi-bin")
         agi_bin.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "agi-bin/voiceassist", agi_bin / "voiceassist")
+        fresh_copy(REPO / "agi-bin/voiceassist", agi_bin / "voiceassist")
         (agi_bin / "voiceassist").chmod(0o755)
 
     def write_voiceassist_conf(self, text: str) -> None:
