@@ -284,6 +284,29 @@ def test_a_failure_mid_stream_ends_the_iterator_with_an_error(failure, error, em
         assert events and not any(e.is_final for e in events)  # interim words came, then the error
 
 
+def test_an_error_reported_in_a_v1_response_ends_the_iterator_with_that_error(emulators, speech_grpc, tmp_path,
+                                                                            questions):
+    stt = streaming_stt(emulators, speech_grpc, tmp_path)
+    speech_grpc.queue(Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "emulated quota", after=1.0, in_response=True))
+    with pytest.raises(ProviderRateLimited, match="emulated quota"):
+        collect(stt.stream(RealTimeCaller(questions[8000], 8000), 8000))
+    assert speech_grpc.streams[-1].ended == "error in response RESOURCE_EXHAUSTED"
+
+
+def test_the_streaming_client_uses_the_batch_endpoint(emulators, speech_grpc, tmp_path):
+    """REST cannot stream: the gRPC client goes to the batch client's host (an https://
+    endpoint, host:port, the default, a v2 region's host); nothing connects before a stream."""
+    def streaming_host(extra: str) -> str:
+        config = config_for(emulators, tmp_path, extra=f"[google_speech]\ntransport = rest\n{extra}")
+        return providers.create_named("stt", "google_speech", config)._grpc_client().transport.host
+
+    assert streaming_host("endpoint = https://speech.example.test\n") == "speech.example.test:443"
+    assert streaming_host("endpoint = speech.example.test:8443\n") == "speech.example.test:8443"
+    assert streaming_host("endpoint =\n") == "speech.googleapis.com:443"
+    assert streaming_host("endpoint =\napi_version = v2\nproject = p\nlocation = europe-west4\n") == (
+        "europe-west4-speech.googleapis.com:443")
+
+
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_a_recogniser_that_never_answers_ends_with_provider_timeout_within_the_limit(
         version, emulators, speech_grpc, tmp_path, questions):

@@ -41,6 +41,7 @@ from typing import Any
 import grpc
 import numpy as np
 from google.cloud import speech_v1, speech_v2
+from google.rpc import status_pb2
 
 from .base import Hang
 from .speech import marker_strength
@@ -58,11 +59,13 @@ SINGLE_UTTERANCE_MODELS = {"", "command_and_search"}
 @dataclass
 class Abort:
     """End the stream with gRPC status ``code`` once ``after`` seconds of audio have arrived
-    (0: as soon as the config has been read)."""
+    (0: as soon as the config has been read). ``in_response`` (v1): report it in a response's
+    ``error`` field instead, then close the stream normally."""
 
     code: grpc.StatusCode
     message: str = "emulated failure"
     after: float = 0.0
+    in_response: bool = False
 
 
 @dataclass
@@ -318,6 +321,13 @@ class SpeechGrpcEmulator:
             record.ended = ended
             context.abort(code, message)
 
+        def fail(failure: Abort) -> Iterator[Any]:
+            if failure.in_response:
+                record.ended = f"error in response {failure.code.name}"
+                yield send(api.response(error=status_pb2.Status(code=failure.code.value[0], message=failure.message)))
+                return
+            abort(failure.code, failure.message, f"aborted {failure.code.name}")
+
         try:
             first = next(requests)
         except (StopIteration, grpc.RpcError):
@@ -328,7 +338,8 @@ class SpeechGrpcEmulator:
         except _Invalid as exc:
             abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc), "invalid")
         if isinstance(action, Abort) and action.after <= 0:
-            abort(action.code, action.message, f"aborted {action.code.name}")
+            yield from fail(action)
+            return
         if isinstance(action, Sever) and action.after <= 0:
             record.ended = "severed"
             self._relay.sever()
@@ -419,7 +430,8 @@ class SpeechGrpcEmulator:
             pcm = np.concatenate([pcm, samples])
             received = len(pcm) / rate
             if isinstance(action, Abort) and received >= action.after:
-                abort(action.code, action.message, f"aborted {action.code.name}")
+                yield from fail(action)
+                return
             if isinstance(action, Sever) and received >= action.after:
                 record.ended = "severed"
                 self._relay.sever()
