@@ -362,8 +362,9 @@ class SpeechGrpcEmulator:
 
         threading.Thread(target=read, daemon=True).start()
         rate = record.sample_rate
-        frame = rate // 50
-        pcm = np.zeros(0, dtype=np.float64)
+        frame = rate // 50                   # samples in 20 ms
+        frame_seconds = frame / rate
+        audio = bytearray()
         received = 0.0                       # seconds of audio so far
         speech_start: float | None = None    # audio offset of the first loud frame
         speech_end = 0.0                     # audio offset of the end of the last loud frame
@@ -376,8 +377,9 @@ class SpeechGrpcEmulator:
         def transcript() -> list[str]:
             if not words:
                 assert speech_start is not None
-                start = int(speech_start * rate)
-                head = pcm[start: start + int(MARKER_WINDOW * rate)]
+                start = int(speech_start * rate) * 2
+                head = np.frombuffer(bytes(audio[start: start + int(MARKER_WINDOW * rate) * 2]), dtype="<i2")
+                head = head.astype(np.float64)
                 text = self.default_transcript
                 if self.transcripts:
                     strengths = {hz: marker_strength(head, rate, hz) for hz in self.transcripts}
@@ -425,10 +427,9 @@ class SpeechGrpcEmulator:
                 record.ended = record.ended or "half-closed"
                 return
             record.chunks.append((at, data))
-            samples = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float64)
-            analysed = len(pcm) // frame * frame
-            pcm = np.concatenate([pcm, samples])
-            received = len(pcm) / rate
+            analysed = len(audio) // 2 // frame * frame      # samples in whole frames already judged
+            audio.extend(data)
+            received = len(audio) / 2 / rate
             if isinstance(action, Abort) and received >= action.after:
                 yield from fail(action)
                 return
@@ -436,12 +437,14 @@ class SpeechGrpcEmulator:
                 record.ended = "severed"
                 self._relay.sever()
                 return
-            if hang_until is not None or (final_sent and single_utterance):
+            if hang_until is not None:
                 continue
-            for start in range(analysed, len(pcm) - frame + 1, frame):
+            for start in range(analysed, len(audio) // 2 - frame + 1, frame):
                 offset = start / rate
-                if np.abs(pcm[start:start + frame]).mean() <= LOUD:
-                    if speech_start is not None and not final_sent and offset + 1 / 50 - speech_end >= self.final_delay:
+                samples = np.frombuffer(bytes(audio[start * 2:(start + frame) * 2]), dtype="<i2").astype(np.float64)
+                if np.abs(samples).mean() <= LOUD:
+                    quiet = offset + frame_seconds - speech_end
+                    if speech_start is not None and not final_sent and quiet >= self.final_delay:
                         yield from finish()
                         final_sent = True
                         if single_utterance:
@@ -455,8 +458,8 @@ class SpeechGrpcEmulator:
                     speech_start = offset
                     if activity_events:
                         yield send(api.event("SPEECH_ACTIVITY_BEGIN", offset))
-                speech_end = offset + 1 / 50
-                loud_seconds += 1 / 50
+                speech_end = offset + frame_seconds
+                loud_seconds += frame_seconds
                 # words once the marker has been heard, then one more every word_interval of speech
                 if (interim and speech_end - speech_start >= MARKER_WINDOW and shown < len(transcript())
                         and loud_seconds - MARKER_WINDOW >= shown * self.word_interval):
