@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.emulators import GeminiEmulator, GoogleTTSEmulator, OpenAIEmulator, RealtimeEmulator, SpeechEmulator
+from tests.emulators import SpeechGrpcEmulator
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +20,20 @@ def _reset_emulators(request):
     if "emulators" in request.fixturenames:
         for server in request.getfixturevalue("emulators").values():
             server.reset()
+
+
+@pytest.fixture(scope="session")
+def speech_grpc():
+    """Google Speech's gRPC StreamingRecognize (v1 and v2), for streaming speech-to-text."""
+    server = SpeechGrpcEmulator()
+    yield server
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_speech_grpc(request):
+    if "speech_grpc" in request.fixturenames:
+        request.getfixturevalue("speech_grpc").reset()
 
 
 # -- real database servers ------------------------------------------------------------------------

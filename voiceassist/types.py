@@ -71,6 +71,26 @@ class Transcript:
 
 
 @dataclass(frozen=True)
+class TranscriptEvent:
+    """What a streaming recogniser reports while the caller speaks.
+
+    An interim event (``is_final`` false) is the current guess at the words not yet settled;
+    ``stability`` (0..1, None when not given) is how likely it is to stay. A final event holds
+    settled words, with the recogniser's ``confidence`` (None when not given). An event with
+    ``end_of_utterance`` says the recogniser heard the caller stop (its text is empty; the final
+    result may follow it). ``offset_ms``: where in the streamed audio, counted from its first
+    sample, the words end or the event happened.
+    """
+
+    text: str
+    is_final: bool = False
+    stability: float | None = None
+    confidence: float | None = None
+    end_of_utterance: bool = False
+    offset_ms: int = 0
+
+
+@dataclass(frozen=True)
 class Exchange:
     """One earlier question and answer of the same call."""
 

@@ -10,6 +10,8 @@ from .google_tts import GoogleTTSEmulator
 from .openai_api import OpenAIEmulator
 from .openai_realtime import RealtimeEmulator
 from .speech import SpeechEmulator
+from .speech_grpc import Abort, Sever, SpeechGrpcEmulator, StreamRecord
 
 __all__ = ["Cut", "Drop", "Emulator", "Fail", "Garbage", "Hang", "Request", "Stream",
-           "GeminiEmulator", "GoogleTTSEmulator", "OpenAIEmulator", "RealtimeEmulator", "SpeechEmulator"]
+           "GeminiEmulator", "GoogleTTSEmulator", "OpenAIEmulator", "RealtimeEmulator", "SpeechEmulator",
+           "Abort", "Sever", "SpeechGrpcEmulator", "StreamRecord"]

@@ -21,12 +21,12 @@ from .. import deadline
 from ..config import RETRIES, SECONDS, setting
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, TurnDeadlineExceeded
 from ..knowledge import read_knowledge
-from ..types import Conversation, Exchange, Recording, SpeechAudio, Transcript
+from ..types import Conversation, Exchange, Recording, SpeechAudio, Transcript, TranscriptEvent
 from .sdk_errors import map_sdk_error
 
 __all__ = ["ChatModel", "Conversation", "Exchange", "Provider", "ProviderContext", "Recording", "RequestSettings",
            "SpeechAudio", "SpeechToText", "import_sdk", "StreamingChatModel", "TextToSpeech", "Transcript", "call_sdk", "stream_sdk",
-           "synthesize_in_parts", "with_retries"]
+           "synthesize_in_parts", "with_retries", "StreamingSpeechToText", "TranscriptEvent"]
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -89,6 +89,24 @@ class SpeechToText(Protocol):
 
     def transcribe(self, recording: Recording) -> Transcript:
         """Return the transcript; raise ``ProviderError`` on failure."""
+        ...
+
+
+@runtime_checkable
+class StreamingSpeechToText(SpeechToText, Protocol):
+    def stream(self, audio: Iterable[bytes], sample_rate: int) -> Iterator[TranscriptEvent]:
+        """Recognise speech while it is spoken.
+
+        ``audio``: 16-bit signed little-endian mono PCM at ``sample_rate``, in chunks (typically
+        20 ms) as they arrive in real time; it is read on another thread. Yields interim and
+        final :class:`TranscriptEvent` as the recogniser sends them, and ends when the audio ends
+        or once the recogniser has signalled the end of the utterance (it then reads no more
+        audio) and sent its last result. No turn deadline applies (the stream lasts as long as
+        the caller talks), but a recogniser that has not finished within the provider's
+        configured time after the audio ended raises ``ProviderTimeout``; other failures raise
+        the matching ``ProviderError``, at the start or mid-stream. An exception raised by
+        ``audio`` ends the stream and is raised again here.
+        """
         ...
 
 
