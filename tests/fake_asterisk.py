@@ -43,6 +43,14 @@ def speech_wav(path: Path, seconds: float = 1.5) -> Path:
     return path
 
 
+def call_recording(answer_dir: Path, uniqueid: str, turn: int = 1, seconds: float = 1.5) -> Path:
+    """A question recorded where the real dialplan records it: ``<answer_dir>/<uniqueid>/question-<turn>.wav``
+    (the turn refuses a recording outside its call's directory)."""
+    directory = Path(answer_dir) / uniqueid
+    directory.mkdir(parents=True, exist_ok=True)
+    return speech_wav(directory / f"question-{turn}.wav", seconds)
+
+
 class FakeAsterisk:
     """Connects like Asterisk, sends the environment, answers every command with ``200 result=1``."""
 

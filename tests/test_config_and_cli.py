@@ -90,7 +90,7 @@ def test_configured_secrets_are_redacted_from_the_log(tmp_path):
 
 def test_the_log_file_never_holds_the_api_keys(emulators, tmp_path):
     """A full turn over FastAGI, then the log is searched for the configured keys."""
-    from tests.fake_asterisk import FakeAsterisk, fastagi_env, speech_wav
+    from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
     from tests.helpers import config_for
     from tests.rig.asterisk import free_port
     from tests.conftest import FastAGIProcess
@@ -98,7 +98,7 @@ def test_the_log_file_never_holds_the_api_keys(emulators, tmp_path):
     config = config_for(emulators, tmp_path)
     port = free_port()
     server = FastAGIProcess(config.path, port=port)
-    wav = speech_wav(tmp_path / "q.wav")
+    wav = call_recording(tmp_path / "spool/voiceassist", "1.9")  # where the dialplan records it
     FakeAsterisk(port, fastagi_env("voiceassist", "1.9", ["turn", str(wav), "NOISE", "1"])).run()
     server.stop()
     log = (tmp_path / "voiceassist.log").read_text()

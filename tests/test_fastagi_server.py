@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.conftest import FastAGIProcess
-from tests.fake_asterisk import FakeAsterisk, fastagi_env, speech_wav
+from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
 from tests.helpers import config_for
 from tests.rig.asterisk import free_port
 from voiceassist import providers
@@ -32,7 +32,7 @@ def server(emulators, tmp_path, request):
 
 
 def turn_env(tmp_path, uniqueid="1700000000.1", script="voiceassist"):
-    wav = speech_wav(tmp_path / f"q-{uniqueid}.wav")
+    wav = call_recording(tmp_path / "spool/voiceassist", uniqueid)  # the answer_dir of config_for
     return fastagi_env(script, uniqueid, ["turn", str(wav), "NOISE", "1", str(int(time.time())), "8008", uniqueid])
 
 

@@ -14,6 +14,7 @@
     │   └── ProviderBadResponse        empty, blocked, truncated or unparsable result
     ├── AudioError                     ffmpeg missing or failed, unreadable recording
     ├── StorageError                   the database could not be reached or written
+    ├── RequestError                   a value from the call (AGI argument or environment) is invalid
     └── AGIError                       also a pyst2 ``AGIError``: the AGI conversation failed
         ├── AGIProtocolError           a line from Asterisk we cannot parse, or a line too long to send
         ├── AGIInvalidCommand          510
@@ -95,6 +96,15 @@ class AudioError(VoiceAssistError):
 
 class StorageError(VoiceAssistError):
     """The database could not be reached or written."""
+
+
+class RequestError(VoiceAssistError):
+    """A value from the call (an AGI argument or environment value) failed validation; the
+    turn is not run on it. ``reason`` says which value and why, for the log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class AGIError(VoiceAssistError, _pyst2.AGIError):
