@@ -140,7 +140,7 @@ def test_history_includes_turns_waiting_in_the_spool(tmp_path):
     journal.add_turn(call, TurnRecord(1, transcript="q1", reply="a1"))
     journal.spool.add_turn(call, TurnRecord(2, transcript="q2", reply="a2"))
     journal.spool.add_turn(call, TurnRecord(3, status="llm_error", transcript="q3"))
-    assert [(e.question, e.answer) for e in journal.history("12.1")] == [("q1", "a1"), ("q2", "a2")]
+    assert [(e.question, e.answer) for e in journal.history("12.1", call.channel)] == [("q1", "a1"), ("q2", "a2")]
 
 
 def test_text_no_database_driver_accepts_is_stored_cleaned(postgresql, pg_url, tmp_path):

@@ -211,7 +211,7 @@ class Turn:
 
     def _history(self) -> list[Any]:
         try:
-            return self.assistant.journal().history(self.call.uniqueid)
+            return self.assistant.journal().history(self.call.uniqueid, self.call.channel)
         except Exception as exc:  # StorageError or a driver error: an unreachable database must not silence the caller
             self.log("DB", f"history unavailable, answering without it: {exc}", logging.WARNING)
             return []
