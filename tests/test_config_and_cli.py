@@ -64,17 +64,17 @@ def test_agi_outside_asterisk_explains_itself():
 
 
 def test_process_agi_with_broken_config_still_answers_the_caller(tmp_path):
-    from tests.fake_asterisk import fastagi_env
+    from tests.fake_asterisk import converse, fastagi_env
 
     path = tmp_path / "va.conf"
     path.write_text("[general\n")
     env = fastagi_env("voiceassist", "1.2", ["turn", "/nonexistent.wav", "NOISE", "1"])
-    replies = b"200 result=1\n" * 10
-    out = subprocess.run([sys.executable, "-m", "voiceassist", "--config", str(path), "agi"],
-                         input=env + replies, capture_output=True)
-    assert out.returncode == 0, out.stderr
-    assert b'SET VARIABLE "VA_ANSWER" "custom/voiceassist/cant-answer"' in out.stdout
-    assert b"cannot be parsed" in out.stdout
+    # As Asterisk: each reply after its command (replies sent ahead would be refused as data
+    # waiting after the environment block).
+    code, commands, stderr = converse([sys.executable, "-m", "voiceassist", "--config", str(path), "agi"], env)
+    assert code == 0, stderr
+    assert 'SET VARIABLE "VA_ANSWER" "custom/voiceassist/cant-answer"' in commands
+    assert any("cannot be parsed" in command for command in commands)
 
 
 def test_configured_secrets_are_redacted_from_the_log(tmp_path):

@@ -17,6 +17,7 @@
     ├── RequestError                   a value from the call (AGI argument or environment) is invalid
     └── AGIError                       also a pyst2 ``AGIError``: the AGI conversation failed
         ├── AGIProtocolError           a line from Asterisk we cannot parse, or a line too long to send
+        │   └── AGIEnvironmentRefused  a complete environment block refused for what it holds (forged?)
         ├── AGIInvalidCommand          510
         ├── AGIUsageError              520 (the usage text is kept)
         └── AGIHangup                  also a pyst2 ``AGIHangup``: the caller is gone
@@ -113,6 +114,11 @@ class AGIError(VoiceAssistError, _pyst2.AGIError):
 
 class AGIProtocolError(AGIError):
     """Asterisk sent a line we cannot parse, or a command could not be sent safely."""
+
+
+class AGIEnvironmentRefused(AGIProtocolError):
+    """A complete environment block refused for its content: a value the turn relies on holds a
+    line break, or data waits right after it (the real rest behind a block forged in a caller ID)."""
 
 
 class AGIInvalidCommand(AGIError, _pyst2.AGIInvalidCommand):

@@ -20,9 +20,13 @@ if TYPE_CHECKING:
 def run_process_agi(config_path: str | None = None) -> int:
     """Run one AGI session; always exit 0 so Asterisk's AGISTATUS reflects the call, not us."""
     try:
-        session = AGISession(sys.stdin.buffer, sys.stdout.buffer)
+        # Unbuffered stdin: what Asterisk sent after the environment block must stay visible to
+        # select() (a forged block in a caller ID leaves the real rest of the block waiting).
+        session = AGISession(sys.stdin.buffer.raw, sys.stdout.buffer)
     except AGIError as exc:
+        # Exit status 1: AGISTATUS=FAILURE, and the dialplan plays the apology.
         print(f"voiceassist agi: {exc} (run this from Asterisk's AGI())", file=sys.stderr)
+        _log_refusal(config_path, str(exc))
         return 1
     # Without a handler Asterisk's SIGHUP would kill us mid-turn and lose the turn.
     session.install_sighup_handler()
@@ -142,6 +146,18 @@ def exit_now(code: int) -> None:
         sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+def _log_refusal(config_path: str | None, reason: str) -> None:
+    """A refused AGI environment goes to our log too (if the config lets us find it)."""
+    try:
+        from .config import load_config
+        from .logs import configure_logging
+
+        configure_logging(load_config(config_path))
+        logger.warning("[AGI] AGI environment refused: %s", reason)
+    except VoiceAssistError:
+        pass
 
 
 def _report_setup_error(session: AGISession, message: str) -> None:
