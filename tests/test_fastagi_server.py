@@ -14,6 +14,7 @@ from tests.conftest import FastAGIProcess
 from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
 from tests.helpers import config_for
 from tests.rig.asterisk import free_port
+from tests.test_agi_session import asterisk_parse_args
 from voiceassist import providers
 from voiceassist.assistant import Assistant
 from voiceassist.fastagi import FastAGIServer
@@ -53,7 +54,7 @@ def test_turn_in_pipelined_mode_plays_each_sentence_itself(server, emulators, tm
     client = FakeAsterisk(server.server_address[1], turn_env(tmp_path))
     client.run()
     streamed = [c for c in client.commands if c.startswith("STREAM FILE")]
-    assert [c.split()[2].rsplit("/", 1)[1] for c in streamed] == ["answer-1-part1", "answer-1-part2"]
+    assert [asterisk_parse_args(c)[2].rsplit("/", 1)[1] for c in streamed] == ["answer-1-part1", "answer-1-part2"]
     variables = client.variables()
     assert variables["VOICEASSIST_STATUS"] == "ok" and variables["VA_ANSWER"] == ""
     assert variables["VOICEASSIST_REPLY"] == "We open at eight in the morning. We close at six in the evening."

@@ -14,10 +14,13 @@ pyst2 supplies the command vocabulary (``verbose``, ``set_variable``, ``get_vari
 * ``_get_agi_env`` takes any ``key: value`` line as a key. Asterisk sends values raw, so a caller
   ID holding ``\nagi_uniqueid: 1.1`` would override the real uniqueid. Ours takes a line as a key
   only where Asterisk's fixed order puts that key (see :data:`ENVIRONMENT_KEYS`).
+* ``stream_file``, ``get_option``, ``get_data`` and ``send_image`` send the file name unquoted (a
+  path with a space breaks the command); ours quote it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import select
 import signal
@@ -89,14 +92,47 @@ def sanitize_text(value: object, max_bytes: int = MAX_ARGUMENT_BYTES) -> str:
     return text
 
 
+def _escape_within(text: str, budget: int) -> str:
+    """``text`` with ``"`` and ``\\`` escaped for Asterisk's tokenizer, cut (never inside an
+    escape or a character) so the result fits in ``budget`` bytes of UTF-8."""
+    pieces: list[str] = []
+    used = 0
+    for char in text:
+        piece = "\\" + char if char in '"\\' else char
+        size = len(piece.encode("utf-8"))
+        if used + size > budget:
+            break
+        pieces.append(piece)
+        used += size
+    return "".join(pieces)
+
+
 def quote_argument(value: object, max_bytes: int = MAX_ARGUMENT_BYTES) -> str:
-    """Quote one AGI argument so Asterisk's tokenizer sees exactly one word with this text.
+    """Quote one AGI argument so Asterisk's tokenizer sees exactly one word with this text, in at
+    most ``max_bytes`` bytes *after* escaping (text full of quotes or backslashes is cut to fit,
+    so the command line stays within :data:`MAX_COMMAND_BYTES`).
 
     Asterisk's ``parse_args`` treats ``"`` as a quote toggle and ``\\`` as an escape; a newline ends
     the command whatever the quoting, so control characters are replaced first.
     """
-    text = sanitize_text(value, max_bytes)
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    text = sanitize_text(value, max_bytes)  # escaping only lengthens: a first, cheap cut
+    return '"' + _escape_within(text, max_bytes - 2) + '"'
+
+
+def quote_path(path: object) -> str:
+    """Quote a file name for a command (STREAM FILE ...). Unlike text it is never changed or cut
+    (that would name another file): one with a control character, not UTF-8, or too long is refused."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    if _CONTROL_CHARS.search(text):
+        raise AGIProtocolError(f"file name {text[:80]!r} holds a control character: not sent to Asterisk")
+    quoted = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    try:
+        size = len(quoted.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise AGIProtocolError(f"file name {text[:80]!r} is not UTF-8: not sent to Asterisk") from None
+    if size > MAX_ARGUMENT_BYTES:
+        raise AGIProtocolError(f"file name {text[:80]!r}... is longer than {MAX_ARGUMENT_BYTES} bytes quoted")
+    return quoted
 
 
 class _Discard:
@@ -336,6 +372,19 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
     # -- writing ------------------------------------------------------------------------------
     def _quote(self, string: object) -> str:  # pyst2 hook used by all its wrappers
         return quote_argument(string)
+
+    # pyst2 sends these file names unquoted: one with a space would split the command.
+    def stream_file(self, filename: object, escape_digits: object = "", sample_offset: int = 0) -> str:
+        return str(super().stream_file(quote_path(filename), escape_digits, int(sample_offset)))
+
+    def get_option(self, filename: object, escape_digits: object = "", timeout: int = 0) -> str:
+        return str(super().get_option(quote_path(filename), escape_digits, int(timeout)))
+
+    def get_data(self, filename: object, timeout: int = _pyst2.DEFAULT_TIMEOUT, max_digits: int = 255) -> str:
+        return str(super().get_data(quote_path(filename), int(timeout), int(max_digits)))
+
+    def send_image(self, filename: object) -> None:
+        super().send_image(quote_path(filename))
 
     def send_command(self, command: str, *args: object) -> None:
         """Send one command line. Arguments must already be quoted (pyst2's wrappers do it)."""
