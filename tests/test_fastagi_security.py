@@ -380,3 +380,54 @@ def test_a_flood_of_500_connections_gets_refusals_not_emfile_and_real_calls_go_o
     assert "Too many open files" not in everything and "EMFILE" not in everything
     assert "Traceback" not in everything
     assert "connections already open" in log_text(tmp_path)
+
+
+# -- the doctor's check: a FastAGI exchange, not only an open port ---------------------------------
+def doctor_check(config_path):
+    from voiceassist.doctor import Doctor
+
+    doctor = Doctor(config_path, online=False)
+    list(doctor.configuration())
+    return doctor.fastagi()
+
+
+def test_doctor_recognises_our_server_with_the_configured_secret(emulators, tmp_path):
+    port = free_port()
+    config = config_for(emulators, tmp_path, extra=f"[fastagi]\nport = {port}\nsecret = {SECRET}\n")
+    server = FastAGIProcess(config.path, port=port)
+    try:
+        check = doctor_check(config.path)
+        assert check.status == "OK" and "voiceassist" in check.detail, check
+        # The same server, asked with another secret, refuses: the doctor says so.
+        other = tmp_path / "other.conf"
+        other.write_text(config.path.read_text().replace(SECRET, "not-it"))
+        check = doctor_check(other)
+        assert check.status == "FAIL" and "secret" in check.detail, check
+    finally:
+        server.stop()
+
+
+def test_doctor_fails_a_listener_that_is_not_voiceassist(emulators, tmp_path):
+    impostor = socket.create_server(("127.0.0.1", 0))
+    port = impostor.getsockname()[1]
+
+    def answer_anything() -> None:
+        connection, _ = impostor.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+    thread = threading.Thread(target=answer_anything, daemon=True)
+    thread.start()
+    config = config_for(emulators, tmp_path, extra=f"[fastagi]\nport = {port}\n")
+    try:
+        check = doctor_check(config.path)
+    finally:
+        impostor.close()
+    assert check.status == "FAIL" and "not voiceassist" in check.detail, check
+
+
+def test_doctor_fails_a_public_bind_that_serve_would_refuse(emulators, tmp_path):
+    config = config_for(emulators, tmp_path, extra="[fastagi]\nhost = 0.0.0.0\n")
+    check = doctor_check(config.path)
+    assert check.status == "FAIL" and "refusing to listen" in check.detail, check

@@ -36,6 +36,9 @@ from .storage_types import CallInfo
 # with the configured one (fastagi_url) in the block it installs.
 SHIPPED_FASTAGI_URL = "agi://127.0.0.1:4573/voiceassist"
 FASTAGI_ROUTE = "voiceassist"
+# `voiceassist doctor` asks the server this route; the server answers by setting PING_VARIABLE.
+PING_ROUTE = "voiceassist/ping"
+PING_VARIABLE = "VOICEASSIST_PING"
 
 
 def fastagi_url(config: Config, route: str = FASTAGI_ROUTE) -> str:
@@ -50,6 +53,11 @@ def fastagi_url(config: Config, route: str = FASTAGI_ROUTE) -> str:
     url = f"agi://{host}:{section.get_int('port')}/{route}"
     secret = section.get("secret", "")
     return f"{url}?secret={quote(secret, safe='')}" if secret else url
+
+
+def ping_reply(version: str) -> str:
+    """The value the server gives :data:`PING_VARIABLE`: recognisably ours, with its version."""
+    return f"voiceassist {version}"
 
 
 # -- validation of single values -----------------------------------------------------------------

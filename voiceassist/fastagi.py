@@ -31,11 +31,14 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any
 
+from . import __version__
 from .access import RefusalLog, check_exposure, is_allowed, parse_allow, route_of, secret_matches
-from .agi import AGISession
+from .agi import ENVIRONMENT_KEYS, AGISession
 from .assistant import Assistant
+from .dialplan import PING_ROUTE, PING_VARIABLE, ping_reply
 from .errors import AGIEnvironmentRefused, AGIError
 from .flow import CallLog, handle_session
 from .journal import SpoolFlusher
@@ -252,6 +255,11 @@ def refuse(sock: socket.socket) -> None:
         pass
 
 
+def answer_ping(session: AGISession) -> None:
+    """The doctor's route: prove this listener is voiceassist (and which version)."""
+    session.set_variable(PING_VARIABLE, ping_reply(__version__))
+
+
 class FastAGIHandler(socketserver.BaseRequestHandler):
     server: FastAGIServer
 
@@ -302,6 +310,9 @@ class FastAGIHandler(socketserver.BaseRequestHandler):
         route = ROUTES.get(script)
         prompts = self.server.assistant.config.section("general").get("prompts").rstrip("/")
         try:
+            if script == PING_ROUTE:
+                answer_ping(session)
+                return
             if route is None:
                 CallLog(session, uniqueid)("AGI", f"no FastAGI route {script!r}; known: {', '.join(ROUTES)}",
                                            logging.ERROR)
@@ -326,6 +337,48 @@ class FastAGIHandler(socketserver.BaseRequestHandler):
         session.set_variable("VA_ANSWER", prompt)
         session.set_variable("VA_CONTINUE", "0")
         session.set_variable("VOICEASSIST_STATUS", status)
+
+
+@dataclass(frozen=True)
+class PingResult:
+    ours: bool            # the server answered the ping route as voiceassist does
+    detail: str           # its answer (name and version), or what happened instead
+    local_address: str    # where the ping came from (what [fastagi] allow saw)
+    silent: bool = False  # closed without a word: a peer outside allow (or a full server)
+
+
+def ping(host: str, port: int, secret: str = "", timeout: float = 3.0) -> PingResult:
+    """The doctor's side of the ping route: speak FastAGI as Asterisk does (the environment
+    block, with the configured secret) and expect the server to set :data:`PING_VARIABLE`.
+
+    Raises:
+        OSError: nothing listens on ``host:port``.
+    """
+    from urllib.parse import quote
+
+    script = PING_ROUTE + (f"?secret={quote(secret, safe='')}" if secret else "")
+    values = {"agi_request": f"agi://{host}:{port}/{script}", "agi_channel": "voiceassist-doctor",
+              "agi_type": "doctor", "agi_uniqueid": f"doctor-{int(time.time())}.{os.getpid()}",
+              "agi_enhanced": "0.0", "agi_threadid": "0"}
+    lines = ["agi_network: yes", f"agi_network_script: {script}",
+             *(f"{key}: {values.get(key, '')}" for key in ENVIRONMENT_KEYS)]
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        local = str(sock.getsockname()[0])
+        sock.sendall(("\n".join(lines) + "\n\n").encode())
+        with sock.makefile("rb") as replies:
+            try:
+                first = replies.readline(4096).decode("utf-8", "replace").rstrip("\n")
+            except OSError as exc:
+                return PingResult(False, f"did not answer the ping: {exc}", local)
+            expected = f'SET VARIABLE "{PING_VARIABLE}" "'
+            if first.startswith(expected) and first.endswith('"'):
+                sock.sendall(b"200 result=1\n")
+                return PingResult(True, first[len(expected):-1], local)
+            if first == "FAILURE":
+                return PingResult(False, "refused the ping: the secret does not match [fastagi] secret", local)
+            if first == "":
+                return PingResult(False, f"closed the connection from {local} without a word", local, silent=True)
+            return PingResult(False, f"answered the ping with {first[:60]!r}: not voiceassist", local)
 
 
 def _warn(message: str) -> None:
