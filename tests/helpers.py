@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from voiceassist.config import Config, load_config
@@ -70,3 +73,25 @@ def config_for(emulators: dict, data_dir: Path, extra: str = "") -> Config:
     data_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(conf_text(emulators, data_dir=data_dir, extra=extra))
     return load_config(path, environ={})
+
+
+@contextmanager
+def voiceassist_log() -> Iterator[Callable[[], str]]:
+    """What the voiceassist logger says meanwhile (in-process servers: the log file is the first
+    test's, logging being configured once per process)."""
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler = Collect()
+    logger = logging.getLogger("voiceassist")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield lambda: "\n".join(records)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)

@@ -6,7 +6,6 @@ byte level from chosen loopback addresses (127.0.0.2 is loopback too, but anothe
 
 from __future__ import annotations
 
-import logging
 import resource
 import signal
 import socket
@@ -20,7 +19,7 @@ import pytest
 
 from tests.conftest import FastAGIProcess
 from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
-from tests.helpers import config_for
+from tests.helpers import config_for, voiceassist_log
 from tests.rig.asterisk import free_port
 from voiceassist.access import RefusalLog, check_exposure, is_allowed, parse_allow, secret_matches
 from voiceassist.assistant import Assistant
@@ -82,22 +81,8 @@ def log_text(tmp_path) -> str:
 
 @pytest.fixture
 def server_log():
-    """What the voiceassist logger says during the test (in this process the log file is the first
-    test's: logging is configured once per process)."""
-    records: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record.getMessage())
-
-    handler = Collect()
-    logger = logging.getLogger("voiceassist")
-    logger.addHandler(handler)
-    previous = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield lambda: "\n".join(records)
-    logger.removeHandler(handler)
-    logger.setLevel(previous)
+    with voiceassist_log() as text:
+        yield text
 
 
 # -- who may connect -----------------------------------------------------------------------------
