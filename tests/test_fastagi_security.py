@@ -382,7 +382,7 @@ def test_doctor_recognises_our_server_with_the_configured_secret(emulators, tmp_
     server = FastAGIProcess(config.path, port=port)
     try:
         check = doctor_check(config.path)
-        assert check.status == "OK" and "voiceassist" in check.detail, check
+        assert check.status == "OK" and "voiceassist" in check.detail and "loopback only" in check.detail, check
         # The same server, asked with another secret, refuses: the doctor says so.
         other = tmp_path / "other.conf"
         other.write_text(config.path.read_text().replace(SECRET, "not-it"))

@@ -240,7 +240,7 @@ class Doctor:
     def fastagi(self) -> Check:
         """The listener on the FastAGI port is ours: a FastAGI exchange on the ping route (with
         the configured secret, from this machine), not only an open port."""
-        from .access import check_exposure, is_allowed, parse_allow
+        from .access import check_exposure, is_allowed, is_loopback_host, parse_allow
         from .fastagi import ping
 
         assert self.config is not None
@@ -263,8 +263,9 @@ class Doctor:
         if not answer.ours:
             return Check("fastagi", FAIL, f"{host}:{port} {answer.detail}",
                          "check [fastagi] secret and allow, and what listens there: ss -ltnp")
+        reach = "loopback only" if is_loopback_host(host) else "reachable from the network"
         protection = "secret and allow list" if secret else "allow list"
-        return Check("fastagi", OK, f"{answer.detail} answers on {host}:{port} ({protection})")
+        return Check("fastagi", OK, f"{answer.detail} answers on {host}:{port} ({reach}; {protection})")
 
     def _user_exists(self) -> bool:
         try:
