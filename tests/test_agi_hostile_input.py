@@ -121,6 +121,13 @@ def test_a_line_break_in_the_uniqueid_or_channel_is_refused():
             session(b"", ENV.replace(old, new))
 
 
+def test_a_refused_url_is_named_not_shown_it_may_carry_the_secret():
+    env = b"agi_network: yes\nagi_network_script: voiceassist?secret=hunter2\nx\n" + ENV
+    with pytest.raises(AGIEnvironmentRefused) as refused:
+        session(b"", env)
+    assert "agi_network_script" in str(refused.value) and "hunter2" not in str(refused.value)
+
+
 def test_a_blank_line_ends_the_block_only_after_agi_threadid():
     env = ENV.replace(b"agi_calleridname: Alice\n", b"agi_calleridname: Alice\n\n\n")
     agi, _ = session(b"", env)

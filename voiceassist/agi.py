@@ -291,7 +291,9 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
                 raise AGIProtocolError(f"not an AGI environment line: {line[:80]!r}")
         for key in (*RELIED_ON_KEYS, *(k for k in self.env if k.startswith("agi_arg_"))):
             if "\n" in self.env.get(key, "") or "\r" in self.env.get(key, ""):
-                raise AGIEnvironmentRefused(f"{key} holds a line break: {self.env[key][:80]!r}")
+                # The URL's values may carry the FastAGI secret: named, not shown.
+                shown = "" if key in ("agi_network_script", "agi_request") else f": {self.env[key][:80]!r}"
+                raise AGIEnvironmentRefused(f"{key} holds a line break{shown}")
         self._refuse_data_after_environment()
 
     def _refuse_data_after_environment(self) -> None:
