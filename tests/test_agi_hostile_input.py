@@ -178,3 +178,18 @@ def test_a_hangup_notice_right_after_the_block_is_not_forgery():
 def test_a_genuine_block_with_nothing_waiting_is_accepted():
     agi = socket_session(ENV)
     assert not agi.hung_up and agi.arguments() == ["turn", ""]
+
+
+def test_process_agi_refuses_a_forged_block_with_exit_status_1_and_logs_it(tmp_path):
+    """Exit status 1 is AGISTATUS=FAILURE for Asterisk: the dialplan plays the apology."""
+    import sys
+
+    from tests.fake_asterisk import converse
+
+    config = tmp_path / "voiceassist.conf"
+    config.write_text(f"[logging]\nfile = {tmp_path}/voiceassist.log\n")
+    env = ENV.replace(b"agi_calleridname: Alice\n", b"agi_calleridname: " + FORGED_NAME + b"Mallory\n")
+    code, commands, stderr = converse([sys.executable, "-m", "voiceassist", "--config", str(config), "agi"], env)
+    assert code == 1 and commands == []
+    assert stderr.count("\n") == 1 and "forged environment block" in stderr and "Traceback" not in stderr
+    assert "AGI environment refused: data right after the AGI environment" in (tmp_path / "voiceassist.log").read_text()
