@@ -81,42 +81,45 @@ def server_log() -> str:
 def test_the_secret_url_reaches_the_server_and_the_answer_plays_from_a_path_with_a_space(
         rig, guarded, emulators, questions):
     assert "?secret=rig%2Fs3cret%2B%C3%BC" in guarded.url
-    call = place_call(rig, "6001", [questions["hours"]], context="va-test-agi", agi=guarded.url)
+    call = place_call(rig, "9101", [questions["hours"]], context="va-test-agi", agi=guarded.url)
     call.wait()
-    row, turns = db_rows("6001")
+    row, turns = db_rows("9101")
     assert turns[0]["status"] == "ok", turns[0]["error"]
     assert "answers with space" in turns[0]["answer_path"]
     # STREAM FILE "<...>/answers with space/<uniqueid>/answer-1-part1": Asterisk found and played it.
-    played = playbacks(rig, "6001", "answers with space")
+    played = playbacks(rig, "9101", "answers with space")
     assert any(f"answers with space/{row['uniqueid']}/answer-1-part1" in p for p in played), played
     assert answer_heard(call, turns[0]["reply"]) >= 1.2
 
 
 def test_a_wrong_secret_in_the_url_makes_the_caller_hear_the_apology(rig, guarded, emulators, questions):
     wrong = guarded.url.split("?", 1)[0] + "?secret=guess"
-    call = place_call(rig, "6002", [questions["hours"]], context="va-test-agi", agi=wrong)
+    call = place_call(rig, "9102", [questions["hours"]], context="va-test-agi", agi=wrong)
     call.wait()
     # The server said only FAILURE: AGISTATUS=FAILURE, and the dialplan played the apology.
-    assert any("cant-answer" in p for p in playbacks(rig, "6002", "cant-answer"))
-    assert rig.wait_for_log(r"AGI\(\"Local/6002@va-test-entry-[0-9a-f]+;2\", \"agi://")
-    assert channel_rows("6002") == []  # no turn ran, nor the hangup action
+    assert any("cant-answer" in p for p in playbacks(rig, "9102", "cant-answer"))
+    assert rig.wait_for_log(r"AGI\(\"Local/9102@va-test-entry-[0-9a-f]+;2\", \"agi://")
+    assert channel_rows("9102") == []  # no turn ran, nor the hangup action
     assert emulators["speech"].requests == []
     assert "wrong or missing secret" in server_log()
     assert "Traceback" not in server_log()
 
 
 # -- caller IDs with line breaks -----------------------------------------------------------------
-LINE_BREAKS = {
-    "name": {"caller_name": b"Eve\nagi_uniqueid: 1.1\nagi_channel: PJSIP/victim-00000001\nagi_arg_1: hangup"},
-    "number": {"caller_number_bytes": b"6010\nagi_uniqueid: 1.1\n\nagi_network_script: other?secret=x"},
-}
+def line_breaks(variant: str, key: str) -> dict[str, bytes]:
+    """place_call's caller ID arguments: a name or a number (with the key: it finds the call) that
+    carry keys of the environment block after line breaks."""
+    if variant == "name":
+        return {"caller_name": b"Eve\nagi_uniqueid: 1.1\nagi_channel: PJSIP/victim-00000001\nagi_arg_1: hangup"}
+    return {"caller_number_bytes": key.encode() + b"\nagi_uniqueid: 1.1\n\nagi_network_script: other?secret=x"}
 
 
-@pytest.mark.parametrize("variant", LINE_BREAKS)
+@pytest.mark.parametrize("variant", ["name", "number"])
 @pytest.mark.parametrize("context", ["voiceassist", "voiceassist-fastagi"])
 def test_a_caller_id_with_line_breaks_overrides_no_key(rig, fastagi, emulators, questions, context, variant):
-    key = {"voiceassist": "61", "voiceassist-fastagi": "62"}[context] + {"name": "11", "number": "12"}[variant]
-    call = place_call(rig, key, [questions["hours"]], context=context, **LINE_BREAKS[variant])
+    key = {"voiceassist": "91", "voiceassist-fastagi": "92"}[context] + {"name": "11", "number": "12"}[variant]
+    caller_id = line_breaks(variant, key)
+    call = place_call(rig, key, [questions["hours"]], context=context, **caller_id)
     call.wait()
     [row] = channel_rows(key)
     assert re.fullmatch(r"\d{10}\.\d+", row["uniqueid"]) and row["uniqueid"] != "1.1"
@@ -125,7 +128,7 @@ def test_a_caller_id_with_line_breaks_overrides_no_key(rig, fastagi, emulators, 
     assert turns[0]["status"] == "ok", turns[0]["error"]
     assert answer_heard(call, turns[0]["reply"]) >= 1.2
     # The whole caller ID, line breaks and all, is the caller ID.
-    injected = next(iter(LINE_BREAKS[variant].values())).decode()
+    injected = next(iter(caller_id.values())).decode()
     assert (row["caller_name"] if variant == "name" else row["caller_number"]) == injected
     assert "Traceback" not in server_log()
 
@@ -133,7 +136,7 @@ def test_a_caller_id_with_line_breaks_overrides_no_key(rig, fastagi, emulators, 
 @pytest.mark.parametrize("context", ["voiceassist", "voiceassist-fastagi"])
 def test_a_forged_environment_block_in_the_caller_name_is_refused_with_the_apology(
         rig, fastagi, emulators, questions, context):
-    key = {"voiceassist": "6201", "voiceassist-fastagi": "6202"}[context]
+    key = {"voiceassist": "9301", "voiceassist-fastagi": "9302"}[context]
     call = place_call(rig, key, [questions["hours"]], context=context, caller_name=FORGED_NAME)
     call.wait()
     assert any("cant-answer" in p for p in playbacks(rig, key, "cant-answer"))
