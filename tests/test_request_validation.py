@@ -222,7 +222,7 @@ def test_unknown_actions_and_a_missing_channel_are_refused(answer_dir):
 def test_the_eagi_listener_refuses_a_target_outside_the_calls_directory(tmp_path, decoy):
     """`voiceassist agi listen` would have written the question over any file it could write."""
     config = tmp_path / "voiceassist.conf"
-    config.write_text(f"[general]\nanswer_dir = {tmp_path}/answers\n")
+    config.write_text(f"[general]\nanswer_dir = {tmp_path}/answers\n[logging]\nfile = {tmp_path}/va.log\n")
     content = decoy.read_bytes()
     read_end, write_end = os.pipe()
     os.write(write_end, b"\0" * 3200)
@@ -236,6 +236,8 @@ def test_the_eagi_listener_refuses_a_target_outside_the_calls_directory(tmp_path
     assert commands == [f'SET VARIABLE "VA_ANSWER" "{APOLOGY}"', 'SET VARIABLE "VA_CONTINUE" "0"',
                         'SET VARIABLE "VOICEASSIST_STATUS" "error"', 'SET VARIABLE "VA_DONE" "1"']
     assert decoy.read_bytes() == content
+    assert "request refused" in (tmp_path / "va.log").read_text() and "not inside this call's directory" in \
+        (tmp_path / "va.log").read_text()
 
 
 # -- history: uniqueid *and* channel ------------------------------------------------------------

@@ -75,7 +75,9 @@ def _listen(session: AGISession, config_path: str | None) -> None:
             request = parse_listen(session.env, session.arguments()[1:], general.get("answer_dir"))
         except RequestError as exc:
             from .flow import refuse_request
+            from .logs import configure_logging
 
+            configure_logging(config)  # the refusal belongs in our log, not only on Asterisk's console
             refuse_request(session, general.get("prompts").rstrip("/"), exc)
             session.set_variable("VA_DONE", "1")  # the dialplan plays VA_ANSWER, as after an answer
             return
