@@ -311,8 +311,8 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
             if self._closed:
                 return
             if line != "HANGUP":
-                raise AGIEnvironmentRefused(f"data right after the AGI environment, before any command: {line[:80]!r} "
-                                       "(a forged environment block in the caller ID?)")
+                raise AGIEnvironmentRefused(f"data right after the AGI environment, before any command: "
+                                            f"{line[:80]!r} (a forged environment block in the caller ID?)")
             self._hangup_line_seen = True
 
     def get_result(self, stdin: Any = None) -> AGIResponse:
