@@ -81,9 +81,14 @@ def main(argv: list[str] | None = None) -> int:
                 # Alternate the variants so that both see the same machine state.
                 for label, command in variants.items():
                     uniqueid = f"1700000{run:03d}.{len(label)}"
-                    env = agi_env(["turn", str(question), "NOISE", "1", "", "8008", uniqueid], uniqueid=uniqueid)
+                    # Where the dialplan records it: the turn refuses a recording outside the call's directory.
+                    recording = data / "spool/voiceassist" / uniqueid / "question-1.wav"
+                    recording.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(question, recording)
+                    env = agi_env(["turn", str(recording), "NOISE", "1", "", "8008", uniqueid], uniqueid=uniqueid)
                     results.setdefault(label, []).append(one_run(command, env, config))
-                listen_env = agi_env(["listen", str(data / f"listen-{run}.wav")], enhanced=True)
+                listen_env = agi_env(["listen", str(data / f"spool/voiceassist/1700000000.1/listen-{run}.wav")],
+                                     enhanced=True)
                 results.setdefault("EAGI listener (voiceassist agi listen)", []).append(
                     one_run([sys.executable, "-m", "voiceassist", "agi"], listen_env, config, audio_closed=True))
     finally:

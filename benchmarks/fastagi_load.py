@@ -21,6 +21,7 @@ and no turn is missing or extra.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import socket
 import sqlite3
@@ -114,7 +115,12 @@ def caller(number: int, port: int, stop_at: float, questions: dict[float, Path],
         start = f"{time.time():.0f}"
         for turn in (1, 2):
             marker = rng.choice(list(questions))
-            args = ["turn", str(questions[marker]), "NOISE", str(turn), start, "8008", uniqueid,
+            # Where the dialplan records it (the server refuses a recording outside the call's
+            # directory): a hard link to the shared question, <answer_dir>/<uniqueid>/question-N.wav.
+            recording = questions[marker].parent / "spool/voiceassist" / uniqueid / f"question-{turn}.wav"
+            recording.parent.mkdir(parents=True, exist_ok=True)
+            os.link(questions[marker], recording)
+            args = ["turn", str(recording), "NOISE", str(turn), start, "8008", uniqueid,
                     f"{time.time():.3f}", "0"]
             try:
                 first_audio, commands = session(port, fastagi_env(uniqueid=uniqueid, args=args))

@@ -11,9 +11,9 @@ import numpy as np
 
 
 def fastagi_env(script: str = "voiceassist", uniqueid: str = "1700000000.1", args: list[str] | None = None,
-                port: int = 4573) -> bytes:
+                port: int = 4573, channel: str = "PJSIP/1001-00000001") -> bytes:
     network = ["agi_network: yes", f"agi_network_script: {script}", f"agi_request: agi://127.0.0.1:{port}/{script}"]
-    return _env(network, uniqueid, args, enhanced=False)
+    return _env(network, uniqueid, args, enhanced=False, channel=channel)
 
 
 def agi_env(args: list[str] | None = None, *, enhanced: bool = False, uniqueid: str = "1700000000.1") -> bytes:
@@ -21,9 +21,10 @@ def agi_env(args: list[str] | None = None, *, enhanced: bool = False, uniqueid: 
     return _env(["agi_request: voiceassist"], uniqueid, args, enhanced=enhanced)
 
 
-def _env(first: list[str], uniqueid: str, args: list[str] | None, enhanced: bool) -> bytes:
+def _env(first: list[str], uniqueid: str, args: list[str] | None, enhanced: bool,
+         channel: str = "PJSIP/1001-00000001") -> bytes:
     lines = [*first,
-             "agi_channel: PJSIP/1001-00000001", "agi_language: en", "agi_type: PJSIP", f"agi_uniqueid: {uniqueid}",
+             f"agi_channel: {channel}", "agi_language: en", "agi_type: PJSIP", f"agi_uniqueid: {uniqueid}",
              "agi_version: 22.10.1", "agi_callerid: 1001", "agi_calleridname: Alice", "agi_callingpres: 0",
              "agi_callingani2: 0", "agi_callington: 0", "agi_callingtns: 0", "agi_dnid: 8008", "agi_rdnis: unknown",
              "agi_context: voiceassist-flow", "agi_extension: s", "agi_priority: 24",
@@ -43,11 +44,21 @@ def speech_wav(path: Path, seconds: float = 1.5) -> Path:
     return path
 
 
+def call_recording(answer_dir: Path, uniqueid: str, turn: int = 1, seconds: float = 1.5) -> Path:
+    """A question recorded where the real dialplan records it: ``<answer_dir>/<uniqueid>/question-<turn>.wav``
+    (the turn refuses a recording outside its call's directory)."""
+    directory = Path(answer_dir) / uniqueid
+    directory.mkdir(parents=True, exist_ok=True)
+    return speech_wav(directory / f"question-{turn}.wav", seconds)
+
+
 class FakeAsterisk:
     """Connects like Asterisk, sends the environment, answers every command with ``200 result=1``."""
 
-    def __init__(self, port: int, env: bytes, timeout: float = 30) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, env: bytes, timeout: float = 30, source: str | None = None) -> None:
+        # ``source``: the address to connect from (127.0.0.2 ... are loopback too, but another peer)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.sendall(env)
         self.file = self.sock.makefile("rb")
         self.commands: list[str] = []

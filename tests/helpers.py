@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from voiceassist.config import Config, load_config
@@ -77,3 +80,25 @@ def config_for(emulators: dict, data_dir: Path, extra: str = "") -> Config:
 def talk(config: Config, question: str, history: list[Exchange] | tuple[Exchange, ...] = ()) -> Conversation:
     """The conversation a turn would give a chat model for ``question`` (system prompt, knowledge, history)."""
     return conversation_for(config, history, question)
+
+
+@contextmanager
+def voiceassist_log() -> Iterator[Callable[[], str]]:
+    """What the voiceassist logger says meanwhile (in-process servers: the log file is the first
+    test's, logging being configured once per process)."""
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler = Collect()
+    logger = logging.getLogger("voiceassist")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield lambda: "\n".join(records)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)

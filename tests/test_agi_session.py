@@ -115,11 +115,15 @@ def socket_session():
     opened = []
 
     def make(replies: bytes) -> AGISession:
+        # As Asterisk: the environment first; the replies only once the session has read it
+        # (data already waiting after the block is refused as the rest of a forged block).
         ours, theirs = socket.socketpair()
-        theirs.sendall(ENV + replies)
+        theirs.sendall(ENV)
         files = [ours.makefile("rb", buffering=0), ours.makefile("wb", buffering=0)]
         opened.extend([ours, theirs, *files])
-        return AGISession(*files)
+        agi = AGISession(*files)
+        theirs.sendall(replies)
+        return agi
 
     yield make
     for item in opened:
@@ -227,11 +231,14 @@ def test_session_works_in_a_worker_thread_over_a_socket():
             result["hung_up"] = agi.poll_hangup()
             result["installed"] = agi.install_sighup_handler()
 
-    theirs.sendall(ENV + b"200 result=1\nHANGUP\n")
+    theirs.sendall(ENV)
     thread = threading.Thread(target=worker)
     thread.start()
+    theirs.settimeout(5)
+    command = theirs.recv(100)  # as Asterisk: the reply once the command has come
+    theirs.sendall(b"200 result=1\nHANGUP\n")
     thread.join(5)
     assert result == {"hung_up": True, "installed": False}
-    assert theirs.recv(100) == b'SET VARIABLE "X" "1"\n'
+    assert command == b'SET VARIABLE "X" "1"\n'
     ours.close()
     theirs.close()

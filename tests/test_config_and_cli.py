@@ -108,17 +108,17 @@ def test_agi_outside_asterisk_explains_itself():
 
 
 def test_process_agi_with_broken_config_still_answers_the_caller(tmp_path):
-    from tests.fake_asterisk import fastagi_env
+    from tests.fake_asterisk import converse, fastagi_env
 
     path = tmp_path / "va.conf"
     path.write_text("[general\n")
     env = fastagi_env("voiceassist", "1.2", ["turn", "/nonexistent.wav", "NOISE", "1"])
-    replies = b"200 result=1\n" * 10
-    out = subprocess.run([sys.executable, "-m", "voiceassist", "--config", str(path), "agi"],
-                         input=env + replies, capture_output=True)
-    assert out.returncode == 0, out.stderr
-    assert b'SET VARIABLE "VA_ANSWER" "custom/voiceassist/cant-answer"' in out.stdout
-    assert b"cannot be parsed" in out.stdout
+    # As Asterisk: each reply after its command (replies sent ahead would be refused as data
+    # waiting after the environment block).
+    code, commands, stderr = converse([sys.executable, "-m", "voiceassist", "--config", str(path), "agi"], env)
+    assert code == 0, stderr
+    assert 'SET VARIABLE "VA_ANSWER" "custom/voiceassist/cant-answer"' in commands
+    assert any("cannot be parsed" in command for command in commands)
 
 
 def test_configured_secrets_are_redacted_from_the_log(tmp_path):
@@ -134,7 +134,7 @@ def test_configured_secrets_are_redacted_from_the_log(tmp_path):
 
 def test_the_log_file_never_holds_the_api_keys(emulators, tmp_path):
     """A full turn over FastAGI, then the log is searched for the configured keys."""
-    from tests.fake_asterisk import FakeAsterisk, fastagi_env, speech_wav
+    from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
     from tests.helpers import config_for
     from tests.rig.asterisk import free_port
     from tests.conftest import FastAGIProcess
@@ -142,7 +142,7 @@ def test_the_log_file_never_holds_the_api_keys(emulators, tmp_path):
     config = config_for(emulators, tmp_path)
     port = free_port()
     server = FastAGIProcess(config.path, port=port)
-    wav = speech_wav(tmp_path / "q.wav")
+    wav = call_recording(tmp_path / "spool/voiceassist", "1.9")  # where the dialplan records it
     FakeAsterisk(port, fastagi_env("voiceassist", "1.9", ["turn", str(wav), "NOISE", "1"])).run()
     server.stop()
     log = (tmp_path / "voiceassist.log").read_text()

@@ -11,9 +11,10 @@ import time
 import pytest
 
 from tests.conftest import FastAGIProcess
-from tests.fake_asterisk import FakeAsterisk, fastagi_env, speech_wav
+from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
 from tests.helpers import config_for
 from tests.rig.asterisk import free_port
+from tests.test_agi_session import asterisk_parse_args
 from voiceassist.providers import registry
 from voiceassist.assistant import Assistant
 from voiceassist.fastagi import FastAGIServer
@@ -32,7 +33,7 @@ def server(emulators, tmp_path, request):
 
 
 def turn_env(tmp_path, uniqueid="1700000000.1", script="voiceassist"):
-    wav = speech_wav(tmp_path / f"q-{uniqueid}.wav")
+    wav = call_recording(tmp_path / "spool/voiceassist", uniqueid)  # the answer_dir of config_for
     return fastagi_env(script, uniqueid, ["turn", str(wav), "NOISE", "1", str(int(time.time())), "8008", uniqueid])
 
 
@@ -53,7 +54,7 @@ def test_turn_in_pipelined_mode_plays_each_sentence_itself(server, emulators, tm
     client = FakeAsterisk(server.server_address[1], turn_env(tmp_path))
     client.run()
     streamed = [c for c in client.commands if c.startswith("STREAM FILE")]
-    assert [c.split()[2].rsplit("/", 1)[1] for c in streamed] == ["answer-1-part1", "answer-1-part2"]
+    assert [asterisk_parse_args(c)[2].rsplit("/", 1)[1] for c in streamed] == ["answer-1-part1", "answer-1-part2"]
     variables = client.variables()
     assert variables["VOICEASSIST_STATUS"] == "ok" and variables["VA_ANSWER"] == ""
     assert variables["VOICEASSIST_REPLY"] == "We open at eight in the morning. We close at six in the evening."

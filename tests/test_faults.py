@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.fake_asterisk import FakeAsterisk, fastagi_env, speech_wav
+from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
 from tests.helpers import config_for
 from voiceassist.assistant import Assistant
 from voiceassist.fastagi import FastAGIServer
@@ -39,8 +39,8 @@ def make_server(emulators, tmp_path):
         instance.server_close()
 
 
-def turn_env(tmp_path, uniqueid: str) -> bytes:
-    wav = speech_wav(tmp_path / f"q-{uniqueid}.wav")
+def turn_env(tmp_path, uniqueid: str, answer_dir=None) -> bytes:
+    wav = call_recording(answer_dir or tmp_path / "spool/voiceassist", uniqueid)  # as the dialplan records it
     return fastagi_env("voiceassist", uniqueid, ["turn", str(wav), "NOISE", "1", str(int(time.time())), "8008",
                                                  uniqueid])
 
@@ -175,9 +175,10 @@ def test_full_disk_for_the_answer_gives_the_apology_and_the_turn_is_stored(make_
     full.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], check=True)
     try:
+        env = turn_env(tmp_path, "1700000070.1", answer_dir=full)  # the question is recorded, then the disk fills
         subprocess.run(["dd", "if=/dev/zero", f"of={full}/filler", "bs=4k", "count=100"], capture_output=True)
         server = make_server(f"[general]\nplayback = file\nanswer_dir = {full}\n")
-        client = FakeAsterisk(server.server_address[1], turn_env(tmp_path, "1700000070.1"))
+        client = FakeAsterisk(server.server_address[1], env)
         client.run()
         variables = client.variables()
         assert variables["VA_ANSWER"].endswith("cant-answer")
@@ -218,8 +219,7 @@ def test_a_disk_that_fills_during_a_pipelined_answer_is_not_followed_by_an_apolo
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], check=True)
     try:
         uniqueid = "1700000080.1"
-        (disk / uniqueid).mkdir()
-        wav = speech_wav(disk / uniqueid / "question-1.wav")
+        wav = call_recording(disk, uniqueid)
         emulators["gemini"].reply = lambda body: "We open at eight in the morning. We close at six in the evening."
         emulators["tts"].latency = 0.5  # the second sentence is still being synthesized when the disk fills
         server = make_server(f"[general]\nplayback = pipelined\nanswer_dir = {disk}\n")

@@ -99,7 +99,9 @@ def test_a_long_question_is_cut_at_the_maximum(tmp_path):
 def test_eagi_listen_records_the_question_and_tells_the_dialplan(tmp_path, paused_question):
     """`voiceassist agi listen` as Asterisk runs it: audio on fd 3 in real time, then the pipe stays
     open and silent (a Local channel); the WAV holds the whole question."""
-    target = tmp_path / "call" / "question-1.wav"
+    config = tmp_path / "voiceassist.conf"
+    config.write_text(f"[general]\nanswer_dir = {tmp_path}/answers\n")
+    target = tmp_path / "answers" / "1700000000.1" / "question-1.wav"  # the call's own directory
     read_end, write_end = os.pipe()
 
     def feed() -> None:
@@ -111,7 +113,7 @@ def test_eagi_listen_records_the_question_and_tells_the_dialplan(tmp_path, pause
     feeder.start()
     started = time.monotonic()
     env = agi_env(["listen", str(target), "8", "700", "60"], enhanced=True)
-    code, commands, stderr = converse(AGI, env, audio_fd=read_end)
+    code, commands, stderr = converse([*AGI[:3], "--config", str(config), "agi"], env, audio_fd=read_end)
     elapsed = time.monotonic() - started
     feeder.join()
     os.close(write_end)
@@ -139,7 +141,7 @@ def test_eagi_listener_with_answer_prepares_while_listening_and_answers_in_the_s
     from tests.helpers import config_for
 
     config = config_for(emulators, tmp_path, extra="[general]\nplayback = pipelined\n")
-    target = tmp_path / "call" / "question-1.wav"
+    target = tmp_path / "spool/voiceassist/1700000000.1/question-1.wav"  # the call's own directory
     read_end, write_end = os.pipe()
     # The whole question as fast as the listener reads it (more than the pipe holds), then no frames.
     feeder = threading.Thread(target=os.write, args=(write_end, paused_question))

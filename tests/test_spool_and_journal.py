@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.conftest import FastAGIProcess
-from tests.fake_asterisk import FakeAsterisk, fastagi_env, speech_wav
+from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
 from tests.helpers import conf_text
 from tests.rig.asterisk import free_port
 from voiceassist.config import load_config
@@ -140,7 +140,7 @@ def test_history_includes_turns_waiting_in_the_spool(tmp_path):
     journal.add_turn(call, TurnRecord(1, transcript="q1", reply="a1"))
     journal.spool.add_turn(call, TurnRecord(2, transcript="q2", reply="a2"))
     journal.spool.add_turn(call, TurnRecord(3, status="llm_error", transcript="q3"))
-    assert [(e.question, e.answer) for e in journal.history("12.1")] == [("q1", "a1"), ("q2", "a2")]
+    assert [(e.question, e.answer) for e in journal.history("12.1", call.channel)] == [("q1", "a1"), ("q2", "a2")]
 
 
 def test_text_no_database_driver_accepts_is_stored_cleaned(postgresql, pg_url, tmp_path):
@@ -205,7 +205,7 @@ def test_database_killed_mid_call_every_turn_arrives_exactly_once_after_it_retur
     def turn(n: int) -> dict:
         emulators["gemini"].reply = lambda body, n=n: f"This is answer number {n}."
         replies.append(f"This is answer number {n}.")
-        wav = speech_wav(tmp_path / f"question-{n}.wav")
+        wav = call_recording(tmp_path / "spool/voiceassist", uniqueid, n)  # where the dialplan records it
         client = FakeAsterisk(port, fastagi_env("voiceassist", uniqueid, [
             "turn", str(wav), "NOISE", str(n), str(int(time.time())), "8008", uniqueid], port=port))
         client.run()

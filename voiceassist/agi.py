@@ -11,10 +11,16 @@ pyst2 supplies the command vocabulary (``verbose``, ``set_variable``, ``get_vari
   LLM could end a command early and start another. Ours makes every argument one safe token.
 * ``get_result`` crashes on the ``HANGUP`` line FastAGI sends, on EOF and on an empty ``result=``,
   and does not know 100, 511 or multi-line 520. Ours handles all of them.
+* ``_get_agi_env`` takes any ``key: value`` line as a key. Asterisk sends values raw, so a caller
+  ID holding ``\nagi_uniqueid: 1.1`` would override the real uniqueid. Ours takes a line as a key
+  only where Asterisk's fixed order puts that key (see :data:`ENVIRONMENT_KEYS`).
+* ``stream_file``, ``get_option``, ``get_data`` and ``send_image`` send the file name unquoted (a
+  path with a space breaks the command); ours quote it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import select
 import signal
@@ -28,6 +34,7 @@ from asterisk import agi as _pyst2
 from .errors import (
     AGIConnectionClosed,
     AGIDeadChannel,
+    AGIEnvironmentRefused,
     AGIHangup,
     AGIInvalidCommand,
     AGIProtocolError,
@@ -43,6 +50,18 @@ MAX_ARGUMENT_BYTES = 1800
 MAX_RESPONSE_LINE = 64 * 1024
 # The environment block is about 1 KB (up to ~20 KB with long arguments); anything far beyond is not Asterisk.
 MAX_ENVIRONMENT_BYTES = 128 * 1024
+# The keys of the environment block in the order Asterisk's setup_env() writes them (res_agi.c;
+# the same in Asterisk 20 to 23). FastAGI writes "agi_network: yes" and, when the URL has a
+# script part, "agi_network_script" before them; "agi_arg_1", "agi_arg_2" ... follow them.
+ENVIRONMENT_KEYS = (
+    "agi_request", "agi_channel", "agi_language", "agi_type", "agi_uniqueid", "agi_version",
+    "agi_callerid", "agi_calleridname", "agi_callingpres", "agi_callingani2", "agi_callington",
+    "agi_callingtns", "agi_dnid", "agi_rdnis", "agi_context", "agi_extension", "agi_priority",
+    "agi_enhanced", "agi_accountcode", "agi_threadid",
+)
+# Values a turn relies on (with every agi_arg_N): a line break in one of them is refused. Only the
+# caller ID can carry one from a real call; these never do unless the block was forged.
+RELIED_ON_KEYS = ("agi_network_script", "agi_request", "agi_channel", "agi_uniqueid")
 # Seconds to wait for the HANGUP notice / SIGHUP that follows a -1 result after a hangup.
 HANGUP_NOTICE_WAIT = 0.1
 
@@ -73,14 +92,47 @@ def sanitize_text(value: object, max_bytes: int = MAX_ARGUMENT_BYTES) -> str:
     return text
 
 
+def _escape_within(text: str, budget: int) -> str:
+    """``text`` with ``"`` and ``\\`` escaped for Asterisk's tokenizer, cut (never inside an
+    escape or a character) so the result fits in ``budget`` bytes of UTF-8."""
+    pieces: list[str] = []
+    used = 0
+    for char in text:
+        piece = "\\" + char if char in '"\\' else char
+        size = len(piece.encode("utf-8"))
+        if used + size > budget:
+            break
+        pieces.append(piece)
+        used += size
+    return "".join(pieces)
+
+
 def quote_argument(value: object, max_bytes: int = MAX_ARGUMENT_BYTES) -> str:
-    """Quote one AGI argument so Asterisk's tokenizer sees exactly one word with this text.
+    """Quote one AGI argument so Asterisk's tokenizer sees exactly one word with this text, in at
+    most ``max_bytes`` bytes *after* escaping (text full of quotes or backslashes is cut to fit,
+    so the command line stays within :data:`MAX_COMMAND_BYTES`).
 
     Asterisk's ``parse_args`` treats ``"`` as a quote toggle and ``\\`` as an escape; a newline ends
     the command whatever the quoting, so control characters are replaced first.
     """
-    text = sanitize_text(value, max_bytes)
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    text = sanitize_text(value, max_bytes)  # escaping only lengthens: a first, cheap cut
+    return '"' + _escape_within(text, max_bytes - 2) + '"'
+
+
+def quote_path(path: object) -> str:
+    """Quote a file name for a command (STREAM FILE ...). Unlike text it is never changed or cut
+    (that would name another file): one with a control character, not UTF-8, or too long is refused."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    if _CONTROL_CHARS.search(text):
+        raise AGIProtocolError(f"file name {text[:80]!r} holds a control character: not sent to Asterisk")
+    quoted = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    try:
+        size = len(quoted.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise AGIProtocolError(f"file name {text[:80]!r} is not UTF-8: not sent to Asterisk") from None
+    if size > MAX_ARGUMENT_BYTES:
+        raise AGIProtocolError(f"file name {text[:80]!r}... is longer than {MAX_ARGUMENT_BYTES} bytes quoted")
+    return quoted
 
 
 class _Discard:
@@ -199,11 +251,20 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
         return raw.rstrip(b"\n").decode("utf-8", "replace")
 
     def _get_agi_env(self, seconds: float | None = None) -> None:
-        """Read the ``agi_*`` block up to its blank line.
+        """Read the ``agi_*`` block up to its blank line, in Asterisk's fixed key order.
 
-        A caller ID that contains a newline breaks Asterisk's framing of this block (values are
-        sent raw): an unparsable line is joined to the previous value, and a blank line before
-        ``agi_threadid`` (always sent by Asterisk, after the caller ID) does not end the block.
+        Asterisk sends every value raw, so a caller ID that contains a newline spreads over
+        several lines, and a line inside it may look like ``agi_uniqueid: 1.1``. A line is taken
+        as a key only where the order puts that key next (:data:`ENVIRONMENT_KEYS`, then
+        ``agi_arg_1``, ``agi_arg_2`` ...); any other line, a blank one included, continues the
+        previous value; the block ends only at a blank line after ``agi_threadid`` or an argument.
+
+        Raises:
+            AGIEnvironmentRefused: a value the turn relies on holds a line break, or data waits
+                right after the block (a complete forged block inside a caller ID, with the real
+                rest of the block behind it).
+            AGIProtocolError: not an environment block, or one too long or too slow.
+            AGIConnectionClosed: the stream ended before the block did.
         """
         last_key = ""
         received = 0
@@ -216,25 +277,43 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
             if deadline is not None and time.monotonic() > deadline:
                 raise AGIProtocolError(f"AGI environment not complete within {seconds:g} s")
             if self._closed:
-                if not self.env:
-                    raise AGIConnectionClosed("Asterisk closed the connection before the AGI environment")
-                return
-            if line == "":
-                if "agi_request" in self.env and "agi_threadid" not in self.env and last_key:
-                    self.env[last_key] += "\n"
-                    continue
-                return
-            key, sep, value = line.partition(": ")
-            if sep and re.fullmatch(r"agi_\w+", key):
+                where = "inside" if self.env else "before"
+                raise AGIConnectionClosed(f"Asterisk closed the connection {where} the AGI environment")
+            if line == "" and _may_end(last_key):
+                break
+            key, separator, value = line.partition(": ")
+            if separator and key in _next_keys(last_key):
                 self.env[key] = value
                 last_key = key
-            elif line.endswith(":") and re.fullmatch(r"agi_\w+", line[:-1]):
-                self.env[line[:-1]] = ""
-                last_key = line[:-1]
             elif last_key:
                 self.env[last_key] += "\n" + line
             else:
                 raise AGIProtocolError(f"not an AGI environment line: {line[:80]!r}")
+        for key in (*RELIED_ON_KEYS, *(k for k in self.env if k.startswith("agi_arg_"))):
+            if "\n" in self.env.get(key, "") or "\r" in self.env.get(key, ""):
+                # The URL's values may carry the FastAGI secret: named, not shown.
+                shown = "" if key in ("agi_network_script", "agi_request") else f": {self.env[key][:80]!r}"
+                raise AGIEnvironmentRefused(f"{key} holds a line break{shown}")
+        self._refuse_data_after_environment()
+
+    def _refuse_data_after_environment(self) -> None:
+        """After the block Asterisk sends nothing until our first command, except ``HANGUP``. Data
+        already waiting is the real rest of the block behind a forged one (a caller ID holding a
+        blank line and made-up keys): refuse the session. Only readers with a file descriptor
+        can be asked (select() sees the socket or pipe, so FastAGI and process AGI read them
+        unbuffered)."""
+        try:
+            fileno = self.stdin.fileno()
+        except (OSError, ValueError):
+            return  # an in-memory stream (tests): nothing can be waiting that was not written before
+        while select.select([fileno], [], [], 0)[0]:
+            line = self._readline()
+            if self._closed:
+                return
+            if line != "HANGUP":
+                raise AGIEnvironmentRefused(f"data right after the AGI environment, before any command: "
+                                            f"{line[:80]!r} (a forged environment block in the caller ID?)")
+            self._hangup_line_seen = True
 
     def get_result(self, stdin: Any = None) -> AGIResponse:
         """Read Asterisk's answer to the command just sent (pyst2 hook, rewritten)."""
@@ -296,6 +375,19 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
     def _quote(self, string: object) -> str:  # pyst2 hook used by all its wrappers
         return quote_argument(string)
 
+    # pyst2 sends these file names unquoted: one with a space would split the command.
+    def stream_file(self, filename: object, escape_digits: object = "", sample_offset: int = 0) -> str:
+        return str(super().stream_file(quote_path(filename), escape_digits, int(sample_offset)))
+
+    def get_option(self, filename: object, escape_digits: object = "", timeout: int = 0) -> str:
+        return str(super().get_option(quote_path(filename), escape_digits, int(timeout)))
+
+    def get_data(self, filename: object, timeout: int = _pyst2.DEFAULT_TIMEOUT, max_digits: int = 255) -> str:
+        return str(super().get_data(quote_path(filename), int(timeout), int(max_digits)))
+
+    def send_image(self, filename: object) -> None:
+        super().send_image(quote_path(filename))
+
     def send_command(self, command: str, *args: object) -> None:
         """Send one command line. Arguments must already be quoted (pyst2's wrappers do it)."""
         line = " ".join([command.strip(), *(str(a) for a in args)]).strip()
@@ -334,6 +426,27 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
     def arguments(self) -> list[str]:
         """The AGI() arguments after the script: ``agi_arg_1``, ``agi_arg_2`` ..."""
         return list(_iter_args(self.env))
+
+
+def _next_keys(last_key: str) -> tuple[str, ...]:
+    """The keys Asterisk may send after ``last_key`` ("" at the start of the block)."""
+    if last_key == "":
+        return ("agi_network", "agi_request")  # FastAGI, or process AGI
+    if last_key == "agi_network":
+        return ("agi_network_script", "agi_request")  # the script line only when the URL has one
+    if last_key == "agi_network_script":
+        return ("agi_request",)
+    if last_key == "agi_threadid":
+        return ("agi_arg_1",)
+    if last_key.startswith("agi_arg_"):
+        return (f"agi_arg_{int(last_key[8:]) + 1}",)
+    return (ENVIRONMENT_KEYS[ENVIRONMENT_KEYS.index(last_key) + 1],)
+
+
+def _may_end(last_key: str) -> bool:
+    """Whether a blank line after ``last_key`` ends the block (it does after the last fixed key
+    and after an argument; anywhere else it is part of a value)."""
+    return last_key == "agi_threadid" or last_key.startswith("agi_arg_")
 
 
 def _iter_args(env: dict[str, str]) -> Iterator[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from .assistant import Assistant
 from .audio import run_ffmpeg
 from .config import DEFAULTS, Config
+from .dialplan import CallIdentity, TurnRequest, validate_uniqueid
 from .errors import AudioError
 from .flow import Turn
 
@@ -101,7 +102,12 @@ def ask(assistant: Assistant, question: Path, caller: str = "cli") -> AskResult:
         recording = _to_phone_wav(Path(question), ffmpeg, Path(tmp))
         session = LocalSession(env={"agi_uniqueid": uniqueid, "agi_channel": "voiceassist-ask",
                                     "agi_callerid": caller, "agi_calleridname": caller})
-        turn = Turn(session, assistant, [str(recording), "NOISE", "1", str(time.time()), "ask", ""])  # type: ignore[arg-type]
+        # Built here, not parsed: the recording is our own converted copy, outside the answer
+        # directory; the uniqueid still passes the check that makes it a safe directory name.
+        request = TurnRequest(call=CallIdentity(uniqueid=validate_uniqueid(uniqueid), channel="voiceassist-ask",
+                                                caller_number=caller, caller_name=caller, extension="ask"),
+                              recording=recording, turn_number=1, call_started=time.time())
+        turn = Turn(session, assistant, request)  # type: ignore[arg-type]
         turn.record.recording_path = str(question)
         turn.run()
     record = turn.record

@@ -11,7 +11,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -296,17 +295,34 @@ class Doctor:
         return Check("dialplan", OK, f"8008@voiceassist loaded; FastAGI variant dials {wanted.split('?')[0]}")
 
     def fastagi(self) -> Check:
+        """The listener on the FastAGI port is ours: a FastAGI exchange on the ping route (with
+        the configured secret, from this machine), not only an open port."""
+        from .access import check_exposure, is_allowed, is_loopback_host, parse_allow
+        from .fastagi import ping
+
         assert self.config is not None
         section = self.config.section("fastagi")
-        host, port = section.get("host"), section.get_int("port")
-        if host not in ("127.0.0.1", "::1", "localhost"):
-            return Check("fastagi", WARN, f"[fastagi] host = {host}: the AGI port is reachable from the network "
-                                          "(FastAGI has no authentication)", "host = 127.0.0.1")
+        host, port, secret = section.get("host"), section.get_int("port"), section.get("secret", "")
         try:
-            socket.create_connection((host, port), timeout=1).close()
+            allowed = parse_allow(section.get("allow"))
+            check_exposure(host, allowed, secret)
+        except VoiceAssistError as exc:
+            return Check("fastagi", FAIL, str(exc), "host = 127.0.0.1, or set [fastagi] secret (and allow)")
+        target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        try:
+            answer = ping(target, port, secret, timeout=3)
         except OSError:
             return Check("fastagi", OK, f"not running on {host}:{port} (needed only for the voiceassist-fastagi context)")
-        return Check("fastagi", OK, f"listening on {host}:{port} (loopback only)")
+        if answer.silent and not is_allowed(answer.local_address, allowed):
+            return Check("fastagi", WARN, f"{host}:{port} {answer.detail}: {answer.local_address} is not in "
+                                          "[fastagi] allow, so the doctor cannot check it from here",
+                         f"add {answer.local_address} to [fastagi] allow")
+        if not answer.ours:
+            return Check("fastagi", FAIL, f"{host}:{port} {answer.detail}",
+                         "check [fastagi] secret and allow, and what listens there: ss -ltnp")
+        reach = "loopback only" if is_loopback_host(host) else "reachable from the network"
+        protection = "secret and allow list" if secret else "allow list"
+        return Check("fastagi", OK, f"{answer.detail} answers on {host}:{port} ({reach}; {protection})")
 
     def _user_exists(self) -> bool:
         try:

@@ -19,8 +19,10 @@
     ├── AudioError                     ffmpeg missing or failed, unreadable recording
     ├── StorageError                   the database could not be reached or written
     │   └── StorageRejected            it refused this record (bad value, constraint): retrying cannot help
+    ├── RequestError                   a value from the call (AGI argument or environment) is invalid
     └── AGIError                       also a pyst2 ``AGIError``: the AGI conversation failed
         ├── AGIProtocolError           a line from Asterisk we cannot parse, or a line too long to send
+        │   └── AGIEnvironmentRefused  a complete environment block refused for what it holds (forged?)
         ├── AGIInvalidCommand          510
         ├── AGIUsageError              520 (the usage text is kept)
         └── AGIHangup                  also a pyst2 ``AGIHangup``: the caller is gone
@@ -128,12 +130,26 @@ class StorageRejected(StorageError):
     take, a constraint); a spool replay sets the entry aside and goes on with the next one."""
 
 
+class RequestError(VoiceAssistError):
+    """A value from the call (an AGI argument or environment value) failed validation; the
+    turn is not run on it. ``reason`` says which value and why, for the log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class AGIError(VoiceAssistError, _pyst2.AGIError):
     """The AGI conversation with Asterisk failed."""
 
 
 class AGIProtocolError(AGIError):
     """Asterisk sent a line we cannot parse, or a command could not be sent safely."""
+
+
+class AGIEnvironmentRefused(AGIProtocolError):
+    """A complete environment block refused for its content: a value the turn relies on holds a
+    line break, or data waits right after it (the real rest behind a block forged in a caller ID)."""
 
 
 class AGIInvalidCommand(AGIError, _pyst2.AGIInvalidCommand):

@@ -25,13 +25,23 @@ from .agi import AGISession
 from .assistant import Assistant
 from .audio import read_recording, speech_frames, write_phone_audio
 from .deadline import turn_deadline
-from .errors import AGIError, AGIHangup, AudioError, ConfigError, ProviderBadResponse, ProviderError, VoiceAssistError
+from .dialplan import HangupRequest, TurnRequest, parse_request
+from .errors import (
+    AGIError,
+    AGIHangup,
+    AudioError,
+    ConfigError,
+    ProviderBadResponse,
+    ProviderError,
+    RequestError,
+    VoiceAssistError,
+)
 from .logs import logger
 from .conversation import conversation_for
 from .pipeline import SentencePipeline
 from .providers.base import ChatModel, StreamingChatModel
 from .speakable import speakable
-from .types import CallInfo, Conversation, TurnRecord
+from .types import Conversation, TurnRecord
 
 # How many 20 ms frames above the silence threshold make a question worth sending to speech-to-text.
 MIN_SPEECH_FRAMES = 5
@@ -84,32 +94,36 @@ class _NoSpeech(Exception):
         self.reason = reason
 
 
-def call_info(env: dict[str, str], extension: str = "", linkedid: str = "") -> CallInfo:
-    def clean(key: str) -> str:
-        value = env.get(key, "")
-        return "" if value == "unknown" else value
-
-    return CallInfo(
-        uniqueid=env.get("agi_uniqueid", ""), linkedid=linkedid, channel=env.get("agi_channel", ""),
-        caller_number=clean("agi_callerid"), caller_name=clean("agi_calleridname"),
-        extension=extension or env.get("agi_extension", ""),
-    )
-
-
 def _safe_name(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]", "_", text) or "unknown"
 
 
 def handle_session(session: AGISession, assistant: Assistant) -> None:
-    """Dispatch on the first AGI argument: ``turn`` (default) or ``hangup``."""
-    args = session.arguments()
-    action = args[0] if args else "turn"
-    if action == "hangup":
-        _end_call(session, assistant, args[1:])
-    elif action == "turn":
-        Turn(session, assistant, args[1:]).run()
+    """Dispatch on the first AGI argument: ``turn`` (default) or ``hangup``, once every value of
+    the request is validated (:mod:`voiceassist.dialplan`); an invalid one gets the apology."""
+    general = assistant.config.section("general")
+    try:
+        request = parse_request(session.env, session.arguments(), general.get("answer_dir"))
+    except RequestError as exc:
+        refuse_request(session, general.get("prompts").rstrip("/"), exc)
+        return
+    if isinstance(request, HangupRequest):
+        _end_call(session, assistant, request)
     else:
-        CallLog(session, session.env.get("agi_uniqueid", "?"))("AGI", f"unknown action {action!r}", logging.WARNING)
+        Turn(session, assistant, request).run()
+
+
+def refuse_request(session: AGISession, prompts: str, error: RequestError) -> None:
+    """An invalid request: nothing is run, read or deleted; the log says why (the values are
+    shown quoted and cut); the caller hears the apology and the call ends."""
+    logger.warning("[AGI] request refused (uniqueid %r, channel %r): %s", session.env.get("agi_uniqueid", "")[:80],
+                   session.env.get("agi_channel", "")[:80], error.reason)
+    try:
+        session.set_variable("VA_ANSWER", f"{prompts}/cant-answer")
+        session.set_variable("VA_CONTINUE", "0")
+        session.set_variable("VOICEASSIST_STATUS", "error")
+    except AGIError:
+        pass  # the channel is gone (the h extension) or the connection with it
 
 
 def _reply_pieces(llm: ChatModel, conversation: Conversation) -> Iterator[str]:
@@ -119,44 +133,25 @@ def _reply_pieces(llm: ChatModel, conversation: Conversation) -> Iterator[str]:
     return iter([llm.reply(conversation)])
 
 
-def _arg(args: list[str], index: int, default: str = "") -> str:
-    return args[index] if len(args) > index and args[index] != "" else default
-
-
-def _speech_end(stopped: str, silence_waited_ms: str) -> float | None:
-    """When the caller stopped talking (epoch seconds): the recording stopped this long after the
-    silence detection began. ``None`` if the dialplan does not pass the two values."""
-    try:
-        return float(stopped) - float(silence_waited_ms or 0) / 1000
-    except ValueError:
-        return None
-
-
 class Turn:
     """One question: recording -> speech-to-text -> chat model -> text-to-speech -> μ-law -> database.
 
-    Arguments from the dialplan: recording path, WaitForNoise's WAITSTATUS (``NOISE`` when the
-    caller started talking), turn number, call start (epoch seconds), dialled extension, linkedid,
-    when the recording stopped (epoch seconds with milliseconds) and the milliseconds of silence
-    WaitForSilence waited for before that (0 if it did not end the recording).
+    What the dialplan asked, validated: :class:`~voiceassist.dialplan.TurnRequest` (the recording
+    inside this call's directory, WaitForNoise's WAITSTATUS, turn number, call start, extension,
+    linkedid, and when the caller stopped talking).
     """
 
-    def __init__(self, session: AGISession, assistant: Assistant, args: list[str]) -> None:
+    def __init__(self, session: AGISession, assistant: Assistant, request: TurnRequest) -> None:
         self.session = session
         self.assistant = assistant
         self.config = assistant.config
-        self.recording_path = _arg(args, 0)
-        self.heard = _arg(args, 1, "NOISE").upper()
-        try:
-            self.turn_number = int(_arg(args, 2, "1"))
-        except ValueError:
-            self.turn_number = 1
-        try:
-            self.call_started = float(_arg(args, 3, str(time.time())))
-        except ValueError:
-            self.call_started = time.time()
-        self.call = call_info(session.env, _arg(args, 4), _arg(args, 5))
-        self.speech_ended = _speech_end(_arg(args, 6), _arg(args, 7))
+        self.request = request
+        self.recording_path = str(request.recording)
+        self.heard = request.heard
+        self.turn_number = request.turn_number
+        self.call_started = request.call_started
+        self.call = request.call.call_info()
+        self.speech_ended = request.speech_ended
         self.log = CallLog(session, self.call.uniqueid)
         general = self.config.section("general")
         self.prompts = general.get("prompts").rstrip("/")
@@ -260,7 +255,7 @@ class Turn:
 
     def _history(self) -> list[Any]:
         try:
-            return self.assistant.journal().history(self.call.uniqueid)
+            return self.assistant.journal().history(self.call.uniqueid, self.call.channel)
         except Exception as exc:  # StorageError or a driver error: an unreachable database must not silence the caller
             self.log("DB", f"history unavailable, answering without it: {exc}", logging.WARNING)
             return []
@@ -475,15 +470,12 @@ class Turn:
             logger.info("[AGI] %s could not set variables: %s", self.call.uniqueid, exc)
 
 
-def _end_call(session: AGISession, assistant: Assistant, args: list[str]) -> None:
+def _end_call(session: AGISession, assistant: Assistant, request: HangupRequest) -> None:
     """The ``h`` extension: store a turn cut short while recording, and the call's end time."""
-    state, recording_path = _arg(args, 0), _arg(args, 1)
-    call = call_info(session.env, _arg(args, 3), _arg(args, 4))
+    state, turn_number = request.state, request.turn_number
+    recording_path = str(request.recording) if request.recording else ""
+    call = request.call.call_info()
     log = CallLog(session, call.uniqueid)
-    try:
-        turn_number = int(_arg(args, 2, "0"))
-    except ValueError:
-        turn_number = 0
     try:
         journal = assistant.journal()
         if state == "recording" and turn_number > 0:
@@ -491,8 +483,8 @@ def _end_call(session: AGISession, assistant: Assistant, args: list[str]) -> Non
                                               error="caller hung up while asking", recording_path=recording_path or None))
             if recording_path and not assistant.config.section("general").get_bool("keep_recordings"):
                 Path(recording_path).unlink(missing_ok=True)
-        outcome = journal.end_call(call, state or "idle")
-        log("DB", f"call ended (state {state or 'idle'}, {turn_number} turns), {outcome}")
+        outcome = journal.end_call(call, state)
+        log("DB", f"call ended (state {state}, {turn_number} turns), {outcome}")
     except Exception as exc:
         log("DB", f"call end NOT stored: {exc}", logging.ERROR)
         return

@@ -96,13 +96,21 @@ class Journal:
         return "spooled"
 
     # -- reading ------------------------------------------------------------------------------
-    def history(self, uniqueid: str) -> list[Exchange]:
+    def history(self, uniqueid: str, channel: str) -> list[Exchange]:
         """The call's answered turns, from the database and from the spool (turns the database
-        missed while it was down still count as the call's history)."""
+        missed while it was down still count as the call's history).
+
+        Only turns of the call whose uniqueid *and* channel both match: a request that names
+        another call's uniqueid from another channel gets none of that call's conversation.
+        """
         answered: dict[int, Exchange] = {}
         known: set[int] = set()
         try:
-            _, rows = self.store().call_rows(uniqueid)
+            call, rows = self.store().call_rows(uniqueid)
+            if call is not None and call["channel"] != channel:
+                logger.warning("[DB] %s history withheld: the call is on channel %r, the request came from %r",
+                               uniqueid, call["channel"], channel)
+                rows = []
             for row in rows:
                 known.add(row["turn_number"])
                 if row["status"] == "ok":
@@ -111,7 +119,8 @@ class Journal:
             logger.warning("[DB] %s history from the database unavailable: %s", uniqueid, exc)
         for entry in self.spool.entries(uniqueid):
             turn = entry.turn
-            if turn is not None and turn.status == "ok" and turn.turn_number not in known:
+            if (turn is not None and turn.status == "ok" and turn.turn_number not in known
+                    and entry.call.channel == channel):
                 answered[turn.turn_number] = Exchange(turn.transcript or "", turn.reply or "")
         return [answered[number] for number in sorted(answered)]
 

@@ -14,8 +14,9 @@ Tells the dialplan, like WaitForNoise/WaitForSilence would: ``VA_HEARD`` = NOISE
 spoke) / TIMEOUT (nothing within ``grace_s``) / HANGUP, and ``VA_SILENCE_WAITED`` = the trailing
 silence waited in ms (the turn then measures end of speech → first audio).
 
-Imports only the AGI protocol and webrtcvad: it starts while the beep plays and must be listening
-before the caller's first words overflow the audio pipe (about 4 s of slin8).
+Imports only the AGI protocol, the dialplan contract (which validates its arguments) and
+webrtcvad: it starts while the beep plays and must be listening before the caller's first words
+overflow the audio pipe (about 4 s of slin8).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .agi import AGISession
+from .dialplan import ListenRequest
 from .logs import logger
 
 SAMPLE_RATE = 8000
@@ -144,30 +146,32 @@ def listen(audio_fd: int, target: Path, detector: VoiceDetector, settings: Endpo
     return Outcome(heard, waited, len(frames) * FRAME_S)
 
 
-def settings_from_arguments(arguments: list[str]) -> EndpointSettings:
-    """listen,<file>,<grace_s>,<end_ms>,<max_s>: empty or bad values keep the defaults."""
+def settings_for(request: ListenRequest) -> EndpointSettings:
+    """The request's grace, end of question and longest question; the defaults where unset."""
     settings = EndpointSettings()
-    for index, (name, kind) in enumerate((("grace_s", float), ("end_ms", int), ("max_s", float)), start=2):
-        try:
-            value = kind(arguments[index])
-        except (IndexError, ValueError):
-            continue
-        if value > 0:
+    for name in ("grace_s", "end_ms", "max_s"):
+        value = getattr(request, name)
+        if value is not None:
             setattr(settings, name, value)
     return settings
 
 
-def run_listener(session: AGISession) -> Outcome | None:
-    """The ``listen`` AGI action (EAGI only: the audio is on fd 3). Tells the dialplan what it
-    heard; returns the outcome, or None when it could not listen (VA_HEARD=FAILED) or the caller
-    hung up."""
-    arguments = session.arguments()
-    if len(arguments) < 2 or session.env.get("agi_enhanced", "0.0") != "1.0":
-        logger.error("[AGI] listen needs EAGI(voiceassist,listen,<file.wav>,...): got %r", arguments)
-        session.set_variable("VA_HEARD", "FAILED")
-        return None
-    target = Path(arguments[1])
-    settings = settings_from_arguments(arguments)
+def has_audio(session: AGISession) -> bool:
+    """Whether this is EAGI (the caller's audio on fd 3); if not, say so and tell the dialplan
+    (VA_HEARD=FAILED: it records the question the other way)."""
+    if session.env.get("agi_enhanced", "0.0") == "1.0":
+        return True
+    logger.error("[AGI] listen needs EAGI(voiceassist,listen,<file.wav>,...), not AGI: got %r", session.arguments())
+    session.set_variable("VA_HEARD", "FAILED")
+    return False
+
+
+def run_listener(session: AGISession, request: ListenRequest) -> Outcome | None:
+    """The ``listen`` AGI action on a validated request (the recording inside this call's
+    directory), once :func:`has_audio` said yes. Tells the dialplan what it heard; returns the
+    outcome, or None when it could not listen (VA_HEARD=FAILED) or the caller hung up."""
+    target = request.recording
+    settings = settings_for(request)
     try:
         detector = webrtc_detector()
     except ImportError:
@@ -181,7 +185,7 @@ def run_listener(session: AGISession) -> Outcome | None:
         session.set_variable("VA_HEARD", "FAILED")
         return None
     logger.info("[AGI] %s question %s: %s, %.1f s of audio, ended after %d ms of silence",
-                session.env.get("agi_uniqueid", "?"), target.name, outcome.heard, outcome.speech_s,
+                request.call.uniqueid, target.name, outcome.heard, outcome.speech_s,
                 outcome.silence_waited_ms)
     if outcome.heard == "HANGUP":
         return None

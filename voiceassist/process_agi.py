@@ -7,18 +7,26 @@ import os
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from .agi import AGISession
-from .errors import AGIError, VoiceAssistError
+from .errors import AGIError, RequestError, VoiceAssistError
 from .logs import logger
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 def run_process_agi(config_path: str | None = None) -> int:
     """Run one AGI session; always exit 0 so Asterisk's AGISTATUS reflects the call, not us."""
     try:
-        session = AGISession(sys.stdin.buffer, sys.stdout.buffer)
+        # Unbuffered stdin: what Asterisk sent after the environment block must stay visible to
+        # select() (a forged block in a caller ID leaves the real rest of the block waiting).
+        session = AGISession(sys.stdin.buffer.raw, sys.stdout.buffer)
     except AGIError as exc:
+        # Exit status 1: AGISTATUS=FAILURE, and the dialplan plays the apology.
         print(f"voiceassist agi: {exc} (run this from Asterisk's AGI())", file=sys.stderr)
+        _log_refusal(config_path, str(exc))
         return 1
     # Without a handler Asterisk's SIGHUP would kill us mid-turn and lose the turn.
     session.install_sighup_handler()
@@ -49,22 +57,43 @@ def run_process_agi(config_path: str | None = None) -> int:
 def _listen(session: AGISession, config_path: str | None) -> None:
     """EAGI: find the end of the question; with ``answer`` (process AGI's flow) answer it too.
 
-    ``listen,<wav>,<grace_s>,<end_ms>,<max_s>[,answer,<turn>,<start>,<exten>,<linkedid>]``.
-    While the caller speaks, a thread loads the config, SDKs, clients and the database layer, so
+    ``listen,<wav>,<grace_s>,<end_ms>,<max_s>[,answer,<turn>,<start>,<exten>,<linkedid>]``, validated
+    first (:func:`~voiceassist.dialplan.parse_listen`: the recording inside this call's directory).
+    While the caller speaks, a thread loads the SDKs, clients and the database layer, so
     the answer starts as soon as the question ends, instead of after a new Python's cold start
     (about 2 s, see benchmarks/cold_start.py). Without ``answer`` only the listener runs (it
     imports almost nothing) and the dialplan hands the question to the FastAGI server.
     """
-    from .listen import run_listener
+    from .config import load_config
+    from .dialplan import parse_listen
+    from .listen import has_audio, run_listener
 
-    arguments = session.arguments()
-    answer = len(arguments) > 5 and arguments[5] == "answer"
-    ready: dict[str, object] = {}
-    warm_up = threading.Thread(target=_prepare, args=(config_path, ready), daemon=True) if answer else None
-    if warm_up is not None:
-        warm_up.start()
     try:
-        outcome = run_listener(session)
+        if not has_audio(session):
+            return
+        try:
+            config = load_config(config_path)
+            general = config.section("general")
+            request = parse_listen(session.env, session.arguments()[1:], general.get("answer_dir"))
+        except RequestError as exc:
+            from .flow import refuse_request
+            from .logs import configure_logging
+
+            configure_logging(config)  # the refusal belongs in our log, not only on Asterisk's console
+            refuse_request(session, general.get("prompts").rstrip("/"), exc)
+            session.set_variable("VA_DONE", "1")  # the dialplan plays VA_ANSWER, as after an answer
+            return
+        except VoiceAssistError as exc:
+            # The config is broken: the dialplan records the question the other way, and the
+            # turn's AGI reports the problem to the caller.
+            logger.error("[AGI] listen: %s", exc)
+            session.set_variable("VA_HEARD", "FAILED")
+            return
+        ready: dict[str, object] = {}
+        warm_up = threading.Thread(target=_prepare, args=(config, ready), daemon=True) if request.answer else None
+        if warm_up is not None:
+            warm_up.start()
+        outcome = run_listener(session, request)
         if warm_up is None or outcome is None:
             return
         stopped = time.time()
@@ -75,9 +104,8 @@ def _listen(session: AGISession, config_path: str | None) -> None:
         from .flow import Turn
 
         session.set_variable("VA_STATE", "thinking")
-        turn_arguments = [arguments[1], outcome.heard, *arguments[6:10], f"{stopped:.3f}",
-                          str(outcome.silence_waited_ms)]
-        Turn(session, assistant, turn_arguments).run()
+        turn = request.turn(outcome.heard, stopped, outcome.silence_waited_ms)
+        Turn(session, assistant, turn).run()
         session.set_variable("VA_DONE", "1")
     except AGIError as exc:
         logger.info("[AGI] %s listener ended: %s", session.env.get("agi_uniqueid", "?"), exc)
@@ -85,18 +113,17 @@ def _listen(session: AGISession, config_path: str | None) -> None:
         logger.exception("[AGI] unexpected error")
 
 
-def _prepare(config_path: str | None, ready: dict[str, object]) -> None:
+def _prepare(config: Config, ready: dict[str, object]) -> None:
     """Build what a turn needs (run in a thread while the caller speaks); errors surface later."""
     try:
         import importlib
 
         from .assistant import Assistant
-        from .providers import load_full_config
 
         for module in ("flow", "pipeline", "audio"):  # imported now, not after the question
             importlib.import_module(f"{__package__}.{module}")
 
-        assistant = Assistant(load_full_config(config_path, strict=False))
+        assistant = Assistant(config)
         try:
             # The first provider of each chain: its SDK imported, its client created. Problems are
             # not reported here: the turn's fallback chain meets (and logs) the same ones.
@@ -123,6 +150,18 @@ def exit_now(code: int) -> None:
         sys.stderr.flush()
     finally:
         os._exit(code)
+
+
+def _log_refusal(config_path: str | None, reason: str) -> None:
+    """A refused AGI environment goes to our log too (if the config lets us find it)."""
+    try:
+        from .config import load_config
+        from .logs import configure_logging
+
+        configure_logging(load_config(config_path))
+        logger.warning("[AGI] AGI environment refused: %s", reason)
+    except VoiceAssistError:
+        pass
 
 
 def _report_setup_error(session: AGISession, message: str) -> None:

@@ -8,7 +8,6 @@ Tables carry a prefix (``voiceassist_``) so they can live beside FreePBX's own t
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path

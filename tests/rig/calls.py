@@ -17,11 +17,14 @@ CALLS_DIR = SHARED / "calls"
 QUESTIONS_DIR = SHARED / "questions"
 
 # The caller's side of a test call (the ;1 half of the Local channel) and the 8008 side's entry,
-# which sets the caller ID (from base64, so it may hold anything) and jumps into our dialplan.
+# which sets the caller ID (name and, when given, number from base64, so they may hold anything)
+# and jumps into our dialplan.
 RIG_DIALPLAN = f"""
 [va-test-entry]
 exten => _X.,1,Set(KEY=${{EXTEN}})
  same => n,Set(CALLERID(num)=${{GLOBAL(VAT_${{KEY}}_NUM)}})
+ same => n,Set(NUM64=${{GLOBAL(VAT_${{KEY}}_NUM64)}})
+ same => n,ExecIf($["${{NUM64}}" != ""]?Set(CALLERID(num)=${{BASE64_DECODE(${{NUM64}})}}))
  same => n,Set(NAME64=${{GLOBAL(VAT_${{KEY}}_NAME64)}})
  same => n,ExecIf($["${{NAME64}}" != ""]?Set(CALLERID(name)=${{BASE64_DECODE(${{NAME64}})}}))
  same => n,Set(VA_GRACE_S=${{GLOBAL(VAT_${{KEY}}_GRACE)}})
@@ -52,6 +55,12 @@ exten => h,1,UserEvent(VATestDone,Key: ${{KEY}})
 [va-local]
 ; 8008 through a FastAGI server on port 4574 (the local-providers server of the tests and main job)
 exten => 8008,1,Set(VA_AGI=agi://127.0.0.1:4574/voiceassist)
+ same => n,Set(VA_EXTEN=${{EXTEN}})
+ same => n,Goto(voiceassist-flow,s,1)
+
+[va-test-agi]
+; 8008 through the FastAGI URL the test chose (e.g. another server, a ?secret= or a wrong one)
+exten => 8008,1,Set(VA_AGI=${{GLOBAL(VAT_${{KEY}}_AGI)}})
  same => n,Set(VA_EXTEN=${{EXTEN}})
  same => n,Goto(voiceassist-flow,s,1)
 
@@ -106,11 +115,14 @@ class TestCall:
 
 def place_call(rig: AsteriskRig, key: str, questions: list[str], *, context: str = "voiceassist",
                caller_number: str = "", caller_name: bytes | str = b"", listen: int = 60,
-               grace: int = 3, ending: str = "", dial: bool = True) -> TestCall:
+               grace: int = 3, ending: str = "", dial: bool = True, caller_number_bytes: bytes = b"",
+               agi: str = "") -> TestCall:
     """Call 8008 from a test caller who asks ``questions`` (sound names, or "silence") in turn.
 
     ``ending``: how the assistant finds the end of each question (VA_LISTEN: "silence" or "vad";
-    empty = the dialplan's default). ``dial=False`` only prepares the call (each setting is an
+    empty = the dialplan's default). ``caller_number_bytes``: a caller number that may hold
+    anything (set from base64, over ``caller_number``). ``agi``: the FastAGI URL of the
+    ``va-test-agi`` context. ``dial=False`` only prepares the call (each setting is an
     ``asterisk -rx`` run, about 0.3 s); :meth:`TestCall.dial` then places it, so simultaneous calls start together instead of while
     the CLI is still busy preparing the next one.
     """
@@ -126,6 +138,11 @@ def place_call(rig: AsteriskRig, key: str, questions: list[str], *, context: str
         "GRACE": str(grace),
         "ENDING": ending,
     }
+    # Set only when given (each is an `asterisk -rx`; a key that uses them is not reused without).
+    if caller_number_bytes:
+        values["NUM64"] = base64.b64encode(caller_number_bytes).decode()
+    if agi:
+        values["AGI"] = agi
     for name, value in values.items():
         rig.cli(f"dialplan set global VAT_{key}_{name} {value}" if value else f"dialplan set global VAT_{key}_{name} \"\"")
     call = TestCall(rig, key)
