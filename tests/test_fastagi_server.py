@@ -146,3 +146,28 @@ def test_worker_processes_share_the_port_and_all_drain_on_sigterm(emulators, tmp
     assert process.wait(timeout=20) == 0
     assert [c.variables().get("VOICEASSIST_STATUS") for c in clients] == ["ok"] * 6
     assert len(serving_pids()) == 2
+
+
+@pytest.mark.parametrize("recorded, stored", [("silence", []), ("speech", [(2, "hangup")])])
+def test_a_hang_up_at_the_next_question_is_a_turn_only_if_the_caller_spoke(server, tmp_path, recorded, stored):
+    """The h extension after "anything else?": an empty recording is not a question (no phantom
+    turn, no "hung up while asking"), one with speech is the question cut short."""
+    import wave
+
+    from tests.fake_asterisk import call_recording
+
+    uniqueid = "1700000009.1"
+    FakeAsterisk(server.server_address[1], turn_env(tmp_path, uniqueid)).run()
+    second = call_recording(tmp_path / "spool/voiceassist", uniqueid, turn=2)
+    if recorded == "silence":
+        with wave.open(str(second), "wb") as wav:  # what the listener writes when no one speaks
+            wav.setnchannels(1)
+            wav.setsampwidth(2)
+            wav.setframerate(8000)
+            wav.writeframes(b"\0\0" * 800)
+    FakeAsterisk(server.server_address[1], fastagi_env("voiceassist", uniqueid, [
+        "hangup", "recording", str(second), "2", "8008", uniqueid])).run()
+    call, turns = server.assistant.store().call_rows(uniqueid)
+    assert [(t["turn_number"], t["status"]) for t in turns] == [(1, "ok"), *stored]
+    assert call["end_state"] == "recording" and call["ended_at"] is not None
+    assert second.exists() == (recorded == "speech")  # keep_recordings = yes keeps a real question's

@@ -206,6 +206,29 @@ def test_caller_hanging_up_during_the_turn_is_stored_cleanly(rig, fastagi, emula
     assert "Traceback" not in (SHARED / "voiceassist.log").read_text()
 
 
+@pytest.mark.parametrize("context", ["voiceassist", "voiceassist-fastagi"])
+def test_a_caller_who_hangs_up_at_anything_else_had_a_good_one_question_call(rig, fastagi, emulators, questions,
+                                                                              context):
+    """Answered, then gone at "anything else?": one turn, no phantom "hung up while asking" turn,
+    and `voiceassist calls` lists the call as answered."""
+    key = "3011" if context == "voiceassist" else "3012"
+    call = place_call(rig, key, [questions["hours"]], context=context, listen=8, grace=6)
+    call.wait()
+    row, turns = db_rows(key)
+    assert [(t["turn_number"], t["status"]) for t in turns] == [(1, "ok")], turns
+    assert row["end_state"] == "recording"
+    assert not list((SHARED / "spool/voiceassist" / row["uniqueid"]).glob("question-2.wav"))
+    from voiceassist.reports import call_outcome
+    from voiceassist.storage import Store
+
+    store = Store(f"sqlite:///{SHARED}/voiceassist.db")
+    try:
+        listed = next(c for c in store.recent_calls(limit=50) if c["uniqueid"] == row["uniqueid"])
+    finally:
+        store.engine.dispose()
+    assert (listed["turns"], listed["answered"], call_outcome(listed)) == (1, 1, "ok")
+
+
 def test_caller_hanging_up_while_asking_is_stored(rig, fastagi, emulators, questions):
     call = place_call(rig, "3003", [questions["hours"]], listen=0)
     call.wait()

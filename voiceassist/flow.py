@@ -41,7 +41,7 @@ from .conversation import conversation_for
 from .pipeline import SentencePipeline
 from .providers.base import ChatModel, StreamingChatModel
 from .speakable import speakable
-from .types import Conversation, TurnRecord
+from .types import Conversation, Recording, TurnRecord
 
 # How many 20 ms frames above the silence threshold make a question worth sending to speech-to-text.
 MIN_SPEECH_FRAMES = 5
@@ -470,6 +470,20 @@ class Turn:
             logger.info("[AGI] %s could not set variables: %s", self.call.uniqueid, exc)
 
 
+def _has_speech(recording_path: str) -> bool:
+    """Whether the question being recorded at the hang-up holds any speech. The samples are read
+    past the 44-byte header without trusting its sizes: MixMonitor may not have closed the file
+    (and written them) yet when the ``h`` extension runs."""
+    if not recording_path:
+        return False
+    try:
+        with open(recording_path, "rb") as wav:
+            pcm = wav.read(44 + 60 * 16000)[44:]
+    except OSError:  # not recorded at all: nothing was asked
+        return False
+    return speech_frames(Recording(pcm=pcm)) >= MIN_SPEECH_FRAMES
+
+
 def _end_call(session: AGISession, assistant: Assistant, request: HangupRequest) -> None:
     """The ``h`` extension: store a turn cut short while recording, and the call's end time."""
     state, turn_number = request.state, request.turn_number
@@ -479,10 +493,18 @@ def _end_call(session: AGISession, assistant: Assistant, request: HangupRequest)
     try:
         journal = assistant.journal()
         if state == "recording" and turn_number > 0:
-            journal.add_turn(call, TurnRecord(turn_number=turn_number, status="hangup",
-                                              error="caller hung up while asking", recording_path=recording_path or None))
-            if recording_path and not assistant.config.section("general").get_bool("keep_recordings"):
-                Path(recording_path).unlink(missing_ok=True)
+            if _has_speech(recording_path):
+                journal.add_turn(call, TurnRecord(turn_number=turn_number, status="hangup",
+                                                  error="caller hung up while asking",
+                                                  recording_path=recording_path or None))
+                if not assistant.config.section("general").get_bool("keep_recordings"):
+                    Path(recording_path).unlink(missing_ok=True)
+            else:
+                # A caller who hangs up at "anything else?" asked nothing: not a turn (and not a
+                # failed call), and the empty recording is not kept.
+                turn_number -= 1
+                if recording_path:
+                    Path(recording_path).unlink(missing_ok=True)
         outcome = journal.end_call(call, state)
         log("DB", f"call ended (state {state}, {turn_number} turns), {outcome}")
     except Exception as exc:
