@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from voiceassist.audio import read_recording
+from voiceassist.audio.recording import read_recording
 from voiceassist.config import load_config
-from voiceassist.knowledge import questions
+from voiceassist.text.knowledge import questions
 
 REPO = Path(__file__).resolve().parents[1]
 KNOWLEDGE = REPO / "tests/data/acme-knowledge.md"

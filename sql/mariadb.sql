@@ -1,5 +1,5 @@
 -- voiceassist schema (revision 0002) for mariadb.
--- Written by `python -m voiceassist.schema`; tests/test_storage.py keeps it equal to the
+-- Written by `python -m voiceassist.storage.schema`; tests/test_storage.py keeps it equal to the
 -- models. Later changes arrive as migrations: `voiceassist db upgrade`.
 
 CREATE TABLE voiceassist_alembic_version (

@@ -2,8 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.emulators import GeminiEmulator, GoogleTTSEmulator, OpenAIEmulator, RealtimeEmulator, SpeechEmulator
-from tests.emulators import SpeechGrpcEmulator
+from tests.emulators import (
+    GeminiEmulator,
+    GoogleTTSEmulator,
+    OpenAIEmulator,
+    RealtimeEmulator,
+    SpeechEmulator,
+    SpeechGrpcEmulator,
+)
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +70,7 @@ def database_url(request, tmp_path):
     """A fresh, empty database of each kind (the SQLAlchemy URL voiceassist makes of the admin's)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/voiceassist.db"
-    from voiceassist.database_url import with_driver
+    from voiceassist.storage.database_url import with_driver
 
     server = request.getfixturevalue(request.param)
     return with_driver(server.url(server.create_database()))

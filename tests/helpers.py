@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from voiceassist.call.conversation import conversation_for
 from voiceassist.config import Config, load_config
-from voiceassist.conversation import conversation_for
 from voiceassist.types import Conversation, Exchange
 
 

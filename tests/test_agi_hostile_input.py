@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from tests.test_agi_session import ENV, asterisk_parse_args
-from voiceassist.agi import MAX_ARGUMENT_BYTES, MAX_COMMAND_BYTES, AGISession, quote_argument, quote_path
+from voiceassist.asterisk.agi import MAX_ARGUMENT_BYTES, MAX_COMMAND_BYTES, AGISession, quote_argument, quote_path
 from voiceassist.errors import AGIConnectionClosed, AGIEnvironmentRefused, AGIProtocolError
 
 

@@ -9,7 +9,7 @@ import threading
 import pytest
 from asterisk import agi as pyst2
 
-from voiceassist.agi import MAX_COMMAND_BYTES, AGISession, quote_argument, sanitize_text
+from voiceassist.asterisk.agi import MAX_COMMAND_BYTES, AGISession, quote_argument, sanitize_text
 from voiceassist.errors import (
     AGIConnectionClosed,
     AGIDeadChannel,

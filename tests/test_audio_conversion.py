@@ -10,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 
-from voiceassist.audio import pcm_to_phone_audio, write_phone_audio
+from voiceassist.audio.conversion import pcm_to_phone_audio, write_phone_audio
 from voiceassist.providers.base import SpeechAudio
 
 

@@ -9,11 +9,11 @@ import json
 
 import pytest
 
+from voiceassist.admin.reports import print_calls, stage_statistics
 from voiceassist.cli import main
-from voiceassist.reports import print_calls, stage_statistics
-from voiceassist.spool import Spool
-from voiceassist.storage import Store
-from voiceassist.storage_types import CallInfo, TurnRecord
+from voiceassist.storage.spool import Spool
+from voiceassist.storage.store import Store
+from voiceassist.types import CallInfo, TurnRecord
 
 
 @pytest.fixture
@@ -197,7 +197,7 @@ def test_csv_export_cells_never_start_a_spreadsheet_formula(setup, capsys):
 
 def test_a_turn_stored_twice_is_reported_as_a_duplicate(tmp_path):
     from voiceassist.config import load_config
-    from voiceassist.journal import Journal
+    from voiceassist.storage.journal import Journal
 
     journal = Journal(load_config(environ={}, overrides={"database": {
         "url": f"sqlite:///{tmp_path}/va.db", "spool_dir": str(tmp_path / "spool")}}))

@@ -96,7 +96,7 @@ def test_cli_help_lists_commands():
 
 def test_process_agi_imports_no_provider_sdk_before_it_needs_one():
     """Process AGI starts a Python per call: SDKs and SQLAlchemy must load only when used."""
-    code = ("import sys, voiceassist.cli, voiceassist.flow, voiceassist.process_agi; "
+    code = ("import sys, voiceassist.cli, voiceassist.call.turn, voiceassist.asterisk.process_agi; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('google','openai','sqlalchemy','httpx2','grpc')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -134,10 +134,10 @@ def test_configured_secrets_are_redacted_from_the_log(tmp_path):
 
 def test_the_log_file_never_holds_the_api_keys(emulators, tmp_path):
     """A full turn over FastAGI, then the log is searched for the configured keys."""
+    from tests.conftest import FastAGIProcess
     from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
     from tests.helpers import config_for
     from tests.rig.asterisk import free_port
-    from tests.conftest import FastAGIProcess
 
     config = config_for(emulators, tmp_path)
     port = free_port()

@@ -12,8 +12,8 @@ from tests.emulators import Fail, Hang
 from tests.fake_asterisk import FakeAsterisk
 from tests.helpers import config_for
 from tests.test_fastagi_server import turn_env
-from voiceassist.assistant import Assistant
-from voiceassist.fastagi import FastAGIServer
+from voiceassist.asterisk.fastagi import FastAGIServer
+from voiceassist.call.assistant import Assistant
 
 APOLOGY = "custom/voiceassist/cant-answer"
 

@@ -21,12 +21,12 @@ from tests.conftest import FastAGIProcess
 from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
 from tests.helpers import config_for, voiceassist_log
 from tests.rig.asterisk import free_port
-from voiceassist.access import RefusalLog, check_exposure, is_allowed, parse_allow, secret_matches
-from voiceassist.assistant import Assistant
+from voiceassist.asterisk.access import RefusalLog, check_exposure, is_allowed, parse_allow, secret_matches
+from voiceassist.asterisk.dialplan import fastagi_url
+from voiceassist.asterisk.fastagi import FastAGIServer
+from voiceassist.call.assistant import Assistant
 from voiceassist.config import load_config
-from voiceassist.dialplan import fastagi_url
 from voiceassist.errors import ConfigError
-from voiceassist.fastagi import FastAGIServer
 
 SECRET = "s3cret/with&odd=chars+ü"
 
@@ -285,8 +285,8 @@ def test_connections_still_sending_their_block_do_not_count_as_calls(make_server
 
 
 def spooled_turn(tmp_path, uniqueid: str) -> None:
-    from voiceassist.spool import Spool
-    from voiceassist.storage_types import CallInfo, TurnRecord
+    from voiceassist.storage.spool import Spool
+    from voiceassist.types import CallInfo, TurnRecord
 
     Spool(tmp_path / "db-spool").add_turn(CallInfo(uniqueid, channel="PJSIP/9-1"), TurnRecord(1, transcript="spooled"))
 
@@ -369,7 +369,7 @@ def test_a_flood_of_500_connections_gets_refusals_not_emfile_and_real_calls_go_o
 
 # -- the doctor's check: a FastAGI exchange, not only an open port ---------------------------------
 def doctor_check(config_path):
-    from voiceassist.doctor import Doctor
+    from voiceassist.admin.doctor import Doctor
 
     doctor = Doctor(config_path, online=False)
     list(doctor.configuration())

@@ -15,9 +15,9 @@ from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
 from tests.helpers import config_for
 from tests.rig.asterisk import free_port
 from tests.test_agi_session import asterisk_parse_args
+from voiceassist.asterisk.fastagi import FastAGIServer
+from voiceassist.call.assistant import Assistant
 from voiceassist.providers import registry
-from voiceassist.assistant import Assistant
-from voiceassist.fastagi import FastAGIServer
 
 
 @pytest.fixture

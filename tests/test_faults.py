@@ -16,8 +16,8 @@ import pytest
 
 from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
 from tests.helpers import config_for
-from voiceassist.assistant import Assistant
-from voiceassist.fastagi import FastAGIServer
+from voiceassist.asterisk.fastagi import FastAGIServer
+from voiceassist.call.assistant import Assistant
 
 
 @pytest.fixture

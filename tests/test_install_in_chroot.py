@@ -21,8 +21,8 @@ import time
 import pytest
 
 from tests.conftest import rig_conf
-from tests.rig.asterisk import PIP_ENV, REPO, SHARED
 from tests.emulators.openai_api import tone_for
+from tests.rig.asterisk import PIP_ENV, REPO, SHARED
 from tests.rig.calls import RIG_DIALPLAN, make_question, place_call, tone_seconds
 
 ADMIN_LINES = """; the admin's own dialplan, which install and uninstall must leave alone

@@ -33,8 +33,19 @@ from tests.conftest import rig_conf
 from tests.rig.asterisk import SHARED
 from tests.rig.calls import RIG_DIALPLAN, place_call
 from tests.test_install_in_chroot import (  # noqa: F401  (question: a fixture used here)
-    ADMIN_LINES, ASTERISK_UID, CONF, INSTALLED_DB, PROMPTS, VENV_BIN, WRAPPER, as_user, assert_answered_as_asterisk,
-    provider_sections, question, text)
+    ADMIN_LINES,
+    ASTERISK_UID,
+    CONF,
+    INSTALLED_DB,
+    PROMPTS,
+    VENV_BIN,
+    WRAPPER,
+    as_user,
+    assert_answered_as_asterisk,
+    provider_sections,
+    question,
+    text,
+)
 
 MANIFEST = "/var/lib/voiceassist/install-manifest.json"
 LEGACY_MANIFEST = "/var/lib/asterisk/voiceassist/install-manifest.json"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_asterisk import agi_env, converse
-from voiceassist.listen import FRAME_BYTES, EndpointSettings, Endpointer, webrtc_detector
+from voiceassist.asterisk.listen import FRAME_BYTES, Endpointer, EndpointSettings, webrtc_detector
 
 FRAME_S = 0.02
 AGI = [sys.executable, "-m", "voiceassist", "agi"]
@@ -170,7 +170,7 @@ def test_eagi_listener_with_answer_prepares_while_listening_and_answers_in_the_s
 def test_a_stalled_listener_reads_the_backlog_before_judging_the_silence(tmp_path):
     """The listener is held up for 0.9 s (a busy CPU) early in a 500 ms pause while the caller goes
     on talking: the newest frames waiting in the pipe are voice, so the question is not over."""
-    from voiceassist.listen import listen
+    from voiceassist.asterisk.listen import listen
 
     voiced, silent = b"\x10\x27" * 160, b"\0\0" * 160
     audio = voiced * 20 + silent * 25 + voiced * 30  # 400 ms talk, 500 ms pause, 600 ms talk

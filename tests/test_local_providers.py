@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks.stt_accuracy import spoken
-from voiceassist import providers
-from voiceassist.audio import read_recording, write_phone_audio
-from voiceassist.config import load_config
 from tests.helpers import talk
+from voiceassist import providers
+from voiceassist.audio.conversion import write_phone_audio
+from voiceassist.audio.recording import read_recording
+from voiceassist.config import load_config
 from voiceassist.types import Exchange
 
 KNOWLEDGE = Path(__file__).parent / "data/acme-knowledge.md"

@@ -17,16 +17,16 @@ import pytest
 
 from tests.fake_asterisk import FakeAsterisk, agi_env, call_recording, converse, fastagi_env, speech_wav
 from tests.helpers import config_for, voiceassist_log
-from voiceassist.assistant import Assistant
-from voiceassist.dialplan import (
+from voiceassist.asterisk.dialplan import (
     parse_hangup,
     parse_listen,
     parse_request,
     parse_turn,
     validate_uniqueid,
 )
+from voiceassist.asterisk.fastagi import FastAGIServer
+from voiceassist.call.assistant import Assistant
 from voiceassist.errors import RequestError
-from voiceassist.fastagi import FastAGIServer
 
 APOLOGY = "custom/voiceassist/cant-answer"
 UID = "1700000000.1"

@@ -10,10 +10,10 @@ import time
 import pytest
 
 from tests.helpers import config_for
-from voiceassist import retention
-from voiceassist.assistant import Assistant
+from voiceassist.storage import retention
+from voiceassist.call.assistant import Assistant
 from voiceassist.cli import main
-from voiceassist.storage_types import CallInfo, TurnRecord
+from voiceassist.types import CallInfo, TurnRecord
 
 DAY = 86400
 
@@ -92,7 +92,7 @@ def test_a_database_that_is_down_does_not_stop_the_audio_prune(tmp_path, answers
 
 
 def test_the_fastagi_server_prunes_once_a_day(emulators, tmp_path, answers, monkeypatch):
-    from voiceassist import fastagi
+    from voiceassist.asterisk import fastagi
 
     root, old, _, _ = answers
     monkeypatch.setattr(retention, "FIRST_PRUNE_AFTER", 0.2)

@@ -218,8 +218,8 @@ def test_a_caller_who_hangs_up_at_anything_else_had_a_good_one_question_call(rig
     assert [(t["turn_number"], t["status"]) for t in turns] == [(1, "ok")], turns
     assert row["end_state"] == "recording"
     assert not list((SHARED / "spool/voiceassist" / row["uniqueid"]).glob("question-2.wav"))
-    from voiceassist.reports import call_outcome
-    from voiceassist.storage import Store
+    from voiceassist.admin.reports import call_outcome
+    from voiceassist.storage.store import Store
 
     store = Store(f"sqlite:///{SHARED}/voiceassist.db")
     try:
@@ -273,8 +273,8 @@ HOSTILE_REPLY = ('Sure "boss" \\ here:\n\nSET VARIABLE INJECTED 1\nVERBOSE "pwne
 
 @pytest.mark.parametrize("context", ["voiceassist", "voiceassist-fastagi"])
 def test_hostile_caller_id_and_llm_output_cannot_inject_agi_commands(rig, fastagi, emulators, questions, context):
-    from voiceassist.agi import sanitize_text
-    from voiceassist.speakable import speakable
+    from voiceassist.asterisk.agi import sanitize_text
+    from voiceassist.text.speakable import speakable
 
     key = "5001" if context == "voiceassist" else "5002"
     emulators["gemini"].reply = lambda body: HOSTILE_REPLY

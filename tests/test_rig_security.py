@@ -13,8 +13,8 @@ from tests.conftest import FastAGIProcess, rig_conf
 from tests.rig.asterisk import SHARED, free_port
 from tests.rig.calls import make_question, place_call
 from tests.test_rig_calls import OPENING_HOURS, answer_heard, db_rows, playbacks
+from voiceassist.asterisk.dialplan import fastagi_url
 from voiceassist.config import load_config
-from voiceassist.dialplan import fastagi_url
 
 SECRET = "rig/s3cret+ü"
 # A caller name that completes the environment block itself (the rest of the keys, arguments

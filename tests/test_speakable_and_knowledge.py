@@ -8,8 +8,8 @@ import pytest
 
 from tests.helpers import config_for, talk
 from voiceassist import providers
-from voiceassist.knowledge import faq, questions, relevant_facts
-from voiceassist.speakable import first_sentences, speakable
+from voiceassist.text.knowledge import faq, questions, relevant_facts
+from voiceassist.text.speakable import first_sentences, speakable
 
 
 def test_markdown_lists_urls_and_emojis_are_made_speakable():

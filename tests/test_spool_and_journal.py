@@ -15,12 +15,12 @@ from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
 from tests.helpers import conf_text
 from tests.rig.asterisk import free_port
 from voiceassist.config import load_config
-from voiceassist.database_url import with_driver
 from voiceassist.errors import StorageError
-from voiceassist.journal import Journal
-from voiceassist.redaction import Redactor
-from voiceassist.storage import Store
-from voiceassist.storage_types import CallInfo, TurnRecord
+from voiceassist.storage.database_url import with_driver
+from voiceassist.storage.journal import Journal
+from voiceassist.storage.redaction import Redactor
+from voiceassist.storage.store import Store
+from voiceassist.types import CallInfo, TurnRecord
 
 
 def journal_for(url: str, tmp_path, **privacy: str) -> Journal:

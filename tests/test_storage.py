@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from voiceassist.database_url import with_driver
-from voiceassist.freepbx import freepbx_database_url, read_amp_conf
-from voiceassist.migrate import head_revision, upgrade
-from voiceassist.schema import SCHEMA_REVISION
-from voiceassist.retention import remove_files
-from voiceassist.storage import Store
-from voiceassist.storage_types import CallInfo, TurnRecord
+from voiceassist.storage.database_url import with_driver
+from voiceassist.storage.freepbx import freepbx_database_url, read_amp_conf
+from voiceassist.storage.migrate import head_revision, upgrade
+from voiceassist.storage.retention import remove_files
+from voiceassist.storage.schema import SCHEMA_REVISION
+from voiceassist.storage.store import Store
+from voiceassist.types import CallInfo, TurnRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 SQL_FILE = {"sqlite": "sqlite.sql", "mysql": "mariadb.sql", "postgresql": "postgresql.sql"}
@@ -80,7 +80,7 @@ def test_sql_ddl_files_create_exactly_the_models_schema(store, request):
 
 
 def test_sql_files_are_what_the_schema_module_writes(tmp_path):
-    from voiceassist.schema import main
+    from voiceassist.storage.schema import main
 
     main([str(tmp_path)])
     for name in SQL_FILE.values():
@@ -149,8 +149,8 @@ def test_storing_the_same_turn_twice_keeps_one_row(store):
 
 WRITER = """
 import sys
-from voiceassist.storage import Store
-from voiceassist.storage_types import CallInfo, TurnRecord
+from voiceassist.storage.store import Store
+from voiceassist.types import CallInfo, TurnRecord
 store = Store(sys.argv[1])
 n = sys.argv[2]
 call = CallInfo(f"9.{n}", caller_number=n)
@@ -202,8 +202,8 @@ def test_prune_deletes_old_calls_their_turns_and_audio_only(store, tmp_path):
 
 
 def test_an_unreachable_database_is_a_storage_error_within_the_timeout():
-    from voiceassist.errors import StorageError
     from tests.rig.asterisk import free_port
+    from voiceassist.errors import StorageError
 
     store = Store(with_driver(f"mysql://u:secret@127.0.0.1:{free_port()}/db"), timeout=2)
     with pytest.raises(StorageError) as caught:
@@ -246,7 +246,7 @@ def test_database_freepbx_stores_in_asteriskcdrdb_beside_the_cdr_without_touchin
     conf = tmp_path / "freepbx.conf"
     conf.write_text(FREEPBX_CONF.format(password=password, port=mariadb.port))
     from voiceassist.config import load_config
-    from voiceassist.database_url import database_url
+    from voiceassist.storage.database_url import database_url
 
     config = load_config(environ={}, overrides={"database": {"url": "freepbx", "freepbx_conf": str(conf)}})
     store = Store(database_url(config.section("database")))

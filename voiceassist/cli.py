@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import VoiceAssistError
@@ -95,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     # asterisk user and its group only: 0640 files, 0750 directories, whatever umask we inherit.
     os.umask(0o027)
     if args.command == "agi":
-        from .process_agi import run_process_agi
+        from .asterisk.process_agi import run_process_agi
 
         return run_process_agi(args.config)
     try:
         if args.command in ("install", "uninstall", "doctor"):
             return _system_command(args)
-        from .assistant import Assistant
+        from .call.assistant import Assistant
         from .providers import load_full_config
 
         config = load_full_config(args.config)  # as root: refused unless only root can write it
@@ -110,24 +109,24 @@ def main(argv: list[str] | None = None) -> int:
         _work_as_service_user(args)
         assistant = Assistant(config)  # logging, database and spool opened as the asterisk user
         if args.command == "serve":
-            from .fastagi import serve
+            from .asterisk.fastagi import serve
 
             assistant.check_providers()  # an unknown provider name stops the server before it listens
             for warning in assistant.config.warnings:
                 print(f"voiceassist serve: warning: {warning}", file=sys.stderr)
             serve(assistant, args.host, args.port, args.max_calls, workers=args.workers)
         elif args.command == "ask":
-            from .ask import ask
+            from .admin.ask import ask
 
             result = ask(assistant, args.question)
             _print_ask(result, args.json)
             return 0 if result.status == "ok" else 1
         elif args.command == "db":
-            from .admin import run_db_command
+            from .admin.commands import run_db_command
 
             return run_db_command(assistant, args)
         elif args.command == "calls":
-            from .admin import run_calls_command
+            from .admin.commands import run_calls_command
 
             return run_calls_command(assistant, args)
         return 0
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 def _ask_config(config: Config, explicit: str | None) -> Config:
     """The configuration a call would use, with the files moved to the user's own directory on a
     machine without Asterisk; says on stderr what it found."""
-    from .ask import per_user_locations
+    from .admin.ask import per_user_locations
     from .config import DEFAULT_CONFIG_PATH
     from .providers import load_full_config
 
@@ -164,7 +163,7 @@ def _work_as_service_user(args: argparse.Namespace) -> None:
     """
     import os
 
-    from .privileges import SERVICE_USER, drop_privileges, service_account
+    from .system.privileges import SERVICE_USER, drop_privileges, service_account
 
     if os.geteuid() != 0 or service_account() is None:
         return  # not root, or no asterisk user to become (a development machine)
@@ -186,10 +185,10 @@ def _system_command(args: argparse.Namespace) -> int:
 
     config_path = Path(args.config or os.environ.get("VOICEASSIST_CONFIG") or default_config_path())
     if args.command == "doctor":
-        from .doctor import run_doctor
+        from .admin.doctor import run_doctor
 
         return run_doctor(str(config_path), online=args.online, as_json=args.json)
-    from .install import run_install, run_uninstall
+    from .admin.install import run_install, run_uninstall
 
     if args.command == "install":
         return run_install(config_path=config_path, dry_run=args.dry_run, reload=not args.no_reload,

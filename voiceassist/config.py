@@ -3,7 +3,7 @@
 The file is ``/etc/voiceassist/voiceassist.conf`` (root:asterisk 0640, in a directory only root
 can write) unless ``VOICEASSIST_CONFIG`` names another one; the old ``/etc/asterisk/voiceassist.conf``
 is still read while the new one does not exist. Run as root, a file others could write is refused
-(:mod:`voiceassist.trust`).
+(:mod:`voiceassist.system.trust`).
 It is plain ini in Asterisk's style (``key = value`` or ``key => value``, ``;`` comments); Asterisk
 templates and ``#include`` are not supported. The SDKs' own variables (``GOOGLE_APPLICATION_CREDENTIALS``,
 ``OPENAI_API_KEY``, ``GEMINI_API_KEY`` ...) are honoured by the provider registry when a key is not set here.
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigError
-from .trust import CONFIG_DIR, require_trusted_files
+from .system.trust import CONFIG_DIR, require_trusted_files
 
 DEFAULT_CONFIG_PATH = CONFIG_DIR / "voiceassist.conf"
 # Before 0.x the config lived in /etc/asterisk, which `fwconsole chown` hands to the asterisk user.

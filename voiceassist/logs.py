@@ -47,7 +47,7 @@ def _log_handler(path: str) -> logging.Handler:
         raise OSError("no log file configured")
     if os.geteuid() == 0:
         from .errors import UnsafePath
-        from .safe_files import open_directory
+        from .system.safe_files import open_directory
 
         try:
             open_directory(os.path.dirname(os.path.abspath(path)), trusted=True).close()

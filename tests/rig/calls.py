@@ -9,8 +9,6 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-
-
 from .asterisk import SHARED, AsteriskRig
 
 CALLS_DIR = SHARED / "calls"

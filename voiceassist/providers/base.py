@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 from .. import deadline
 from ..config import RETRIES, SECONDS, setting
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, TurnDeadlineExceeded
-from ..knowledge import read_knowledge
+from ..text.knowledge import read_knowledge
 from ..types import Conversation, Exchange, Recording, SpeechAudio, Transcript, TranscriptEvent
 from .sdk_errors import map_sdk_error
 
@@ -219,7 +219,7 @@ def synthesize_in_parts(provider: str, text: str, max_chars: int,
     """Speech for ``text``, synthesised in pieces of at most ``max_chars`` (the provider's input
     limit) cut at sentence ends, then joined. Only for raw encodings (s16le, mulaw), which join
     by concatenation. Empty text is a :class:`ProviderBadResponse`."""
-    from ..speakable import split_text
+    from ..text.speakable import split_text
 
     text = text.strip()
     if not text:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..config import setting
 from ..errors import ConfigError, ProviderCannotAnswer
-from ..knowledge import best_faq_answer, faq
+from ..text.knowledge import best_faq_answer, faq
 from ..types import Conversation
 from .base import Provider
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import setting
 from ..errors import ConfigError, ProviderBadResponse, ProviderError, ProviderNotInstalled
-from ..speakable import first_sentences
+from ..text.speakable import first_sentences
 from ..types import Conversation
 from .base import Provider, import_sdk
 from .openai_chat import messages

@@ -15,10 +15,11 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
-from ..audio import resample, speech_frames
+from ..audio.conversion import resample
+from ..audio.recording import speech_frames
 from ..config import setting
 from ..errors import ConfigError
-from ..knowledge import questions
+from ..text.knowledge import questions
 from ..types import Recording, Transcript
 from .base import Provider, import_sdk
 

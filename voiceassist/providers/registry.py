@@ -25,7 +25,7 @@ from typing import Any
 
 from ..config import CORE_SECTIONS, Config, load_config, parse_section
 from ..errors import ConfigError
-from ..knowledge import faq
+from ..text.knowledge import faq
 from ..types import Capability
 from .base import ProviderContext
 from .chain import ProviderChain
