@@ -20,12 +20,13 @@
     ├── StorageError                   the database could not be reached or written
     │   └── StorageRejected            it refused this record (bad value, constraint): retrying cannot help
     ├── RequestError                   a value from the call (AGI argument or environment) is invalid
+    ├── CallerHungUp                   the caller is gone (on any channel: AGI, a media leg, ...)
     └── AGIError                       also a pyst2 ``AGIError``: the AGI conversation failed
         ├── AGIProtocolError           a line from Asterisk we cannot parse, or a line too long to send
         │   └── AGIEnvironmentRefused  a complete environment block refused for what it holds (forged?)
         ├── AGIInvalidCommand          510
         ├── AGIUsageError              520 (the usage text is kept)
-        └── AGIHangup                  also a pyst2 ``AGIHangup``: the caller is gone
+        └── AGIHangup                  also CallerHungUp and a pyst2 ``AGIHangup``: the caller is gone
             ├── AGIDeadChannel         511: command not permitted on a dead channel
             └── AGIConnectionClosed    EOF on the AGI stream (Asterisk closed the socket/pipe)
 
@@ -164,7 +165,11 @@ class AGIUsageError(AGIError, _pyst2.AGIUsageError):
         self.usage = usage
 
 
-class AGIHangup(AGIError, _pyst2.AGIHangup):
+class CallerHungUp(VoiceAssistError):
+    """The caller hung up (whatever the channel: an AGI session, a media connection)."""
+
+
+class AGIHangup(AGIError, CallerHungUp, _pyst2.AGIHangup):
     """The caller hung up (SIGHUP, a HANGUP line, or a -1 result after hangup)."""
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 
-class Capability(str, enum.Enum):
+class Capability(enum.StrEnum):
     """What a provider does."""
 
     STT = "stt"
@@ -21,7 +21,7 @@ class Capability(str, enum.Enum):
     TTS = "tts"
 
 
-class Stage(str, enum.Enum):
+class Stage(enum.StrEnum):
     """Where a turn is: the stage whose failure names the turn's status (``stt_error`` ...)."""
 
     STT = "stt"
@@ -29,7 +29,7 @@ class Stage(str, enum.Enum):
     TTS = "tts"
 
 
-class TurnStatus(str, enum.Enum):
+class TurnStatus(enum.StrEnum):
     """How a turn ended, as stored."""
 
     OK = "ok"
@@ -41,7 +41,7 @@ class TurnStatus(str, enum.Enum):
     ERROR = "error"
 
 
-class CallState(str, enum.Enum):
+class CallState(enum.StrEnum):
     """Where the call is, as the dialplan's ``VA_STATE`` tells the ``h`` extension."""
 
     RECORDING = "recording"

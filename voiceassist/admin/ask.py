@@ -1,7 +1,7 @@
 """``voiceassist ask QUESTION.wav``: one turn without Asterisk, for trying providers and prompts.
 
-The same :class:`~voiceassist.call.turn.Turn` runs as on a call; a :class:`LocalSession` stands in for
-Asterisk. The answer is written as ``.ulaw`` (what Asterisk plays) and ``.wav`` (to listen to).
+The same :class:`~voiceassist.call.turn.Turn` runs as on a call, on a
+:class:`~voiceassist.call.channel.LocalChannel` instead of Asterisk. The answer is written as ``.ulaw`` (what Asterisk plays) and ``.wav`` (to listen to).
 """
 
 from __future__ import annotations
@@ -12,41 +12,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..asterisk.dialplan import CallIdentity, TurnRequest, validate_uniqueid
 from ..audio.conversion import run_ffmpeg
 from ..call.assistant import Assistant
+from ..call.channel import LocalChannel
+from ..call.requests import CallIdentity, TurnRequest, validate_uniqueid
 from ..call.turn import Turn
 from ..config import DEFAULTS, Config
 from ..errors import AudioError
-
-
-@dataclass
-class LocalSession:
-    """The parts of :class:`~voiceassist.asterisk.agi.AGISession` a turn uses, without Asterisk."""
-
-    env: dict[str, str]
-    variables: dict[str, str] = field(default_factory=dict)
-    messages: list[str] = field(default_factory=list)
-    played: list[str] = field(default_factory=list)
-    hung_up: bool = False
-    _closed: bool = False
-
-    def poll_hangup(self) -> bool:
-        return False
-
-    def raise_if_hung_up(self) -> None:
-        return None
-
-    def verbose(self, message: str, level: int = 1) -> None:
-        self.messages.append(message)
-
-    def set_variable(self, name: str, value: object) -> None:
-        self.variables[name] = str(value)
-
-    def stream_file(self, filename: str, escape_digits: str = "", sample_offset: int = 0) -> str:
-        """A pipelined answer's sentence: noted (the joined answer file is the turn's result)."""
-        self.played.append(filename)
-        return ""
+from ..types import CallState
 
 
 @dataclass
@@ -100,14 +73,12 @@ def ask(assistant: Assistant, question: Path, caller: str = "cli") -> AskResult:
     uniqueid = f"ask-{int(time.time())}.{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="voiceassist-ask-") as tmp:
         recording = _to_phone_wav(Path(question), ffmpeg, Path(tmp))
-        session = LocalSession(env={"agi_uniqueid": uniqueid, "agi_channel": "voiceassist-ask",
-                                    "agi_callerid": caller, "agi_calleridname": caller})
         # Built here, not parsed: the recording is our own converted copy, outside the answer
         # directory; the uniqueid still passes the check that makes it a safe directory name.
         request = TurnRequest(call=CallIdentity(uniqueid=validate_uniqueid(uniqueid), channel="voiceassist-ask",
                                                 caller_number=caller, caller_name=caller, extension="ask"),
                               recording=recording, turn_number=1, call_started=time.time())
-        turn = Turn(session, assistant, request)  # type: ignore[arg-type]
+        turn = Turn(LocalChannel(), assistant, request)
         turn.record.recording_path = str(question)
         turn.run()
     record = turn.record
@@ -121,7 +92,7 @@ def ask(assistant: Assistant, question: Path, caller: str = "cli") -> AskResult:
         except AudioError:
             pass  # the .ulaw answer stands; only the listening copy is missing
     try:
-        assistant.journal().end_call(turn.call, "done")
+        assistant.journal().end_call(turn.call, CallState.DONE)
     except Exception:  # the turn itself already reported a storage problem
         pass
     return AskResult(uniqueid, record.status, record.transcript or "", record.reply or "", record.error,

@@ -192,6 +192,11 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
         return True
 
     @property
+    def closed(self) -> bool:
+        """True once the AGI stream failed or Asterisk closed it (no command can be sent)."""
+        return self._closed
+
+    @property
     def hung_up(self) -> bool:
         """True once Asterisk told us the caller is gone (SIGHUP, HANGUP line, 511 or EOF)."""
         return self._got_sighup or self._hangup_line_seen or self._dead_channel or self._closed

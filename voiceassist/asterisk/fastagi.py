@@ -22,7 +22,6 @@ refused, and connections still sending their block after a second make room for 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import resource
 import signal
@@ -34,16 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from .. import __version__
 from ..call.assistant import Assistant
-from ..call.turn import CallLog, handle_session
 from ..errors import AGIEnvironmentRefused, AGIError
 from ..logs import logger
 from ..storage.journal import SpoolFlusher
 from ..storage.retention import DailyPrune
 from .access import RefusalLog, check_exposure, is_allowed, parse_allow, route_of, secret_matches
 from .agi import ENVIRONMENT_KEYS, AGISession
-from .dialplan import PING_ROUTE, PING_VARIABLE, ping_reply
+from .dialplan import PING_ROUTE, PING_VARIABLE, send_prompt
+from .routes import CHECKS, ROUTES
 
 # Seconds a client may take to send its whole environment block (Asterisk writes it at once).
 ENVIRONMENT_TIMEOUT = 10.0
@@ -60,8 +58,6 @@ RESERVED_FDS = 64
 # ... and budgeted per connection (its socket, the recording, an answer file, a converter's pipes).
 FDS_PER_CONNECTION = 4
 
-Route = Callable[[AGISession, Assistant], None]
-ROUTES: dict[str, Route] = {"voiceassist": handle_session}
 
 
 def connection_cap(max_calls: int) -> int:
@@ -256,11 +252,6 @@ def refuse(sock: socket.socket) -> None:
         pass
 
 
-def answer_ping(session: AGISession) -> None:
-    """The doctor's route: prove this listener is voiceassist (and which version)."""
-    session.set_variable(PING_VARIABLE, ping_reply(__version__))
-
-
 class FastAGIHandler(socketserver.BaseRequestHandler):
     server: FastAGIServer
 
@@ -311,18 +302,16 @@ class FastAGIHandler(socketserver.BaseRequestHandler):
         route = ROUTES.get(script)
         prompts = self.server.assistant.config.section("general").get("prompts").rstrip("/")
         try:
-            if script == PING_ROUTE:
-                answer_ping(session)
-                return
             if route is None:
-                CallLog(session, uniqueid)("AGI", f"no FastAGI route {script!r}; known: {', '.join(ROUTES)}",
-                                           logging.ERROR)
-                self._send_away(session, f"{prompts}/cant-answer", "error")
+                logger.error("[AGI] %s no FastAGI route %r; known: %s", uniqueid, script, ", ".join(ROUTES))
+                send_prompt(session, f"{prompts}/cant-answer", "error")
+                return
+            if script in CHECKS:
+                route(session, self.server.assistant)
                 return
             if not self.server.try_begin_call():
-                CallLog(session, uniqueid)("AGI", f"busy: {self.server.max_calls} calls in progress",
-                                           logging.WARNING)
-                self._send_away(session, f"{prompts}/busy", "busy")
+                logger.warning("[AGI] %s busy: %d calls in progress", uniqueid, self.server.max_calls)
+                send_prompt(session, f"{prompts}/busy", "busy")
                 return
             try:
                 route(session, self.server.assistant)
@@ -332,12 +321,6 @@ class FastAGIHandler(socketserver.BaseRequestHandler):
             logger.info("[AGI] %s session ended: %s", uniqueid, exc)
         except Exception:
             logger.exception("[AGI] %s unexpected error", uniqueid)
-
-    @staticmethod
-    def _send_away(session: AGISession, prompt: str, status: str) -> None:
-        session.set_variable("VA_ANSWER", prompt)
-        session.set_variable("VA_CONTINUE", "0")
-        session.set_variable("VOICEASSIST_STATUS", status)
 
 
 @dataclass(frozen=True)

@@ -28,41 +28,13 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
+from ..audio.endpointing import FRAME_BYTES, FRAME_S, SAMPLE_RATE, Endpointer, EndpointSettings, VoiceDetector, webrtc_detector
 from ..logs import logger
 from .agi import AGISession
-from .dialplan import ListenRequest
+from .dialplan import ListenRequest, listener_failed, listener_heard
 
-SAMPLE_RATE = 8000
-FRAME_BYTES = 320  # 20 ms of 16-bit mono at 8 kHz
-FRAME_S = 0.02
 AUDIO_FD = 3
-
-
-class VoiceDetector(Protocol):
-    def is_speech(self, frame: bytes) -> bool: ...
-
-
-def webrtc_detector(aggressiveness: int = 2) -> VoiceDetector:
-    import webrtcvad
-
-    vad = webrtcvad.Vad(aggressiveness)
-
-    class _WebRTC:
-        def is_speech(self, frame: bytes) -> bool:
-            return bool(vad.is_speech(frame, SAMPLE_RATE))
-
-    return _WebRTC()
-
-
-@dataclass
-class EndpointSettings:
-    grace_s: float = 8.0  # the caller must start within this
-    end_ms: int = 700  # no voice this long after speech ends the question
-    max_s: float = 60.0  # the longest question
-    start_ms: int = 120  # this much voice (within start_window_ms) counts as the caller starting
-    start_window_ms: int = 300
 
 
 @dataclass
@@ -70,41 +42,6 @@ class Outcome:
     heard: str  # NOISE, TIMEOUT or HANGUP
     silence_waited_ms: int
     speech_s: float  # audio received, seconds
-
-
-class Endpointer:
-    """Decides, frame by frame and by the clock, when the caller has started and finished."""
-
-    def __init__(self, detector: VoiceDetector, settings: EndpointSettings, now: float) -> None:
-        self.detector = detector
-        self.settings = settings
-        self.started_at = now
-        self.speaking = False
-        self.last_voice = now
-        self.ended_by_silence = False
-        self._recent: list[bool] = []
-
-    def feed(self, frame: bytes, now: float) -> None:
-        voiced = self.detector.is_speech(frame)
-        if voiced:
-            self.last_voice = now
-        if not self.speaking:
-            self._recent.append(voiced)
-            window = max(1, self.settings.start_window_ms // 20)
-            del self._recent[:-window]
-            if sum(self._recent) * 20 >= self.settings.start_ms:
-                self.speaking = True
-
-    def verdict(self, now: float) -> str | None:
-        """NOISE (question complete), TIMEOUT (never started), or None (keep listening)."""
-        if self.speaking and (now - self.last_voice) * 1000 >= self.settings.end_ms:
-            self.ended_by_silence = True
-            return "NOISE"
-        if now - self.started_at >= self.settings.max_s:
-            return "NOISE" if self.speaking else "TIMEOUT"
-        if not self.speaking and now - self.started_at >= self.settings.grace_s:
-            return "TIMEOUT"
-        return None
 
 
 def listen(audio_fd: int, target: Path, detector: VoiceDetector, settings: EndpointSettings,
@@ -162,7 +99,7 @@ def has_audio(session: AGISession) -> bool:
     if session.env.get("agi_enhanced", "0.0") == "1.0":
         return True
     logger.error("[AGI] listen needs EAGI(voiceassist,listen,<file.wav>,...), not AGI: got %r", session.arguments())
-    session.set_variable("VA_HEARD", "FAILED")
+    listener_failed(session)
     return False
 
 
@@ -176,19 +113,18 @@ def run_listener(session: AGISession, request: ListenRequest) -> Outcome | None:
         detector = webrtc_detector()
     except ImportError:
         logger.error("[AGI] listen: the webrtcvad module is missing (pip install webrtcvad-wheels)")
-        session.set_variable("VA_HEARD", "FAILED")
+        listener_failed(session)
         return None
     try:
         outcome = listen(AUDIO_FD, target, detector, settings, lambda: session.hung_up)
     except OSError as exc:
         logger.error("[AGI] listen: %s", exc)
-        session.set_variable("VA_HEARD", "FAILED")
+        listener_failed(session)
         return None
     logger.info("[AGI] %s question %s: %s, %.1f s of audio, ended after %d ms of silence",
                 request.call.uniqueid, target.name, outcome.heard, outcome.speech_s,
                 outcome.silence_waited_ms)
     if outcome.heard == "HANGUP":
         return None
-    session.set_variable("VA_HEARD", outcome.heard)
-    session.set_variable("VA_SILENCE_WAITED", outcome.silence_waited_ms)
+    listener_heard(session, outcome.heard, outcome.silence_waited_ms)
     return outcome

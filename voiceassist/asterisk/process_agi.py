@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import AGIError, RequestError, VoiceAssistError
 from ..logs import logger
+from ..types import CallState
 from .agi import AGISession
 
 if TYPE_CHECKING:
@@ -35,8 +36,8 @@ def run_process_agi(config_path: str | None = None) -> int:
         exit_now(0)
     try:
         from ..call.assistant import Assistant
-        from ..call.turn import handle_session
         from ..providers import load_full_config
+        from .routes import serve_session
 
         # Not strict: a bad value is the turn's error (the caller hears the apology and the turn
         # is stored with it), not a setup failure nobody sees.
@@ -45,7 +46,7 @@ def run_process_agi(config_path: str | None = None) -> int:
         _report_setup_error(session, str(exc))
         return 0
     try:
-        handle_session(session, assistant)
+        serve_session(session, assistant)
     except AGIError as exc:
         logger.info("[AGI] %s session ended: %s", session.env.get("agi_uniqueid", "?"), exc)
     except Exception:
@@ -65,7 +66,7 @@ def _listen(session: AGISession, config_path: str | None) -> None:
     imports almost nothing) and the dialplan hands the question to the FastAGI server.
     """
     from ..config import load_config
-    from .dialplan import parse_listen
+    from .dialplan import answered_by_listener, listener_failed, parse_listen, tell_dialplan
     from .listen import has_audio, run_listener
 
     try:
@@ -76,18 +77,18 @@ def _listen(session: AGISession, config_path: str | None) -> None:
             general = config.section("general")
             request = parse_listen(session.env, session.arguments()[1:], general.get("answer_dir"))
         except RequestError as exc:
-            from ..call.turn import refuse_request
             from ..logs import configure_logging
+            from .routes import refuse_request
 
             configure_logging(config)  # the refusal belongs in our log, not only on Asterisk's console
             refuse_request(session, general.get("prompts").rstrip("/"), exc)
-            session.set_variable("VA_DONE", "1")  # the dialplan plays VA_ANSWER, as after an answer
+            answered_by_listener(session)  # the dialplan plays VA_ANSWER, as after an answer
             return
         except VoiceAssistError as exc:
             # The config is broken: the dialplan records the question the other way, and the
             # turn's AGI reports the problem to the caller.
             logger.error("[AGI] listen: %s", exc)
-            session.set_variable("VA_HEARD", "FAILED")
+            listener_failed(session)
             return
         ready: dict[str, object] = {}
         warm_up = threading.Thread(target=_prepare, args=(config, ready), daemon=True) if request.answer else None
@@ -102,11 +103,15 @@ def _listen(session: AGISession, config_path: str | None) -> None:
         if assistant is None:
             return  # the dialplan runs the usual AGI turn, which reports the setup error
         from ..call.turn import Turn
+        from .channel import AGIChannel
 
-        session.set_variable("VA_STATE", "thinking")
+        channel = AGIChannel(session)
+        channel.set_state(CallState.THINKING)
         turn = request.turn(outcome.heard, stopped, outcome.silence_waited_ms)
-        Turn(session, assistant, turn).run()
-        session.set_variable("VA_DONE", "1")
+        answered = Turn(channel, assistant, turn).run()
+        channel.flush()
+        tell_dialplan(session, answered, assistant.config.section("general").get_int("variable_max_chars"))
+        answered_by_listener(session)
     except AGIError as exc:
         logger.info("[AGI] %s listener ended: %s", session.env.get("agi_uniqueid", "?"), exc)
     except Exception:
@@ -168,11 +173,11 @@ def _report_setup_error(session: AGISession, message: str) -> None:
     """The config is broken: say so once on the console and play the can't-answer prompt."""
     from ..config import DEFAULTS
 
+    from .dialplan import send_prompt
+
     logging.getLogger("voiceassist").error("[AGI] %s", message)
     try:
         session.verbose(f"[AGI] voiceassist cannot start: {message}", 1)
-        session.set_variable("VA_ANSWER", DEFAULTS["general"]["prompts"] + "/cant-answer")
-        session.set_variable("VA_CONTINUE", "0")
-        session.set_variable("VOICEASSIST_STATUS", "error")
     except AGIError:
         pass
+    send_prompt(session, DEFAULTS["general"]["prompts"] + "/cant-answer", "error")

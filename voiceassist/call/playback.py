@@ -8,7 +8,7 @@ While it waits (for the model's first words, for the next sentence) the call's t
 whether the caller is still there: a caller who hangs up while the model thinks ends the answer at
 once, and no sentence is synthesized after that is known.
 
-The pipeline knows nothing of AGI or of the turn: it is given what to call.
+The pipeline knows nothing of the channel or of the turn: it is given what to call.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import deadline
-from ..errors import AGIHangup, ProviderTimeout, TurnDeadlineExceeded
+from ..errors import CallerHungUp, ProviderTimeout, TurnDeadlineExceeded
 from ..text.speakable import MAX_REPLY_CHARS, SentenceSplitter, speakable
+from ..types import Stage
 
 _DONE = object()
 # How long to wait for a later sentence once the caller is already listening.
@@ -54,7 +55,7 @@ class SentencePipeline:
         self.sentences: list[str] = []
         self.error: BaseException | None = None
         self.playing = False  # the caller has started hearing the answer
-        self.stage = "llm"    # what the worker is waiting on: "llm" (the reply) or "tts"
+        self.stage = Stage.LLM  # what the worker is waiting on: the model's reply or its speech
         self._files: list[Path] = []
         self._lock = threading.Lock()
         self._queue: queue.Queue[object] = queue.Queue()
@@ -95,7 +96,7 @@ class SentencePipeline:
                 spoken += len(sentence) + 1
                 if spoken > MAX_REPLY_CHARS or self._cancelled.is_set():
                     break
-                self.stage = "tts"
+                self.stage = Stage.TTS
                 path = self._synthesize(sentence, len(self.sentences) + 1)
                 with self._lock:
                     if self._cancelled.is_set():
@@ -105,7 +106,7 @@ class SentencePipeline:
                     self._files.append(path)
                 self._queue.put(path)
                 deadline.lift()  # the caller is about to hear something
-                self.stage = "llm"
+                self.stage = Stage.LLM
         except BaseException as exc:  # handed to the call's thread, which decides what the caller hears
             self._queue.put(exc)
         finally:
@@ -124,7 +125,7 @@ class SentencePipeline:
                 pass
             if hung_up():
                 self.stop()
-                raise AGIHangup("the caller hung up while the answer was being prepared")
+                raise CallerHungUp("the caller hung up while the answer was being prepared")
             if until is not None and time.monotonic() >= until:
                 if first:
                     raise TurnDeadlineExceeded("no answer audio within the turn's time budget "
@@ -143,7 +144,7 @@ class SentencePipeline:
             The worker's error, or ``TurnDeadlineExceeded``, when nothing was played yet (the turn
             then plays the apology prompt). Later errors end the answer early and are kept in
             :attr:`error`.
-            ``AGIHangup`` when the caller hangs up.
+            ``CallerHungUp`` when the caller hangs up.
         """
         played: list[Path] = []
         while True:
@@ -162,7 +163,7 @@ class SentencePipeline:
             assert isinstance(item, Path)
             if hung_up():
                 self.stop()
-                raise AGIHangup("the caller hung up before the answer started")
+                raise CallerHungUp("the caller hung up before the answer started")
             if not played:
                 on_first_audio()
                 self.playing = True

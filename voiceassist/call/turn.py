@@ -1,12 +1,10 @@
-"""One AGI invocation of the 8008 flow: a turn (question -> answer file), or the end of the call.
+"""One question of a call: recording -> speech-to-text -> chat model -> text-to-speech -> μ-law ->
+database, and what the call does next.
 
-The dialplan (``extensions_custom.conf``) records the question and plays the answer; this module
-sits in between. It never raises to its caller: every outcome becomes a stored turn with a status,
-and channel variables that tell the dialplan what to play next:
-
-* ``VA_ANSWER``: sound to play (the answer file, or a prompt such as ``didnt-catch``); empty for none.
-* ``VA_CONTINUE``: ``1`` to offer another question, ``0`` to say goodbye.
-* ``VOICEASSIST_STATUS``, ``VOICEASSIST_TRANSCRIPT``, ``VOICEASSIST_REPLY``: for the admin's own dialplan.
+The turn never raises to its caller: every outcome becomes a stored turn with a status and a
+:class:`TurnOutcome` (what to play next, whether to offer another question), which the wire turns
+into what the dialplan reads (``voiceassist.asterisk.dialplan``). It talks to its call through a
+:class:`~voiceassist.call.channel.CallChannel` only.
 """
 
 from __future__ import annotations
@@ -15,34 +13,24 @@ import logging
 import os
 import re
 import secrets
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..asterisk.agi import AGISession
-from ..asterisk.dialplan import HangupRequest, TurnRequest, parse_request
 from ..audio.conversion import write_phone_audio
 from ..audio.recording import read_recording, speech_frames
 from ..deadline import turn_deadline
-from ..errors import (
-    AGIError,
-    AGIHangup,
-    AudioError,
-    ConfigError,
-    ProviderBadResponse,
-    ProviderError,
-    RequestError,
-    VoiceAssistError,
-)
+from ..errors import AudioError, CallerHungUp, ConfigError, ProviderBadResponse, ProviderError, VoiceAssistError
 from ..logs import logger
 from ..providers.base import ChatModel, StreamingChatModel
 from ..text.speakable import speakable
-from ..types import Conversation, Recording, TurnRecord
+from ..types import CallState, Conversation, Exchange, Stage, TurnRecord, TurnStatus
 from .assistant import Assistant
+from .channel import CallChannel, CallLog
 from .conversation import conversation_for
 from .playback import SentencePipeline
+from .requests import TurnRequest
 
 # How many 20 ms frames above the silence threshold make a question worth sending to speech-to-text.
 MIN_SPEECH_FRAMES = 5
@@ -50,43 +38,20 @@ MIN_SPEECH_FRAMES = 5
 # believes (end-of-question detection plus AGI start-up take one to three).
 MAX_DEADLINE_HEAD_START = 10.0
 # What the caller was waiting for when they hung up, by the stage the turn was in.
-HUNG_UP_WHILE = {"stt": "while their question was being transcribed", "llm": "while the assistant was thinking",
-                 "tts": "before the answer started"}
+HUNG_UP_WHILE = {Stage.STT: "while their question was being transcribed", Stage.LLM: "while the assistant was thinking",
+                 Stage.TTS: "before the answer started"}
 
 
-class CallLog:
-    """Tagged log lines ([STT], [LLM], [TTS], [DB] ...) to the Python log and Asterisk's VERBOSE.
+@dataclass(frozen=True)
+class TurnOutcome:
+    """What the call does after a turn: play ``answer`` (a sound name; "" for nothing: a
+    pipelined answer was played already), then offer another question or say goodbye."""
 
-    Only the call's own thread talks to Asterisk: a line logged by a worker (the pipelined
-    synthesizer) waits and is sent by the call's thread at its next line or :meth:`flush`, so two
-    threads never interleave AGI commands on one connection.
-    """
-
-    def __init__(self, session: AGISession | None, uniqueid: str) -> None:
-        self.session = session
-        self.uniqueid = uniqueid
-        self._owner = threading.current_thread()
-        self._pending: list[tuple[str, int]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, tag: str, message: str, level: int = logging.INFO) -> None:
-        logger.log(level, "[%s] %s %s", tag, self.uniqueid, message)
-        with self._lock:
-            self._pending.append((f"[{tag}] {self.uniqueid} {message}", 1 if level >= logging.WARNING else 3))
-        if threading.current_thread() is self._owner:
-            self.flush()
-
-    def flush(self) -> None:
-        """Send the lines waiting for the call's thread (call only from that thread)."""
-        with self._lock:
-            lines, self._pending = self._pending, []
-        if self.session is None or self.session._closed:
-            return
-        for line, verbosity in lines:
-            try:
-                self.session.verbose(line, verbosity)
-            except AGIError:
-                return  # VERBOSE is dead-channel safe; a closed socket is not worth failing the turn over
+    answer: str
+    more: bool
+    status: str
+    transcript: str
+    reply: str
 
 
 class _NoSpeech(Exception):
@@ -97,34 +62,6 @@ class _NoSpeech(Exception):
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]", "_", text) or "unknown"
-
-
-def handle_session(session: AGISession, assistant: Assistant) -> None:
-    """Dispatch on the first AGI argument: ``turn`` (default) or ``hangup``, once every value of
-    the request is validated (:mod:`voiceassist.asterisk.dialplan`); an invalid one gets the apology."""
-    general = assistant.config.section("general")
-    try:
-        request = parse_request(session.env, session.arguments(), general.get("answer_dir"))
-    except RequestError as exc:
-        refuse_request(session, general.get("prompts").rstrip("/"), exc)
-        return
-    if isinstance(request, HangupRequest):
-        _end_call(session, assistant, request)
-    else:
-        Turn(session, assistant, request).run()
-
-
-def refuse_request(session: AGISession, prompts: str, error: RequestError) -> None:
-    """An invalid request: nothing is run, read or deleted; the log says why (the values are
-    shown quoted and cut); the caller hears the apology and the call ends."""
-    logger.warning("[AGI] request refused (uniqueid %r, channel %r): %s", session.env.get("agi_uniqueid", "")[:80],
-                   session.env.get("agi_channel", "")[:80], error.reason)
-    try:
-        session.set_variable("VA_ANSWER", f"{prompts}/cant-answer")
-        session.set_variable("VA_CONTINUE", "0")
-        session.set_variable("VOICEASSIST_STATUS", "error")
-    except AGIError:
-        pass  # the channel is gone (the h extension) or the connection with it
 
 
 def _reply_pieces(llm: ChatModel, conversation: Conversation) -> Iterator[str]:
@@ -142,8 +79,8 @@ class Turn:
     linkedid, and when the caller stopped talking).
     """
 
-    def __init__(self, session: AGISession, assistant: Assistant, request: TurnRequest) -> None:
-        self.session = session
+    def __init__(self, channel: CallChannel, assistant: Assistant, request: TurnRequest) -> None:
+        self.channel = channel
         self.assistant = assistant
         self.config = assistant.config
         self.request = request
@@ -153,7 +90,7 @@ class Turn:
         self.call_started = request.call_started
         self.call = request.call.call_info()
         self.speech_ended = request.speech_ended
-        self.log = CallLog(session, self.call.uniqueid)
+        self.log = CallLog(channel, self.call.uniqueid)
         general = self.config.section("general")
         self.prompts = general.get("prompts").rstrip("/")
         self.record = TurnRecord(turn_number=self.turn_number, recording_path=self.recording_path or None)
@@ -161,11 +98,12 @@ class Turn:
         self.more = True
         self.pipelined = general.get("playback").strip().lower() == "pipelined"
         self.started = time.monotonic()
-        self.stage = "stt"
+        self.stage = Stage.STT
 
-    def run(self) -> None:
+    def run(self) -> TurnOutcome:
+        """Answer the question; store the turn whatever happens; say what the call does next."""
         self.started = time.monotonic()
-        self.stage = "stt"
+        self.stage = Stage.STT
         try:
             if self.config.problems:
                 raise ConfigError("the configuration has errors: " + "; ".join(self.config.problems))
@@ -176,33 +114,33 @@ class Turn:
                 else:
                     reply = self._think(transcript)
                     self._speak(reply)
-            self.record.status = "ok"
+            self.record.status = TurnStatus.OK
         except _NoSpeech as silence:
-            self.record.status = "no_speech"
+            self.record.status = TurnStatus.NO_SPEECH
             self.log("STT", f"no speech ({silence.reason})")
             # A caller who says nothing after "anything else?" is done; on the first turn, ask again.
             if self.turn_number == 1:
                 self.answer_sound = f"{self.prompts}/didnt-catch"
             else:
                 self.more = False
-        except AGIHangup:
+        except CallerHungUp:
             self._caller_left(f"caller hung up {HUNG_UP_WHILE[self.stage]}")
         except ProviderError as exc:
-            self._failed(f"{self.stage}_error", self.stage, exc)
+            self._failed(TurnStatus(f"{self.stage}_error"), self.stage, exc)
         except AudioError as exc:
-            self._failed("stt_error" if self.stage == "stt" else "tts_error", self.stage, exc)
+            self._failed(TurnStatus.STT_ERROR if self.stage is Stage.STT else TurnStatus.TTS_ERROR, self.stage, exc)
         except VoiceAssistError as exc:  # ConfigError and friends
             if isinstance(exc, ConfigError):
                 self.more = False  # every later question would meet the same broken setting
-            self._failed("error", self.stage, exc)
+            self._failed(TurnStatus.ERROR, self.stage, exc)
         except Exception as exc:  # a bug: log the traceback, still answer the caller
             logger.exception("[%s] %s unexpected error", self.stage.upper(), self.call.uniqueid)
-            self._failed("error", self.stage, exc)
+            self._failed(TurnStatus.ERROR, self.stage, exc)
         finally:
             self.record.timings["total"] = self._elapsed_ms(self.started)
             self._store()
             self._cleanup()
-            self._tell_dialplan()
+        return self._outcome()
 
     def _deadline_seconds(self) -> float:
         """``[general] turn_deadline`` counted from the end of the caller's speech (as the dialplan
@@ -226,8 +164,12 @@ class Turn:
     def _elapsed_ms(since: float) -> int:
         return int((time.monotonic() - since) * 1000)
 
-    def _fallback_logger(self, tag: str):  # type: ignore[no-untyped-def]
-        def on_failure(name: str, exc: Exception) -> None:
+    def _raise_if_gone(self) -> None:
+        if self.channel.hung_up():
+            raise CallerHungUp("the caller hung up")
+
+    def _fallback_logger(self, tag: str) -> Callable[[str, VoiceAssistError], None]:
+        def on_failure(name: str, exc: VoiceAssistError) -> None:
             self.log(tag, f"{name} failed, trying the next provider: {exc}", logging.WARNING)
         return on_failure
 
@@ -240,7 +182,7 @@ class Turn:
         self.record.timings["recording"] = int(recording.seconds * 1000)
         if speech_frames(recording) < MIN_SPEECH_FRAMES:
             raise _NoSpeech("recording is silent")
-        self.session.raise_if_hung_up()
+        self._raise_if_gone()
         t0 = time.monotonic()
         transcript, self.record.stt_provider = self.assistant.providers("stt").call(
             lambda stt: stt.transcribe(recording), self._fallback_logger("STT"))
@@ -254,7 +196,7 @@ class Turn:
         self.record.stt_confidence = transcript.confidence
         return transcript.text
 
-    def _history(self) -> list[Any]:
+    def _history(self) -> list[Exchange]:
         try:
             return self.assistant.journal().history(self.call.uniqueid, self.call.channel)
         except Exception as exc:  # StorageError or a driver error: an unreachable database must not silence the caller
@@ -262,9 +204,9 @@ class Turn:
             return []
 
     def _think(self, question: str) -> str:
-        self.stage = "llm"
+        self.stage = Stage.LLM
         history = self._history()
-        self.session.raise_if_hung_up()
+        self._raise_if_gone()
         t0 = time.monotonic()
         raw_reply, self.record.llm_provider = self.assistant.providers("llm").call(
             lambda llm: llm.reply(conversation_for(self.config, history, question, llm.max_fact_chars)),
@@ -299,23 +241,23 @@ class Turn:
 
     def _speak(self, reply: str) -> None:
         """The design card's flow: one answer file, played by the dialplan's Playback."""
-        self.stage = "tts"
-        self.session.raise_if_hung_up()
+        self.stage = Stage.TTS
+        self._raise_if_gone()
         destination = self._answer_path()
         self._synthesize(reply, destination)
         self.record.answer_path = str(destination)
         self.mark_first_audio()
         self.log("TTS", f"answer by {self.record.tts_provider} in {self.record.timings['tts']} ms, "
                         f"converted in {self.record.timings['convert']} ms")
-        self.session.raise_if_hung_up()
+        self._raise_if_gone()
         self.answer_sound = str(destination.with_suffix(""))
 
     def _answer_pipelined(self, question: str) -> None:
         """Stream the reply, synthesize it sentence by sentence in a worker thread, and play each
         sentence (STREAM FILE) while the next one is being generated and synthesized."""
-        self.stage = "llm"
+        self.stage = Stage.LLM
         history = self._history()
-        self.session.raise_if_hung_up()
+        self._raise_if_gone()
         t0 = time.monotonic()
 
         def open_reply() -> Iterator[str]:  # in the worker: the caller's thread watches for a hang-up
@@ -336,19 +278,19 @@ class Turn:
             self.record.timings["llm"] = self._elapsed_ms(t0)
 
         def first_audio() -> None:
-            self.stage = "tts"
+            self.stage = Stage.TTS
             self.mark_first_audio()
-            # For the h extension: a hang-up from now on is "during the answer", as in file mode.
-            self.session.set_variable("VA_STATE", "answering")
+            # A hang-up from now on is "during the answer", as in file mode.
+            self.channel.set_state(CallState.ANSWERING)
 
         pipeline = SentencePipeline(open_reply, synthesize, on_reply_done=reply_done, name=self.call.uniqueid)
         parts: list[Path] = []
         try:
-            parts = pipeline.play(lambda path: self.session.stream_file(str(path.with_suffix(""))),
-                                  self._caller_gone, first_audio)
-        except AGIHangup:
+            parts = pipeline.play(lambda path: self.channel.play(path.with_suffix("")), self._caller_gone,
+                                  first_audio)
+        except CallerHungUp:
             if not pipeline.playing:
-                self.stage = "llm" if pipeline.stage == "llm" else "tts"
+                self.stage = pipeline.stage
                 raise
             # The answer was there and partly heard: the turn succeeded, the call is over.
             self.record.error = "caller hung up during the answer"
@@ -397,7 +339,7 @@ class Turn:
                 part.unlink(missing_ok=True)
 
     # -- outcome ------------------------------------------------------------------------------
-    def _failed(self, status: str, stage: str, exc: BaseException) -> None:
+    def _failed(self, status: TurnStatus, stage: Stage, exc: BaseException) -> None:
         if self._caller_gone():
             # The caller left while the provider was working; its error no longer matters to them.
             self._caller_left(f"caller hung up {HUNG_UP_WHILE[stage]} ({type(exc).__name__}: {exc})")
@@ -409,17 +351,13 @@ class Turn:
         self.log(stage.upper(), f"failed: {self.record.error}", logging.ERROR)
 
     def _caller_left(self, error: str) -> None:
-        self.record.status = "hangup"
+        self.record.status = TurnStatus.HANGUP
         self.record.error = error[:2000]
         self.more = False
         self._discard_answer()
 
     def _caller_gone(self) -> bool:
-        try:
-            self.log.flush()
-            return self.session.poll_hangup()
-        except AGIError:
-            return True
+        return self.channel.hung_up()
 
     def _discard_answer(self) -> None:
         if self.record.answer_path:
@@ -449,68 +387,9 @@ class Turn:
             except OSError:
                 pass
 
-    def _tell_dialplan(self) -> None:
-        if self.session.hung_up:
-            return
+    def _outcome(self) -> TurnOutcome:
         general = self.config.section("general")
-        elapsed = time.time() - self.call_started
         more = (self.more and self.turn_number < general.get_int("max_turns")
-                and elapsed < general.get_int("max_call_seconds"))
-        limit = general.get_int("variable_max_chars")
-        values: dict[str, Any] = {
-            "VA_ANSWER": self.answer_sound,
-            "VA_CONTINUE": "1" if more else "0",
-            "VOICEASSIST_STATUS": self.record.status,
-            "VOICEASSIST_TRANSCRIPT": (self.record.transcript or "")[:limit],
-            "VOICEASSIST_REPLY": (self.record.reply or "")[:limit],
-        }
-        try:
-            for name, value in values.items():
-                self.session.set_variable(name, value)
-        except AGIError as exc:
-            logger.info("[AGI] %s could not set variables: %s", self.call.uniqueid, exc)
-
-
-def _has_speech(recording_path: str) -> bool:
-    """Whether the question being recorded at the hang-up holds any speech. The samples are read
-    past the 44-byte header without trusting its sizes: MixMonitor may not have closed the file
-    (and written them) yet when the ``h`` extension runs."""
-    if not recording_path:
-        return False
-    try:
-        with open(recording_path, "rb") as wav:
-            pcm = wav.read(44 + 60 * 16000)[44:]
-    except OSError:  # not recorded at all: nothing was asked
-        return False
-    return speech_frames(Recording(pcm=pcm)) >= MIN_SPEECH_FRAMES
-
-
-def _end_call(session: AGISession, assistant: Assistant, request: HangupRequest) -> None:
-    """The ``h`` extension: store a turn cut short while recording, and the call's end time."""
-    state, turn_number = request.state, request.turn_number
-    recording_path = str(request.recording) if request.recording else ""
-    call = request.call.call_info()
-    log = CallLog(session, call.uniqueid)
-    try:
-        journal = assistant.journal()
-        if state == "recording" and turn_number > 0:
-            if _has_speech(recording_path):
-                journal.add_turn(call, TurnRecord(turn_number=turn_number, status="hangup",
-                                                  error="caller hung up while asking",
-                                                  recording_path=recording_path or None))
-                if not assistant.config.section("general").get_bool("keep_recordings"):
-                    Path(recording_path).unlink(missing_ok=True)
-            else:
-                # A caller who hangs up at "anything else?" asked nothing: not a turn (and not a
-                # failed call), and the empty recording is not kept.
-                turn_number -= 1
-                if recording_path:
-                    Path(recording_path).unlink(missing_ok=True)
-        outcome = journal.end_call(call, state)
-        log("DB", f"call ended (state {state}, {turn_number} turns), {outcome}")
-    except Exception as exc:
-        log("DB", f"call end NOT stored: {exc}", logging.ERROR)
-        return
-    if outcome == "stored" and len(journal.spool):
-        # The database is back and the caller is gone: a good moment to replay what waited.
-        journal.flush(wait=False)
+                and time.time() - self.call_started < general.get_int("max_call_seconds"))
+        return TurnOutcome(answer=self.answer_sound, more=more, status=self.record.status,
+                           transcript=self.record.transcript or "", reply=self.record.reply or "")

@@ -1,0 +1,61 @@
+"""What an AGI session runs: the one dispatcher behind process AGI and every FastAGI route.
+
+``AGI(voiceassist,<action>,...)`` (process AGI) and ``agi://host:port/voiceassist`` (FastAGI)
+both come to :func:`serve_session`: the request is parsed and validated
+(:mod:`voiceassist.asterisk.dialplan`), the turn or the end of the call runs on the session as a
+:class:`~voiceassist.asterisk.channel.AGIChannel`, and the outcome goes back to the dialplan.
+The doctor's ping route answers without touching anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .. import __version__
+from ..call.assistant import Assistant
+from ..call.ending import end_call
+from ..call.requests import HangupRequest
+from ..call.turn import Turn
+from ..errors import RequestError
+from ..logs import logger
+from .agi import AGISession
+from .channel import AGIChannel
+from .dialplan import FASTAGI_ROUTE, PING_ROUTE, PING_VARIABLE, parse_request, ping_reply, send_prompt, tell_dialplan
+
+
+def serve_session(session: AGISession, assistant: Assistant) -> None:
+    """Run what the session asks (``turn``, the default, or ``hangup``) once every value of the
+    request is validated; an invalid request gets the apology and nothing else."""
+    general = assistant.config.section("general")
+    try:
+        request = parse_request(session.env, session.arguments(), general.get("answer_dir"))
+    except RequestError as exc:
+        refuse_request(session, general.get("prompts").rstrip("/"), exc)
+        return
+    channel = AGIChannel(session)
+    if isinstance(request, HangupRequest):
+        end_call(channel, assistant, request)
+        return
+    outcome = Turn(channel, assistant, request).run()
+    channel.flush()
+    tell_dialplan(session, outcome, general.get_int("variable_max_chars"))
+
+
+def refuse_request(session: AGISession, prompts: str, error: RequestError) -> None:
+    """An invalid request: nothing is run, read or deleted; the log says why (the values are
+    shown quoted and cut); the caller hears the apology and the call ends."""
+    logger.warning("[AGI] request refused (uniqueid %r, channel %r): %s", session.env.get("agi_uniqueid", "")[:80],
+                   session.env.get("agi_channel", "")[:80], error.reason)
+    send_prompt(session, f"{prompts}/cant-answer", "error")
+
+
+def answer_ping(session: AGISession, assistant: Assistant) -> None:
+    """The doctor's ping: prove this listener is voiceassist (and which version)."""
+    session.set_variable(PING_VARIABLE, ping_reply(__version__))
+
+
+Route = Callable[[AGISession, Assistant], None]
+# FastAGI script names (the path of agi://host:port/<route>) and what they run.
+ROUTES: dict[str, Route] = {FASTAGI_ROUTE: serve_session, PING_ROUTE: answer_ping}
+# Routes that are not calls: no call slot is taken, no busy prompt is played.
+CHECKS = frozenset({PING_ROUTE})

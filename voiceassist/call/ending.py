@@ -1,0 +1,63 @@
+"""The end of a call: what is stored when the caller has gone (the ``h`` extension's request).
+
+A question the caller was still asking when they hung up is stored as a turn cut short; a caller
+who hung up at "anything else?" asked nothing more, and that is not a turn.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..audio.recording import speech_frames
+from ..types import CallState, Recording, TurnRecord, TurnStatus
+from .assistant import Assistant
+from .channel import CallChannel, CallLog
+from .requests import HangupRequest
+from .turn import MIN_SPEECH_FRAMES
+
+
+def _has_speech(recording_path: str) -> bool:
+    """Whether the question being recorded at the hang-up holds any speech. The samples are read
+    past the 44-byte header without trusting its sizes: MixMonitor may not have closed the file
+    (and written them) yet when the ``h`` extension runs."""
+    if not recording_path:
+        return False
+    try:
+        with open(recording_path, "rb") as wav:
+            pcm = wav.read(44 + 60 * 16000)[44:]
+    except OSError:  # not recorded at all: nothing was asked
+        return False
+    return speech_frames(Recording(pcm=pcm)) >= MIN_SPEECH_FRAMES
+
+
+def end_call(channel: CallChannel | None, assistant: Assistant, request: HangupRequest) -> None:
+    """The call is over (the ``h`` extension): store a question cut short while it was being
+    recorded, and the call's end time and state; replay the spool if the database is back."""
+    state, turn_number = request.state, request.turn_number
+    recording_path = str(request.recording) if request.recording else ""
+    call = request.call.call_info()
+    log = CallLog(channel, call.uniqueid)
+    try:
+        journal = assistant.journal()
+        if state == CallState.RECORDING and turn_number > 0:
+            if _has_speech(recording_path):
+                journal.add_turn(call, TurnRecord(turn_number=turn_number, status=TurnStatus.HANGUP,
+                                                  error="caller hung up while asking",
+                                                  recording_path=recording_path or None))
+                if not assistant.config.section("general").get_bool("keep_recordings"):
+                    Path(recording_path).unlink(missing_ok=True)
+            else:
+                # A caller who hangs up at "anything else?" asked nothing: not a turn (and not a
+                # failed call), and the empty recording is not kept.
+                turn_number -= 1
+                if recording_path:
+                    Path(recording_path).unlink(missing_ok=True)
+        outcome = journal.end_call(call, state)
+        log("DB", f"call ended (state {state}, {turn_number} turns), {outcome}")
+    except Exception as exc:
+        log("DB", f"call end NOT stored: {exc}", logging.ERROR)
+        return
+    if outcome == "stored" and len(journal.spool):
+        # The database is back and the caller is gone: a good moment to replay what waited.
+        journal.flush(wait=False)
