@@ -10,9 +10,9 @@ import time
 import pytest
 
 from tests.helpers import config_for
-from voiceassist.storage import retention
 from voiceassist.call.assistant import Assistant
 from voiceassist.cli import main
+from voiceassist.storage import retention
 from voiceassist.types import CallInfo, TurnRecord
 
 DAY = 86400

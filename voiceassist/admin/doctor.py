@@ -298,7 +298,7 @@ class Doctor:
         """The listener on the FastAGI port is ours: a FastAGI exchange on the ping route (with
         the configured secret, from this machine), not only an open port."""
         from ..asterisk.access import check_exposure, is_allowed, is_loopback_host, parse_allow
-        from ..asterisk.fastagi import ping
+        from ..asterisk.routes import ping
 
         assert self.config is not None
         section = self.config.section("fastagi")

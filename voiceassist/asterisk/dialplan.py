@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from ..audio.endpointing import EndpointSettings
 from ..call.requests import (
     CALL_STATE,
     HEARD_STATES,
@@ -41,7 +42,6 @@ from ..call.requests import (
     validate_uniqueid,
     whole_number,
 )
-from ..audio.endpointing import EndpointSettings
 from ..config import Config
 from ..errors import AGIError, RequestError
 from ..logs import logger

@@ -30,7 +30,6 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import IO, Any
 
 from ..call.assistant import Assistant
@@ -39,9 +38,10 @@ from ..logs import logger
 from ..storage.journal import SpoolFlusher
 from ..storage.retention import DailyPrune
 from .access import RefusalLog, check_exposure, is_allowed, parse_allow, route_of, secret_matches
-from .agi import ENVIRONMENT_KEYS, AGISession
-from .dialplan import PING_ROUTE, PING_VARIABLE, send_prompt
+from .agi import AGISession
+from .dialplan import send_prompt
 from .routes import CHECKS, ROUTES
+from .workers import supervise
 
 # Seconds a client may take to send its whole environment block (Asterisk writes it at once).
 ENVIRONMENT_TIMEOUT = 10.0
@@ -323,48 +323,6 @@ class FastAGIHandler(socketserver.BaseRequestHandler):
             logger.exception("[AGI] %s unexpected error", uniqueid)
 
 
-@dataclass(frozen=True)
-class PingResult:
-    ours: bool            # the server answered the ping route as voiceassist does
-    detail: str           # its answer (name and version), or what happened instead
-    local_address: str    # where the ping came from (what [fastagi] allow saw)
-    silent: bool = False  # closed without a word: a peer outside allow (or a full server)
-
-
-def ping(host: str, port: int, secret: str = "", timeout: float = 3.0) -> PingResult:
-    """The doctor's side of the ping route: speak FastAGI as Asterisk does (the environment
-    block, with the configured secret) and expect the server to set :data:`PING_VARIABLE`.
-
-    Raises:
-        OSError: nothing listens on ``host:port``.
-    """
-    from urllib.parse import quote
-
-    script = PING_ROUTE + (f"?secret={quote(secret, safe='')}" if secret else "")
-    values = {"agi_request": f"agi://{host}:{port}/{script}", "agi_channel": "voiceassist-doctor",
-              "agi_type": "doctor", "agi_uniqueid": f"doctor-{int(time.time())}.{os.getpid()}",
-              "agi_enhanced": "0.0", "agi_threadid": "0"}
-    lines = ["agi_network: yes", f"agi_network_script: {script}",
-             *(f"{key}: {values.get(key, '')}" for key in ENVIRONMENT_KEYS)]
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        local = str(sock.getsockname()[0])
-        sock.sendall(("\n".join(lines) + "\n\n").encode())
-        with sock.makefile("rb") as replies:
-            try:
-                first = replies.readline(4096).decode("utf-8", "replace").rstrip("\n")
-            except OSError as exc:
-                return PingResult(False, f"did not answer the ping: {exc}", local)
-            expected = f'SET VARIABLE "{PING_VARIABLE}" "'
-            if first.startswith(expected) and first.endswith('"'):
-                sock.sendall(b"200 result=1\n")
-                return PingResult(True, first[len(expected):-1], local)
-            if first == "FAILURE":
-                return PingResult(False, "refused the ping: the secret does not match [fastagi] secret", local)
-            if first == "":
-                return PingResult(False, f"closed the connection from {local} without a word", local, silent=True)
-            return PingResult(False, f"answered the ping with {first[:60]!r}: not voiceassist", local)
-
-
 def _warn(message: str) -> None:
     logger.error("[AGI] %s", message)
     print(f"voiceassist serve: warning: {message}", flush=True)
@@ -402,45 +360,9 @@ def serve(assistant: Assistant, host: str | None = None, port: int | None = None
         server.socket.setblocking(False)
         bound = server.server_address
         print(f"voiceassist: FastAGI listening on {bound[0]}:{bound[1]} ({workers} worker processes)", flush=True)
-        if _supervise(workers):
+        if supervise(workers):
             return  # the supervisor: its workers have stopped
     _serve_in_this_process(server, assistant, ready, announce=workers == 1)
-
-
-def _supervise(workers: int) -> bool:
-    """Fork the workers; in the parent, wait for them (SIGTERM/SIGINT are passed on) and return
-    True. In a worker, return False at once (it goes on to serve)."""
-    children: set[int] = set()
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            return False
-        children.add(pid)
-    stopping = False
-
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            try:
-                os.kill(child, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        children.discard(pid)
-        if not stopping:
-            logger.error("[AGI] FastAGI worker %d ended (status %d); stopping the others", pid, status)
-            stop(signal.SIGTERM, None)
-    print("voiceassist: FastAGI stopped", flush=True)
-    return True
 
 
 def _serve_in_this_process(server: FastAGIServer, assistant: Assistant,

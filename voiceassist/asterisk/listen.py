@@ -29,7 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..audio.endpointing import FRAME_BYTES, FRAME_S, SAMPLE_RATE, Endpointer, EndpointSettings, VoiceDetector, webrtc_detector
+from ..audio.endpointing import (
+    FRAME_BYTES,
+    FRAME_S,
+    SAMPLE_RATE,
+    Endpointer,
+    EndpointSettings,
+    VoiceDetector,
+    webrtc_detector,
+)
 from ..logs import logger
 from .agi import AGISession
 from .dialplan import ListenRequest, listener_failed, listener_heard

@@ -172,7 +172,6 @@ def _log_refusal(config_path: str | None, reason: str) -> None:
 def _report_setup_error(session: AGISession, message: str) -> None:
     """The config is broken: say so once on the console and play the can't-answer prompt."""
     from ..config import DEFAULTS
-
     from .dialplan import send_prompt
 
     logging.getLogger("voiceassist").error("[AGI] %s", message)
