@@ -10,4 +10,4 @@ if [ "$(id -u)" != 0 ]; then
 fi
 question=${1:+$(realpath "$1")}
 bash tests/setup.sh main-job
-exec .venv/bin/python -m tests.rig.main_job ${question:+"$question"}
+exec .venv/bin/python -m harness.rig.main_job ${question:+"$question"}

@@ -21,9 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.emulators import GeminiEmulator, GoogleTTSEmulator, OpenAIEmulator, RealtimeEmulator, SpeechEmulator
-from tests.fake_asterisk import agi_env, run_process_agi, speech_wav
-from tests.helpers import conf_text
+from harness.emulators import GeminiEmulator, GoogleTTSEmulator, OpenAIEmulator, RealtimeEmulator, SpeechEmulator
+from harness.fake_asterisk import agi_env, run_process_agi, speech_wav
+from harness.helpers import conf_text
 
 EAGER = """import sys
 import google.cloud.speech, google.genai, openai  # the design card's script: everything at the top

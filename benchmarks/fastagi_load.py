@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.emulators import GeminiEmulator, GoogleTTSEmulator, OpenAIEmulator, RealtimeEmulator, SpeechEmulator
-from tests.emulators.gemini import words
-from tests.fake_asterisk import fastagi_env
-from tests.helpers import conf_text
+from harness.emulators import GeminiEmulator, GoogleTTSEmulator, OpenAIEmulator, RealtimeEmulator, SpeechEmulator
+from harness.emulators.gemini import words
+from harness.fake_asterisk import fastagi_env
+from harness.helpers import conf_text
 
 STT_S, LLM_FIRST_S, TOKENS_PER_S, TTS_S = 0.4, 0.3, 40.0, 0.3
 QUESTIONS = {440.0 + 110 * i: f"Question number {i}: what are your opening hours on day {i}?" for i in range(12)}
@@ -236,7 +236,7 @@ def cache_marker_detection() -> None:
     """The STT emulator finds the question by FFTs over the whole recording; the driver sends the
     same 12 recordings again and again, so remember the answers: otherwise the emulator's own
     CPU (one Python process for all emulators and the driver) becomes what is measured."""
-    import tests.emulators.speech as speech_emulator
+    import harness.emulators.speech as speech_emulator
 
     measure, cache = speech_emulator.marker_strength, {}
 

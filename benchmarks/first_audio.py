@@ -35,11 +35,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.emulators import GeminiEmulator, GoogleTTSEmulator, OpenAIEmulator, RealtimeEmulator, SpeechEmulator
-from tests.emulators.gemini import words
-from tests.helpers import conf_text
-from tests.rig.asterisk import SHARED, AsteriskRig, log
-from tests.rig.calls import RIG_DIALPLAN, make_question, place_call
+from harness.emulators import GeminiEmulator, GoogleTTSEmulator, OpenAIEmulator, RealtimeEmulator, SpeechEmulator
+from harness.emulators.gemini import words
+from harness.helpers import conf_text
+from harness.rig.asterisk import SHARED, AsteriskRig, log
+from harness.rig.calls import RIG_DIALPLAN, make_question, place_call
 
 STT_S, LLM_FIRST_S, TOKENS_PER_S, TTS_S = 0.4, 0.3, 40.0, 0.3
 REPLY = ("Our office is open Monday to Friday from eight in the morning to six in the evening. "
@@ -283,7 +283,7 @@ def end_of_question(rig: AsteriskRig, calls: int) -> dict[str, list[float | None
 
 def paused_question(name: str, parts: tuple) -> str:
     """espeak-ng parts (trimmed) with the given pauses between them, 8 kHz WAV; returns the sound name."""
-    from tests.rig.calls import QUESTIONS_DIR
+    from harness.rig.calls import QUESTIONS_DIR
 
     QUESTIONS_DIR.mkdir(parents=True, exist_ok=True)
     target = QUESTIONS_DIR / f"{name}.wav"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.emulators import (
+from harness.emulators import (
     GeminiEmulator,
     GoogleTTSEmulator,
     OpenAIEmulator,
@@ -45,7 +45,7 @@ def _reset_speech_grpc(request):
 # -- real database servers ------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def mariadb():
-    from tests.dbservers import MariaDBServer, servers_available
+    from harness.dbservers import MariaDBServer, servers_available
 
     if (reason := servers_available()):
         pytest.fail(reason)
@@ -56,7 +56,7 @@ def mariadb():
 
 @pytest.fixture(scope="session")
 def postgresql():
-    from tests.dbservers import PostgreSQLServer, servers_available
+    from harness.dbservers import PostgreSQLServer, servers_available
 
     if (reason := servers_available()):
         pytest.fail(reason)
@@ -79,19 +79,11 @@ def database_url(request, tmp_path):
 # -- the real Asterisk rig --------------------------------------------------------------------------
 import os
 import shutil
-import subprocess
-import sys
-import time
 
-from tests.helpers import conf_text
-from tests.rig.asterisk import SHARED, AsteriskRig
-from tests.rig.calls import RIG_DIALPLAN
-
-FASTAGI_PORT = 4573  # the port in extensions_custom.conf's FastAGI variant
-
-
-def rig_conf(emulators, extra: str = "") -> str:
-    return conf_text(emulators, data_dir=SHARED, extra=extra)
+from harness.helpers import rig_conf
+from harness.rig.asterisk import SHARED, AsteriskRig
+from harness.rig.calls import RIG_DIALPLAN
+from harness.servers import FastAGIProcess
 
 
 @pytest.fixture(scope="session")
@@ -121,40 +113,6 @@ def rig_config(rig, emulators):
         rig.write_voiceassist_conf(rig_conf(emulators, extra))
     yield write
     rig.write_voiceassist_conf(rig_conf(emulators))
-
-
-class FastAGIProcess:
-    def __init__(self, config_path, port: int = FASTAGI_PORT, max_calls: int = 20, workers: int = 1) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "voiceassist", "--config", str(config_path), "serve", "--port", str(port),
-             "--max-calls", str(max_calls), "--workers", str(workers)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.output: list[str] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if "listening" in line:
-                return
-        raise RuntimeError("FastAGI server did not start:\n" + "".join(self.output))
-
-    def wait(self, timeout: float = 60) -> int:
-        """Wait for the server to exit on its own (e.g. after a SIGTERM the test sent)."""
-        out, _ = self.process.communicate(timeout=timeout)
-        self.output.append(out)
-        return self.process.returncode
-
-    def stop(self, timeout: float = 60) -> int:
-        self.process.terminate()
-        try:
-            out, _ = self.process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            out, _ = self.process.communicate()
-        self.output.append(out)
-        return self.process.returncode
 
 
 @pytest.fixture(scope="session")

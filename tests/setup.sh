@@ -27,7 +27,7 @@ fi
 
 # The chroot build is mostly downloads and disk; the pip step below is mostly compiling. Run both at once.
 echo "[setup] building or reusing the Asterisk chroot (in the background)"
-bash tests/rig/build-chroot.sh "$PWD/.rig/chroot" &
+bash harness/rig/build-chroot.sh "$PWD/.rig/chroot" &
 chroot_build=$!
 
 if [ ! -x .venv/bin/python ]; then

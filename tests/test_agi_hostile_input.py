@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from tests.test_agi_session import ENV, asterisk_parse_args
+from harness.fake_asterisk import asterisk_parse_args
+from tests.test_agi_session import ENV
 from voiceassist.asterisk.agi import MAX_ARGUMENT_BYTES, MAX_COMMAND_BYTES, AGISession, quote_argument, quote_path
 from voiceassist.errors import AGIConnectionClosed, AGIEnvironmentRefused, AGIProtocolError
 
@@ -184,7 +185,7 @@ def test_process_agi_refuses_a_forged_block_with_exit_status_1_and_logs_it(tmp_p
     """Exit status 1 is AGISTATUS=FAILURE for Asterisk: the dialplan plays the apology."""
     import sys
 
-    from tests.fake_asterisk import converse
+    from harness.fake_asterisk import converse
 
     config = tmp_path / "voiceassist.conf"
     config.write_text(f"[logging]\nfile = {tmp_path}/voiceassist.log\n")

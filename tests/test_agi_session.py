@@ -9,6 +9,7 @@ import threading
 import pytest
 from asterisk import agi as pyst2
 
+from harness.fake_asterisk import asterisk_parse_args
 from voiceassist.asterisk.agi import MAX_COMMAND_BYTES, AGISession, quote_argument, sanitize_text
 from voiceassist.errors import (
     AGIConnectionClosed,
@@ -29,29 +30,6 @@ ENV = (b"agi_request: voiceassist\nagi_channel: PJSIP/1001-00000007\nagi_languag
 def session(replies: bytes, env: bytes = ENV) -> tuple[AGISession, io.BytesIO]:
     out = io.BytesIO()
     return AGISession(io.BytesIO(env + replies), out), out
-
-
-def asterisk_parse_args(line: str) -> list[str]:
-    """Asterisk's res_agi parse_args(): space/tab separate, '"' toggles quoting, '\\' escapes."""
-    args, current, quoted, escaped, started = [], [], False, False, False
-    for char in line:
-        if escaped:
-            current.append(char)
-            escaped, started = False, True
-        elif char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted, started = not quoted, True
-        elif char in " \t" and not quoted:
-            if started:
-                args.append("".join(current))
-            current, started = [], False
-        else:
-            current.append(char)
-            started = True
-    if started:
-        args.append("".join(current))
-    return args
 
 
 def test_environment_is_parsed_including_empty_values():

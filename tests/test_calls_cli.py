@@ -157,7 +157,7 @@ def test_db_prune_deletes_calls_past_the_retention(setup, capsys):
 
 
 def test_a_database_that_cannot_be_reached_is_one_clear_line(tmp_path, capsys):
-    from tests.rig.asterisk import free_port
+    from harness.rig.asterisk import free_port
 
     config = tmp_path / "voiceassist.conf"
     config.write_text(f"[database]\nurl = postgresql://va:secret@127.0.0.1:{free_port()}/va\ntimeout = 1\n"

@@ -108,7 +108,7 @@ def test_agi_outside_asterisk_explains_itself():
 
 
 def test_process_agi_with_broken_config_still_answers_the_caller(tmp_path):
-    from tests.fake_asterisk import converse, fastagi_env
+    from harness.fake_asterisk import converse, fastagi_env
 
     path = tmp_path / "va.conf"
     path.write_text("[general\n")
@@ -134,10 +134,10 @@ def test_configured_secrets_are_redacted_from_the_log(tmp_path):
 
 def test_the_log_file_never_holds_the_api_keys(emulators, tmp_path):
     """A full turn over FastAGI, then the log is searched for the configured keys."""
-    from tests.conftest import FastAGIProcess
-    from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
-    from tests.helpers import config_for
-    from tests.rig.asterisk import free_port
+    from harness.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
+    from harness.helpers import config_for
+    from harness.rig.asterisk import free_port
+    from harness.servers import FastAGIProcess
 
     config = config_for(emulators, tmp_path)
     port = free_port()
@@ -156,8 +156,8 @@ def test_process_agi_with_a_bad_value_plays_the_apology_and_stores_the_turn(emul
     import sqlite3
     import time
 
-    from tests.fake_asterisk import agi_env, converse, speech_wav
-    from tests.helpers import conf_text
+    from harness.fake_asterisk import agi_env, converse, speech_wav
+    from harness.helpers import conf_text
 
     config_path = tmp_path / "voiceassist.conf"
     config_path.write_text(conf_text(emulators, data_dir=tmp_path, extra="[general]\nmax_turns = five\n"))

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from tests.emulators import Fail, Hang
-from tests.fake_asterisk import FakeAsterisk
-from tests.helpers import config_for
+from harness.emulators import Fail, Hang
+from harness.fake_asterisk import FakeAsterisk
+from harness.helpers import config_for
 from tests.test_fastagi_server import turn_env
 from voiceassist.asterisk.fastagi import FastAGIServer
 from voiceassist.call.assistant import Assistant
@@ -133,7 +133,7 @@ def test_pipelined_tts_failure_after_the_first_sentence_keeps_what_was_said(emul
 def test_the_deadline_counts_from_the_end_of_the_callers_speech(emulators, tmp_path):
     """The dialplan says the caller stopped talking 2.5 s before this turn began (end-of-question
     detection, AGI start): a 4 s deadline leaves the turn 1.5 s, not 4."""
-    from tests.fake_asterisk import fastagi_env, speech_wav
+    from harness.fake_asterisk import fastagi_env, speech_wav
 
     emulators["gemini"].queue(Hang(8), Hang(8))
     uniqueid = "1700000000.3"

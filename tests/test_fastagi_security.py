@@ -17,10 +17,10 @@ import time
 
 import pytest
 
-from tests.conftest import FastAGIProcess
-from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
-from tests.helpers import config_for, voiceassist_log
-from tests.rig.asterisk import free_port
+from harness.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
+from harness.helpers import config_for, voiceassist_log
+from harness.rig.asterisk import free_port
+from harness.servers import FastAGIProcess
 from voiceassist.asterisk.access import RefusalLog, check_exposure, is_allowed, parse_allow, secret_matches
 from voiceassist.asterisk.dialplan import fastagi_url
 from voiceassist.asterisk.fastagi import FastAGIServer

@@ -10,11 +10,10 @@ import time
 
 import pytest
 
-from tests.conftest import FastAGIProcess
-from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
-from tests.helpers import config_for
-from tests.rig.asterisk import free_port
-from tests.test_agi_session import asterisk_parse_args
+from harness.fake_asterisk import FakeAsterisk, asterisk_parse_args, call_recording, fastagi_env
+from harness.helpers import config_for
+from harness.rig.asterisk import free_port
+from harness.servers import FastAGIProcess
 from voiceassist.asterisk.fastagi import FastAGIServer
 from voiceassist.call.assistant import Assistant
 from voiceassist.providers import registry
@@ -154,7 +153,7 @@ def test_a_hang_up_at_the_next_question_is_a_turn_only_if_the_caller_spoke(serve
     turn, no "hung up while asking"), one with speech is the question cut short."""
     import wave
 
-    from tests.fake_asterisk import call_recording
+    from harness.fake_asterisk import call_recording
 
     uniqueid = "1700000009.1"
     FakeAsterisk(server.server_address[1], turn_env(tmp_path, uniqueid)).run()

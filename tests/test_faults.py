@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
-from tests.helpers import config_for
+from harness.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
+from harness.helpers import config_for
 from voiceassist.asterisk.fastagi import FastAGIServer
 from voiceassist.call.assistant import Assistant
 

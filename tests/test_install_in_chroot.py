@@ -20,10 +20,10 @@ import time
 
 import pytest
 
-from tests.conftest import rig_conf
-from tests.emulators.openai_api import tone_for
-from tests.rig.asterisk import PIP_ENV, REPO, SHARED
-from tests.rig.calls import RIG_DIALPLAN, make_question, place_call, tone_seconds
+from harness.emulators.openai_api import tone_for
+from harness.helpers import rig_conf
+from harness.rig.asterisk import PIP_ENV, REPO, SHARED
+from harness.rig.calls import RIG_DIALPLAN, make_question, place_call, tone_seconds
 
 ADMIN_LINES = """; the admin's own dialplan, which install and uninstall must leave alone
 [from-internal-custom]

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import rig_conf
-from tests.rig.asterisk import SHARED
-from tests.rig.calls import RIG_DIALPLAN, place_call
+from harness.helpers import rig_conf
+from harness.rig.asterisk import SHARED
+from harness.rig.calls import RIG_DIALPLAN, place_call
 from tests.test_install_in_chroot import (  # noqa: F401  (question: a fixture used here)
     ADMIN_LINES,
     ASTERISK_UID,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_asterisk import agi_env, converse
+from harness.fake_asterisk import agi_env, converse
 from voiceassist.asterisk.listen import FRAME_BYTES, Endpointer, EndpointSettings, webrtc_detector
 
 FRAME_S = 0.02
@@ -138,7 +138,7 @@ def test_eagi_listener_with_answer_prepares_while_listening_and_answers_in_the_s
         emulators, tmp_path, paused_question):
     """Process AGI's flow: the listener loads config, SDKs and clients while the caller speaks,
     then runs the turn itself, so no second Python starts after the question."""
-    from tests.helpers import config_for
+    from harness.helpers import config_for
 
     config = config_for(emulators, tmp_path, extra="[general]\nplayback = pipelined\n")
     target = tmp_path / "spool/voiceassist/1700000000.1/question-1.wav"  # the call's own directory

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.stt_accuracy import spoken
-from tests.helpers import talk
+from harness.helpers import talk
+from harness.speech import spoken
 from voiceassist import providers
 from voiceassist.audio.conversion import write_phone_audio
 from voiceassist.audio.recording import read_recording
@@ -94,7 +94,7 @@ def test_ask_runs_a_turn_without_asterisk(tmp_path):
 
 def test_offline_stt_word_accuracy_floor_with_the_knowledge_grammar():
     """Regression guard for the benchmark in benchmarks/stt_accuracy.py (measured: see README)."""
-    from benchmarks.stt_accuracy import measure
+    from harness.speech import measure
 
     results = measure(voices=("en-us", "en-us+m3", "en-gb"))
     assert results["grammar"]["word_accuracy"] >= 0.8, results  # measured 0.875 on these 3 voices

@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from tests.emulators import Cut, Drop, Fail, Garbage, Hang
-from tests.emulators.gemini import ACCESS_TOKEN
-from tests.emulators.openai_api import tone_for
-from tests.helpers import config_for, talk
+from harness.emulators import Cut, Drop, Fail, Garbage, Hang
+from harness.emulators.gemini import ACCESS_TOKEN
+from harness.emulators.openai_api import tone_for
+from harness.helpers import config_for, talk
 from tests.test_providers import speech_pcm
 from voiceassist import providers
 from voiceassist.errors import (

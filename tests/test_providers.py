@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from tests.emulators import Drop, Fail, Garbage, Hang
-from tests.emulators.openai_api import tone_for
-from tests.helpers import config_for, talk
+from harness.emulators import Drop, Fail, Garbage, Hang
+from harness.emulators.openai_api import tone_for
+from harness.helpers import config_for, talk
 from voiceassist import providers
 from voiceassist.errors import (
     ConfigError,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_asterisk import FakeAsterisk, agi_env, call_recording, converse, fastagi_env, speech_wav
-from tests.helpers import config_for, voiceassist_log
+from harness.fake_asterisk import FakeAsterisk, agi_env, call_recording, converse, fastagi_env, speech_wav
+from harness.helpers import config_for, voiceassist_log
 from voiceassist.asterisk.dialplan import (
     parse_hangup,
     parse_listen,

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.helpers import config_for
+from harness.helpers import config_for
 from voiceassist.call.assistant import Assistant
 from voiceassist.cli import main
 from voiceassist.storage import retention
@@ -78,7 +78,7 @@ def test_stored_turns_forget_audio_that_was_pruned(emulators, tmp_path, answers)
 
 
 def test_a_database_that_is_down_does_not_stop_the_audio_prune(tmp_path, answers, capsys):
-    from tests.rig.asterisk import free_port
+    from harness.rig.asterisk import free_port
 
     root, old, _, _ = answers
     config = tmp_path / "va.conf"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.emulators.openai_api import tone_for
-from tests.rig.asterisk import SHARED
-from tests.rig.calls import make_question, place_call, tone_seconds
+from harness.emulators.openai_api import tone_for
+from harness.rig.asterisk import SHARED
+from harness.rig.calls import make_question, place_call, tone_seconds
 
 OPENING_HOURS = "What are your opening hours?"
 SUNDAY = "Are you open on Sunday?"
@@ -250,7 +250,7 @@ def test_silent_caller_hears_didnt_catch_then_goodbye(rig, fastagi, emulators, q
 
 @pytest.mark.parametrize("failing,status", [("gemini", "llm_error"), ("tts", "tts_error"), ("speech", "stt_error")])
 def test_provider_failure_plays_the_cant_answer_prompt(rig, fastagi, emulators, questions, failing, status):
-    from tests.emulators import Fail, Hang
+    from harness.emulators import Fail, Hang
 
     key = {"gemini": "4001", "tts": "4002", "speech": "4003"}[failing]
     if failing == "tts":

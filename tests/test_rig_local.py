@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import FastAGIProcess
-from tests.rig.asterisk import SHARED
-from tests.rig.calls import make_question, place_call
-from tests.rig.main_job import LOCAL_PORT, main_job_conf
+from harness.rig.asterisk import SHARED
+from harness.rig.calls import make_question, place_call
+from harness.rig.main_job import LOCAL_PORT, main_job_conf
+from harness.servers import FastAGIProcess
 from tests.test_rig_calls import db_rows
 
 

@@ -9,9 +9,9 @@ import sqlite3
 
 import pytest
 
-from tests.conftest import FastAGIProcess, rig_conf
-from tests.rig.asterisk import SHARED, free_port
-from tests.rig.calls import make_question, place_call
+from harness.rig.asterisk import SHARED, free_port
+from harness.rig.calls import make_question, place_call
+from harness.servers import FastAGIProcess, rig_conf
 from tests.test_rig_calls import OPENING_HOURS, answer_heard, db_rows, playbacks
 from voiceassist.asterisk.dialplan import fastagi_url
 from voiceassist.config import load_config

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import config_for, talk
+from harness.helpers import config_for, talk
 from voiceassist import providers
 from voiceassist.text.knowledge import faq, questions, relevant_facts
 from voiceassist.text.speakable import first_sentences, speakable

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from tests.conftest import FastAGIProcess
-from tests.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
-from tests.helpers import conf_text
-from tests.rig.asterisk import free_port
+from harness.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
+from harness.helpers import conf_text
+from harness.rig.asterisk import free_port
+from harness.servers import FastAGIProcess
 from voiceassist.config import load_config
 from voiceassist.errors import StorageError
 from voiceassist.storage.database_url import with_driver

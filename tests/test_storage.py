@@ -202,7 +202,7 @@ def test_prune_deletes_old_calls_their_turns_and_audio_only(store, tmp_path):
 
 
 def test_an_unreachable_database_is_a_storage_error_within_the_timeout():
-    from tests.rig.asterisk import free_port
+    from harness.rig.asterisk import free_port
     from voiceassist.errors import StorageError
 
     store = Store(with_driver(f"mysql://u:secret@127.0.0.1:{free_port()}/db"), timeout=2)

@@ -15,8 +15,8 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.emulators import Abort, Hang, Sever
-from tests.helpers import config_for
+from harness.emulators import Abort, Hang, Sever
+from harness.helpers import config_for
 from voiceassist import providers
 from voiceassist.errors import (
     AGIHangup,
@@ -40,7 +40,7 @@ TOLERANCE = 0.060
 
 def spoken_question(directory: Path, text: str, marker_hz: float, rate: int) -> bytes:
     """16-bit PCM at ``rate``: a 300 ms marker tone, then ``text`` spoken by espeak-ng (the
-    recipe of tests/rig/calls.py's make_question, at any rate)."""
+    recipe of harness/rig/calls.py's make_question, at any rate)."""
     directory.mkdir(parents=True, exist_ok=True)
     raw, marker, speech, question = (directory / f"{name}-{rate}.wav" for name in ("espeak", "marker", "speech", "question"))
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)

@@ -1,6 +1,6 @@
 """Google Cloud Text-to-Speech REST: ``POST /v1/text:synthesize``.
 
-Answers with the tone for the text (see :func:`tests.emulators.openai_api.tone_for`), encoded as
+Answers with the tone for the text (see :func:`harness.emulators.openai_api.tone_for`), encoded as
 asked: MULAW or LINEAR16 come wrapped in a WAV header, as the real API returns them.
 """
 

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Build (or reuse) the Debian sid minbase chroot with Asterisk 22 that the tests call into.
 #
-# Usage: tests/rig/build-chroot.sh CHROOT_DIR
+# Usage: harness/rig/build-chroot.sh CHROOT_DIR
 # The chroot is reused when its stamp matches this script's package list; a tarball cache in
 # /var/cache/voiceassist-rig lets a fresh clone on the same machine skip debootstrap.
 set -euo pipefail

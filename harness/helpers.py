@@ -102,3 +102,10 @@ def voiceassist_log() -> Iterator[Callable[[], str]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
+
+
+def rig_conf(emulators, extra: str = "") -> str:
+    """The rig's voiceassist.conf: the emulators, data in the rig's shared directory."""
+    from harness.rig.asterisk import SHARED
+
+    return conf_text(emulators, data_dir=SHARED, extra=extra)

@@ -106,7 +106,7 @@ class AsteriskRig:
 
     # -- build ----------------------------------------------------------------------------------
     def build(self) -> None:
-        subprocess.run(["bash", str(REPO / "tests/rig/build-chroot.sh"), str(self.chroot)], check=True)
+        subprocess.run(["bash", str(REPO / "harness/rig/build-chroot.sh"), str(self.chroot)], check=True)
 
     def _mount(self, *args: str, target: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """The main job: a real call to 8008 on the rig's Asterisk 22, answered by voiceassist.
 
-    python -m tests.rig.main_job [QUESTION.wav]
+    python -m harness.rig.main_job [QUESTION.wav]
 
 Uses the local providers (no API key needed) unless cloud credentials are configured in the
 environment (GOOGLE_APPLICATION_CREDENTIALS, GEMINI_API_KEY, OPENAI_API_KEY) or in the file named by

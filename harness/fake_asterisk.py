@@ -73,8 +73,6 @@ class FakeAsterisk:
         return self.commands
 
     def variables(self) -> dict[str, str]:
-        from tests.test_agi_session import asterisk_parse_args
-
         found = {}
         for command in self.commands:
             words = asterisk_parse_args(command)
@@ -146,3 +144,26 @@ def converse(argv: list[str], env: bytes, timeout: float = 60,
     """:func:`run_process_agi`, returning (exit code, commands, stderr)."""
     result = run_process_agi(argv, env, timeout=timeout, audio_fd=audio_fd)
     return result.code, result.commands, result.stderr
+
+
+def asterisk_parse_args(line: str) -> list[str]:
+    """Asterisk's res_agi parse_args(): space/tab separate, '"' toggles quoting, '\\' escapes."""
+    args, current, quoted, escaped, started = [], [], False, False, False
+    for char in line:
+        if escaped:
+            current.append(char)
+            escaped, started = False, True
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted, started = not quoted, True
+        elif char in " \t" and not quoted:
+            if started:
+                args.append("".join(current))
+            current, started = [], False
+        else:
+            current.append(char)
+            started = True
+    if started:
+        args.append("".join(current))
+    return args
