@@ -346,9 +346,34 @@ class Config:
         """The typed, checked settings of section ``name`` (a dataclass of :data:`SECTIONS`)."""
         return self.typed[name]
 
+    # The core sections, typed: what a call reads (never the raw text in the middle of a call).
     @property
     def general(self) -> General:
         return self.typed["general"]  # type: ignore[no-any-return]
+
+    @property
+    def llm(self) -> LLMChoice:
+        return self.typed["llm"]  # type: ignore[no-any-return]
+
+    @property
+    def audio(self) -> Audio:
+        return self.typed["audio"]  # type: ignore[no-any-return]
+
+    @property
+    def database(self) -> Database:
+        return self.typed["database"]  # type: ignore[no-any-return]
+
+    @property
+    def privacy(self) -> Privacy:
+        return self.typed["privacy"]  # type: ignore[no-any-return]
+
+    @property
+    def fastagi(self) -> FastAGI:
+        return self.typed["fastagi"]  # type: ignore[no-any-return]
+
+    @property
+    def logging(self) -> Logging:
+        return self.typed["logging"]  # type: ignore[no-any-return]
 
 
 def _parser() -> configparser.ConfigParser:

@@ -300,7 +300,7 @@ class FastAGIHandler(socketserver.BaseRequestHandler):
         script = route_of(session.env.get("agi_network_script", ""))
         uniqueid = session.env.get("agi_uniqueid", "?")
         route = ROUTES.get(script)
-        prompts = self.server.assistant.config.section("general").get("prompts").rstrip("/")
+        prompts = self.server.assistant.config.general.prompts.rstrip("/")
         try:
             if route is None:
                 logger.error("[AGI] %s no FastAGI route %r; known: %s", uniqueid, script, ", ".join(ROUTES))

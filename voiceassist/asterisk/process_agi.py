@@ -74,14 +74,14 @@ def _listen(session: AGISession, config_path: str | None) -> None:
             return
         try:
             config = load_config(config_path)
-            general = config.section("general")
-            request = parse_listen(session.env, session.arguments()[1:], general.get("answer_dir"))
+            general = config.general
+            request = parse_listen(session.env, session.arguments()[1:], general.answer_dir)
         except RequestError as exc:
             from ..logs import configure_logging
             from .routes import refuse_request
 
             configure_logging(config)  # the refusal belongs in our log, not only on Asterisk's console
-            refuse_request(session, general.get("prompts").rstrip("/"), exc)
+            refuse_request(session, general.prompts.rstrip("/"), exc)
             answered_by_listener(session)  # the dialplan plays VA_ANSWER, as after an answer
             return
         except VoiceAssistError as exc:
@@ -110,7 +110,7 @@ def _listen(session: AGISession, config_path: str | None) -> None:
         turn = request.turn(outcome.heard, stopped, outcome.silence_waited_ms)
         answered = Turn(channel, assistant, turn).run()
         channel.flush()
-        tell_dialplan(session, answered, assistant.config.section("general").get_int("variable_max_chars"))
+        tell_dialplan(session, answered, assistant.config.general.variable_max_chars)
         answered_by_listener(session)
     except AGIError as exc:
         logger.info("[AGI] %s listener ended: %s", session.env.get("agi_uniqueid", "?"), exc)

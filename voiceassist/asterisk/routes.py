@@ -31,11 +31,11 @@ from .dialplan import FASTAGI_ROUTE, PING_ROUTE, PING_VARIABLE, parse_request, p
 def serve_session(session: AGISession, assistant: Assistant) -> None:
     """Run what the session asks (``turn``, the default, or ``hangup``) once every value of the
     request is validated; an invalid request gets the apology and nothing else."""
-    general = assistant.config.section("general")
+    general = assistant.config.general
     try:
-        request = parse_request(session.env, session.arguments(), general.get("answer_dir"))
+        request = parse_request(session.env, session.arguments(), general.answer_dir)
     except RequestError as exc:
-        refuse_request(session, general.get("prompts").rstrip("/"), exc)
+        refuse_request(session, general.prompts.rstrip("/"), exc)
         return
     channel = AGIChannel(session)
     if isinstance(request, HangupRequest):
@@ -43,7 +43,7 @@ def serve_session(session: AGISession, assistant: Assistant) -> None:
         return
     outcome = Turn(channel, assistant, request).run()
     channel.flush()
-    tell_dialplan(session, outcome, general.get_int("variable_max_chars"))
+    tell_dialplan(session, outcome, general.variable_max_chars)
 
 
 def refuse_request(session: AGISession, prompts: str, error: RequestError) -> None:

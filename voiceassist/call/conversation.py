@@ -20,7 +20,7 @@ GROUNDING = ("\n\nAnswer from these facts when they are relevant; if they do not
 def conversation_for(config: Config, history: Sequence[Exchange], question: str,
                      max_fact_chars: int | None = None) -> Conversation:
     """The conversation for a model that takes at most ``max_fact_chars`` of facts (None: all)."""
-    system = config.section("llm").get("system_prompt")
+    system = config.llm.system_prompt
     facts = knowledge_text(config).strip()
     if facts and max_fact_chars is not None and len(facts) > max_fact_chars:
         facts = relevant_facts(facts, question, max_fact_chars)

@@ -45,7 +45,7 @@ def end_call(channel: CallChannel | None, assistant: Assistant, request: HangupR
                 journal.add_turn(call, TurnRecord(turn_number=turn_number, status=TurnStatus.HANGUP,
                                                   error="caller hung up while asking",
                                                   recording_path=recording_path or None))
-                if not assistant.config.section("general").get_bool("keep_recordings"):
+                if not assistant.config.general.keep_recordings:
                     Path(recording_path).unlink(missing_ok=True)
             else:
                 # A caller who hangs up at "anything else?" asked nothing: not a turn (and not a

@@ -91,12 +91,12 @@ class Turn:
         self.call = request.call.call_info()
         self.speech_ended = request.speech_ended
         self.log = CallLog(channel, self.call.uniqueid)
-        general = self.config.section("general")
-        self.prompts = general.get("prompts").rstrip("/")
+        general = self.config.general
+        self.prompts = general.prompts.rstrip("/")
         self.record = TurnRecord(turn_number=self.turn_number, recording_path=self.recording_path or None)
         self.answer_sound = ""
         self.more = True
-        self.pipelined = general.get("playback").strip().lower() == "pipelined"
+        self.pipelined = general.playback == "pipelined"
         self.started = time.monotonic()
         self.stage = Stage.STT
 
@@ -147,7 +147,7 @@ class Turn:
         placed it), not from the start of this turn: finding the end of the question and starting
         the AGI have already used part of it. Up to MAX_DEADLINE_HEAD_START is taken off; more would
         be a clock that differs between Asterisk's host and ours, and the turn then counts from now."""
-        seconds = self.config.section("general").get_float("turn_deadline")
+        seconds = self.config.general.turn_deadline
         if seconds <= 0 or self.speech_ended is None:
             return seconds
         used = time.time() - self.speech_ended
@@ -175,10 +175,9 @@ class Turn:
 
     # -- stages -------------------------------------------------------------------------------
     def _listen(self) -> str:
-        general = self.config.section("general")
         if self.heard != "NOISE":
             raise _NoSpeech("the caller did not start talking")
-        recording = read_recording(self.recording_path, general.get_float("max_question_seconds"))
+        recording = read_recording(self.recording_path, self.config.general.max_question_seconds)
         self.record.timings["recording"] = int(recording.seconds * 1000)
         if speech_frames(recording) < MIN_SPEECH_FRAMES:
             raise _NoSpeech("recording is silent")
@@ -223,7 +222,7 @@ class Turn:
 
     def _answer_path(self, part: int | None = None) -> Path:
         suffix = f"-part{part}" if part is not None else ""
-        return (Path(self.config.section("general").get("answer_dir")) / _safe_name(self.call.uniqueid)
+        return (Path(self.config.general.answer_dir) / _safe_name(self.call.uniqueid)
                 / f"answer-{self.turn_number}{suffix}.ulaw")
 
     def _synthesize(self, text: str, destination: Path) -> None:
@@ -232,11 +231,10 @@ class Turn:
         speech, self.record.tts_provider = self.assistant.providers("tts").call(
             lambda tts: tts.synthesize(text), self._fallback_logger("TTS"))
         self.record.timings["tts"] = self.record.timings.get("tts", 0) + self._elapsed_ms(t0)
-        audio = self.config.section("audio")
+        audio = self.config.audio
         t0 = time.monotonic()
-        write_phone_audio(speech, destination, ffmpeg=audio.get("ffmpeg"),
-                          gain_db=audio.get_float("volume_gain_db"), timeout=audio.get_float("timeout"),
-                          in_process=audio.get("converter") != "ffmpeg")
+        write_phone_audio(speech, destination, ffmpeg=audio.ffmpeg, gain_db=audio.volume_gain_db,
+                          timeout=audio.timeout, in_process=audio.converter != "ffmpeg")
         self.record.timings["convert"] = self.record.timings.get("convert", 0) + self._elapsed_ms(t0)
 
     def _speak(self, reply: str) -> None:
@@ -380,16 +378,15 @@ class Turn:
             self.log("DB", f"turn {self.turn_number} NOT stored: {exc}", logging.ERROR)
 
     def _cleanup(self) -> None:
-        keep = self.config.section("general").get_bool("keep_recordings")
-        if not keep and self.recording_path:
+        if not self.config.general.keep_recordings and self.recording_path:
             try:
                 os.unlink(self.recording_path)
             except OSError:
                 pass
 
     def _outcome(self) -> TurnOutcome:
-        general = self.config.section("general")
-        more = (self.more and self.turn_number < general.get_int("max_turns")
-                and time.time() - self.call_started < general.get_int("max_call_seconds"))
+        general = self.config.general
+        more = (self.more and self.turn_number < general.max_turns
+                and time.time() - self.call_started < general.max_call_seconds)
         return TurnOutcome(answer=self.answer_sound, more=more, status=self.record.status,
                            transcript=self.record.transcript or "", reply=self.record.reply or "")

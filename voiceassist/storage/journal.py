@@ -36,12 +36,12 @@ class Journal:
     """Stores turns in the database, or spools them when it cannot."""
 
     def __init__(self, config: Config) -> None:
-        database = config.section("database")
-        self.url = database_url(database)
-        self.prefix = database.get("table_prefix")
-        self.timeout = database.get_float("timeout")
-        self.spool = Spool(Path(database.get("spool_dir")))
-        self.redact = Redactor.from_setting(config.section("privacy").get("redact"))
+        database = config.database
+        self.url = database_url(config.section("database"))
+        self.prefix = database.table_prefix
+        self.timeout = database.timeout
+        self.spool = Spool(Path(database.spool_dir))
+        self.redact = Redactor.from_setting(", ".join(config.privacy.redact))
         self._store: Any = None
         self._lock = threading.Lock()
 

@@ -35,7 +35,7 @@ def read_knowledge(path: str) -> str:
 
 def knowledge_text(config: Config) -> str:
     """The knowledge file's text, or ``""`` when none is configured."""
-    return read_knowledge(config.section("general").get("knowledge_file", ""))
+    return read_knowledge(config.general.knowledge_file)
 
 
 _QUESTION_LINE = re.compile(r"^\s*(?:[-*#>]+\s*)*(?:Q\s*[:.]\s*)?(?P<q>[^\n]*\?)\s*$", re.IGNORECASE | re.MULTILINE)
