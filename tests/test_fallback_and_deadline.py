@@ -35,7 +35,7 @@ class Turn:
         finally:
             server.shutdown()
             server.server_close()
-        _, turns = self.assistant.store().call_rows(uniqueid)
+        _, turns = self.assistant.journal().store().call_rows(uniqueid)
         self.row = turns[0]
         self.verbose = [c for c in self.commands if c.startswith("VERBOSE")]
         self.streamed = [c for c in self.commands if c.startswith("STREAM FILE")]
@@ -186,7 +186,7 @@ def test_a_caller_who_hangs_up_while_the_model_thinks_is_stored_as_such(emulator
     finally:
         server.shutdown()
         server.server_close()
-    _, turns = assistant.store().call_rows(uniqueid)
+    _, turns = assistant.journal().store().call_rows(uniqueid)
     turn = turns[0]
     assert turn["status"] == "hangup" and "while the assistant was thinking" in turn["error"], turn
     assert turn["first_audio_ms"] is None and turn["speech_to_audio_ms"] is None and turn["answer_path"] is None

@@ -166,7 +166,7 @@ def test_a_hang_up_at_the_next_question_is_a_turn_only_if_the_caller_spoke(serve
             wav.writeframes(b"\0\0" * 800)
     FakeAsterisk(server.server_address[1], fastagi_env("voiceassist", uniqueid, [
         "hangup", "recording", str(second), "2", "8008", uniqueid])).run()
-    call, turns = server.assistant.store().call_rows(uniqueid)
+    call, turns = server.assistant.journal().store().call_rows(uniqueid)
     assert [(t["turn_number"], t["status"]) for t in turns] == [(1, "ok"), *stored]
     assert call["end_state"] == "recording" and call["ended_at"] is not None
     assert second.exists() == (recorded == "speech")  # keep_recordings = yes keeps a real question's

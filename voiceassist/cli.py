@@ -144,14 +144,14 @@ def _assistant(args: argparse.Namespace) -> Assistant:
     """The config loaded and checked (as root: refused unless only root can write it), then, as
     root, the asterisk user's identity taken before its files are opened (logging, database,
     spool, answers)."""
-    from .call.assistant import Assistant
+    from .call.assistant import start_assistant
     from .providers import load_full_config
 
     config = load_full_config(args.config)
     if args.run is run_ask:
         config = _ask_config(config, args.config)
     _work_as_service_user(args)
-    return Assistant(config)
+    return start_assistant(config)
 
 
 def _ask_config(config: Config, explicit: str | None) -> Config:

@@ -35,13 +35,13 @@ def run_process_agi(config_path: str | None = None) -> int:
         _listen(session, config_path)
         exit_now(0)
     try:
-        from ..call.assistant import Assistant
+        from ..call.assistant import start_assistant
         from ..providers import load_full_config
         from .routes import serve_session
 
         # Not strict: a bad value is the turn's error (the caller hears the apology and the turn
         # is stored with it), not a setup failure nobody sees.
-        assistant = Assistant(load_full_config(config_path, strict=False))
+        assistant = start_assistant(load_full_config(config_path, strict=False))
     except VoiceAssistError as exc:
         _report_setup_error(session, str(exc))
         return 0
@@ -123,12 +123,12 @@ def _prepare(config: Config, ready: dict[str, object]) -> None:
     try:
         import importlib
 
-        from ..call.assistant import Assistant
+        from ..call.assistant import start_assistant
 
         for module in ("call.turn", "call.playback", "audio.conversion"):  # imported now, not after the question
             importlib.import_module(f"voiceassist.{module}")
 
-        assistant = Assistant(config)
+        assistant = start_assistant(config)
         try:
             # The first provider of each chain: its SDK imported, its client created. Problems are
             # not reported here: the turn's fallback chain meets (and logs) the same ones.

@@ -1,37 +1,40 @@
-"""The Assistant: configuration plus providers and storage, created once and shared by calls.
+"""The Assistant: the checked configuration, the provider chains and the journal, created once
+and shared by the calls of a process.
 
 Process AGI builds one per call; the FastAGI server builds one and shares it across threads, so
-the SDK clients (and their connection pools) are created once.
+the SDK clients (and their connection pools) are created once. :func:`start_assistant` is what an
+entry point calls: it also sets up this process's log, with every configured secret hidden.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from .. import providers
 from ..config import Config
 from ..errors import ConfigError, VoiceAssistError
 from ..logs import configure_logging, logger
 from ..providers.chain import ProviderChain
+from ..storage.journal import Journal
+from ..types import Capability
+
+CAPABILITIES = (Capability.STT, Capability.LLM, Capability.TTS)
 
 
 class Assistant:
-    """Holds the config and lazily creates providers and the store (thread-safe)."""
+    """The config, and the provider chains and journal built from it when first needed (thread-safe)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self._lock = threading.Lock()
-        self._instances: dict[str, Any] = {}
-        configure_logging(config, providers.secret_values(config))
-        for warning in config.warnings:
-            logger.warning("[CONFIG] %s", warning)
+        self._chains: dict[Capability, ProviderChain] = {}
+        self._journal: Journal | None = None
 
     def check_providers(self) -> None:
         """Raise :class:`ConfigError` when a capability names a provider that does not exist
         (the providers themselves are not created: that needs their SDKs and credentials)."""
         problems = []
-        for capability in ("stt", "llm", "tts"):
+        for capability in CAPABILITIES:
             try:
                 providers.resolve_all(capability, self.config)
             except ConfigError as exc:
@@ -39,19 +42,20 @@ class Assistant:
         if problems:
             raise ConfigError("\n".join(problems))
 
-    def providers(self, capability: str) -> ProviderChain:
-        """The ``stt``/``llm``/``tts`` providers configured, as a fallback chain (raises
-        ``ConfigError`` for an unknown name; providers themselves are built on first use)."""
+    def providers(self, capability: Capability | str) -> ProviderChain:
+        """The providers configured for ``capability``, as a fallback chain (raises
+        ``ConfigError`` for an unknown name; the providers themselves are built on first use)."""
+        capability = Capability(capability)
         with self._lock:
-            if capability not in self._instances:
-                self._instances[capability] = providers.create_chain(capability, self.config)
-            return self._instances[capability]
+            if capability not in self._chains:
+                self._chains[capability] = providers.create_chain(capability, self.config)
+            return self._chains[capability]
 
     def prepare(self, every_provider: bool = True) -> list[str]:
         """Create the providers (SDK imports, clients) now instead of during the first call:
         every provider of each chain, or only the first. Returns the problems found, one line each."""
         problems = []
-        for capability in ("stt", "llm", "tts"):
+        for capability in CAPABILITIES:
             try:
                 chain = self.providers(capability)
             except VoiceAssistError as exc:
@@ -64,15 +68,19 @@ class Assistant:
                     problems.append(f"{capability} provider {name} not ready: {exc}")
         return problems
 
-    def journal(self) -> Any:
-        """The :class:`~voiceassist.storage.journal.Journal`: the database, with the spool behind it."""
+    def journal(self) -> Journal:
+        """The journal: the database, with the spool behind it (SQLAlchemy is imported on first use)."""
         with self._lock:
-            if "journal" not in self._instances:
-                from ..storage.journal import Journal
+            if self._journal is None:
+                self._journal = Journal(self.config)
+            return self._journal
 
-                self._instances["journal"] = Journal(self.config)
-            return self._instances["journal"]
 
-    def store(self) -> Any:
-        """The :class:`~voiceassist.storage.store.Store` (imports SQLAlchemy on first use)."""
-        return self.journal().store()
+def start_assistant(config: Config) -> Assistant:
+    """What an entry point (a command, process AGI, the FastAGI server) starts with: this
+    process's log set up (every configured key and password hidden in it), the config's
+    warnings logged, and the assistant."""
+    configure_logging(config, providers.secret_values(config))
+    for warning in config.warnings:
+        logger.warning("[CONFIG] %s", warning)
+    return Assistant(config)
