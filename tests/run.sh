@@ -9,4 +9,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 bash tests/setup.sh
+# The types first (strict on the wire, the call and the provider Protocols: see setup.cfg [mypy]).
+echo "[types] mypy voiceassist"
+.venv/bin/python -m mypy voiceassist
 exec .venv/bin/python -m pytest "$@"

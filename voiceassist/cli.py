@@ -260,9 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     # asterisk user and its group only: 0640 files, 0750 directories, whatever umask we inherit.
     os.umask(0o027)
     if args.run is run_agi:
-        return run_agi(args)  # it reports to Asterisk itself and always exits on its own terms
+        return int(run_agi(args))  # it reports to Asterisk itself and always exits on its own terms
     try:
-        return args.run(args)  # type: ignore[no-any-return]
+        return int(args.run(args))
     except VoiceAssistError as exc:
         print(f"voiceassist: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -59,8 +59,14 @@ def setting(default: Any, *, minimum: float | None = None, maximum: float | None
                                             "pattern": pattern, "secret": secret})
 
 
-SECONDS = {"minimum": 0.1, "maximum": 600.0}
-RETRIES = {"minimum": 0, "maximum": 10}
+def seconds(default: float) -> Any:
+    """A timeout setting: seconds, from 0.1 to 600."""
+    return setting(default, minimum=0.1, maximum=600.0)
+
+
+def retries(default: int = 1) -> Any:
+    """How often a failed request (429, 5xx, a timeout) is tried again: 0 to 10."""
+    return setting(default, minimum=0, maximum=10)
 # A language tag as the providers take it: en-US, de-DE, es, cmn-Hans-CN.
 LANGUAGE_TAG = r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*"
 OPTIONAL_LANGUAGE_TAG = rf"({LANGUAGE_TAG})?"
@@ -113,7 +119,7 @@ class Audio:
     converter: str = setting("auto", choices=("auto", "ffmpeg"))
     ffmpeg: str = setting("ffmpeg", pattern=r"[^\s;|&$`]+")
     volume_gain_db: float = setting(0.0, minimum=-30, maximum=30)
-    timeout: float = setting(10.0, **SECONDS)
+    timeout: float = seconds(10.0)
 
 
 @dataclass(frozen=True)

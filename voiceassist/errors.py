@@ -140,7 +140,7 @@ class RequestError(VoiceAssistError):
         self.reason = reason
 
 
-class AGIError(VoiceAssistError, _pyst2.AGIError):
+class AGIError(VoiceAssistError, _pyst2.AGIError):  # type: ignore[misc]  # pyst2 has no types
     """The AGI conversation with Asterisk failed."""
 
 
@@ -153,11 +153,11 @@ class AGIEnvironmentRefused(AGIProtocolError):
     line break, or data waits right after it (the real rest behind a block forged in a caller ID)."""
 
 
-class AGIInvalidCommand(AGIError, _pyst2.AGIInvalidCommand):
+class AGIInvalidCommand(AGIError, _pyst2.AGIInvalidCommand):  # type: ignore[misc]
     """Asterisk answered 510 Invalid or unknown command."""
 
 
-class AGIUsageError(AGIError, _pyst2.AGIUsageError):
+class AGIUsageError(AGIError, _pyst2.AGIUsageError):  # type: ignore[misc]
     """Asterisk answered 520 with the command's usage text."""
 
     def __init__(self, usage: str) -> None:
@@ -169,7 +169,7 @@ class CallerHungUp(VoiceAssistError):
     """The caller hung up (whatever the channel: an AGI session, a media connection)."""
 
 
-class AGIHangup(AGIError, CallerHungUp, _pyst2.AGIHangup):
+class AGIHangup(AGIError, CallerHungUp, _pyst2.AGIHangup):  # type: ignore[misc]
     """The caller hung up (SIGHUP, a HANGUP line, or a -1 result after hangup)."""
 
 

@@ -17,6 +17,7 @@ user's data is deleted by the asterisk user (:mod:`voiceassist.system.privileges
 from __future__ import annotations
 
 import configparser
+import functools
 import grp
 import json
 import os
@@ -419,10 +420,10 @@ class Installer:
             entry = _lstat(directory)
             if entry is None:
                 changes.append(Change(f"create directory {directory} (owner {ASTERISK_USER}, 0750)",
-                                      lambda d=directory: self._data_directory(d)))
+                                      functools.partial(self._data_directory, directory)))
             elif ids is not None and (entry.st_uid, entry.st_gid) != ids:
                 # The asterisk user writes answers, spooled turns and the SQLite database here.
-                changes.append(Change(f"give {directory} to {ASTERISK_USER}", lambda d=directory: self._data_directory(d)))
+                changes.append(Change(f"give {directory} to {ASTERISK_USER}", functools.partial(self._data_directory, directory)))
         sounds = self.paths.sounds
         if _lstat(sounds) is None:
             changes.append(Change(f"create directory {sounds} (0755: Asterisk reads the prompts)",
@@ -431,7 +432,7 @@ class Installer:
             target = sounds / prompt.name
             if _read_plain(target) != prompt.read_bytes():
                 changes.append(Change(f"copy prompt {prompt.name} to {target}",
-                                      lambda p=prompt: self._prompt(p)))
+                                      functools.partial(self._prompt, prompt)))
         script = self.wrapper_text()
         if _read_plain(self.wrapper) != script.encode():
             changes.append(Change(f"write AGI wrapper {self.wrapper} (runs {self.executable} agi)",
@@ -472,7 +473,7 @@ class Installer:
                                (PRUNE_TIMER_PATH, PRUNE_TIMER)):
                 if _read_plain(path) != text.encode():
                     changes.append(Change(f"write {path} (daily `voiceassist db prune` as {ASTERISK_USER})",
-                                          lambda p=path, t=text: self._root_file(p, t, 0o644), kind="timer"))
+                                          functools.partial(self._root_file, path, text, 0o644), kind="timer"))
         else:
             cron = prune_cron(self.executable, self.config_path)
             if _read_plain(CRON_PATH) != cron.encode():
@@ -775,6 +776,16 @@ def _remove_directory(record: Record, purge: bool, out: Callable[[str], None]) -
     return False
 
 
+def _remove_our_lines(dialplan_file: Path) -> bool:
+    rewrite_keeping_owner(dialplan_file, without_block)
+    return True
+
+
+def _disable_unit(unit: Path) -> bool:
+    subprocess.run(["systemctl", "disable", "--now", unit.name], check=False)
+    return True
+
+
 def run_uninstall(*, purge: bool, dry_run: bool, reload: bool, config_path: Path,
                   asterisk_conf: Path = Path("/etc/asterisk/asterisk.conf"), out: Callable[[str], None] = print) -> int:
     if os.geteuid() != 0 and not dry_run:
@@ -805,12 +816,11 @@ def run_uninstall(*, purge: bool, dry_run: bool, reload: bool, config_path: Path
     for dialplan_file in (installer.dialplan_file, installer.extensions_conf):
         if BEGIN_MARK in _read_text(dialplan_file):
             actions.append((f"remove voiceassist's lines from {dialplan_file}",
-                            lambda f=dialplan_file: (rewrite_keeping_owner(f, without_block), True)[1]))
+                            functools.partial(_remove_our_lines, dialplan_file)))
     recorded = {Path(r.path) for r in usable}
     for unit in (UNIT_PATH, PRUNE_TIMER_PATH):
         if unit in recorded and _lstat(unit) is not None and systemd_running():
-            actions.append((f"stop and disable {unit.name}",
-                            lambda u=unit: subprocess.run(["systemctl", "disable", "--now", u.name], check=False) and True))
+            actions.append((f"stop and disable {unit.name}", functools.partial(_disable_unit, unit)))
     removed: set[str] = set()
     kept: set[str] = set()
 

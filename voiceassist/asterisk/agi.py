@@ -21,6 +21,7 @@ pyst2 supplies the command vocabulary (``verbose``, ``set_variable``, ``get_vari
 from __future__ import annotations
 
 import os
+import io
 import re
 import select
 import signal
@@ -40,6 +41,9 @@ from ..errors import (
     AGIProtocolError,
     AGIUsageError,
 )
+
+# What an AGI session reads and writes: a pipe (process AGI) or an unbuffered socket file (FastAGI).
+Stream = IO[bytes] | io.RawIOBase
 
 # Asterisk reads a command with fgets() into 8192 bytes (2048 before 20.16/22.6); the rest of a longer
 # line would be parsed as a *second command*. We never send a line longer than the old limit.
@@ -168,7 +172,7 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
             at a time never trips a per-read timeout).
     """
 
-    def __init__(self, reader: IO[bytes], writer: IO[bytes], *, read_environment: bool = True,
+    def __init__(self, reader: Stream, writer: Stream, *, read_environment: bool = True,
                  environment_seconds: float | None = None) -> None:
         # Deliberately not calling pyst2's __init__ (signal.signal + stderr noise); these are the
         # attributes its methods use.

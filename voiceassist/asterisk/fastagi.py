@@ -30,7 +30,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import Any
 
 from ..call.assistant import Assistant
 from ..errors import AGIEnvironmentRefused, AGIError
@@ -38,7 +38,7 @@ from ..logs import logger
 from ..storage.journal import SpoolFlusher
 from ..storage.retention import DailyPrune
 from .access import RefusalLog, check_exposure, is_allowed, parse_allow, route_of, secret_matches
-from .agi import AGISession
+from .agi import AGISession, Stream
 from .dialplan import send_prompt
 from .routes import CHECKS, ROUTES
 from .workers import supervise
@@ -270,7 +270,7 @@ class FastAGIHandler(socketserver.BaseRequestHandler):
             reader.close()
             writer.close()
 
-    def _authenticated_session(self, sock: socket.socket, reader: IO[bytes], writer: IO[bytes]) -> AGISession | None:
+    def _authenticated_session(self, sock: socket.socket, reader: Stream, writer: Stream) -> AGISession | None:
         """The session once its environment block is in and, with a secret configured, its URL
         carries the secret; None (after :func:`refuse`) otherwise."""
         peer = str(self.client_address[0])
@@ -359,7 +359,7 @@ def serve(assistant: Assistant, host: str | None = None, port: int | None = None
         # not block in accept() (it would miss its shutdown); the accepted sockets stay blocking.
         server.socket.setblocking(False)
         bound = server.server_address
-        print(f"voiceassist: FastAGI listening on {bound[0]}:{bound[1]} ({workers} worker processes)", flush=True)
+        print(f"voiceassist: FastAGI listening on {bound[0]!s}:{bound[1]} ({workers} worker processes)", flush=True)
         if supervise(workers):
             return  # the supervisor: its workers have stopped
     _serve_in_this_process(server, assistant, ready, announce=workers == 1)
@@ -395,7 +395,7 @@ def _serve_in_this_process(server: FastAGIServer, assistant: Assistant,
     bound = server.server_address
     logger.info("[AGI] FastAGI listening on %s:%s (pid %d)", bound[0], bound[1], os.getpid())
     if announce:
-        print(f"voiceassist: FastAGI listening on {bound[0]}:{bound[1]}", flush=True)
+        print(f"voiceassist: FastAGI listening on {bound[0]!s}:{bound[1]}", flush=True)
     if ready is not None:
         ready(server)
     try:

@@ -15,6 +15,7 @@ from ..types import CallState
 from .agi import AGISession
 
 if TYPE_CHECKING:
+    from ..call.assistant import Assistant
     from ..config import Config
 
 
@@ -23,7 +24,7 @@ def run_process_agi(config_path: str | None = None) -> int:
     try:
         # Unbuffered stdin: what Asterisk sent after the environment block must stay visible to
         # select() (a forged block in a caller ID leaves the real rest of the block waiting).
-        session = AGISession(sys.stdin.buffer.raw, sys.stdout.buffer)
+        session = AGISession(getattr(sys.stdin.buffer, "raw", sys.stdin.buffer), sys.stdout.buffer)
     except AGIError as exc:
         # Exit status 1: AGISTATUS=FAILURE, and the dialplan plays the apology.
         print(f"voiceassist agi: {exc} (run this from Asterisk's AGI())", file=sys.stderr)
@@ -90,7 +91,7 @@ def _listen(session: AGISession, config_path: str | None) -> None:
             logger.error("[AGI] listen: %s", exc)
             listener_failed(session)
             return
-        ready: dict[str, object] = {}
+        ready: dict[str, Assistant] = {}
         warm_up = threading.Thread(target=_prepare, args=(config, ready), daemon=True) if request.answer else None
         if warm_up is not None:
             warm_up.start()
@@ -118,7 +119,7 @@ def _listen(session: AGISession, config_path: str | None) -> None:
         logger.exception("[AGI] unexpected error")
 
 
-def _prepare(config: Config, ready: dict[str, object]) -> None:
+def _prepare(config: Config, ready: dict[str, Assistant]) -> None:
     """Build what a turn needs (run in a thread while the caller speaks); errors surface later."""
     try:
         import importlib

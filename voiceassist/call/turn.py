@@ -191,9 +191,9 @@ class Turn:
                         f"(confidence {transcript.confidence})")
         if not transcript.text.strip():
             raise _NoSpeech("speech-to-text found no words")
-        self.record.transcript = transcript.text
+        self.record.transcript = text = str(transcript.text)
         self.record.stt_confidence = transcript.confidence
-        return transcript.text
+        return text
 
     def _history(self) -> list[Exchange]:
         try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from .. import deadline
-from ..config import RETRIES, SECONDS, setting
+from ..config import retries, seconds
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, TurnDeadlineExceeded
 from ..text.knowledge import read_knowledge
 from ..types import Conversation, Exchange, Recording, SpeechAudio, Transcript, TranscriptEvent
@@ -55,8 +55,8 @@ class RequestSettings:
     """Settings every cloud provider has: seconds one request may take, and how often a failed
     one (429, 5xx, a timeout) is tried again. A provider redeclares one to change its default."""
 
-    timeout: float = setting(8.0, **SECONDS)
-    retries: int = setting(1, **RETRIES)
+    timeout: float = seconds(8.0)
+    retries: int = retries(1)
 
 
 class Provider(Generic[S]):

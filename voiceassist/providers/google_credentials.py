@@ -20,14 +20,14 @@ def service_account_credentials(provider: str, credentials_file: str, hint: str)
     if credentials_file.lower() == "anonymous":
         from google.auth.credentials import AnonymousCredentials
 
-        return AnonymousCredentials()
+        return AnonymousCredentials()  # type: ignore[no-untyped-call]
     path = credentials_file or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")
     if not path:
         raise ProviderAuthError(f"{provider}: no credentials configured ({hint})", provider=provider)
     try:
         from google.oauth2 import service_account
 
-        return service_account.Credentials.from_service_account_file(path, scopes=_SCOPES)
+        return service_account.Credentials.from_service_account_file(path, scopes=_SCOPES)  # type: ignore[no-untyped-call]
     except FileNotFoundError:
         raise ProviderAuthError(f"{provider}: credentials file {path} does not exist ({hint})", provider=provider) from None
     except PermissionError:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import OPTIONAL_LANGUAGE_TAG, SECONDS, setting
+from ..config import OPTIONAL_LANGUAGE_TAG, seconds, setting
 from ..errors import AudioError, ConfigError, ProviderBadResponse, ProviderTimeout
 from ..types import Recording, Transcript, TranscriptEvent
 from .base import Provider, RequestSettings, call_sdk, import_sdk
@@ -36,7 +36,7 @@ _END_OF_SINGLE_UTTERANCE, _SPEECH_ACTIVITY_END = 1, 3
 
 @dataclass(frozen=True)
 class GoogleSpeechSettings(RequestSettings):
-    timeout: float = setting(5.0, **SECONDS)
+    timeout: float = seconds(5.0)
     endpoint: str = ""            # default: speech.googleapis.com
     transport: str = setting("rest", choices=("rest", "grpc"))
     credentials_file: str = ""    # else GOOGLE_APPLICATION_CREDENTIALS; "anonymous" for local emulators
@@ -47,7 +47,7 @@ class GoogleSpeechSettings(RequestSettings):
     location: str = "global"      # v2 only; a region uses its regional endpoint
     recognizer: str = "_"         # v2 only; "_" is the implicit recognizer
     # Streaming: once the audio has ended, the seconds the recogniser has to send its last result.
-    final_result_timeout: float = setting(2.0, **SECONDS)
+    final_result_timeout: float = seconds(2.0)
 
 
 class GoogleSpeechToText(Provider[GoogleSpeechSettings]):
@@ -202,7 +202,7 @@ class GoogleSpeechToText(Provider[GoogleSpeechSettings]):
                 raise ProviderTimeout(f"{NAME}: no final result within {timeout:g} s after the audio ended "
                                       f"([google_speech] final_result_timeout)", provider=NAME) from None
             if isinstance(exc, grpc.RpcError):  # the call's status, as the client methods raise it
-                exc = exceptions.from_grpc_error(exc)
+                exc = exceptions.from_grpc_error(exc)  # type: ignore[no-untyped-call]
             raise map_sdk_error(NAME, exc, hint=_CREDENTIALS_HINT) from None
         finally:
             canceller.close()  # and, when the consumer stopped early, the call: the server stops too
@@ -219,7 +219,8 @@ class GoogleSpeechToText(Provider[GoogleSpeechSettings]):
 
         error = getattr(response, "error", None)  # v1 may report a failure in the message
         if error is not None and error.code:
-            raise map_sdk_error(NAME, exceptions.from_grpc_status(error.code, error.message), hint=_CREDENTIALS_HINT)
+            raise map_sdk_error(NAME, exceptions.from_grpc_status(error.code, error.message),  # type: ignore[no-untyped-call]
+                                hint=_CREDENTIALS_HINT)
         events: list[TranscriptEvent] = []
         if int(response.speech_event_type) in (_END_OF_SINGLE_UTTERANCE, _SPEECH_ACTIVITY_END):
             when = response.speech_event_time if self.version == "v1" else response.speech_event_offset

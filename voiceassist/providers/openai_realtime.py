@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import SECONDS, setting
+from ..config import seconds
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, ProviderTimeout
 from ..types import SpeechAudio
 from .base import call_sdk, synthesize_in_parts
@@ -29,7 +29,7 @@ _ERROR_STATUS = {"rate_limit_exceeded": 429, "invalid_api_key": 401, "authentica
 
 @dataclass(frozen=True)
 class OpenAIRealtimeSettings(OpenAIConnection):
-    timeout: float = setting(10.0, **SECONDS)
+    timeout: float = seconds(10.0)
     model: str = "gpt-realtime-2.1-mini"
     voice: str = "marin"
     instructions: str = ("Read the user's message aloud exactly as written, word for word, in a warm and "
@@ -61,7 +61,7 @@ class OpenAIRealtimeTextToSpeech(OpenAIProvider[OpenAIRealtimeSettings]):
         chunks: list[bytes] = []
         manager = self._client.realtime.connect(
             model=self.settings.model, max_retries=0,
-            websocket_connection_options={"open_timeout": timeout, "close_timeout": 1.0})  # type: ignore[typeddict-unknown-key]
+            websocket_connection_options={"open_timeout": timeout, "close_timeout": 1.0})
         with manager as connection:
             # The SDK's recv() has no timeout; closing the socket from a timer ends the wait.
             expired = threading.Event()

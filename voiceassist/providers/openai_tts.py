@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import SECONDS, setting
+from ..config import seconds, setting
 from ..errors import ProviderBadResponse
 from ..types import SpeechAudio
 from .base import call_sdk, synthesize_in_parts
@@ -23,7 +23,7 @@ _NO_INSTRUCTIONS = {"tts-1", "tts-1-hd"}
 
 @dataclass(frozen=True)
 class OpenAITextToSpeechSettings(OpenAIConnection):
-    timeout: float = setting(10.0, **SECONDS)
+    timeout: float = seconds(10.0)
     model: str = "gpt-4o-mini-tts"
     voice: str = "coral"
     speed: float = setting(1.0, minimum=0.25, maximum=4.0)

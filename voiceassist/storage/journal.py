@@ -59,11 +59,10 @@ class Journal:
         return CallInfo(**{f.name: storable(getattr(call, f.name)) or "" for f in dataclasses.fields(CallInfo)})
 
     def _clean_turn(self, turn: TurnRecord) -> TurnRecord:
-        texts = {name: storable(getattr(turn, name)) for name in
-                 ("error", "transcript", "reply", "recording_path", "answer_path")}
-        texts["transcript"] = self.redact(texts["transcript"])
-        texts["reply"] = self.redact(texts["reply"])
-        return dataclasses.replace(turn, **texts, finished_at=turn.finished_at or dt.datetime.now(dt.timezone.utc))
+        return dataclasses.replace(
+            turn, error=storable(turn.error), transcript=self.redact(storable(turn.transcript)),
+            reply=self.redact(storable(turn.reply)), recording_path=storable(turn.recording_path),
+            answer_path=storable(turn.answer_path), finished_at=turn.finished_at or dt.datetime.now(dt.timezone.utc))
 
     def add_turn(self, call: CallInfo, turn: TurnRecord) -> str:
         """Store the turn; returns ``"stored"``, ``"duplicate"`` (the database already had this

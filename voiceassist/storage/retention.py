@@ -78,7 +78,7 @@ def remove_files(paths: list[str], directory: str | os.PathLike[str]) -> int:
 def old_audio(directory: str | os.PathLike[str], older_than: float) -> list[tuple[str, int]]:
     """Our audio files in ``directory/<call>/`` last written before ``older_than`` (epoch
     seconds), with their sizes. Links are never followed."""
-    found = []
+    found: list[tuple[str, int]] = []
     try:
         calls = list(os.scandir(directory))
     except OSError:

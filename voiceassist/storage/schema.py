@@ -27,7 +27,7 @@ TIMED_STAGES = ("recording", "stt", "llm", "llm_first", "tts", "convert", "first
                 "total")
 
 
-class UTCDateTime(sa.types.TypeDecorator):
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
     """Aware UTC datetimes in Python, naive UTC in the database.
 
     MariaDB's DATETIME has no time zone and SQLite stores text, so every database keeps plain UTC
@@ -53,7 +53,7 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value
 
 
-def _table_options() -> dict[str, str]:
+def _table_options() -> dict[str, Any]:
     # FreePBX's asteriskcdrdb may default to latin1: our text (any language, any caller ID) needs utf8mb4.
     return {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
@@ -109,7 +109,8 @@ def build_metadata(prefix: str = "voiceassist_") -> sa.MetaData:
     return metadata
 
 
-DIALECTS = {"sqlite": sqlite.dialect(), "mariadb": mysql.dialect(), "postgresql": postgresql.dialect()}
+DIALECTS = {"sqlite": sqlite.dialect(), "mariadb": mysql.dialect(),
+            "postgresql": postgresql.dialect()}  # type: ignore[no-untyped-call]
 
 
 def ddl(database: str, prefix: str = "voiceassist_") -> str:

@@ -237,9 +237,9 @@ class Spool:
                 pass
             try:
                 rejected_fd = os.open("rejected", flags, dir_fd=spool_fd)
-            except OSError as exc:
+            except OSError as error:
                 raise StorageError(f"cannot set aside the damaged spool entry {path.name}: "
-                                   f"{self.directory / 'rejected'} is not a plain directory ({exc.strerror})") from None
+                                   f"{self.directory / 'rejected'} is not a plain directory ({error.strerror})") from None
             try:
                 give_to_directory_owner(self.directory / "rejected")
                 os.rename(path.name, path.name, src_dir_fd=spool_fd, dst_dir_fd=rejected_fd)

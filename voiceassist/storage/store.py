@@ -63,7 +63,7 @@ class Store:
         return redact_url(self.url)
 
     # -- connection and schema ----------------------------------------------------------------
-    def _failure(self, doing: str, exc: Exception) -> StorageError:
+    def _failure(self, doing: str, exc: sa.exc.SQLAlchemyError) -> StorageError:
         detail = getattr(exc, "orig", None) or exc
         # One line: some drivers (psycopg) add hint lines, and this ends up in logs and the CLI.
         message = f"{doing}: {self.where}: {type(detail).__name__}: {' '.join(str(detail).split())}"
@@ -90,7 +90,8 @@ class Store:
     def _revision(self, conn: Any) -> str | None:
         if not sa.inspect(conn).has_table(self.versions.name):
             return None
-        return conn.execute(sa.select(self.versions.c.version_num)).scalar()
+        revision = conn.execute(sa.select(self.versions.c.version_num)).scalar()
+        return None if revision is None else str(revision)
 
     def ensure_schema(self) -> None:
         """Create the tables in an empty database and mark it as the current revision.

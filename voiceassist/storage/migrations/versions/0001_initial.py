@@ -4,6 +4,8 @@ Revision ID: 0001
 Revises:
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import context, op
 
@@ -14,7 +16,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
 
 def upgrade() -> None:
