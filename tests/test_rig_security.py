@@ -11,7 +11,8 @@ import pytest
 
 from harness.rig.asterisk import SHARED, free_port
 from harness.rig.calls import make_question, place_call
-from harness.servers import FastAGIProcess, rig_conf
+from harness.helpers import rig_conf
+from harness.servers import FastAGIProcess
 from tests.test_rig_calls import OPENING_HOURS, answer_heard, db_rows, playbacks
 from voiceassist.asterisk.dialplan import fastagi_url
 from voiceassist.config import load_config
