@@ -63,6 +63,15 @@ load => format_wav.so
 load => format_pcm.so
 load => format_sln.so
 load => codec_ulaw.so
+; the real-time conversation: AudioSocket (app and channel), Asterisk's WebSocket channel, Dial
+load => res_audiosocket.so
+load => app_audiosocket.so
+load => chan_audiosocket.so
+load => res_http_websocket.so
+load => res_websocket_client.so
+load => chan_websocket.so
+load => app_dial.so
+load => codec_resample.so
 """
 
 
