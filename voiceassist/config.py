@@ -172,11 +172,52 @@ class FastAGI:
     secret: str = setting("", secret=True)
 
 
+@dataclass(frozen=True)
+class Live:
+    """The real-time conversation (the ``voiceassist-live`` FastAGI route): the caller talks, the
+    assistant answers while listening and can be interrupted."""
+
+    # How Asterisk carries the call's audio to us: audiosocket (app_audiosocket, Asterisk 18+) or
+    # websocket (chan_websocket: Asterisk 20.16, 21.11, 22.6 and later; JSON control since 22.8).
+    transport: str = setting("audiosocket", choices=("audiosocket", "websocket"))
+    # Where `serve` listens for the media connections Asterisk opens (worker k of `serve` on port + k).
+    host: str = setting("127.0.0.1", pattern=r"[0-9A-Za-z.:_-]+")
+    audiosocket_port: int = setting(4575, minimum=1, maximum=65535)
+    websocket_port: int = setting(4576, minimum=1, maximum=65535)
+    # The websocket_client.conf section whose uri is ws://<host>:<websocket_port>/media.
+    websocket_client: str = setting("voiceassist", pattern=r"[A-Za-z0-9_-]{1,64}")
+    # The password of that section (HTTP Basic, user "voiceassist"); empty: none asked.
+    websocket_password: str = setting("", secret=True)
+    # Peers allowed to open a media connection: addresses or CIDR networks.
+    allow: tuple[str, ...] = setting(("127.0.0.1", "::1"), pattern=r"[0-9A-Fa-f.:/]+")
+    # 16 kHz audio where the transport and the phone's codec allow it (wideband phones); else 8 kHz.
+    wideband: bool = True
+    # Real-time calls at once (each also holds one of [fastagi] max_calls); beyond it callers hear busy.
+    max_calls: int = setting(20, minimum=1, maximum=1000)
+    max_call_seconds: int = setting(600, minimum=10, maximum=86400)
+    # Seconds Asterisk has to open the media connection once the route asked for it.
+    connect_timeout: float = setting(5.0, minimum=0.5, maximum=60)
+    # Milliseconds without voice that end what the caller says (a shorter pause does not).
+    end_silence_ms: int = setting(500, minimum=200, maximum=3000)
+    max_utterance_seconds: float = setting(30.0, minimum=2, maximum=120)
+    # Barge-in: the caller's voice stops the assistant (no: the assistant always finishes).
+    barge_in: bool = True
+    # Milliseconds of voice, within a little more, that count as the caller interrupting.
+    barge_in_ms: int = setting(200, minimum=60, maximum=2000)
+    # Quieter voice never interrupts (the assistant's own voice echoing back is quieter).
+    barge_in_level_dbfs: float = setting(-35.0, minimum=-70, maximum=0)
+    # Seconds after the caller stopped before "one moment" plays while the answer is not ready (0: never).
+    filler_after: float = setting(1.5, minimum=0, maximum=30)
+    # Seconds of caller silence before "are you still there?", then before goodbye.
+    still_there_after: float = setting(8.0, minimum=2, maximum=120)
+    goodbye_after: float = setting(6.0, minimum=2, maximum=120)
+
+
 # The sections every part of voiceassist reads. Each provider's own section is declared beside the
 # provider (voiceassist/providers); ``providers.sections()`` gives them all, in the template's order.
 CORE_SECTIONS: dict[str, type] = {
     "general": General, "stt": ProviderChoice, "llm": LLMChoice, "tts": ProviderChoice, "audio": Audio,
-    "database": Database, "privacy": Privacy, "fastagi": FastAGI, "logging": Logging,
+    "database": Database, "privacy": Privacy, "fastagi": FastAGI, "live": Live, "logging": Logging,
 }
 
 
@@ -376,6 +417,10 @@ class Config:
     @property
     def fastagi(self) -> FastAGI:
         return self.typed["fastagi"]  # type: ignore[no-any-return]
+
+    @property
+    def live(self) -> Live:
+        return self.typed["live"]  # type: ignore[no-any-return]
 
     @property
     def logging(self) -> Logging:
