@@ -1,4 +1,4 @@
--- voiceassist schema (revision 0002) for postgresql.
+-- voiceassist schema (revision 0003) for postgresql.
 -- Written by `python -m voiceassist.storage.schema`; tests/test_storage.py keeps it equal to the
 -- models. Later changes arrive as migrations: `voiceassist db upgrade`.
 
@@ -40,6 +40,8 @@ CREATE TABLE voiceassist_turns (
 	stt_provider VARCHAR(40),
 	llm_provider VARCHAR(40),
 	tts_provider VARCHAR(40),
+	interrupted BOOLEAN DEFAULT false NOT NULL,
+	heard_reply TEXT,
 	recording_ms INTEGER,
 	stt_ms INTEGER,
 	llm_ms INTEGER,
@@ -48,6 +50,7 @@ CREATE TABLE voiceassist_turns (
 	convert_ms INTEGER,
 	first_audio_ms INTEGER,
 	speech_to_audio_ms INTEGER,
+	played_ms INTEGER,
 	total_ms INTEGER,
 	started_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
 	finished_at TIMESTAMP WITHOUT TIME ZONE,
@@ -56,4 +59,4 @@ CREATE TABLE voiceassist_turns (
 	FOREIGN KEY(call_id) REFERENCES voiceassist_calls (id) ON DELETE CASCADE
 );
 
-INSERT INTO voiceassist_alembic_version (version_num) VALUES ('0002');
+INSERT INTO voiceassist_alembic_version (version_num) VALUES ('0003');

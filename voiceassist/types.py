@@ -144,6 +144,9 @@ class TurnRecord:
     stt_provider: str | None = None
     llm_provider: str | None = None
     tts_provider: str | None = None
+    # A real-time call: the caller spoke over the answer, and what of it they heard before.
+    interrupted: bool = False
+    heard_reply: str | None = None
     timings: dict[str, int] = field(default_factory=dict)
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     finished_at: dt.datetime | None = None

@@ -62,7 +62,8 @@ class Journal:
         return dataclasses.replace(
             turn, error=storable(turn.error), transcript=self.redact(storable(turn.transcript)),
             reply=self.redact(storable(turn.reply)), recording_path=storable(turn.recording_path),
-            answer_path=storable(turn.answer_path), finished_at=turn.finished_at or dt.datetime.now(dt.timezone.utc))
+            answer_path=storable(turn.answer_path), heard_reply=self.redact(storable(turn.heard_reply)),
+            finished_at=turn.finished_at or dt.datetime.now(dt.timezone.utc))
 
     def add_turn(self, call: CallInfo, turn: TurnRecord) -> str:
         """Store the turn; returns ``"stored"``, ``"duplicate"`` (the database already had this
@@ -112,14 +113,16 @@ class Journal:
             for row in rows:
                 known.add(row["turn_number"])
                 if row["status"] == "ok":
-                    answered[row["turn_number"]] = Exchange(row["transcript"] or "", row["reply"] or "")
+                    answered[row["turn_number"]] = Exchange(
+                        row["transcript"] or "", _heard(row["interrupted"], row["heard_reply"], row["reply"]))
         except StorageError as exc:
             logger.warning("[DB] %s history from the database unavailable: %s", uniqueid, exc)
         for entry in self.spool.entries(uniqueid):
             turn = entry.turn
             if (turn is not None and turn.status == "ok" and turn.turn_number not in known
                     and entry.call.channel == channel):
-                answered[turn.turn_number] = Exchange(turn.transcript or "", turn.reply or "")
+                answered[turn.turn_number] = Exchange(
+                    turn.transcript or "", _heard(turn.interrupted, turn.heard_reply, turn.reply))
         return [answered[number] for number in sorted(answered)]
 
     # -- replay -------------------------------------------------------------------------------
@@ -135,6 +138,11 @@ class Journal:
             logger.log(level, "[DB] spool replayed: %d stored, %d already there, %d rejected, %d pending",
                        result.stored, result.duplicates, result.rejected, result.pending)
         return result
+
+
+def _heard(interrupted: bool | None, heard_reply: str | None, reply: str | None) -> str:
+    """What the caller heard of an answer: all of it, or (interrupted) the part played before."""
+    return (heard_reply or "") if interrupted else (reply or "")
 
 
 class SpoolFlusher(threading.Thread):

@@ -16,15 +16,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 # The Alembic revision this schema is (the newest file in voiceassist/migrations/versions).
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 TURN_STATUSES = ("ok", "no_speech", "stt_error", "llm_error", "tts_error", "hangup", "error")
 
 # Per-turn timings kept in their own columns (milliseconds): llm_first is the chat model's first
 # words, first_audio the turn's start to its first answer audio handed to Asterisk, speech_to_audio
-# the end of the caller's speech (as the dialplan's silence detection places it) to that audio.
+# the end of the caller's speech (as the dialplan's silence detection places it) to that audio;
+# played is how much of the answer the caller was sent (a real-time call: up to an interruption).
 TIMED_STAGES = ("recording", "stt", "llm", "llm_first", "tts", "convert", "first_audio", "speech_to_audio",
-                "total")
+                "played", "total")
 
 
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
@@ -92,6 +93,9 @@ def build_metadata(prefix: str = "voiceassist_") -> sa.MetaData:
         sa.Column("stt_provider", sa.String(40)),
         sa.Column("llm_provider", sa.String(40)),
         sa.Column("tts_provider", sa.String(40)),
+        # A real-time call: the caller interrupted the answer, and the part of it they heard.
+        sa.Column("interrupted", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("heard_reply", sa.Text),
         *[sa.Column(f"{stage}_ms", sa.Integer) for stage in TIMED_STAGES],
         sa.Column("started_at", UTCDateTime, nullable=False),
         sa.Column("finished_at", UTCDateTime),

@@ -195,6 +195,7 @@ class Store:
             "transcript": turn.transcript, "stt_confidence": turn.stt_confidence, "reply": turn.reply,
             "recording_path": turn.recording_path, "answer_path": turn.answer_path,
             "stt_provider": turn.stt_provider, "llm_provider": turn.llm_provider, "tts_provider": turn.tts_provider,
+            "interrupted": bool(turn.interrupted), "heard_reply": turn.heard_reply,
             "started_at": turn.started_at, "finished_at": turn.finished_at or _utcnow(),
             **{f"{stage}_ms": turn.timings.get(stage) for stage in TIMED_STAGES},
         }
@@ -228,8 +229,10 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------
     def history(self, uniqueid: str) -> list[Exchange]:
-        """The call's answered turns, oldest first."""
-        query = (sa.select(self.turns.c.transcript, self.turns.c.reply)
+        """The call's answered turns, oldest first; an interrupted answer as far as the caller heard it."""
+        heard = sa.case((self.turns.c.interrupted, sa.func.coalesce(self.turns.c.heard_reply, "")),
+                        else_=self.turns.c.reply)
+        query = (sa.select(self.turns.c.transcript, heard)
                  .join(self.calls, self.calls.c.id == self.turns.c.call_id)
                  .where(self.calls.c.uniqueid == uniqueid, self.turns.c.status == "ok")
                  .order_by(self.turns.c.turn_number))
