@@ -15,5 +15,10 @@ say cant-answer "Sorry, I can't answer right now. Please try again later."
 say anything-else "Anything else? Ask after the beep, or just hang up."
 say goodbye "Thank you for calling. Goodbye."
 say busy "Sorry, all assistants are busy right now. Please call again in a few minutes."
+# The real-time conversation (no beep: the caller just talks, and can interrupt).
+say live-greeting "Hello, this is the voice assistant. How can I help?"
+say one-moment "One moment."
+say still-there "Are you still there?"
+say live-anything-else "Sorry, I didn't catch that. What can I do for you?"
 # The beep: 400 ms of 1000 Hz.
 sox -n -r 8000 -c 1 -t ul beep.ulaw synth 0.4 sine 1000 vol 0.5
