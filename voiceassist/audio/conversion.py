@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import wave
 from pathlib import Path
+from typing import Any
 
 from ..errors import AudioError
 from ..types import SpeechAudio
@@ -40,6 +41,64 @@ def resample(pcm: bytes, rate: int, target_rate: int, *, ffmpeg: str = "ffmpeg",
         return pcm
     return run_ffmpeg(["-f", "s16le", "-ar", str(rate), "-ac", "1", "-i", "pipe:0",
                        "-ar", str(target_rate), "-f", "s16le", "pipe:1"], ffmpeg=ffmpeg, data=pcm, timeout=timeout)
+
+
+def speech_to_pcm(speech: SpeechAudio, sample_rate: int, *, gain_db: float = 0.0, ffmpeg: str = "ffmpeg",
+                  timeout: float = 10.0) -> bytes:
+    """``speech`` as 16-bit mono PCM at ``sample_rate`` (what a live media leg sends): in-process
+    for PCM, WAV and μ-law (soxr, audioop), by ffmpeg for anything else (MP3)."""
+    pcm = _linear(speech)
+    if pcm is None:
+        encoded = run_ffmpeg(["-i", "pipe:0", *(["-af", f"volume={gain_db}dB"] if gain_db else []),
+                              "-ar", str(sample_rate), "-ac", "1", "-f", "s16le", "pipe:1"],
+                             ffmpeg=ffmpeg, data=speech.data, timeout=timeout)
+        return encoded
+    linear, rate = pcm
+    return _resampled(linear, rate, sample_rate, gain_db)
+
+
+def ulaw_to_pcm(ulaw: bytes, rate: int, sample_rate: int) -> bytes:
+    """Headerless μ-law (our prompts) → 16-bit PCM at ``sample_rate``."""
+    return _resampled(_audioop().ulaw2lin(ulaw, 2), rate, sample_rate, 0.0)
+
+
+def _audioop() -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # audioop in 3.11/3.12
+        import audioop
+    return audioop
+
+
+def _linear(speech: SpeechAudio) -> tuple[bytes, int] | None:
+    """(16-bit PCM, its rate) of raw PCM, 16-bit mono WAV or μ-law; None for what needs ffmpeg."""
+    if speech.encoding == "s16le":
+        return speech.data[: len(speech.data) // 2 * 2], speech.sample_rate
+    if speech.encoding == "mulaw":
+        return _audioop().ulaw2lin(speech.data, 2), speech.sample_rate
+    if speech.encoding == "wav":
+        try:
+            with wave.open(io.BytesIO(speech.data)) as wav:
+                if wav.getnchannels() == 1 and wav.getsampwidth() == 2:
+                    return wav.readframes(wav.getnframes()), wav.getframerate()
+        except (wave.Error, EOFError):
+            pass
+    return None
+
+
+def _resampled(pcm: bytes, rate: int, target_rate: int, gain_db: float) -> bytes:
+    import numpy as np
+    import soxr
+
+    if rate == target_rate and not gain_db:
+        return pcm
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
+    if rate != target_rate:
+        samples = soxr.resample(samples, rate, target_rate)
+    if gain_db:
+        samples = samples * (10 ** (gain_db / 20))
+    return bytes(np.clip(np.round(samples), -32768, 32767).astype("<i2").tobytes())
 
 
 def write_phone_audio(

@@ -30,6 +30,7 @@ from .assistant import Assistant
 from .channel import CallChannel, CallLog
 from .conversation import conversation_for
 from .playback import SentencePipeline
+from .records import call_history, store_turn
 from .requests import TurnRequest
 
 # How many 20 ms frames above the silence threshold make a question worth sending to speech-to-text.
@@ -196,11 +197,7 @@ class Turn:
         return text
 
     def _history(self) -> list[Exchange]:
-        try:
-            return self.assistant.journal().history(self.call.uniqueid, self.call.channel)
-        except Exception as exc:  # StorageError or a driver error: an unreachable database must not silence the caller
-            self.log("DB", f"history unavailable, answering without it: {exc}", logging.WARNING)
-            return []
+        return call_history(self.assistant, self.call, self.log)
 
     def _think(self, question: str) -> str:
         self.stage = Stage.LLM
@@ -367,15 +364,7 @@ class Turn:
         self.answer_sound = ""
 
     def _store(self) -> None:
-        try:
-            outcome = self.assistant.journal().add_turn(self.call, self.record)
-            if outcome == "duplicate":
-                outcome = "duplicate (the call already has this turn; not stored again):"
-            self.log("DB", f"{outcome} turn {self.turn_number} status {self.record.status} for caller "
-                           f"{self.call.caller_number!r} {self.call.caller_name!r}",
-                     logging.INFO if outcome == "stored" else logging.WARNING)
-        except Exception as exc:
-            self.log("DB", f"turn {self.turn_number} NOT stored: {exc}", logging.ERROR)
+        store_turn(self.assistant, self.call, self.record, self.log)
 
     def _cleanup(self) -> None:
         if not self.config.general.keep_recordings and self.recording_path:

@@ -139,6 +139,20 @@ class TextToSpeech(Protocol):
         ...
 
 
+@runtime_checkable
+class StreamingTextToSpeech(TextToSpeech, Protocol):
+    def synthesize_stream(self, text: str) -> Iterator[SpeechAudio]:
+        """Speech for ``text`` in chunks as the provider produces them: raw PCM (``s16le``) or
+        μ-law, all at one sample rate, in order, the first as early as the provider allows.
+
+        A failure before the first chunk raises (so a fallback provider can take over; the turn's
+        deadline bounds the wait for it); after it, the iterator ends with the matching
+        ``ProviderError``. Closing the iterator early (the caller interrupted) stops the request
+        and releases its connection.
+        """
+        ...
+
+
 def import_sdk(provider: str, module: str, *, package: str, extra: str) -> Any:
     """The SDK module ``module``, imported now (not when voiceassist starts), or one
     :class:`ProviderNotInstalled` line naming the pip ``package`` and our ``extra`` that brings it."""

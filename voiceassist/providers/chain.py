@@ -7,7 +7,6 @@ the turn can record it. It never moves on once the turn's deadline has run out.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -68,17 +67,29 @@ class ProviderChain:
         assert error is not None
         raise error
 
-    def stream(self, use: Callable[[Any], Iterator[str]],
-               on_failure: FailureHook | None = None) -> tuple[Iterator[str], str]:
+    def stream(self, use: Callable[[Any], Iterator[T]],
+               on_failure: FailureHook | None = None) -> tuple[Iterator[T], str]:
         """Like :meth:`call` for a streamed answer: a provider that fails before its first piece
         hands over to the next; after that, its errors reach the reader of the iterator."""
-        def attempt(provider: Any) -> Iterator[str]:
+        def attempt(provider: Any) -> Iterator[T]:
             pieces = iter(use(provider))
             try:
                 first = next(pieces)
             except StopIteration:
                 raise ProviderBadResponse(f"{provider.name}: empty reply", provider=provider.name) from None
-            return itertools.chain([first], pieces)
+            return _rejoined(first, pieces)
 
         return self.call(attempt, on_failure)
+
+
+def _rejoined(first: T, rest: Iterator[T]) -> Iterator[T]:
+    """``first`` then ``rest``; closing it closes ``rest`` (an interrupted answer stops the
+    provider's stream and frees its connection instead of leaving it to the garbage collector)."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
 
