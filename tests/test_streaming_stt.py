@@ -4,19 +4,16 @@ chunks in real time, as a caller's audio arrives."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
-import wave
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 
 from harness.emulators import Abort, Hang, Sever
 from harness.helpers import config_for
+from harness.speech import speech_end_seconds, spoken_question
 from voiceassist import providers
 from voiceassist.errors import (
     AGIHangup,
@@ -36,30 +33,6 @@ CHUNK_SECONDS = 0.020
 TRAILING_SILENCE = 1.5      # the line stays open after the question, as on a call
 FINAL_DELAY = 0.150         # the emulator's (and the benchmark's) speech end -> final result
 TOLERANCE = 0.060
-
-
-def spoken_question(directory: Path, text: str, marker_hz: float, rate: int) -> bytes:
-    """16-bit PCM at ``rate``: a 300 ms marker tone, then ``text`` spoken by espeak-ng (the
-    recipe of harness/rig/calls.py's make_question, at any rate)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    raw, marker, speech, question = (directory / f"{name}-{rate}.wav" for name in ("espeak", "marker", "speech", "question"))
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
-    subprocess.run(["sox", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(marker),
-                    "synth", "0.3", "sine", str(marker_hz), "vol", "0.4"], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(speech)], check=True)
-    subprocess.run(["sox", str(marker), str(speech), str(question)], check=True)
-    with wave.open(str(question), "rb") as wav:
-        assert (wav.getframerate(), wav.getsampwidth(), wav.getnchannels()) == (rate, 2, 1)
-        return wav.readframes(wav.getnframes())
-
-
-def speech_end_seconds(pcm: bytes, rate: int) -> float:
-    """Where the speech ends: the end of the last 20 ms frame that is not near-silence."""
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    frame = rate // 50
-    frames = samples[: len(samples) // frame * frame].reshape(-1, frame)
-    loud = np.flatnonzero(np.abs(frames).mean(axis=1) > 256)
-    return float((loud[-1] + 1) * frame / rate)
 
 
 @pytest.fixture(scope="module")

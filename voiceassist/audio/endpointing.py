@@ -154,9 +154,23 @@ class SpeechTracker:
             return "end"
         return None
 
+    def start_now(self, frames_back: int) -> None:
+        """The caller counts as talking from ``frames_back`` frames ago (a barge-in decided it)."""
+        self.speaking = True
+        self.last_voice_frame = self.frames
+        self.started_frame = max(0, self.frames - frames_back)
+        self._recent.clear()
+
     def silent_ms(self) -> int:
         """How long the caller has been quiet (since the last voiced frame)."""
         return (self.frames - self.last_voice_frame) * 20 if self.last_voice_frame >= 0 else self.frames * 20
+
+
+# How much quieter than what we play its echo is at least taken to be (dB). G.168 expects a line
+# echo canceller to cope with 6 dB of echo return loss; a phone's own hybrid and echo canceller
+# make the echo reaching us 20-40 dB quieter. 15 dB leaves room for a caller a little quieter
+# than the assistant while a -20 dB echo never counts.
+ECHO_RETURN_LOSS_DB = 15.0
 
 
 @dataclass(frozen=True)
@@ -189,11 +203,18 @@ class VoiceOnset:
     def feed(self, frame: bytes) -> bool:
         return self.feed_verdict(self.detector.is_speech(frame), level_dbfs(frame))
 
-    def feed_verdict(self, speech: bool, level: float) -> bool:
-        """True on the frame that completes an onset (and the window starts again)."""
+    def feed_verdict(self, speech: bool, level: float, playing_dbfs: float | None = None) -> bool:
+        """True on the frame that completes an onset (and the window starts again).
+
+        ``playing_dbfs``: the level of what the assistant is playing. Its echo comes back at least
+        ECHO_RETURN_LOSS_DB quieter (a phone's hybrid and echo canceller), so a frame must be
+        louder than that as well as ``min_level_dbfs`` to count as the caller."""
         if not self.settings.enabled:
             return False
-        self._recent.append(speech and level >= self.settings.min_level_dbfs)
+        floor = self.settings.min_level_dbfs
+        if playing_dbfs is not None:
+            floor = max(floor, playing_dbfs - ECHO_RETURN_LOSS_DB)
+        self._recent.append(speech and level >= floor)
         if sum(self._recent) * 20 >= self.settings.min_voiced_ms:
             self._recent.clear()
             return True
