@@ -63,10 +63,12 @@ load => format_wav.so
 load => format_pcm.so
 load => format_sln.so
 load => codec_ulaw.so
-; the real-time conversation: AudioSocket (app and channel), Asterisk's WebSocket channel, Dial
+; the real-time conversation: AudioSocket (app and channel), Asterisk's WebSocket channel (its
+; websocket_client.conf is read through sorcery's config wizard), Dial
 load => res_audiosocket.so
 load => app_audiosocket.so
 load => chan_audiosocket.so
+load => res_sorcery_config.so
 load => res_http_websocket.so
 load => res_websocket_client.so
 load => chan_websocket.so
