@@ -36,6 +36,7 @@ from ..config import DEFAULT_CONFIG_PATH, DEFAULTS, LEGACY_CONFIG_PATH, Config, 
 from ..errors import ConfigError, UnsafePath, VoiceAssistError
 from ..system.privileges import SERVICE_USER, run_as_service_user
 from ..system.safe_files import Owner, describe, open_directory, parent_directory, sha256
+from ..system.shipped import shipped_candidates, shipped_path
 from ..system.trust import CONFIG_DIR
 
 PACKAGE = Path(__file__).resolve().parents[1]  # voiceassist/
@@ -106,24 +107,23 @@ def asterisk_paths(asterisk_conf: Path = Path("/etc/asterisk/asterisk.conf")) ->
 
 
 def shipped_file(name: str) -> Path:
-    """A file shipped beside the package: installed under ``<prefix>/share/voiceassist`` by pip,
-    or at the top of the source checkout (editable installs)."""
-    for candidate in (Path(sys.prefix) / "share" / "voiceassist" / name, PACKAGE.parent / name):
-        if candidate.exists():
-            return candidate
-    raise InstallError(f"{name} is missing from this voiceassist installation (looked in "
-                       f"{Path(sys.prefix) / 'share' / 'voiceassist'} and {PACKAGE.parent})")
+    """A file shipped beside the package (:mod:`voiceassist.system.shipped`)."""
+    found = shipped_path(name)
+    if found is None:
+        raise InstallError(f"{name} is missing from this voiceassist installation (looked in "
+                           f"{' and '.join(str(c.parent) for c in shipped_candidates(name))})")
+    return found
 
 
 # -- the dialplan ---------------------------------------------------------------------------------
 def dialplan_block(config: Config) -> str:
     """Our contexts between the marker lines, dialling the FastAGI server where ``[fastagi]`` puts it."""
-    from ..asterisk.dialplan import SHIPPED_FASTAGI_URL, fastagi_url
+    from ..asterisk.dialplan import SHIPPED_FASTAGI_URL, with_configured_urls
 
     text = shipped_file("extensions_custom.conf").read_text(encoding="utf-8").rstrip()
     if SHIPPED_FASTAGI_URL not in text:
         raise InstallError(f"the shipped extensions_custom.conf no longer contains {SHIPPED_FASTAGI_URL}")
-    text = text.replace(SHIPPED_FASTAGI_URL, fastagi_url(config))
+    text = with_configured_urls(text, config)
     return f"{BEGIN_MARK}\n{text}\n{END_MARK}\n"
 
 

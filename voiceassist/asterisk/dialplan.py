@@ -15,6 +15,7 @@ One home for everything both sides use, so they cannot drift apart:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 # with the configured one (fastagi_url) in the block it installs.
 SHIPPED_FASTAGI_URL = "agi://127.0.0.1:4573/voiceassist"
 FASTAGI_ROUTE = "voiceassist"
+# The real-time conversation (asterisk/live.py): the dialplan's [voiceassist-live-flow].
+LIVE_ROUTE = "voiceassist-live"
 # `voiceassist doctor` asks the server this route; the server answers by setting PING_VARIABLE.
 PING_ROUTE = "voiceassist/ping"
 PING_VARIABLE = "VOICEASSIST_PING"
@@ -72,6 +75,16 @@ def fastagi_url(config: Config, route: str = FASTAGI_ROUTE) -> str:
     url = f"agi://{host}:{section.get_int('port')}/{route}"
     secret = section.get("secret", "")
     return f"{url}?secret={quote(secret, safe='')}" if secret else url
+
+
+SHIPPED_LIVE_URL = f"agi://127.0.0.1:4573/{LIVE_ROUTE}"
+_SHIPPED_URL = re.compile(r"agi://127\.0\.0\.1:4573/(voiceassist(?:-live)?)(?=[,)])")
+
+
+def with_configured_urls(dialplan: str, config: Config) -> str:
+    """The shipped dialplan with each route's shipped FastAGI URL replaced by the configured one
+    (:func:`fastagi_url`)."""
+    return _SHIPPED_URL.sub(lambda match: fastagi_url(config, match.group(1)), dialplan)
 
 
 def ping_reply(version: str) -> str:
@@ -96,6 +109,8 @@ STATE = "VA_STATE"              # where the call is: what the h extension says w
 HEARD = "VA_HEARD"              # the listener: NOISE, TIMEOUT or FAILED (record the other way)
 SILENCE_WAITED = "VA_SILENCE_WAITED"  # the listener: ms of silence that ended the question
 DONE = "VA_DONE"                # the listener answered the question itself (process AGI)
+LIVE_END = "VA_LIVE_END"        # a real-time call: why it ended (hangup, ended, silence, limit, failed, busy, error)
+LIVE_TURNS = "VA_LIVE_TURNS"    # ... and how many exchanges it had
 STATUS = "VOICEASSIST_STATUS"   # for the admin's own dialplan: the turn's status ...
 TRANSCRIPT = "VOICEASSIST_TRANSCRIPT"  # ... what the caller said
 REPLY = "VOICEASSIST_REPLY"     # ... and what the assistant answered
@@ -112,6 +127,52 @@ def tell_dialplan(session: AGISession, outcome: TurnOutcome, variable_max_chars:
 def send_prompt(session: AGISession, prompt: str, status: str) -> None:
     """The call ends with ``prompt`` (busy, can't answer): nothing was asked of the providers."""
     _set(session, {ANSWER: prompt, CONTINUE: "0", STATUS: status})
+
+
+def tell_live_end(session: AGISession, reason: str, turns: int, transcript: str = "", reply: str = "",
+                  variable_max_chars: int = 1000) -> None:
+    """How a real-time call ended, for the dialplan after the route (``error`` and ``busy``
+    make it play the apology or the busy prompt)."""
+    if session.hung_up:
+        return
+    _set(session, {LIVE_END: reason, LIVE_TURNS: str(turns), TRANSCRIPT: transcript[:variable_max_chars],
+                   REPLY: reply[:variable_max_chars]})
+
+
+# -- how Asterisk opens a real-time call's media connection -------------------------------------------
+# Native formats of a channel (CHANNEL(audionativeformat)) that carry more than the 8 kHz phone band.
+WIDEBAND_FORMATS = frozenset({"g722", "opus", "siren7", "siren14", "speex16", "speex32", "slin16", "slin24",
+                              "slin32", "slin44", "slin48", "g719", "silk16", "silk24", "celt"})
+
+
+def is_wideband(native_formats: str) -> bool:
+    """Whether the call's own codec carries 16 kHz audio (``(g722)``, ``(opus|ulaw)`` ...)."""
+    return any(name in WIDEBAND_FORMATS for name in re.split(r"[^a-z0-9]+", native_formats.lower()))
+
+
+def media_application(transport: str, call_id: str, host: str, port: int, *, wideband: bool,
+                      websocket_client: str) -> tuple[str, str]:
+    """The application (and its argument) the route EXECs to connect the call's audio to our
+    media server; it returns when the media connection ends.
+
+    * AudioSocket at 8 kHz: the AudioSocket application (``app_audiosocket``, Asterisk 18+);
+    * AudioSocket at 16 kHz: ``Dial(AudioSocket/host:port/<id>/c(slin16))`` (``chan_audiosocket``:
+      only the channel driver negotiates another format);
+    * WebSocket: ``Dial(WebSocket/<websocket_client.conf section>/c(slin16)f(json)v(call=<id>))``
+      (``chan_websocket``; the id rides in the URI and is confirmed by MEDIA_START).
+    """
+    if not re.fullmatch(r"[0-9a-f]{32}", call_id):
+        raise RequestError(f"media call id {shown(call_id)} is not ours")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if transport == "audiosocket":
+        uuid = f"{call_id[:8]}-{call_id[8:12]}-{call_id[12:16]}-{call_id[16:20]}-{call_id[20:]}"
+        if wideband:
+            return "Dial", f"AudioSocket/{address}/{uuid}/c(slin16)"
+        return "AudioSocket", f"{uuid},{address}"
+    if transport == "websocket":
+        codec = "slin16" if wideband else "slin"
+        return "Dial", f"WebSocket/{websocket_client}/c({codec})f(json)v(call={call_id})"
+    raise RequestError(f"unknown media transport {shown(transport)}")
 
 
 def set_call_state(session: AGISession, state: CallState) -> None:
@@ -179,6 +240,17 @@ def parse_turn(env: Mapping[str, str], args: Sequence[str], answer_dir: str) -> 
         recording_stopped=epoch(stopped, "recording stop") if stopped else None,
         silence_waited_ms=whole_number(_argument(args, 7), "silence waited (ms)", 0, MAX_MILLISECONDS, default=0),
     )
+
+
+@dataclass(frozen=True)
+class LiveRequest:
+    """``AGI(agi://host:port/voiceassist-live,<exten>,<linkedid>)``: hold a real-time conversation."""
+
+    call: CallIdentity
+
+
+def parse_live(env: Mapping[str, str], args: Sequence[str]) -> LiveRequest:
+    return LiveRequest(call=parse_call(env, _argument(args, 0), _argument(args, 1)))
 
 
 def parse_hangup(env: Mapping[str, str], args: Sequence[str], answer_dir: str) -> HangupRequest:

@@ -33,14 +33,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ..call.assistant import Assistant
-from ..errors import AGIEnvironmentRefused, AGIError
+from ..errors import AGIEnvironmentRefused, AGIError, ConfigError
 from ..logs import logger
 from ..storage.journal import SpoolFlusher
 from ..storage.retention import DailyPrune
 from .access import RefusalLog, check_exposure, is_allowed, parse_allow, route_of, secret_matches
 from .agi import AGISession, Stream
-from .dialplan import send_prompt
-from .routes import CHECKS, ROUTES
+from .dialplan import LIVE_ROUTE, send_prompt
+from .live import LiveCalls, serve_live
+from .routes import CHECKS, ROUTES, Route
 from .workers import supervise
 
 # Seconds a client may take to send its whole environment block (Asterisk writes it at once).
@@ -103,6 +104,10 @@ class FastAGIServer(socketserver.ThreadingTCPServer):
         self._receiving: dict[socket.socket, float] = {}
         self._evicted: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        # Real-time calls: this process's media server (started by serve()).
+        self.live: LiveCalls | None = None
+        self.routes: dict[str, Route] = {
+            **ROUTES, LIVE_ROUTE: lambda session, assistant: serve_live(session, assistant, self.live)}
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, FastAGIHandler)
@@ -299,7 +304,7 @@ class FastAGIHandler(socketserver.BaseRequestHandler):
         sock.settimeout(self.server.read_timeout)
         script = route_of(session.env.get("agi_network_script", ""))
         uniqueid = session.env.get("agi_uniqueid", "?")
-        route = ROUTES.get(script)
+        route = self.server.routes.get(script)
         prompts = self.server.assistant.config.general.prompts.rstrip("/")
         try:
             if route is None:
@@ -321,6 +326,21 @@ class FastAGIHandler(socketserver.BaseRequestHandler):
             logger.info("[AGI] %s session ended: %s", uniqueid, exc)
         except Exception:
             logger.exception("[AGI] %s unexpected error", uniqueid)
+
+
+def start_live(assistant: Assistant, worker: int, announce: bool) -> LiveCalls | None:
+    """This process's real-time media server ([live]); None (logged) when it cannot listen:
+    the AGI flow goes on, real-time callers hear the apology."""
+    live = LiveCalls(assistant, worker)
+    try:
+        live.start()
+    except (OSError, ConfigError, ImportError) as exc:
+        _warn(f"real-time calls unavailable: the {live.settings.transport} media server cannot listen on "
+              f"{live.settings.host}:{live.port}: {exc}")
+        return None
+    if announce:
+        print(f"voiceassist: real-time media ({live.settings.transport}) on {live.settings.host}:{live.port}", flush=True)
+    return live
 
 
 def _warn(message: str) -> None:
@@ -360,16 +380,20 @@ def serve(assistant: Assistant, host: str | None = None, port: int | None = None
         server.socket.setblocking(False)
         bound = server.server_address
         print(f"voiceassist: FastAGI listening on {bound[0]!s}:{bound[1]} ({workers} worker processes)", flush=True)
-        if supervise(workers):
+        worker = supervise(workers)
+        if worker is None:
             return  # the supervisor: its workers have stopped
-    _serve_in_this_process(server, assistant, ready, announce=workers == 1)
+    else:
+        worker = 0
+    _serve_in_this_process(server, assistant, ready, announce=workers == 1, worker=worker)
 
 
 def _serve_in_this_process(server: FastAGIServer, assistant: Assistant,
-                           ready: Callable[[FastAGIServer], None] | None, announce: bool) -> None:
+                           ready: Callable[[FastAGIServer], None] | None, announce: bool, worker: int = 0) -> None:
     # Create the SDK clients once, before the first call; report problems now.
     for problem in assistant.prepare():
         _warn(problem)
+    server.live = start_live(assistant, worker, announce)
 
     def stop(signum: int, _frame: object) -> None:
         logger.info("[AGI] signal %d: draining %d calls", signum, server.active_calls)
@@ -402,6 +426,8 @@ def _serve_in_this_process(server: FastAGIServer, assistant: Assistant,
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()  # joins the call threads (block_on_close)
+        if server.live is not None:
+            server.live.shutdown()
         if flusher is not None:
             flusher.stop()
         pruner.stop()

@@ -14,14 +14,15 @@ import signal
 from ..logs import logger
 
 
-def supervise(workers: int) -> bool:
+def supervise(workers: int) -> int | None:
     """Fork the workers; in the parent, wait for them (SIGTERM/SIGINT are passed on) and return
-    True. In a worker, return False at once (it goes on to serve)."""
+    None. In a worker, return its number (0 to workers - 1) at once: it goes on to serve (its
+    real-time media server listens on the configured port plus that number)."""
     children: set[int] = set()
-    for _ in range(workers):
+    for index in range(workers):
         pid = os.fork()
         if pid == 0:
-            return False
+            return index
         children.add(pid)
     stopping = False
 
@@ -47,4 +48,4 @@ def supervise(workers: int) -> bool:
             logger.error("[AGI] FastAGI worker %d ended (status %d); stopping the others", pid, status)
             stop(signal.SIGTERM, None)
     print("voiceassist: FastAGI stopped", flush=True)
-    return True
+    return None

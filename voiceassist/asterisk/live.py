@@ -1,0 +1,239 @@
+"""The real-time route: ``AGI(agi://host:port/voiceassist-live,<exten>,<linkedid>)``.
+
+The AGI session stays the control plane (the toolkit stays synchronous, and the call returns to
+the dialplan afterwards); the audio travels on a second connection that Asterisk opens to our
+media server (AudioSocket or its WebSocket channel, ``[live] transport``). The two are tied
+together by a per-call id:
+
+1. the route validates the call like every route and takes one of ``[live] max_calls`` (else
+   the caller hears the busy prompt);
+2. it *announces* a fresh random id (122 bits from ``uuid4``) to this process's media server and
+   EXECs the application that connects the call's audio to it (:func:`dialplan.media_application`),
+   which returns only when the media connection ends;
+3. the media server hands over each connection whose id it has read (after checking the peer
+   against ``[live] allow``); :meth:`LiveCalls.accept` lets it in only if its id was announced and
+   not claimed yet, and starts the conversation on a thread of its own. An id nobody announced,
+   one already in use or one announced to another call is refused: a local process that is not
+   the PBX cannot get into a call, nor feed one audio;
+4. when the application returns, the route waits for the conversation to end, stores the call's
+   end, and tells the dialplan (``VA_LIVE_END``, ``VA_LIVE_TURNS``).
+
+Each ``serve`` worker process has its own media server (``port + worker``), so the media
+connection always reaches the process holding its control session.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..audio.prompts import PromptSounds
+from ..call.assistant import Assistant
+from ..call.media import MediaLeg
+from ..call.realtime import LiveConversation, LiveOutcome
+from ..errors import AGIError, ConfigError, RequestError
+from ..logs import logger
+from ..system.shipped import shipped_path
+from ..types import CallInfo
+from .access import parse_allow
+from .agi import AGISession
+from .dialplan import is_wideband, media_application, parse_live, tell_live_end
+
+# After the media application returns, how long the conversation may take to store its last turn.
+CONVERSATION_WIND_DOWN = 15.0
+
+
+class MediaServer(Protocol):
+    port: int
+
+    def start(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+@dataclass
+class _LiveCall:
+    call: CallInfo
+    announced_at: float
+    data_dir: str = ""               # Asterisk's ASTDATADIR, where the admin's prompts are
+    claimed: bool = False
+    thread: threading.Thread | None = None
+    outcome: LiveOutcome | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class LiveCalls:
+    """This process's media server and the real-time calls it serves."""
+
+    def __init__(self, assistant: Assistant, worker: int = 0) -> None:
+        self.assistant = assistant
+        self.settings = assistant.config.live
+        self.worker = worker
+        self.allowed = parse_allow(", ".join(self.settings.allow))
+        self._calls: dict[str, _LiveCall] = {}
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.settings.max_calls)
+        self._prompts: dict[str, PromptSounds] = {}
+        self.server: MediaServer | None = None
+
+    # -- the media server ---------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self.server is not None:
+            return self.server.port
+        settings = self.settings
+        return (settings.audiosocket_port if settings.transport == "audiosocket" else settings.websocket_port) + self.worker
+
+    def start(self, port: int | None = None) -> None:
+        """Start the media server of ``[live] transport`` (``port``: another than the setting's,
+        0 for any free one)."""
+        settings = self.settings
+        port = self.port if port is None else port
+        max_connections = settings.max_calls + 8  # room for a refused stranger while the calls go on
+        server: Any
+        if settings.transport == "audiosocket":
+            from .audiosocket import AudioSocketServer
+
+            server = AudioSocketServer(settings.host, port, allow=self.allowed, accept=self.accept,
+                                       max_connections=max_connections, uuid_timeout=settings.connect_timeout)
+        else:
+            from .websocket_media import WebSocketMediaServer
+
+            server = WebSocketMediaServer(settings.host, port, allow=self.allowed, accept=self.accept,
+                                          max_connections=max_connections, password=settings.websocket_password)
+        server.start()
+        self.server = server
+        logger.info("[LIVE] %s media server listening on %s:%d", settings.transport, settings.host, server.port)
+
+    def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+
+    # -- the calls ------------------------------------------------------------------------------------
+    def try_begin(self) -> bool:
+        return self._slots.acquire(blocking=False)
+
+    def end(self) -> None:
+        self._slots.release()
+
+    def announce(self, call: CallInfo, data_dir: str = "") -> str:
+        """A new id for ``call``'s media connection (32 hex digits)."""
+        call_id = uuid.uuid4().hex
+        with self._lock:
+            self._calls[call_id] = _LiveCall(call, time.monotonic(), data_dir)
+        return call_id
+
+    def withdraw(self, call_id: str) -> _LiveCall | None:
+        with self._lock:
+            return self._calls.pop(call_id, None)
+
+    def accept(self, leg: MediaLeg) -> bool:
+        """The media server's acceptor: start the conversation of an announced, unclaimed id."""
+        try:
+            call_id = uuid.UUID(leg.call_id).hex
+        except (ValueError, TypeError, AttributeError):
+            logger.warning("[LIVE] media connection refused: %r is not a call id", str(leg.call_id)[:60])
+            return False
+        with self._lock:
+            live = self._calls.get(call_id)
+            if live is None or live.claimed:
+                why = "already connected" if live is not None else "not announced by any call"
+                logger.warning("[LIVE] media connection refused: call id %s... %s", call_id[:8], why)
+                return False
+            if time.monotonic() - live.announced_at > self.settings.connect_timeout + 5:
+                logger.warning("[LIVE] media connection refused: call id %s... came too late", call_id[:8])
+                return False
+            live.claimed = True
+        conversation = LiveConversation(leg, self.assistant, live.call, self.prompts_for(live))
+        thread = threading.Thread(target=self._converse, args=(conversation, live), daemon=True,
+                                  name=f"voiceassist-live-{live.call.uniqueid}")
+        live.thread = thread
+        thread.start()
+        return True
+
+    def _converse(self, conversation: LiveConversation, live: _LiveCall) -> None:
+        try:
+            live.outcome = conversation.run()
+        finally:
+            live.done.set()
+
+    def prompts_for(self, live: _LiveCall) -> PromptSounds:
+        with self._lock:
+            if live.data_dir not in self._prompts:
+                prompts = self.assistant.config.general.prompts.strip("/")
+                directories = [Path(live.data_dir) / "sounds" / prompts] if live.data_dir.startswith("/") else []
+                shipped = shipped_path("sounds")
+                self._prompts[live.data_dir] = PromptSounds(directories + ([shipped] if shipped else []))
+            return self._prompts[live.data_dir]
+
+
+def serve_live(session: AGISession, assistant: Assistant, live: LiveCalls | None) -> None:
+    """The ``voiceassist-live`` route (see the module's docstring)."""
+    general = assistant.config.general
+    try:
+        request = parse_live(session.env, session.arguments())
+    except RequestError as exc:
+        logger.warning("[LIVE] request refused (uniqueid %r): %s", session.env.get("agi_uniqueid", "")[:80], exc.reason)
+        tell_live_end(session, "error", 0)
+        return
+    call = request.call.call_info()
+    if live is None or live.server is None:
+        logger.error("[LIVE] %s real-time calls are not served by this process ([live] transport)", call.uniqueid)
+        tell_live_end(session, "error", 0)
+        return
+    if not live.try_begin():
+        logger.warning("[LIVE] %s busy: %d real-time calls in progress", call.uniqueid, live.settings.max_calls)
+        tell_live_end(session, "busy", 0)
+        return
+    try:
+        _converse(session, assistant, live, call, general.variable_max_chars)
+    finally:
+        live.end()
+
+
+def _converse(session: AGISession, assistant: Assistant, live: LiveCalls, call: CallInfo, max_chars: int) -> None:
+    settings = live.settings
+    wideband = settings.wideband and is_wideband(session.variable("CHANNEL(audionativeformat)") or "")
+    # Prompts from Asterisk's own sounds directory (when it is on this machine), else ours.
+    call_id = live.announce(call, session.variable("ASTDATADIR") or "")
+    try:
+        application, argument = media_application(settings.transport, call_id, settings.host, live.port,
+                                                   wideband=wideband, websocket_client=settings.websocket_client)
+        logger.info("[LIVE] %s %s media at %d Hz", call.uniqueid, settings.transport, 16000 if wideband else 8000)
+        try:
+            session.execute("EXEC", application, _quoted(argument))
+        except AGIError as exc:
+            logger.info("[LIVE] %s control session ended during the call: %s", call.uniqueid, exc)
+    finally:
+        entry = live.withdraw(call_id)
+    outcome = None
+    if entry is not None and entry.claimed:
+        if not entry.done.wait(CONVERSATION_WIND_DOWN):
+            logger.error("[LIVE] %s the conversation did not end with its media connection", call.uniqueid)
+        outcome = entry.outcome
+    if outcome is None:
+        logger.error("[LIVE] %s the media connection never arrived (is `serve` reachable from Asterisk at "
+                     "%s:%d, and %s loaded?)", call.uniqueid, settings.host, live.port,
+                     "app_audiosocket/chan_audiosocket" if settings.transport == "audiosocket" else "chan_websocket")
+        tell_live_end(session, "error", 0)
+        _store_end(assistant, call, "error")
+        return
+    _store_end(assistant, call, outcome.reason.value)
+    tell_live_end(session, outcome.reason.value, outcome.turns, outcome.transcript, outcome.reply, max_chars)
+
+
+def _quoted(argument: str) -> str:
+    if '"' in argument or "\n" in argument:
+        raise ConfigError(f"refusing to send {argument!r} to Asterisk")
+    return f'"{argument}"'
+
+
+def _store_end(assistant: Assistant, call: CallInfo, end_state: str) -> None:
+    try:
+        assistant.journal().end_call(call, f"live-{end_state}")
+    except Exception as exc:  # StorageError or a driver error: logged, the caller is gone anyway
+        logger.error("[DB] %s call end NOT stored: %s", call.uniqueid, exc)
