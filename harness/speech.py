@@ -82,9 +82,11 @@ def spoken_question(directory: Path, text: str, marker_hz: float, rate: int) -> 
         return wav.readframes(wav.getnframes())
 
 
-def tone_spans(pcm: bytes, rate: int, frequency: float, window_s: float = 0.02) -> list[tuple[float, float]]:
+def tone_spans(pcm: bytes, rate: int, frequency: float, window_s: float = 0.02,
+               min_seconds: float = 0.1) -> list[tuple[float, float]]:
     """Where in ``pcm`` (16-bit mono at ``rate``) a tone of ``frequency`` dominates: (start, end)
-    seconds of each stretch, to a window (20 ms) of precision."""
+    seconds of each stretch of at least ``min_seconds`` (a voice passes through the frequency
+    for a window or two), to a window (20 ms) of precision."""
     samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float64)
     window = int(rate * window_s)
     spans: list[tuple[float, float]] = []
@@ -103,7 +105,7 @@ def tone_spans(pcm: bytes, rate: int, frequency: float, window_s: float = 0.02) 
             start = None
     if start is not None:
         spans.append((start, len(samples) / rate))
-    return spans
+    return [(a, b) for a, b in spans if b - a >= min_seconds]
 
 
 def speech_end_seconds(pcm: bytes, rate: int) -> float:

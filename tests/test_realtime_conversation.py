@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.emulators.openai_api import tone_for
@@ -225,3 +226,42 @@ def test_no_false_barge_in_from_the_answers_own_echo_or_a_cough(emulators, speec
     assert sum(b - a for a, b in spans) == pytest.approx(4.0, abs=0.06), spans
     (turn,) = stored_turns(assistant)
     assert not turn["interrupted"]
+
+
+def trimmed(pcm: bytes) -> bytes:
+    """Without the quiet espeak-ng leaves before and after the words (the pause must be exact)."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    frames = samples[: len(samples) // 160 * 160].reshape(-1, 160)
+    loud = np.flatnonzero(np.abs(frames.astype(np.float64)).mean(axis=1) > 256)
+    return frames[loud[0]: loud[-1] + 1].tobytes()
+
+
+PAUSED = [("I need a plumber", 0.4, "for my kitchen sink"), ("Can you tell me", 0.45, "when you open")]
+
+
+@pytest.mark.parametrize("parts", PAUSED, ids=["pause-400ms", "pause-450ms"])
+def test_a_caller_who_pauses_mid_sentence_is_not_cut_off(emulators, speech_grpc, tmp_path, parts):
+    """The recogniser's final words come 150 ms into the pause and the answer is prepared on
+    them, but it is held: the caller hears nothing until they have finished for the end silence."""
+    first, pause, rest = parts
+    directory = tmp_path / "paused"
+    head = trimmed(spoken_question(directory, first, MARKER_HZ, RATE))
+    tail = trimmed(spoken_question(directory, rest, 0.0, RATE)[int(0.3 * RATE) * 2:])  # no marker before the rest
+    question = head + b"\0\0" * int(pause * RATE) + tail
+    assistant = live_assistant(emulators, speech_grpc, tmp_path)
+    # A recogniser in single-utterance mode ends its stream at the pause; the rest of the question
+    # goes to a new stream (no marker tone there: the emulator's default transcript).
+    speech_grpc.transcripts[MARKER_HZ] = first
+    speech_grpc.default_transcript = rest
+    leg = PhoneLeg(RATE)
+    asked_at = GREETING_S + 0.5
+    leg.say(question, at=asked_at)
+    leg.hang_up_at(asked_at + len(question) / 2 / RATE + 4.0)
+    outcome = converse(assistant, leg)
+    (turn,) = stored_turns(assistant)
+    assert turn["transcript"] == f"{first} {rest}" and not turn["interrupted"]
+    spans = tone_spans(leg.heard_pcm(), RATE, tone_for(turn["reply"]))
+    assert len(spans) == 1, spans
+    last_word = asked_at + speech_end_seconds(question, RATE)
+    assert spans[0][0] - last_word > 0.45, (spans, last_word)
+    assert outcome.turns == 1
