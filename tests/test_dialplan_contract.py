@@ -38,11 +38,11 @@ def test_every_variable_python_sets_is_read_by_the_dialplan():
 
 def test_the_shipped_fastagi_addresses_are_the_ones_install_replaces():
     assert DIALPLAN.count(dialplan.SHIPPED_FASTAGI_URL + ")") == 1
-    assert DIALPLAN.count(dialplan.SHIPPED_LIVE_URL + ",") == 1
+    assert DIALPLAN.count(dialplan.SHIPPED_LIVE_URL + ")") == 1
     config = load_config(environ={}, overrides={"fastagi": {"port": "4599", "secret": "s3cr&t"}})
     configured = dialplan.with_configured_urls(DIALPLAN, config)
     assert "agi://127.0.0.1:4599/voiceassist?secret=s3cr%26t)" in configured
-    assert "agi://127.0.0.1:4599/voiceassist-live?secret=s3cr%26t," in configured
+    assert "agi://127.0.0.1:4599/voiceassist-live?secret=s3cr%26t)" in configured
     assert "4573" not in configured
 
 

@@ -37,6 +37,7 @@ exten => _X.,1,Set(KEY=${{EXTEN}})
  same => n,Set(I=1)
  same => n(next),Set(Q=${{CUT(QS,&,${{I}})}})
  same => n,GotoIf($["${{Q}}" = ""]?listen)
+ same => n,GotoIf($["${{Q:0:1}}" = "~"]?over)
  ; wait for the assistant to speak (greeting, or answer + "anything else") and finish (the beep).
  ; 1500 ms: a pipelined answer played by process AGI is followed by up to ~1 s of silence (the
  ; turn is stored and the process exits) before "anything else?"; a caller waits for the prompt.
@@ -46,6 +47,12 @@ exten => _X.,1,Set(KEY=${{EXTEN}})
  same => n,Playback(${{Q}})
  same => n(skip),Set(I=$[${{I}} + 1])
  same => n,Goto(next)
+ ; "~<seconds>~<sound>": once the assistant speaks, wait <seconds> and play <sound> over it
+ ; (a real-time caller interrupting, or echo and noise that must not interrupt)
+ same => n(over),WaitForNoise(100,1,90)
+ same => n,Wait(${{CUT(Q,~,2)}})
+ same => n,Playback(${{CUT(Q,~,3)}})
+ same => n,Goto(skip)
  same => n(listen),Wait(${{GLOBAL(VAT_${{KEY}}_LISTEN)}})
  same => n,Hangup()
 exten => h,1,UserEvent(VATestDone,Key: ${{KEY}})
@@ -55,6 +62,24 @@ exten => h,1,UserEvent(VATestDone,Key: ${{KEY}})
 exten => 8008,1,Set(VA_AGI=agi://127.0.0.1:4574/voiceassist)
  same => n,Set(VA_EXTEN=${{EXTEN}})
  same => n,Goto(voiceassist-flow,s,1)
+
+[va-live]
+; 8008 as the real-time conversation of the tests' real-time server (port 4579: [live] transport audiosocket)
+exten => 8008,1,Set(VA_LIVE_AGI=agi://127.0.0.1:4579/voiceassist-live)
+ same => n,Set(VA_EXTEN=${{EXTEN}})
+ same => n,Goto(voiceassist-live-flow,s,1)
+
+[va-live-ws]
+; the same through Asterisk's WebSocket channel: the server on port 4578 has [live] transport websocket
+exten => 8008,1,Set(VA_LIVE_AGI=agi://127.0.0.1:4578/voiceassist-live)
+ same => n,Set(VA_EXTEN=${{EXTEN}})
+ same => n,Goto(voiceassist-live-flow,s,1)
+
+[va-live-local]
+; the real-time conversation on the local providers (the main job's --live call; port 4574)
+exten => 8008,1,Set(VA_LIVE_AGI=agi://127.0.0.1:4574/voiceassist-live)
+ same => n,Set(VA_EXTEN=${{EXTEN}})
+ same => n,Goto(voiceassist-live-flow,s,1)
 
 [va-test-agi]
 ; 8008 through the FastAGI URL the test chose (e.g. another server, a ?secret= or a wrong one)

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from ..audio.prompts import PromptSounds
 from ..call.assistant import Assistant
 from ..call.media import MediaLeg
-from ..call.realtime import LiveConversation, LiveOutcome
+from ..call.realtime import EndReason, LiveConversation, LiveOutcome
 from ..errors import AGIError, ConfigError, RequestError
 from ..logs import logger
 from ..system.shipped import shipped_path
@@ -222,8 +222,23 @@ def _converse(session: AGISession, assistant: Assistant, live: LiveCalls, call: 
         tell_live_end(session, "error", 0)
         _store_end(assistant, call, "error")
         return
-    _store_end(assistant, call, outcome.reason.value)
-    tell_live_end(session, outcome.reason.value, outcome.turns, outcome.transcript, outcome.reply, max_chars)
+    reason = outcome.reason.value
+    if outcome.reason is EndReason.HANGUP and not _caller_gone(session):
+        # The media connection went, the caller did not (Asterisk dropped it, or our side did):
+        # the dialplan apologises instead of leaving them in silence.
+        logger.warning("[LIVE] %s the media connection was lost; the caller is still there", call.uniqueid)
+        reason = "dropped"
+    _store_end(assistant, call, reason)
+    tell_live_end(session, reason, outcome.turns, outcome.transcript, outcome.reply, max_chars)
+
+
+def _caller_gone(session: AGISession) -> bool:
+    """Whether the caller's channel is gone (asked of Asterisk: its HANGUP line may still be on
+    the way when the media application returns)."""
+    try:
+        return session.poll_hangup() or session.execute("CHANNEL STATUS").result != "6"  # 6: up
+    except AGIError:  # 511 on a dead channel, or the connection closed
+        return True
 
 
 def _quoted(argument: str) -> str:
