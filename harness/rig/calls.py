@@ -48,10 +48,10 @@ exten => _X.,1,Set(KEY=${{EXTEN}})
  same => n(skip),Set(I=$[${{I}} + 1])
  same => n,Goto(next)
  ; "~<seconds>~<sound>": once the assistant speaks, wait <seconds> and play <sound> over it
- ; (a real-time caller interrupting, or echo and noise that must not interrupt)
+ ; (a real-time caller interrupting, or echo and noise that must not interrupt); "silence": just wait
  same => n(over),WaitForNoise(100,1,90)
  same => n,Wait(${{CUT(Q,~,2)}})
- same => n,Playback(${{CUT(Q,~,3)}})
+ same => n,ExecIf($["${{CUT(Q,~,3)}}" != "silence"]?Playback(${{CUT(Q,~,3)}}))
  same => n,Goto(skip)
  same => n(listen),Wait(${{GLOBAL(VAT_${{KEY}}_LISTEN)}})
  same => n,Hangup()
