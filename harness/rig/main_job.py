@@ -1,6 +1,9 @@
 """The main job: a real call to 8008 on the rig's Asterisk 22, answered by voiceassist.
 
-    python -m harness.rig.main_job [QUESTION.wav]
+    python -m harness.rig.main_job [--live] [QUESTION.wav]
+
+``--live``: the same call as a real-time conversation (the ``voiceassist-live`` route over
+AudioSocket: no beep, the answer starts while the assistant listens).
 
 Uses the local providers (no API key needed) unless cloud credentials are configured in the
 environment (GOOGLE_APPLICATION_CREDENTIALS, GEMINI_API_KEY, OPENAI_API_KEY) or in the file named by
@@ -60,6 +63,7 @@ def prepare_question(source: str | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("question", nargs="?", help="your question as a WAV file (default: a spoken sample)")
+    parser.add_argument("--live", action="store_true", help="a real-time call (AudioSocket) instead of the AGI flow")
     args = parser.parse_args(argv)
     rig = AsteriskRig()
     log("building or reusing the Asterisk 22 chroot")
@@ -86,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise RuntimeError("the FastAGI server did not start")
         key = str(7000 + int(time.time()) % 1000)
-        log(f"calling 8008 (caller {key}) with {question}.wav")
+        context = "va-live-local" if args.live else "va-local"
+        log(f"calling 8008 (caller {key}) with {question}.wav{' in real time' if args.live else ''}")
         started = time.monotonic()
-        call = place_call(rig, key, [question], context="va-local", listen=60, grace=5)
+        call = place_call(rig, key, [question], context=context, listen=12 if args.live else 60, grace=5)
         call.wait(timeout=180)
         log(f"call finished in {time.monotonic() - started:.1f} s")
         with sqlite3.connect(SHARED / "voiceassist.db") as db:
@@ -103,9 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"status       {turn['status']}" + (f" ({turn['error']})" if turn["error"] else ""))
         print(f"transcript   {turn['transcript']}")
         print(f"reply        {turn['reply']}")
-        stages = ("recording", "stt", "llm_first", "llm", "tts", "convert", "first_audio", "total")
+        stages = ("recording", "stt", "llm_first", "llm", "tts", "convert", "first_audio", "speech_to_audio", "total")
         print("timings ms   " + "  ".join(f"{s} {turn[s + '_ms']}" for s in stages))
-        print(f"answer audio {turn['answer_path']}")
+        if args.live:
+            print(f"played       {turn['played_ms']} ms" + (" (interrupted)" if turn["interrupted"] else "")
+                  + f"; end of speech to first audio {turn['speech_to_audio_ms']} ms; call ended: {row['end_state']}")
+        else:
+            print(f"answer audio {turn['answer_path']}")
         print(f"caller heard {call.heard_path}")
         print(f"database     {SHARED / 'voiceassist.db'} (voiceassist_calls id {row['id']}, voiceassist_turns id {turn['id']})")
         return 0 if turn["status"] == "ok" else 1
