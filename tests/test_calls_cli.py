@@ -11,6 +11,7 @@ import pytest
 
 from voiceassist.admin.reports import print_calls, stage_statistics
 from voiceassist.cli import main
+from voiceassist.storage.schema import SCHEMA_REVISION
 from voiceassist.storage.spool import Spool
 from voiceassist.storage.store import Store
 from voiceassist.types import CallInfo, TurnRecord
@@ -126,11 +127,11 @@ def test_db_upgrade_creates_or_migrates_and_status_reports_it(tmp_path, capsys):
     config.write_text(f"[database]\nurl = sqlite:///{tmp_path}/new.db\nspool_dir = {tmp_path}/spool\n"
                       f"[logging]\nfile = {tmp_path}/va.log\n")
     code, out, _ = run(capsys, "--config", str(config), "db", "upgrade")
-    assert code == 0 and "upgraded from empty to revision 0002" in out
+    assert code == 0 and f"upgraded from empty to revision {SCHEMA_REVISION}" in out
     code, out, _ = run(capsys, "--config", str(config), "db", "upgrade")
-    assert code == 0 and "already at revision 0002" in out
+    assert code == 0 and f"already at revision {SCHEMA_REVISION}" in out
     code, out, _ = run(capsys, "--config", str(config), "db", "status")
-    assert code == 0 and "schema    0002 (current)" in out and "0 turn(s)" in out
+    assert code == 0 and f"schema    {SCHEMA_REVISION} (current)" in out and "0 turn(s)" in out
 
 
 def test_db_flush_replays_the_spool(setup, capsys):
@@ -228,3 +229,19 @@ def test_a_call_answered_then_left_in_silence_is_listed_as_ok(setup, capsys):
     code, out, _ = run(capsys, "--config", str(config), "calls")
     row = next(line.split("\t") for line in out.splitlines() if "1700000007.7" in line)
     assert row[3:7] == ["2", "1", "ok", "done"]
+
+
+def test_calls_show_says_an_interrupted_answer_and_what_the_caller_heard(tmp_path, capsys):
+    db = tmp_path / "va.db"
+    config = tmp_path / "voiceassist.conf"
+    config.write_text(f"[database]\nurl = sqlite:///{db}\nspool_dir = {tmp_path}/spool\n[logging]\nfile = {tmp_path}/va.log\n")
+    store = Store(f"sqlite:///{db}")
+    call = CallInfo("1700000009.9", caller_number="1009")
+    store.add_turn(call, TurnRecord(1, transcript="opening hours?", reply="We open at eight. We close at six.",
+                                    interrupted=True, heard_reply="We open at eight.", timings={"played": 1400}))
+    store.end_call(call, "live-hangup")
+    code, out, _ = run(capsys, "--config", str(config), "calls", "show", "1700000009.9")
+    assert code == 0
+    assert "interrupted by the caller after 1.4 s; heard: We open at eight." in out
+    assert "(live-hangup)" in out
+    assert store.history("1700000009.9")[0].answer == "We open at eight."
