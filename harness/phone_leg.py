@@ -33,7 +33,7 @@ class PhoneLeg:
     sample_rate: int
 
     def __init__(self, sample_rate: int = 8000, call_id: str = "phone-leg", *, echo_db: float | None = None,
-                 echo_delay: float = 0.06) -> None:
+                 echo_delay: float = 0.06, silence_suppression: bool = False) -> None:
         self.call_id = call_id
         self.sample_rate = sample_rate
         self.frame = frame_bytes(sample_rate)
@@ -46,6 +46,8 @@ class PhoneLeg:
         self._keys: list[tuple[float, str]] = []
         self._hangup_at: float | None = None
         self._echo = None if echo_db is None else 10 ** (echo_db / 20)
+        # A phone with silence suppression (or Asterisk's Local channel) sends no frame while quiet.
+        self._suppress = silence_suppression
         self._echo_delay_frames = max(1, int(round(echo_delay / FRAME_SECONDS)))
         self._events: queue.Queue[MediaEvent] = queue.Queue()
         self._lock = threading.Lock()
@@ -106,7 +108,9 @@ class PhoneLeg:
                     self._keys.remove((at, digit))
                     self._events.put(MediaEvent(MediaEventKind.DTMF, digit=digit, at=now))
             self._play_one(now)
-            self._events.put(MediaEvent(MediaEventKind.AUDIO, audio=self._caller_frame(tick), at=now))
+            frame = self._caller_frame(tick)
+            if not (self._suppress and not any(frame)):
+                self._events.put(MediaEvent(MediaEventKind.AUDIO, audio=frame, at=now))
             self._tick += 1
 
     def _play_one(self, now: float) -> None:

@@ -109,6 +109,22 @@ def test_a_question_is_answered_in_real_time_and_stored(emulators, speech_grpc, 
     assert turn["stt_ms"] == pytest.approx(150, abs=60)
 
 
+def test_a_line_that_sends_nothing_while_the_caller_is_quiet_still_ends_the_question(
+        emulators, speech_grpc, tmp_path, questions):
+    """Silence suppression (and Asterisk's Local channel) stop the frames between words: the end
+    silence is counted on the clock."""
+    assistant = live_assistant(emulators, speech_grpc, tmp_path)
+    leg = PhoneLeg(RATE, silence_suppression=True)
+    asked_at = GREETING_S + 0.5
+    leg.say(questions["first"], at=asked_at)
+    leg.hang_up_at(asked_at + 7.0)
+    converse(assistant, leg)
+    (turn,) = stored_turns(assistant)
+    assert turn["status"] == "ok" and turn["transcript"] == QUESTION
+    start = tone_spans(leg.heard_pcm(), RATE, answer_tone(QUESTION))[0][0]
+    assert 0.48 < start - (asked_at + speech_end_seconds(questions["first"], RATE)) < 0.8
+
+
 def test_the_second_question_has_the_first_exchange_as_history(emulators, speech_grpc, tmp_path, questions):
     assistant = live_assistant(emulators, speech_grpc, tmp_path)
     leg = PhoneLeg(RATE)

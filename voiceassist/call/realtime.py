@@ -52,6 +52,10 @@ PRE_ROLL_SECONDS = 0.4
 ECHO_TAIL_SECONDS = 0.25
 # The recogniser's final words start a held answer once the caller has been quiet this long.
 PREPARE_AFTER_MS = 100
+# A line that sends no frames while the caller is quiet (a phone with silence suppression, a
+# Local channel) must still end an utterance: after this long without a frame, the missing time
+# counts as silence.
+NO_FRAMES_GAP_SECONDS = 0.1
 # Failed turns in a row after which the call ends politely instead of asking again.
 MAX_FAILURES_IN_A_ROW = 2
 # How long a goodbye may take to play before the leg is closed anyway (beyond its own length).
@@ -156,6 +160,7 @@ class LiveConversation:
         self.failures = 0
         self.digits: list[str] = []
         self.started = time.monotonic()
+        self._last_frame_at = time.monotonic()
         self._pre_roll: deque[bytes] = deque(maxlen=max(1, int(PRE_ROLL_SECONDS / FRAME_SECONDS)))
         self._utterance: Utterance | None = None
         self._utterance_started = 0.0
@@ -194,6 +199,8 @@ class LiveConversation:
         while True:
             event = self.leg.next_event(FRAME_SECONDS * 2)
             now = time.monotonic()
+            if event is None or event.kind is MediaEventKind.AUDIO:
+                self._fill_silence(now, arriving=event is not None)
             if event is not None:
                 if event.kind is MediaEventKind.CLOSED:
                     self._closed = True
@@ -201,6 +208,7 @@ class LiveConversation:
                     return self._ending or EndReason.HANGUP
                 if event.kind is MediaEventKind.AUDIO:
                     self._on_audio(event.audio, now)
+                    self._last_frame_at = now
                 elif event.kind is MediaEventKind.MARK:
                     self._on_mark(event.mark, now)
                 elif event.kind is MediaEventKind.DTMF:
@@ -212,6 +220,19 @@ class LiveConversation:
             self._tick(now)
 
     # -- the caller's audio ---------------------------------------------------------------------------
+    def _fill_silence(self, now: float, arriving: bool) -> None:
+        """Frames that did not come (silence suppression) are fed as silence, so the end of an
+        utterance is found on the clock even when the line goes quiet. ``arriving``: a frame has
+        just come (it fills the last 20 ms of the gap itself)."""
+        missing = now - self._last_frame_at
+        if missing < NO_FRAMES_GAP_SECONDS:
+            return
+        frames = int(missing / FRAME_SECONDS) - (1 if arriving else 0)
+        silence = bytes(2 * int(self.rate * FRAME_SECONDS))
+        for _ in range(frames):
+            self._on_audio(silence, now)
+        self._last_frame_at = now
+
     def _assistant_audible(self, now: float) -> bool:
         if self._prompt_mark:
             return True
