@@ -111,6 +111,9 @@ SILENCE_WAITED = "VA_SILENCE_WAITED"  # the listener: ms of silence that ended t
 DONE = "VA_DONE"                # the listener answered the question itself (process AGI)
 LIVE_END = "VA_LIVE_END"        # a real-time call: why it ended (hangup, ended, silence, limit, failed, dropped, busy, error)
 LIVE_TURNS = "VA_LIVE_TURNS"    # ... and how many exchanges it had
+# A real-time call's media id, set inheritable (``__``) so that the WebSocket channel Asterisk dials
+# carries it into MEDIA_START; read by our media server, not by the dialplan.
+MEDIA_ID = "VA_MEDIA_ID"
 STATUS = "VOICEASSIST_STATUS"   # for the admin's own dialplan: the turn's status ...
 TRANSCRIPT = "VOICEASSIST_TRANSCRIPT"  # ... what the caller said
 REPLY = "VOICEASSIST_REPLY"     # ... and what the assistant answered
@@ -140,6 +143,11 @@ def tell_live_end(session: AGISession, reason: str, turns: int, transcript: str 
 
 
 # -- how Asterisk opens a real-time call's media connection -------------------------------------------
+def give_media_id(session: AGISession, call_id: str) -> None:
+    """Put the call's media id on its channel, for the channel Asterisk dials to inherit."""
+    _set(session, {"__" + MEDIA_ID: call_id})
+
+
 # Native formats of a channel (CHANNEL(audionativeformat)) that carry more than the 8 kHz phone band.
 WIDEBAND_FORMATS = frozenset({"g722", "opus", "siren7", "siren14", "speex16", "speex32", "slin16", "slin24",
                               "slin32", "slin44", "slin48", "g719", "silk16", "silk24", "celt"})

@@ -41,7 +41,7 @@ from ..system.shipped import shipped_path
 from ..types import CallInfo
 from .access import parse_allow
 from .agi import AGISession
-from .dialplan import is_wideband, media_application, parse_live, tell_live_end
+from .dialplan import give_media_id, is_wideband, media_application, parse_live, tell_live_end
 
 # After the media application returns, how long the conversation may take to store its last turn.
 CONVERSATION_WIND_DOWN = 15.0
@@ -60,6 +60,7 @@ class _LiveCall:
     call: CallInfo
     announced_at: float
     data_dir: str = ""               # Asterisk's ASTDATADIR, where the admin's prompts are
+    sample_rate: int = 8000          # the rate the route asked Asterisk for
     claimed: bool = False
     thread: threading.Thread | None = None
     outcome: LiveOutcome | None = None
@@ -120,11 +121,11 @@ class LiveCalls:
     def end(self) -> None:
         self._slots.release()
 
-    def announce(self, call: CallInfo, data_dir: str = "") -> str:
+    def announce(self, call: CallInfo, data_dir: str = "", sample_rate: int = 8000) -> str:
         """A new id for ``call``'s media connection (32 hex digits)."""
         call_id = uuid.uuid4().hex
         with self._lock:
-            self._calls[call_id] = _LiveCall(call, time.monotonic(), data_dir)
+            self._calls[call_id] = _LiveCall(call, time.monotonic(), data_dir, sample_rate)
         return call_id
 
     def withdraw(self, call_id: str) -> _LiveCall | None:
@@ -148,6 +149,9 @@ class LiveCalls:
                 logger.warning("[LIVE] media connection refused: call id %s... came too late", call_id[:8])
                 return False
             live.claimed = True
+        if getattr(leg, "rate_from_control", False):
+            # AudioSocket says its rate only with the first audio frame: the one the route asked for.
+            leg.sample_rate = live.sample_rate
         conversation = LiveConversation(leg, self.assistant, live.call, self.prompts_for(live))
         thread = threading.Thread(target=self._converse, args=(conversation, live), daemon=True,
                                   name=f"voiceassist-live-{live.call.uniqueid}")
@@ -199,8 +203,10 @@ def _converse(session: AGISession, assistant: Assistant, live: LiveCalls, call: 
     settings = live.settings
     wideband = settings.wideband and is_wideband(session.variable("CHANNEL(audionativeformat)") or "")
     # Prompts from Asterisk's own sounds directory (when it is on this machine), else ours.
-    call_id = live.announce(call, session.variable("ASTDATADIR") or "")
+    call_id = live.announce(call, session.variable("ASTDATADIR") or "", 16000 if wideband else 8000)
     try:
+        if settings.transport == "websocket":
+            give_media_id(session, call_id)
         application, argument = media_application(settings.transport, call_id, settings.host, live.port,
                                                    wideband=wideband, websocket_client=settings.websocket_client)
         logger.info("[LIVE] %s %s media at %d Hz", call.uniqueid, settings.transport, 16000 if wideband else 8000)

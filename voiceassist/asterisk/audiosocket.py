@@ -1,0 +1,342 @@
+"""AudioSocket: the call's audio over TCP, in Asterisk's type-length-value frames.
+
+Asterisk (``AudioSocket(<uuid>,host:port)`` from ``app_audiosocket``, or
+``Dial(AudioSocket/host:port/<uuid>/c(slin16))`` from ``chan_audiosocket``) connects to us and
+sends, in this order: a UUID frame (kind 0x01, 16 bytes), then the caller's audio as signed
+linear frames (0x10 for 8 kHz, 0x12 for 16 kHz, normally 20 ms each), DTMF (0x03, one ASCII
+byte, Asterisk 20.14/21.9/22.4 and later), a hang-up (0x00) or an error (0xff). Every frame is one
+kind byte and a big-endian 16-bit payload length.
+
+What we send back is played as it arrives: Asterisk does not re-time it, so we pace it ourselves
+(one frame per 20 ms on :class:`~.playout.MediaClock`'s fixed schedule), which is what keeps the
+answer from sounding garbled or sped up. A barge-in drops what is queued on our side: nothing we
+have not sent yet can reach the caller.
+
+The peer is checked against ``[live] allow`` before a byte is read, the UUID must come within
+``[live] connect_timeout``, and the route's acceptor decides whether the UUID belongs to a call
+(see :mod:`.live`); anything else gets a hang-up frame and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import queue
+import select
+import socket
+import socketserver
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ..call.media import MediaEvent, MediaEventKind, MediaLeg, frame_bytes
+from ..logs import logger
+from .access import Network, RefusalLog, is_allowed
+from .playout import MediaClock, Playout
+
+KIND_HANGUP = 0x00
+KIND_UUID = 0x01
+KIND_DTMF = 0x03
+KIND_ERROR = 0xFF
+# Signed linear audio, by sample rate (0x10 is all that Asterisk before 20.17/22.7 knows).
+AUDIO_KINDS = {0x10: 8000, 0x11: 12000, 0x12: 16000, 0x13: 24000, 0x14: 32000, 0x15: 44100, 0x16: 48000,
+               0x17: 96000, 0x18: 192000}
+KIND_FOR_RATE = {rate: kind for kind, rate in AUDIO_KINDS.items()}
+HANGUP_FRAME = bytes([KIND_HANGUP, 0, 0])
+# Longest audio frame we accept from Asterisk (0.5 s at 48 kHz); a longer one is not a phone's.
+MAX_AUDIO_PAYLOAD = 48000
+# How long a read may wait before the reader checks whether the leg was closed.
+POLL_SECONDS = 0.5
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+class AudioSocketError(Exception):
+    """The peer broke the protocol (or went away) while we read a frame."""
+
+
+def frame(kind: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">BH", kind, len(payload)) + payload
+
+
+def _read_exactly(sock: socket.socket, size: int, deadline: float | None, closed: threading.Event) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        wait = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - time.monotonic())
+        if wait <= 0:
+            raise AudioSocketError("timed out")
+        if closed.is_set():
+            raise AudioSocketError("closed by us")
+        ready, _, _ = select.select([sock], [], [], wait)
+        if not ready:
+            continue
+        try:
+            chunk = sock.recv(size - len(data))
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError as exc:
+            raise AudioSocketError(str(exc)) from None
+        if not chunk:
+            raise AudioSocketError("connection closed")
+        data += chunk
+    return bytes(data)
+
+
+def read_frame(sock: socket.socket, deadline: float | None, closed: threading.Event) -> tuple[int, bytes]:
+    kind, length = struct.unpack(">BH", _read_exactly(sock, 3, deadline, closed))
+    return kind, _read_exactly(sock, length, deadline, closed) if length else b""
+
+
+class AudioSocketLeg:
+    """One call's AudioSocket connection as a :class:`~voiceassist.call.media.MediaLeg`.
+
+    Its rate is the one the route asked Asterisk for (AudioSocket says it only with the first
+    audio frame): the route's acceptor sets :attr:`sample_rate` before the conversation starts.
+    """
+
+    rate_from_control = True
+
+    def __init__(self, sock: socket.socket, call_id: str, clock: MediaClock, sample_rate: int = 8000) -> None:
+        self.sock = sock
+        self.call_id = call_id
+        self._clock = clock
+        self._events: queue.Queue[MediaEvent] = queue.Queue()
+        self._playout = Playout(sample_rate)
+        self._inbound = bytearray()                 # caller audio not yet a whole 20 ms frame
+        self._outbound = bytearray()                # bytes a full socket buffer did not take
+        self._send_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._close_reported = False
+        self._warned_rate = False
+        self.dropped_bytes = 0                      # audio a stalled Asterisk did not take
+
+    # -- MediaLeg ------------------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self._playout.sample_rate
+
+    @sample_rate.setter
+    def sample_rate(self, rate: int) -> None:
+        if rate not in KIND_FOR_RATE:
+            raise ValueError(f"AudioSocket has no frame kind for {rate} Hz")
+        self._playout.set_rate(rate)
+
+    def next_event(self, timeout: float) -> MediaEvent | None:
+        if self._closed.is_set() and self._events.empty():
+            return MediaEvent(MediaEventKind.CLOSED, at=time.monotonic())
+        try:
+            return self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def play(self, pcm: bytes) -> None:
+        self._playout.add(pcm)
+
+    def mark(self, name: str) -> None:
+        self._playout.add_mark(name)
+
+    def stop_playing(self) -> float:
+        return self._playout.clear()
+
+    def queued_seconds(self) -> float:
+        return self._playout.queued_seconds()
+
+    def hang_up(self) -> None:
+        if self._closed.is_set():
+            return
+        self._send(HANGUP_FRAME, drop_if_full=False)
+        self._close()
+
+    # -- the clock's side ----------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        marks, pcm = self._playout.take()
+        if pcm is None:
+            # Silence, as a phone sends it: Asterisk's AudioSocket application ends the call after
+            # 2 s in which neither side sent anything (a quiet caller on a line without frames).
+            pcm = bytes(self._playout.frame)
+        self._send(frame(KIND_FOR_RATE[self._playout.sample_rate], pcm))
+        for name in marks:
+            self._events.put(MediaEvent(MediaEventKind.MARK, mark=name, at=now))
+
+    def _send(self, data: bytes, drop_if_full: bool = True) -> None:
+        """Send without ever blocking the clock: what the socket does not take now waits for the
+        next tick; if Asterisk stops reading altogether, audio is dropped, not queued forever."""
+        with self._send_lock:
+            if self._closed.is_set():
+                return
+            self._outbound += data
+            try:
+                sent = self.sock.send(self._outbound, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._close()
+                return
+            del self._outbound[:sent]
+            if drop_if_full and len(self._outbound) > 10 * len(data):
+                # A whole frame must never be cut: keep the unsent part of the frame in progress.
+                self.dropped_bytes += len(self._outbound) - len(data)
+                self._outbound = self._outbound[-len(data):]
+
+    # -- the reader (the connection's own thread) ------------------------------------------------------
+    def read_until_closed(self) -> None:
+        try:
+            while not self._closed.is_set():
+                kind, payload = read_frame(self.sock, None, self._closed)
+                now = time.monotonic()
+                if kind in AUDIO_KINDS:
+                    self._on_audio(kind, payload, now)
+                elif kind == KIND_DTMF:
+                    digit = payload[:1].decode("ascii", "replace")
+                    if digit in DTMF_DIGITS:
+                        self._events.put(MediaEvent(MediaEventKind.DTMF, digit=digit, at=now))
+                elif kind in (KIND_HANGUP, KIND_ERROR):
+                    if kind == KIND_ERROR:
+                        logger.info("[LIVE] AudioSocket: Asterisk reported an error (%s) on %s...",
+                                    payload[:1].hex() or "no code", self.call_id[:8])
+                    break
+                else:
+                    logger.warning("[LIVE] AudioSocket: unexpected frame kind 0x%02x on %s...; closing",
+                                   kind, self.call_id[:8])
+                    break
+        except AudioSocketError:
+            pass
+        finally:
+            self._close()
+
+    def _on_audio(self, kind: int, payload: bytes, now: float) -> None:
+        if len(payload) > MAX_AUDIO_PAYLOAD or len(payload) % 2:
+            raise AudioSocketError("malformed audio frame")
+        if AUDIO_KINDS[kind] != self.sample_rate:
+            if not self._warned_rate:
+                self._warned_rate = True
+                logger.warning("[LIVE] AudioSocket: audio at %d Hz on a %d Hz call %s...; ignored",
+                               AUDIO_KINDS[kind], self.sample_rate, self.call_id[:8])
+            return
+        self._inbound += payload
+        size = frame_bytes(self.sample_rate)
+        while len(self._inbound) >= size:
+            self._events.put(MediaEvent(MediaEventKind.AUDIO, audio=bytes(self._inbound[:size]), at=now))
+            del self._inbound[:size]
+
+    def _close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._clock.remove(self)
+        self._events.put(MediaEvent(MediaEventKind.CLOSED, at=time.monotonic()))
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _TCPServer
+
+    def handle(self) -> None:
+        self.server.owner.serve_connection(self.request, self.client_address)
+
+
+class _TCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], owner: AudioSocketServer) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.owner = owner
+        super().__init__(address, _Handler)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return self.owner.admit(client_address)
+
+
+class AudioSocketServer:
+    """The media server for ``[live] transport = audiosocket``: one thread per connection, one
+    clock for all of them."""
+
+    def __init__(self, host: str, port: int, *, allow: tuple[Network, ...], accept: Callable[[MediaLeg], bool],
+                 max_connections: int = 64, uuid_timeout: float = 5.0) -> None:
+        self.allow = allow
+        self.accept = accept
+        self.max_connections = max_connections
+        self.uuid_timeout = uuid_timeout
+        self.clock = MediaClock("voiceassist-audiosocket-clock")
+        self._server = _TCPServer((host, port), self)
+        self._thread: threading.Thread | None = None
+        self._active = 0
+        self._lock = threading.Lock()
+        self._refusals = RefusalLog()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self.clock.start()
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        daemon=True, name="voiceassist-audiosocket")
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self.clock.stop()
+
+    def admit(self, peer: Any) -> bool:
+        """Checked on accept, before a byte is read: an allowed peer, and room for it."""
+        host = str(peer[0])
+        if not is_allowed(host, self.allow):
+            self._refusals(host, "not in [live] allow (AudioSocket)")
+            return False
+        with self._lock:
+            if self._active >= self.max_connections:
+                self._refusals(host, f"{self.max_connections} media connections already open")
+                return False
+            self._active += 1
+        return True
+
+    def serve_connection(self, sock: socket.socket, peer: Any) -> None:
+        try:
+            self._serve(sock)
+        finally:
+            with self._lock:
+                self._active -= 1
+
+    def _serve(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        never = threading.Event()
+        deadline = time.monotonic() + self.uuid_timeout
+        try:
+            # The header first: anything but a 16-byte UUID frame is refused without reading on.
+            kind, length = struct.unpack(">BH", _read_exactly(sock, 3, deadline, never))
+            if kind != KIND_UUID or length != 16:
+                logger.warning("[LIVE] AudioSocket connection refused: its first frame (kind 0x%02x, %d bytes) "
+                               "is not a call id", kind, length)
+                self._refuse(sock)
+                return
+            payload = _read_exactly(sock, 16, deadline, never)
+        except AudioSocketError as exc:
+            logger.warning("[LIVE] AudioSocket connection refused: no call id (%s)", exc)
+            self._refuse(sock)
+            return
+        leg = AudioSocketLeg(sock, str(uuid.UUID(bytes=payload)), self.clock)
+        if not self.accept(leg):
+            self._refuse(sock)
+            return
+        self.clock.add(leg)
+        leg.read_until_closed()
+
+    @staticmethod
+    def _refuse(sock: socket.socket) -> None:
+        try:
+            sock.sendall(HANGUP_FRAME)
+        except OSError:
+            pass
+
+    # For the benchmarks: how late the clock's ticks came (seconds).
+    def clock_lateness(self) -> list[float]:
+        return list(self.clock.lateness)
+

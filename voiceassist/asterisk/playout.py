@@ -1,0 +1,158 @@
+"""The assistant's audio on its way to the caller, for both media transports.
+
+:class:`Playout` is one leg's queue: the PCM the conversation queued, cut into whole 20 ms frames
+(a piece shorter than a frame waits for the next ``play`` and is padded with silence only when
+nothing follows it in time), with the conversation's marks between them, and the count of frames
+sent since the queue was last empty (what the caller has heard of the current answer).
+
+:class:`MediaClock` is one thread per media server that ticks every 20 ms on a fixed schedule and
+lets every open leg send what is due. One clock for all calls instead of a sleeping thread per
+call: fifty calls are fifty cheap function calls per tick, not fifty threads fighting over the
+interpreter to wake up on time. A tick that comes late is caught up at once (the frames it owed
+go out back to back) for up to :data:`MAX_CATCH_UP` ticks; past that the schedule restarts from
+now, because frames that late are better late than bunched.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Protocol
+
+from ..call.media import FRAME_SECONDS, frame_bytes
+from ..logs import logger
+
+MAX_CATCH_UP = 5
+# Ticks whose lateness is kept for the statistics (a minute of ticks).
+LATENESS_KEPT = 3000
+
+
+class Playout:
+    """One leg's queued audio and marks; safe from any thread."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self._lock = threading.Lock()
+        self._items: deque[bytes | str] = deque()   # whole frames, and mark names between them
+        self._partial = bytearray()                 # the tail of the last play(), less than a frame
+        self._frames = 0                            # frames in _items
+        self._run_frames = 0                        # frames sent since the queue was last empty
+        self.sample_rate = sample_rate
+        self.frame = frame_bytes(sample_rate)
+
+    def set_rate(self, sample_rate: int) -> None:
+        with self._lock:
+            self.sample_rate = sample_rate
+            self.frame = frame_bytes(sample_rate)
+
+    def add(self, pcm: bytes) -> None:
+        if not pcm:
+            return
+        with self._lock:
+            self._partial += pcm
+            whole = len(self._partial) - len(self._partial) % self.frame
+            for start in range(0, whole, self.frame):
+                self._items.append(bytes(self._partial[start:start + self.frame]))
+            self._frames += whole // self.frame
+            del self._partial[:whole]
+
+    def add_mark(self, name: str) -> None:
+        with self._lock:
+            self._pad_partial()
+            self._items.append(name)
+
+    def _pad_partial(self) -> None:
+        if self._partial:
+            self._items.append(bytes(self._partial.ljust(self.frame, b"\0")))
+            self._frames += 1
+            self._partial.clear()
+
+    def take(self) -> tuple[list[str], bytes | None]:
+        """The marks now at the head of the queue (their audio has been sent), then the next frame
+        (None: nothing to send; the run of the current answer is over)."""
+        marks: list[str] = []
+        with self._lock:
+            while self._items and isinstance(self._items[0], str):
+                marks.append(str(self._items.popleft()))
+            if not self._items:
+                # Nothing else came in time: the short tail goes out padded (an underrun anyway).
+                self._pad_partial()
+            if self._items:
+                frame = self._items.popleft()
+                assert isinstance(frame, bytes)
+                self._frames -= 1
+                self._run_frames += 1
+                return marks, frame
+            self._run_frames = 0
+            return marks, None
+
+    def clear(self) -> float:
+        """Drop everything queued; the seconds sent since the queue was last empty."""
+        with self._lock:
+            self._items.clear()
+            self._partial.clear()
+            self._frames = 0
+            run, self._run_frames = self._run_frames, 0
+        return run * FRAME_SECONDS
+
+    def queued_seconds(self) -> float:
+        with self._lock:
+            return (self._frames * self.frame + len(self._partial)) / 2 / self.sample_rate
+
+
+class Ticking(Protocol):
+    def tick(self, now: float) -> None:
+        """Send what is due at ``now``; must not block."""
+        ...
+
+
+class MediaClock:
+    """The 20 ms clock of a media server's legs (see the module's docstring)."""
+
+    def __init__(self, name: str = "voiceassist-media-clock") -> None:
+        self._legs: set[Ticking] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+        self.lateness: deque[float] = deque(maxlen=LATENESS_KEPT)  # seconds each tick came late
+        self.resets = 0                                            # schedule restarts (ticks lost)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(1.0)
+
+    def add(self, leg: Ticking) -> None:
+        with self._lock:
+            self._legs.add(leg)
+
+    def remove(self, leg: Ticking) -> None:
+        with self._lock:
+            self._legs.discard(leg)
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        tick = 0
+        while not self._stopped.is_set():
+            due = start + tick * FRAME_SECONDS
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+                now = time.monotonic()
+            late = now - due
+            if late > MAX_CATCH_UP * FRAME_SECONDS:
+                self.resets += 1
+                start, tick, late = now, 0, 0.0
+            self.lateness.append(late)
+            with self._lock:
+                legs = list(self._legs)
+            for leg in legs:
+                try:
+                    leg.tick(now)
+                except Exception:  # one broken leg must not stop everyone's audio
+                    logger.exception("[LIVE] media clock: a leg failed to send")
+                    self.remove(leg)
+            tick += 1
