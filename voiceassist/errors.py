@@ -165,6 +165,10 @@ class AGIUsageError(AGIError, _pyst2.AGIUsageError):  # type: ignore[misc]
         self.usage = usage
 
 
+class AGIAppError(AGIError, _pyst2.AGIAppError):  # type: ignore[misc]
+    """A command or application failed (result -1) while the channel is still up."""
+
+
 class CallerHungUp(VoiceAssistError):
     """The caller hung up (whatever the channel: an AGI session, a media connection)."""
 

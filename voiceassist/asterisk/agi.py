@@ -33,6 +33,7 @@ from typing import IO, Any
 from asterisk import agi as _pyst2
 
 from ..errors import (
+    AGIAppError,
     AGIConnectionClosed,
     AGIDeadChannel,
     AGIEnvironmentRefused,
@@ -375,7 +376,7 @@ class AGISession(_pyst2.AGI):  # type: ignore[misc]
             # right after it: give that notice a moment to arrive before calling it an app error.
             if match["data"] == "hangup" or self._await_hangup(HANGUP_NOTICE_WAIT):
                 raise AGIHangup("the caller hung up during the command")
-            error = _pyst2.AGIAppError(f"AGI command failed: {line[:200]}")
+            error = AGIAppError(f"AGI command failed: {line[:200]}")
             error.response = response
             raise error
         return response
