@@ -64,7 +64,8 @@ load => format_pcm.so
 load => format_sln.so
 load => codec_ulaw.so
 ; the real-time conversation: AudioSocket (app and channel), Asterisk's WebSocket channel (its
-; websocket_client.conf is read through sorcery's config wizard), Dial
+; websocket_client.conf is read through sorcery's config wizard), Dial and the two-party bridge
+; it needs
 load => res_audiosocket.so
 load => app_audiosocket.so
 load => chan_audiosocket.so
@@ -73,9 +74,19 @@ load => res_http_websocket.so
 load => res_websocket_client.so
 load => chan_websocket.so
 load => app_dial.so
+load => bridge_simple.so
 load => codec_resample.so
 """
 
+WEBSOCKET_CLIENT = """[voiceassist]
+type = websocket_client
+uri = ws://127.0.0.1:4581/media
+protocols = media
+connection_type = per_call_config
+connection_timeout = 500
+reconnect_attempts = 2
+reconnect_interval = 200
+"""
 
 # pip inside the chroot: the host's find-links do not exist there; the system CA store does.
 PIP_ENV = ["env", "-u", "PIP_FIND_LINKS", "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_CERT=/etc/ssl/certs/ca-certificates.crt"]
@@ -212,6 +223,10 @@ writeprotect = no
 #include extensions_custom.conf
 #include extensions_rig.conf
 """)
+        # The real-time tests' WebSocket server (port 4581: [live] transport websocket): the section
+        # our route dials, as the README tells an admin to add it.
+        (etc / "websocket_client.conf").write_text(WEBSOCKET_CLIENT)
+        (etc / "chan_websocket.conf").write_text("[global]\ncontrol_message_format = json\n")
         fresh_copy(REPO / "extensions_custom.conf", etc / "extensions_custom.conf")
         (etc / "extensions_rig.conf").write_text(rig_dialplan)
         self.write_voiceassist_conf(voiceassist_conf)
