@@ -190,7 +190,8 @@ def test_readme_install_steps_work_as_written(chroot, emulators):
             assert f"url = sqlite:///{INSTALLED_DB}" in conf.read_text()
             wrapper = rig.host_path(WRAPPER).read_text()
             assert f'exec "{VENV_BIN}" agi "$@"' in wrapper and "api_key" not in wrapper
-            assert len(list(rig.host_path(PROMPTS).glob("*.ulaw"))) == 7
+            shipped = sorted(p.name for p in (REPO / "sounds").glob("*.ulaw"))
+            assert sorted(p.name for p in rig.host_path(PROMPTS).glob("*.ulaw")) == shipped and len(shipped) >= 7
             custom = rig.host_path("/etc/asterisk/extensions_custom.conf").read_text()
             assert custom.startswith(ADMIN_LINES) and "; BEGIN voiceassist" in custom and "; END voiceassist" in custom
             assert "voiceassist-flow" in rig.cli("dialplan show 8008@voiceassist")
