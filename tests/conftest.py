@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from harness.emulators import (
@@ -10,6 +12,18 @@ from harness.emulators import (
     SpeechEmulator,
     SpeechGrpcEmulator,
 )
+
+
+# An admin's root shell has umask 022; voiceassist's own entry point sets 027 for the files it
+# makes. Tests that run that entry point in this process must not leave 027 behind for what comes
+# next: the rig's admin steps (a venv, directories) would become unreadable to the asterisk user.
+os.umask(0o022)
+
+
+@pytest.fixture(autouse=True)
+def _admin_umask():
+    yield
+    os.umask(0o022)
 
 
 @pytest.fixture(scope="session")

@@ -236,6 +236,7 @@ writeprotect = no
         if sounds.is_symlink():
             sounds.unlink()
         sounds.mkdir(parents=True, exist_ok=True)
+        sounds.chmod(0o755)  # Asterisk (running as asterisk in some tests) must reach the prompts
         for prompt in (REPO / "sounds").glob("*.ulaw"):
             fresh_copy(prompt, sounds / prompt.name)
         agi_bin = self.host_path("/usr/share/asterisk/agi-bin")
@@ -248,8 +249,15 @@ writeprotect = no
         runs as root here, and a root process refuses a config others could write)."""
         conf = self.host_path(CONFIG_IN_CHROOT)
         conf.parent.mkdir(parents=True, exist_ok=True)
+        os.chown(conf.parent, 0, 0)
         conf.parent.chmod(0o755)
+        # A new root-owned file: whatever an earlier, interrupted test left here (handed to the
+        # asterisk user, or a link) is replaced, never written through.
+        if conf.is_symlink() or conf.exists():
+            conf.unlink()
         conf.write_text(text)
+        os.chown(conf, 0, 0)
+        conf.chmod(0o644)
 
     # -- run --------------------------------------------------------------------------------------
     def start(self, user: str = "") -> None:

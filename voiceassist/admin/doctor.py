@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..config import DEFAULT_CONFIG_PATH, LEGACY_CONFIG_PATH, Config, default_config_path
 from ..errors import UntrustedFile, VoiceAssistError
+from ..system.shipped import shipped_path
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -230,10 +231,17 @@ class Doctor:
 
         paths = asterisk_paths()
         prompts = sorted(paths.sounds.glob("*.ulaw")) if paths.sounds.is_dir() else []
-        if len(prompts) < 7:
-            yield Check("sounds", FAIL, f"{len(prompts)} of our 7 prompts in {paths.sounds}", "voiceassist install")
-        elif self._user_exists() and not all(_access(p, self.user, 4) and _reachable(p, self.user) for p in prompts):
+        shipped_dir = shipped_path("sounds")
+        shipped = {p.name for p in shipped_dir.glob("*.ulaw")} if shipped_dir else set()
+        missing = shipped - {p.name for p in prompts}
+        if missing or not prompts:
+            yield Check("sounds", FAIL, f"{len(missing)} of our {len(shipped)} prompts missing in {paths.sounds}",
+                        "voiceassist install")
+        elif self._user_exists() and not all(_access(p, self.user, 4) for p in prompts):
             yield Check("sounds", FAIL, f"prompts in {paths.sounds} not readable by {self.user}", f"chmod 0644 {paths.sounds}/*")
+        elif self._user_exists() and not _reachable(prompts[0], self.user):
+            yield Check("sounds", FAIL, f"{paths.sounds} (or a directory above it) cannot be entered by {self.user}",
+                        f"chmod 0755 {paths.sounds}")
         else:
             yield Check("sounds", OK, str(paths.sounds))
         wrapper = paths.agi_bin / "voiceassist"
