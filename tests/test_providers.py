@@ -142,3 +142,59 @@ def test_unknown_provider_name_is_a_config_error(emulators, tmp_path):
     config.sections["tts"]["provider"] = "nonesuch"
     with pytest.raises(ConfigError, match="choose auto or one of: openai_tts, openai_realtime, google_tts, piper, espeak"):
         providers.create("tts", config)
+
+
+def openai_tts(config):
+    return providers.create_named("tts", "openai_tts", config)
+
+
+def test_openai_tts_streams_the_first_audio_before_the_rest_is_made(emulators, config):
+    emulators["tts"].speech_chunk_delay = 0.1    # 100 ms of audio per 100 ms: made in real time
+    started = time.monotonic()
+    stream = openai_tts(config).synthesize_stream("Hello there.")
+    first = next(stream)
+    first_at = time.monotonic() - started
+    rest = list(stream)
+    took = time.monotonic() - started
+    assert first.encoding == "s16le" and first.sample_rate == 24000 and len(first.data) % 2 == 0
+    assert first_at < 0.5 < 1.3 < took, (first_at, took)
+    assert len(first.data) + sum(len(c.data) for c in rest) == 2 * 24000 * 1.5
+    assert emulators["tts"].requests[-1].json()["response_format"] == "pcm"
+
+
+def test_openai_tts_stream_failing_before_its_first_audio_raises_for_the_fallback(emulators, config):
+    emulators["tts"].queue(Fail(500), Fail(500))
+    with pytest.raises(ProviderError):
+        next(openai_tts(config).synthesize_stream("Hello"))
+    assert len(emulators["tts"].requests) == 2      # the request and its one retry
+
+
+def test_openai_tts_stream_cut_midway_ends_with_an_error_and_closing_it_early_releases_it(emulators, config):
+    from harness.emulators import Cut
+
+    emulators["tts"].queue(Cut())
+    stream = openai_tts(config).synthesize_stream("Hello")
+    assert next(stream).data
+    with pytest.raises(ProviderError):
+        list(stream)
+    emulators["tts"].speech_chunk_delay = 0.2
+    stream = openai_tts(config).synthesize_stream("Hello again")
+    next(stream)
+    started = time.monotonic()
+    stream.close()                                   # the caller interrupted: no waiting for the rest
+    assert time.monotonic() - started < 0.5
+
+
+def test_streamed_speech_is_resampled_without_seams(emulators, config):
+    """A 24 kHz tone streamed in 100 ms chunks and made into 8 kHz PCM by one resampler equals the
+    whole tone resampled at once (no click at the chunk boundaries)."""
+    from voiceassist.audio.conversion import SpeechStream, speech_to_pcm
+
+    chunks = list(openai_tts(config).synthesize_stream("Hello there."))
+    stream = SpeechStream(8000)
+    streamed = b"".join(stream.feed(c) for c in chunks) + stream.finish()
+    whole = speech_to_pcm(type(chunks[0])(b"".join(c.data for c in chunks), "s16le", 24000), 8000)
+    a, b = np.frombuffer(streamed, "<i2").astype(float), np.frombuffer(whole, "<i2").astype(float)
+    assert len(a) == len(b)
+    # Resampling each chunk alone differs from the whole by ~3000 at every boundary; one stream by 0.
+    assert np.max(np.abs(a[200:-200] - b[200:-200])) < 50

@@ -53,6 +53,7 @@ class OpenAIEmulator(Emulator):
     def reset(self) -> None:
         super().reset()
         self.seconds = 1.5
+        self.speech_chunk_delay = 0.0
         self.tones = {}
         self.tokens_per_second = 0.0
         self.chat_reply = default_chat_reply
@@ -87,7 +88,11 @@ class OpenAIEmulator(Emulator):
         pcm = tone_pcm(self.tone(text), self.seconds)
         fmt = body.get("response_format", "mp3")
         if fmt == "pcm":
-            return 200, pcm, "audio/pcm"
+            # As the API does: chunked, as the audio is made (here 100 ms pieces, speech_chunk_delay
+            # apart: 0 sends them back to back).
+            piece = 4800
+            return 200, Stream([(self.speech_chunk_delay if i else 0.0, pcm[i:i + piece])
+                                for i in range(0, len(pcm), piece)]), "audio/pcm"
         if fmt == "wav":
             buffer = io.BytesIO()
             with wave.open(buffer, "wb") as wav:

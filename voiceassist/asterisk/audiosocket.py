@@ -8,7 +8,7 @@ byte, Asterisk 20.14/21.9/22.4 and later), a hang-up (0x00) or an error (0xff). 
 kind byte and a big-endian 16-bit payload length.
 
 What we send back is played as it arrives: Asterisk does not re-time it, so we pace it ourselves
-(one frame per 20 ms on :class:`~.playout.MediaClock`'s fixed schedule), which is what keeps the
+(one frame per 20 ms on :class:`~.legs.MediaClock`'s fixed schedule), which is what keeps the
 answer from sounding garbled or sped up. A barge-in drops what is queued on our side: nothing we
 have not sent yet can reach the caller.
 
@@ -19,7 +19,6 @@ The peer is checked against ``[live] allow`` before a byte is read, the UUID mus
 
 from __future__ import annotations
 
-import queue
 import select
 import socket
 import socketserver
@@ -30,10 +29,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..call.media import MediaEvent, MediaEventKind, MediaLeg, frame_bytes
+from ..call.media import MediaEvent, MediaEventKind, MediaLeg
 from ..logs import logger
 from .access import Network, RefusalLog, is_allowed
-from .playout import MediaClock, Playout
+from .legs import CallerEvents, MediaClock, Playout
 
 KIND_HANGUP = 0x00
 KIND_UUID = 0x01
@@ -59,13 +58,13 @@ def frame(kind: int, payload: bytes = b"") -> bytes:
     return struct.pack(">BH", kind, len(payload)) + payload
 
 
-def _read_exactly(sock: socket.socket, size: int, deadline: float | None, closed: threading.Event) -> bytes:
+def _read_exactly(sock: socket.socket, size: int, deadline: float | None, stop: Callable[[], bool]) -> bytes:
     data = bytearray()
     while len(data) < size:
         wait = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - time.monotonic())
         if wait <= 0:
             raise AudioSocketError("timed out")
-        if closed.is_set():
+        if stop():
             raise AudioSocketError("closed by us")
         ready, _, _ = select.select([sock], [], [], wait)
         if not ready:
@@ -82,9 +81,9 @@ def _read_exactly(sock: socket.socket, size: int, deadline: float | None, closed
     return bytes(data)
 
 
-def read_frame(sock: socket.socket, deadline: float | None, closed: threading.Event) -> tuple[int, bytes]:
-    kind, length = struct.unpack(">BH", _read_exactly(sock, 3, deadline, closed))
-    return kind, _read_exactly(sock, length, deadline, closed) if length else b""
+def read_frame(sock: socket.socket, deadline: float | None, stop: Callable[[], bool]) -> tuple[int, bytes]:
+    kind, length = struct.unpack(">BH", _read_exactly(sock, 3, deadline, stop))
+    return kind, _read_exactly(sock, length, deadline, stop) if length else b""
 
 
 class AudioSocketLeg:
@@ -100,13 +99,10 @@ class AudioSocketLeg:
         self.sock = sock
         self.call_id = call_id
         self._clock = clock
-        self._events: queue.Queue[MediaEvent] = queue.Queue()
+        self._events = CallerEvents()
         self._playout = Playout(sample_rate)
-        self._inbound = bytearray()                 # caller audio not yet a whole 20 ms frame
         self._outbound = bytearray()                # bytes a full socket buffer did not take
         self._send_lock = threading.Lock()
-        self._closed = threading.Event()
-        self._close_reported = False
         self._warned_rate = False
         self.dropped_bytes = 0                      # audio a stalled Asterisk did not take
 
@@ -122,12 +118,7 @@ class AudioSocketLeg:
         self._playout.set_rate(rate)
 
     def next_event(self, timeout: float) -> MediaEvent | None:
-        if self._closed.is_set() and self._events.empty():
-            return MediaEvent(MediaEventKind.CLOSED, at=time.monotonic())
-        try:
-            return self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        return self._events.next(timeout)
 
     def play(self, pcm: bytes) -> None:
         self._playout.add(pcm)
@@ -142,7 +133,7 @@ class AudioSocketLeg:
         return self._playout.queued_seconds()
 
     def hang_up(self) -> None:
-        if self._closed.is_set():
+        if self._events.closed:
             return
         self._send(HANGUP_FRAME, drop_if_full=False)
         self._close()
@@ -162,7 +153,7 @@ class AudioSocketLeg:
         """Send without ever blocking the clock: what the socket does not take now waits for the
         next tick; if Asterisk stops reading altogether, audio is dropped, not queued forever."""
         with self._send_lock:
-            if self._closed.is_set():
+            if self._events.closed:
                 return
             self._outbound += data
             try:
@@ -181,8 +172,8 @@ class AudioSocketLeg:
     # -- the reader (the connection's own thread) ------------------------------------------------------
     def read_until_closed(self) -> None:
         try:
-            while not self._closed.is_set():
-                kind, payload = read_frame(self.sock, None, self._closed)
+            while not self._events.closed:
+                kind, payload = read_frame(self.sock, None, lambda: self._events.closed)
                 now = time.monotonic()
                 if kind in AUDIO_KINDS:
                     self._on_audio(kind, payload, now)
@@ -213,18 +204,12 @@ class AudioSocketLeg:
                 logger.warning("[LIVE] AudioSocket: audio at %d Hz on a %d Hz call %s...; ignored",
                                AUDIO_KINDS[kind], self.sample_rate, self.call_id[:8])
             return
-        self._inbound += payload
-        size = frame_bytes(self.sample_rate)
-        while len(self._inbound) >= size:
-            self._events.put(MediaEvent(MediaEventKind.AUDIO, audio=bytes(self._inbound[:size]), at=now))
-            del self._inbound[:size]
+        self._events.audio(payload, self.sample_rate, now)
 
     def _close(self) -> None:
-        if self._closed.is_set():
+        if not self._events.close():
             return
-        self._closed.set()
         self._clock.remove(self)
-        self._events.put(MediaEvent(MediaEventKind.CLOSED, at=time.monotonic()))
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -307,7 +292,9 @@ class AudioSocketServer:
 
     def _serve(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        never = threading.Event()
+        def never() -> bool:
+            return False
+
         deadline = time.monotonic() + self.uuid_timeout
         try:
             # The header first: anything but a 16-byte UUID frame is refused without reading on.

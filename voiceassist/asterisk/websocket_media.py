@@ -26,7 +26,6 @@ import base64
 import binascii
 import hmac
 import json
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from ..call.media import FRAME_SECONDS, MediaEvent, MediaEventKind, MediaLeg, fr
 from ..logs import logger
 from .access import Network, RefusalLog, is_allowed
 from .dialplan import MEDIA_ID
-from .playout import Playout
+from .legs import CallerEvents, Playout
 
 # Audio handed to Asterisk ahead of what the caller hears: enough to ride out a late wake-up of
 # the sender, small enough that a barge-in's FLUSH_MEDIA has little to drop.
@@ -58,14 +57,12 @@ class WebSocketLeg:
         self.connection = connection
         self.call_id = call_id
         self.sample_rate = sample_rate
-        self._events: queue.Queue[MediaEvent] = queue.Queue()
+        self._events = CallerEvents()
         self._playout = Playout(sample_rate)
-        self._inbound = bytearray()
         self._lock = threading.Lock()          # one sender at a time, and flush after a send
         self._sent_until = 0.0                 # when Asterisk will have played what we sent
         self._marks: dict[str, str] = {}       # our short correlation id -> the conversation's name
         self._mark_count = 0
-        self._closed = threading.Event()
         self._wake = threading.Event()
         self._sender = threading.Thread(target=self._send_loop, daemon=True, name=f"voiceassist-ws-{call_id[:8]}")
 
@@ -74,12 +71,7 @@ class WebSocketLeg:
 
     # -- MediaLeg ------------------------------------------------------------------------------------
     def next_event(self, timeout: float) -> MediaEvent | None:
-        if self._closed.is_set() and self._events.empty():
-            return MediaEvent(MediaEventKind.CLOSED, at=time.monotonic())
-        try:
-            return self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        return self._events.next(timeout)
 
     def play(self, pcm: bytes) -> None:
         self._playout.add(pcm)
@@ -101,14 +93,14 @@ class WebSocketLeg:
         return self._playout.queued_seconds() + max(0.0, self._sent_until - time.monotonic())
 
     def hang_up(self) -> None:
-        if self._closed.is_set():
+        if self._events.closed:
             return
         self._command({"command": "HANGUP"})
         self._close()
 
     # -- sending -------------------------------------------------------------------------------------
     def _send_loop(self) -> None:
-        while not self._closed.is_set():
+        while not self._events.closed:
             self._wake.wait(SEND_INTERVAL)
             self._wake.clear()
             try:
@@ -159,20 +151,13 @@ class WebSocketLeg:
             for message in self.connection:
                 now = time.monotonic()
                 if isinstance(message, bytes):
-                    self._on_audio(message, now)
+                    self._events.audio(message, self.sample_rate, now)
                 else:
                     self._on_text(message, now)
         except Exception as exc:  # ConnectionClosed, or a broken peer
             logger.debug("[LIVE] WebSocket %s... closed: %s", self.call_id[:8], exc)
         finally:
             self._close()
-
-    def _on_audio(self, payload: bytes, now: float) -> None:
-        self._inbound += payload
-        size = frame_bytes(self.sample_rate)
-        while len(self._inbound) >= size:
-            self._events.put(MediaEvent(MediaEventKind.AUDIO, audio=bytes(self._inbound[:size]), at=now))
-            del self._inbound[:size]
 
     def _on_text(self, text: str, now: float) -> None:
         try:
@@ -194,11 +179,9 @@ class WebSocketLeg:
                            str(event.get("error_text", ""))[:200])
 
     def _close(self) -> None:
-        if self._closed.is_set():
+        if not self._events.close():
             return
-        self._closed.set()
         self._wake.set()
-        self._events.put(MediaEvent(MediaEventKind.CLOSED, at=time.monotonic()))
         try:
             self.connection.close()
         except Exception:

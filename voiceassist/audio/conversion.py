@@ -57,6 +57,48 @@ def speech_to_pcm(speech: SpeechAudio, sample_rate: int, *, gain_db: float = 0.0
     return _resampled(linear, rate, sample_rate, gain_db)
 
 
+class SpeechStream:
+    """Streamed speech (chunks of one sentence, as a streaming TTS sends them) made into PCM at
+    ``sample_rate`` with one resampler for the whole stream: resampling each chunk on its own
+    would put a filter edge, a faint click, at every chunk boundary. Encodings that are not raw
+    (MP3) go through :func:`speech_to_pcm` chunk by chunk."""
+
+    def __init__(self, sample_rate: int, *, gain_db: float = 0.0, ffmpeg: str = "ffmpeg", timeout: float = 10.0) -> None:
+        self.sample_rate = sample_rate
+        self.gain_db = gain_db
+        self.ffmpeg = ffmpeg
+        self.timeout = timeout
+        self._resampler: Any = None
+        self._rate = 0
+
+    def feed(self, speech: SpeechAudio) -> bytes:
+        if speech.encoding not in ("s16le", "mulaw"):
+            return speech_to_pcm(speech, self.sample_rate, gain_db=self.gain_db, ffmpeg=self.ffmpeg, timeout=self.timeout)
+        linear = _linear(speech)
+        assert linear is not None
+        pcm, rate = linear
+        return self._convert(pcm, rate, last=False)
+
+    def finish(self) -> bytes:
+        """What the resampler still holds (its filter's delay), at the end of the sentence."""
+        return self._convert(b"", self._rate, last=True) if self._resampler is not None else b""
+
+    def _convert(self, pcm: bytes, rate: int, *, last: bool) -> bytes:
+        import numpy as np
+        import soxr
+
+        if rate == self.sample_rate and self._resampler is None:
+            return _resampled(pcm, rate, rate, self.gain_db)
+        if self._resampler is None or rate != self._rate:
+            self._resampler = soxr.ResampleStream(rate, self.sample_rate, 1, dtype="float32")
+            self._rate = rate
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
+        out = self._resampler.resample_chunk(samples, last=last)
+        if self.gain_db:
+            out = out * (10 ** (self.gain_db / 20))
+        return bytes(np.clip(np.round(out), -32768, 32767).astype("<i2").tobytes())
+
+
 def ulaw_to_pcm(ulaw: bytes, rate: int, sample_rate: int) -> bytes:
     """Headerless μ-law (our prompts) → 16-bit PCM at ``sample_rate``."""
     return _resampled(_audioop().ulaw2lin(ulaw, 2), rate, sample_rate, 0.0)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .. import deadline
-from ..audio.conversion import speech_to_pcm
+from ..audio.conversion import SpeechStream
 from ..audio.endpointing import level_dbfs
 from ..errors import ProviderBadResponse
 from ..providers.base import ChatModel, StreamingChatModel, StreamingTextToSpeech, TextToSpeech
@@ -269,10 +269,13 @@ class SpokenAnswer:
         with self._lock:
             self.progress.sentences.append(spoken)
         first = True
+        converter = SpeechStream(rate, gain_db=audio.volume_gain_db, ffmpeg=audio.ffmpeg, timeout=audio.timeout)
         for chunk in chunks:
             if first:
                 self.record.timings.setdefault("tts", int((time.monotonic() - t0) * 1000))
                 first = False
-            pcm = speech_to_pcm(chunk, rate, gain_db=audio.volume_gain_db, ffmpeg=audio.ffmpeg, timeout=audio.timeout)
-            self._queue(pcm, spoken)
+            if pcm := converter.feed(chunk):
+                self._queue(pcm, spoken)
+        if tail := converter.finish():
+            self._queue(tail, spoken)
         self.stage = Stage.LLM

@@ -1,4 +1,8 @@
-"""The assistant's audio on its way to the caller, for both media transports.
+"""What the legs of both media transports share: the caller's events on their way to the
+conversation, and the assistant's audio on its way to the caller.
+
+:class:`CallerEvents` is one leg's inbox: the caller's audio re-cut into whole 20 ms frames
+(Asterisk may send other sizes; the voice detector wants 20 ms), keys, marks, and the end.
 
 :class:`Playout` is one leg's queue: the PCM the conversation queued, cut into whole 20 ms frames
 (a piece shorter than a frame waits for the next ``play`` and is padded with silence only when
@@ -15,17 +19,60 @@ now, because frames that late are better late than bunched.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import deque
 from typing import Protocol
 
-from ..call.media import FRAME_SECONDS, frame_bytes
+from ..call.media import FRAME_SECONDS, MediaEvent, MediaEventKind, frame_bytes
 from ..logs import logger
 
 MAX_CATCH_UP = 5
 # Ticks whose lateness is kept for the statistics (a minute of ticks).
 LATENESS_KEPT = 3000
+
+
+class CallerEvents:
+    """One leg's events for the conversation's thread (see the module's docstring); ``audio``,
+    ``put`` and ``close`` are for the leg's reader, ``next`` for the conversation."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[MediaEvent] = queue.Queue()
+        self._inbound = bytearray()                 # caller audio not yet a whole 20 ms frame
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def audio(self, pcm: bytes, sample_rate: int, at: float) -> None:
+        self._inbound += pcm
+        size = frame_bytes(sample_rate)
+        while len(self._inbound) >= size:
+            self._queue.put(MediaEvent(MediaEventKind.AUDIO, audio=bytes(self._inbound[:size]), at=at))
+            del self._inbound[:size]
+
+    def put(self, event: MediaEvent) -> None:
+        self._queue.put(event)
+
+    def close(self) -> bool:
+        """Report the end once; True the first time."""
+        with self._lock:
+            if self._closed.is_set():
+                return False
+            self._closed.set()
+        self._queue.put(MediaEvent(MediaEventKind.CLOSED, at=time.monotonic()))
+        return True
+
+    def next(self, timeout: float) -> MediaEvent | None:
+        if self._closed.is_set() and self._queue.empty():
+            return MediaEvent(MediaEventKind.CLOSED, at=time.monotonic())
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
 
 class Playout:
