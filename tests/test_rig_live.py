@@ -287,3 +287,26 @@ def test_a_stranger_on_the_media_port_cannot_join_or_disturb_a_call(rig, live_se
     _, turns = db_rows(key)
     assert [t["status"] for t in turns] == ["ok"]
     assert tone_seconds(call.heard_path, tone_for(reply_to(HOURS))) == pytest.approx(1.5, abs=0.1)
+
+
+def test_a_media_connection_asterisk_drops_while_the_caller_stays_gets_an_apology(rig, live_servers, emulators, questions):
+    """Asterisk hangs up the WebSocket channel (the media leg) in the middle of the answer; the
+    caller is still there: the dialplan apologises instead of leaving them in silence, and the call
+    and its turn are stored."""
+    emulators["tts"].seconds = 8.0
+    key = key_for(819, "websocket")
+    call = place_call(rig, key, [questions["hours"]], context=TRANSPORTS["websocket"][0], listen=15)
+    deadline, media = time.monotonic() + 30, ""
+    while not media and time.monotonic() < deadline:
+        media = next((line.split("!")[0] for line in rig.cli("core show channels concise").splitlines()
+                      if line.startswith("WebSocket/")), "")
+        time.sleep(0.2)
+    assert media, "no WebSocket channel was dialled"
+    time.sleep(8)  # greeting, the question, the answer under way
+    rig.cli(f"channel request hangup {media}")
+    call.wait(timeout=90)
+    row, turns = db_rows(key)
+    assert row["end_state"] == "live-dropped", row
+    assert len(turns) == 1 and turns[0]["transcript"] == HOURS, turns
+    assert rig.wait_for_log(rf"Local/{key}@va-test-entry-\w+;2> Playing 'custom/voiceassist/cant-answer")
+    no_tracebacks(live_servers["websocket"])

@@ -37,6 +37,12 @@ from .media import MediaLeg
 BYTES_PER_SAMPLE = 2
 
 
+# A sentence's audio goes to the caller once this much of it is ready (or all of it, if shorter):
+# a streamed voice's first chunk is short, and handed over alone it would leave the caller a gap
+# whenever the next chunk comes a moment late (seen with twenty calls at once).
+FIRST_PIECE_SECONDS = 0.3
+
+
 class _Cancelled(Exception):
     """The worker noticed the answer was cancelled (not an error: nobody is told)."""
 
@@ -270,12 +276,21 @@ class SpokenAnswer:
             self.progress.sentences.append(spoken)
         first = True
         converter = SpeechStream(rate, gain_db=audio.volume_gain_db, ffmpeg=audio.ffmpeg, timeout=audio.timeout)
+        first_piece = int(FIRST_PIECE_SECONDS * rate) * BYTES_PER_SAMPLE
+        waiting: list[bytes] = []
         for chunk in chunks:
             if first:
                 self.record.timings.setdefault("tts", int((time.monotonic() - t0) * 1000))
                 first = False
-            if pcm := converter.feed(chunk):
-                self._queue(pcm, spoken)
-        if tail := converter.finish():
+            pcm = converter.feed(chunk)
+            if not pcm:
+                continue
+            if first_piece:
+                waiting.append(pcm)
+                if sum(map(len, waiting)) < first_piece:
+                    continue
+                pcm, waiting, first_piece = b"".join(waiting), [], 0
+            self._queue(pcm, spoken)
+        if tail := b"".join(waiting) + converter.finish():
             self._queue(tail, spoken)
         self.stage = Stage.LLM
