@@ -44,6 +44,7 @@ class OpenAIEmulator(Emulator):
     def __init__(self) -> None:
         super().__init__()
         self.seconds = 1.5
+        self.speech_chunk_delay = 0.0   # seconds between the 100 ms pieces of a speech answer
         self.tones: dict[str, float] = {}  # text -> tone, for tests that need distinct tones
         self.tokens_per_second = 0.0
         self.chat_reply = default_chat_reply
