@@ -335,3 +335,46 @@ def test_websocket_handshake_refused_for_a_stranger_peer_path_or_password(websoc
     if case != "peer":
         with connect(server, headers=good) as ws:  # the right password on the right path gets a handshake
             ws.send(json.dumps({"event": "nothing"}))
+
+
+class StallingSocket:
+    """The kernel's side of a socket whose peer stops reading: it takes ``budget`` bytes (part of
+    a frame, as a nearly full buffer does), then nothing until ``budget`` is raised again."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.wire = bytearray()
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        if self.budget <= 0:
+            raise BlockingIOError
+        taken = min(len(data), self.budget)
+        self.budget -= taken
+        self.wire += data[:taken]
+        return taken
+
+    def shutdown(self, how: int) -> None:
+        pass
+
+
+def test_audiosocket_a_peer_that_stops_reading_loses_whole_frames_never_part_of_one():
+    """Asterisk stalls: the leg keeps a few frames for it and drops the oldest unsent ones, but
+    never the rest of a frame already partly sent (Asterisk would read it as a header)."""
+    from voiceassist.asterisk.audiosocket import AudioSocketLeg
+    from voiceassist.asterisk.legs import MediaClock
+
+    peer = StallingSocket(budget=3 * 323 + 100)            # three frames and part of the fourth
+    leg = AudioSocketLeg(peer, str(uuid.uuid4()), MediaClock())  # type: ignore[arg-type]
+    leg.play(bytes(range(1, 161)) * 2 * 100)               # 2 s of audio
+    for _ in range(40):                                    # 40 ticks while Asterisk reads nothing
+        leg.tick(time.monotonic())
+    assert leg.dropped_bytes > 0
+    peer.budget = 1 << 20                                  # it reads again
+    for _ in range(5):
+        leg.tick(time.monotonic())
+    wire = bytes(peer.wire)
+    assert len(wire) >= 8 * 323
+    while wire:
+        kind, length = struct.unpack(">BH", wire[:3])
+        assert (kind, length) == (0x10, 320), (kind, length)
+        wire = wire[323:]

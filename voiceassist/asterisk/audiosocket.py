@@ -26,6 +26,7 @@ import struct
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,8 @@ MAX_AUDIO_PAYLOAD = 48000
 # How long a read may wait before the reader checks whether the leg was closed.
 POLL_SECONDS = 0.5
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+# Frames kept for a peer that has stopped reading (0.2 s); beyond it the oldest unsent ones go.
+MAX_UNSENT_FRAMES = 10
 
 
 class AudioSocketError(Exception):
@@ -81,11 +84,6 @@ def _read_exactly(sock: socket.socket, size: int, deadline: float | None, stop: 
     return bytes(data)
 
 
-def read_frame(sock: socket.socket, deadline: float | None, stop: Callable[[], bool]) -> tuple[int, bytes]:
-    kind, length = struct.unpack(">BH", _read_exactly(sock, 3, deadline, stop))
-    return kind, _read_exactly(sock, length, deadline, stop) if length else b""
-
-
 class AudioSocketLeg:
     """One call's AudioSocket connection as a :class:`~voiceassist.call.media.MediaLeg`.
 
@@ -101,7 +99,8 @@ class AudioSocketLeg:
         self._clock = clock
         self._events = CallerEvents()
         self._playout = Playout(sample_rate)
-        self._outbound = bytearray()                # bytes a full socket buffer did not take
+        self._outbound: deque[bytes] = deque()      # frames a full socket buffer did not take yet
+        self._sent_of_head = 0                      # bytes of the first of them already sent
         self._send_lock = threading.Lock()
         self._warned_rate = False
         self.dropped_bytes = 0                      # audio a stalled Asterisk did not take
@@ -151,49 +150,85 @@ class AudioSocketLeg:
 
     def _send(self, data: bytes, drop_if_full: bool = True) -> None:
         """Send without ever blocking the clock: what the socket does not take now waits for the
-        next tick; if Asterisk stops reading altogether, audio is dropped, not queued forever."""
+        next tick; if Asterisk stops reading altogether, whole frames are dropped (never part of
+        one: Asterisk would read the rest as a header), not queued forever."""
         with self._send_lock:
             if self._events.closed:
                 return
-            self._outbound += data
-            try:
-                sent = self.sock.send(self._outbound, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self._close()
-                return
-            del self._outbound[:sent]
-            if drop_if_full and len(self._outbound) > 10 * len(data):
-                # A whole frame must never be cut: keep the unsent part of the frame in progress.
-                self.dropped_bytes += len(self._outbound) - len(data)
-                self._outbound = self._outbound[-len(data):]
+            self._outbound.append(data)
+            while self._outbound:
+                head = self._outbound[0]
+                try:
+                    sent = self.sock.send(head[self._sent_of_head:] if self._sent_of_head else head,
+                                          socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    self._close()
+                    return
+                self._sent_of_head += sent
+                if self._sent_of_head < len(head):
+                    break
+                self._outbound.popleft()
+                self._sent_of_head = 0
+            if drop_if_full and len(self._outbound) > MAX_UNSENT_FRAMES:
+                keep = 1 if self._sent_of_head else 0   # the frame already partly on the wire
+                while len(self._outbound) > keep + 1:
+                    dropped = self._outbound[keep]
+                    del self._outbound[keep]
+                    self.dropped_bytes += len(dropped)
 
     # -- the reader (the connection's own thread) ------------------------------------------------------
     def read_until_closed(self) -> None:
+        """Read frames until the hang-up, an error frame, a broken frame or our own close (which
+        shuts the socket down and so ends the blocking read). One ``recv`` per arrival, frames
+        cut from a buffer: a read per header and per payload would double the system calls, and
+        each one hands the interpreter to another thread."""
+        buffer = bytearray()
+        self.sock.settimeout(None)
         try:
             while not self._events.closed:
-                kind, payload = read_frame(self.sock, None, lambda: self._events.closed)
-                now = time.monotonic()
-                if kind in AUDIO_KINDS:
-                    self._on_audio(kind, payload, now)
-                elif kind == KIND_DTMF:
-                    digit = payload[:1].decode("ascii", "replace")
-                    if digit in DTMF_DIGITS:
-                        self._events.put(MediaEvent(MediaEventKind.DTMF, digit=digit, at=now))
-                elif kind in (KIND_HANGUP, KIND_ERROR):
-                    if kind == KIND_ERROR:
-                        logger.info("[LIVE] AudioSocket: Asterisk reported an error (%s) on %s...",
-                                    payload[:1].hex() or "no code", self.call_id[:8])
-                    break
-                else:
-                    logger.warning("[LIVE] AudioSocket: unexpected frame kind 0x%02x on %s...; closing",
-                                   kind, self.call_id[:8])
-                    break
-        except AudioSocketError:
-            pass
+                while len(buffer) >= 3:
+                    kind, length = struct.unpack_from(">BH", buffer)
+                    if len(buffer) < 3 + length:
+                        break
+                    payload = bytes(buffer[3:3 + length])
+                    del buffer[:3 + length]
+                    if not self._on_frame(kind, payload, time.monotonic()):
+                        return
+                try:
+                    chunk = self.sock.recv(65536)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buffer += chunk
+                if len(buffer) > 3 + 65535 + 65536:
+                    raise AudioSocketError("a frame longer than the protocol allows")
+        except AudioSocketError as exc:
+            logger.info("[LIVE] AudioSocket %s...: %s; closing", self.call_id[:8], exc)
         finally:
             self._close()
+
+    def _on_frame(self, kind: int, payload: bytes, now: float) -> bool:
+        """Handle one frame from Asterisk; False when the connection is over."""
+        if kind in AUDIO_KINDS:
+            self._on_audio(kind, payload, now)
+        elif kind == KIND_DTMF:
+            digit = payload[:1].decode("ascii", "replace")
+            if digit in DTMF_DIGITS:
+                self._events.put(MediaEvent(MediaEventKind.DTMF, digit=digit, at=now))
+        elif kind in (KIND_HANGUP, KIND_ERROR):
+            if kind == KIND_ERROR:
+                logger.info("[LIVE] AudioSocket: Asterisk reported an error (%s) on %s...",
+                            payload[:1].hex() or "no code", self.call_id[:8])
+            return False
+        else:
+            logger.warning("[LIVE] AudioSocket: unexpected frame kind 0x%02x on %s...; closing", kind, self.call_id[:8])
+            return False
+        return True
 
     def _on_audio(self, kind: int, payload: bytes, now: float) -> None:
         if len(payload) > MAX_AUDIO_PAYLOAD or len(payload) % 2:

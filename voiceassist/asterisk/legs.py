@@ -190,10 +190,10 @@ class MediaClock:
                 time.sleep(due - now)
                 now = time.monotonic()
             late = now - due
+            self.lateness.append(late)   # before a restart: the worst ticks must count
             if late > MAX_CATCH_UP * FRAME_SECONDS:
                 self.resets += 1
-                start, tick, late = now, 0, 0.0
-            self.lateness.append(late)
+                start, tick = now, 0
             with self._lock:
                 legs = list(self._legs)
             for leg in legs:

@@ -24,6 +24,7 @@ connection always reaches the process holding its control session.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
@@ -43,6 +44,8 @@ from .access import parse_allow
 from .agi import AGISession
 from .dialplan import give_media_id, is_wideband, media_application, parse_live, tell_live_end
 
+# The interpreter's thread switch interval in a process that serves real-time media (seconds).
+MEDIA_SWITCH_INTERVAL = 0.001
 # After the media application returns, how long the conversation may take to store its last turn.
 CONVERSATION_WIND_DOWN = 15.0
 
@@ -94,6 +97,10 @@ class LiveCalls:
         0 for any free one)."""
         settings = self.settings
         port = self.port if port is None else port
+        # Each send on a media socket hands the interpreter to another thread; with Python's
+        # default 5 ms switch interval the clock may wait that long to get it back, once per call
+        # per tick, and with dozens of calls the last frames of a tick go out late.
+        sys.setswitchinterval(min(sys.getswitchinterval(), MEDIA_SWITCH_INTERVAL))
         max_connections = settings.max_calls + 8  # room for a refused stranger while the calls go on
         server: Any
         if settings.transport == "audiosocket":

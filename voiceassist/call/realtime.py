@@ -199,8 +199,11 @@ class LiveConversation:
         while True:
             event = self.leg.next_event(FRAME_SECONDS * 2)
             now = time.monotonic()
+            # Gaps are judged by when frames arrived, not when this thread got to them: a busy
+            # moment here must not turn the caller's queued words into made-up pauses.
+            arrived = (event.at or now) if event is not None else now
             if event is None or event.kind is MediaEventKind.AUDIO:
-                self._fill_silence(now, arriving=event is not None)
+                self._fill_silence(arrived, arriving=event is not None)
             if event is not None:
                 if event.kind is MediaEventKind.CLOSED:
                     self._closed = True
@@ -208,7 +211,7 @@ class LiveConversation:
                     return self._ending or EndReason.HANGUP
                 if event.kind is MediaEventKind.AUDIO:
                     self._on_audio(event.audio, now)
-                    self._last_frame_at = now
+                    self._last_frame_at = max(self._last_frame_at, arrived)
                 elif event.kind is MediaEventKind.MARK:
                     self._on_mark(event.mark, now)
                 elif event.kind is MediaEventKind.DTMF:
@@ -231,7 +234,7 @@ class LiveConversation:
         silence = bytes(2 * int(self.rate * FRAME_SECONDS))
         for _ in range(frames):
             self._on_audio(silence, now)
-        self._last_frame_at = now
+        self._last_frame_at = max(self._last_frame_at, now)
 
     def _assistant_audible(self, now: float) -> bool:
         if self._prompt_mark:
