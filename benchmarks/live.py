@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                 call.wait(timeout=120)
                 for turn in turns_of(key):
                     total += 1
-                    interrupted += bool(turn["interrupted"])
+                    # The caller hanging up mid-answer also marks the turn interrupted: not a barge-in.
+                    interrupted += bool(turn["interrupted"]) and turn["error"] != "caller hung up during the answer"
             false_barge[label] = (interrupted, total)
     finally:
         for server in servers:
@@ -305,7 +306,15 @@ def report(first: dict[str, list[FirstAudio]], reactions: dict[str, list[float]]
               f"{'TTS 1st':>7} {'stored':>7}")
     print(header)
     print("-" * len(header))
-    agi = statistics.median(m.seconds for m in first.get(FLOWS[-1][0], [])) if first.get(FLOWS[-1][0]) else None
+    # The ratio compares the turns' own measure (stored: end of speech -> first audio handed to the
+    # media leg or Asterisk). The caller-side median is exact only where the line carries audio
+    # all along (AudioSocket sends silence frames): a Local channel that carries no frames while
+    # nobody speaks leaves that time out of the caller's MixMonitor recording.
+    def stored_median(rows: list[FirstAudio]) -> float | None:
+        found = [m.stored.get("speech_to_audio_ms") for m in rows if m.stored.get("speech_to_audio_ms") is not None]
+        return statistics.median(found) if found else None
+
+    agi = stored_median(first.get(FLOWS[-1][0], []))
     for label, _, _, _, ending in FLOWS:
         rows = first.get(label, [])
         if not rows:
@@ -316,7 +325,8 @@ def report(first: dict[str, list[FirstAudio]], reactions: dict[str, list[float]]
         def stored(name: str) -> float:
             found = [m.stored.get(f"{name}_ms") for m in rows if m.stored.get(f"{name}_ms") is not None]
             return statistics.median(found) if found else float("nan")
-        ratio = f"({median / agi:.2f}x)" if agi else ""
+        own = stored_median(rows)
+        ratio = f"({own / agi:.2f}x)" if agi and own else ""
         print(f"{label:38} {median * 1000:7.0f} {percentile(values, 0.9) * 1000:6.0f} {providers * 1000:9.0f} "
               f"{(median - providers - (VAD_END_S if ending else 0)) * 1000:8.0f} | {stored('stt'):5.0f} "
               f"{stored('llm_first'):7.0f} {stored('tts'):7.0f} {stored('speech_to_audio'):7.0f}  {ratio}")
