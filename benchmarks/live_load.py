@@ -171,13 +171,15 @@ def tick(self, now):
         spread[now] = sent
 
 audiosocket.AudioSocketLeg.tick = tick
-original_read = audiosocket.AudioSocketLeg.read_until_closed
+# The thread that holds a connection (and, in versions that read on it, reads it), named for --thread-cpu.
+reader_name = next(n for n in ("serve_until_closed", "read_until_closed") if hasattr(audiosocket.AudioSocketLeg, n))
+original_read = getattr(audiosocket.AudioSocketLeg, reader_name)
 
 def read_until_closed(self):
     threading.current_thread().name = "audiosocket-reader"
     return original_read(self)
 
-audiosocket.AudioSocketLeg.read_until_closed = read_until_closed
+setattr(audiosocket.AudioSocketLeg, reader_name, read_until_closed)
 original_fill = realtime.LiveConversation._fill_silence
 
 def fill_silence(self, now, arriving):

@@ -103,6 +103,9 @@ class AudioSocketLeg:
         self._sent_of_head = 0                      # bytes of the first of them already sent
         self._send_lock = threading.Lock()
         self._warned_rate = False
+        self._inbound_bytes = bytearray()           # what arrived and is not a whole frame yet
+        self._done = threading.Event()              # the leg is over
+        self._released: threading.Event | None = None  # set once the clock no longer reads the socket
         self.dropped_bytes = 0                      # audio a stalled Asterisk did not take
 
     # -- MediaLeg ------------------------------------------------------------------------------------
@@ -178,39 +181,50 @@ class AudioSocketLeg:
                     del self._outbound[keep]
                     self.dropped_bytes += len(dropped)
 
-    # -- the reader (the connection's own thread) ------------------------------------------------------
-    def read_until_closed(self) -> None:
-        """Read frames until the hang-up, an error frame, a broken frame or our own close (which
-        shuts the socket down and so ends the blocking read). One ``recv`` per arrival, frames
-        cut from a buffer: a read per header and per payload would double the system calls, and
-        each one hands the interpreter to another thread."""
-        buffer = bytearray()
-        self.sock.settimeout(None)
+    # -- the reader (the clock's thread reads every leg's socket between ticks) -----------------------
+    def serve_until_closed(self) -> None:
+        """Hand the socket to the clock's reader and wait (on the connection's own thread, idle)
+        until the leg is over and the clock has let go of the socket."""
+        self.sock.setblocking(False)
+        self._clock.watch(self.sock, self)
+        while not self._done.wait(1.0):
+            if not self._clock.running:
+                self._close()
+        if self._released is not None:
+            self._released.wait(2.0)
+
+    def read_ready(self) -> bool:
+        """Frames that have arrived (one ``recv``, frames cut from a buffer); False when the
+        connection is over: the hang-up, an error frame, a broken frame or our own close."""
+        if self._events.closed:
+            return False
         try:
-            while not self._events.closed:
-                while len(buffer) >= 3:
-                    kind, length = struct.unpack_from(">BH", buffer)
-                    if len(buffer) < 3 + length:
-                        break
-                    payload = bytes(buffer[3:3 + length])
-                    del buffer[:3 + length]
-                    if not self._on_frame(kind, payload, time.monotonic()):
-                        return
-                try:
-                    chunk = self.sock.recv(65536)
-                except InterruptedError:
-                    continue
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                buffer += chunk
-                if len(buffer) > 3 + 65535 + 65536:
-                    raise AudioSocketError("a frame longer than the protocol allows")
+            chunk = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close()
+            return False
+        buffer = self._inbound_bytes
+        buffer += chunk
+        now = time.monotonic()
+        try:
+            while len(buffer) >= 3:
+                kind, length = struct.unpack_from(">BH", buffer)
+                if len(buffer) < 3 + length:
+                    break
+                payload = bytes(buffer[3:3 + length])
+                del buffer[:3 + length]
+                if not self._on_frame(kind, payload, now):
+                    self._close()
+                    return False
         except AudioSocketError as exc:
             logger.info("[LIVE] AudioSocket %s...: %s; closing", self.call_id[:8], exc)
-        finally:
             self._close()
+            return False
+        return True
 
     def _on_frame(self, kind: int, payload: bytes, now: float) -> bool:
         """Handle one frame from Asterisk; False when the connection is over."""
@@ -249,6 +263,8 @@ class AudioSocketLeg:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self._released = self._clock.unwatch(self.sock)
+        self._done.set()
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -274,8 +290,8 @@ class _TCPServer(socketserver.ThreadingTCPServer):
 
 
 class AudioSocketServer:
-    """The media server for ``[live] transport = audiosocket``: one thread per connection, one
-    clock for all of them."""
+    """The media server for ``[live] transport = audiosocket``: a thread per connection to take
+    it in (then idle until the call ends), one clock thread that reads and paces them all."""
 
     def __init__(self, host: str, port: int, *, allow: tuple[Network, ...], accept: Callable[[MediaLeg], bool],
                  max_connections: int = 64, uuid_timeout: float = 5.0) -> None:
@@ -349,7 +365,7 @@ class AudioSocketServer:
             self._refuse(sock)
             return
         self.clock.add(leg)
-        leg.read_until_closed()
+        leg.serve_until_closed()
 
     @staticmethod
     def _refuse(sock: socket.socket) -> None:

@@ -20,6 +20,8 @@ now, because frames that late are better late than bunched.
 from __future__ import annotations
 
 import queue
+import selectors
+import socket
 import threading
 import time
 from collections import deque
@@ -153,14 +155,24 @@ class Ticking(Protocol):
         ...
 
 
+class Reading(Protocol):
+    def read_ready(self) -> bool:
+        """Read what has arrived on the leg's socket (never blocks); False when the leg is over."""
+        ...
+
+
 class MediaClock:
-    """The 20 ms clock of a media server's legs (see the module's docstring)."""
+    """The 20 ms clock of a media server's legs (see the module's docstring); it may also read
+    their sockets between ticks (:meth:`watch`), so that one thread does all of a server's
+    media I/O instead of one reading thread per call fighting the clock for the interpreter."""
 
     def __init__(self, name: str = "voiceassist-media-clock") -> None:
         self._legs: set[Ticking] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+        self._selector = selectors.DefaultSelector()
+        self._changes: list[tuple[socket.socket, Reading | None, threading.Event]] = []
         self.lateness: deque[float] = deque(maxlen=LATENESS_KEPT)  # seconds each tick came late
         self.resets = 0                                            # schedule restarts (ticks lost)
 
@@ -171,6 +183,14 @@ class MediaClock:
         self._stopped.set()
         if self._thread.is_alive():
             self._thread.join(1.0)
+        with self._lock:
+            changes, self._changes = self._changes, []
+        for _, _, done in changes:
+            done.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self._stopped.is_set()
 
     def add(self, leg: Ticking) -> None:
         with self._lock:
@@ -180,14 +200,60 @@ class MediaClock:
         with self._lock:
             self._legs.discard(leg)
 
+    def watch(self, sock: socket.socket, reader: Reading) -> threading.Event:
+        """Read ``sock`` (non-blocking) with ``reader.read_ready`` whenever data arrives."""
+        done = threading.Event()
+        with self._lock:
+            self._changes.append((sock, reader, done))
+        return done
+
+    def unwatch(self, sock: socket.socket) -> threading.Event:
+        """Stop reading ``sock``; the event is set once the clock has let go of it (only then may
+        the socket be closed: its descriptor number could be reused)."""
+        done = threading.Event()
+        with self._lock:
+            self._changes.append((sock, None, done))
+        if not self.running:
+            done.set()
+        return done
+
+    def _apply_changes(self) -> None:
+        with self._lock:
+            changes, self._changes = self._changes, []
+        for sock, reader, done in changes:
+            try:
+                if reader is None:
+                    self._selector.unregister(sock)
+                else:
+                    self._selector.register(sock, selectors.EVENT_READ, reader)
+            except (KeyError, ValueError, OSError):
+                pass
+            done.set()
+
+    def _read(self, timeout: float) -> None:
+        for key, _ in self._selector.select(timeout):
+            reader: Reading = key.data
+            try:
+                alive = reader.read_ready()
+            except Exception:
+                logger.exception("[LIVE] media clock: a leg failed to read")
+                alive = False
+            if not alive:
+                try:
+                    self._selector.unregister(key.fileobj)
+                except (KeyError, ValueError):
+                    pass
+        self._apply_changes()
+
     def _run(self) -> None:
         start = time.monotonic()
         tick = 0
         while not self._stopped.is_set():
+            self._apply_changes()
             due = start + tick * FRAME_SECONDS
             now = time.monotonic()
-            if due > now:
-                time.sleep(due - now)
+            while due > now:
+                self._read(due - now)
                 now = time.monotonic()
             late = now - due
             self.lateness.append(late)   # before a restart: the worst ticks must count
@@ -203,3 +269,4 @@ class MediaClock:
                     logger.exception("[LIVE] media clock: a leg failed to send")
                     self.remove(leg)
             tick += 1
+        self._selector.close()
