@@ -46,8 +46,6 @@ KIND_FOR_RATE = {rate: kind for kind, rate in AUDIO_KINDS.items()}
 HANGUP_FRAME = bytes([KIND_HANGUP, 0, 0])
 # Longest audio frame we accept from Asterisk (0.5 s at 48 kHz); a longer one is not a phone's.
 MAX_AUDIO_PAYLOAD = 48000
-# How long a read may wait before the reader checks whether the leg was closed.
-POLL_SECONDS = 0.5
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 # Frames kept for a peer that has stopped reading (0.2 s); beyond it the oldest unsent ones go.
 MAX_UNSENT_FRAMES = 10
@@ -61,14 +59,14 @@ def frame(kind: int, payload: bytes = b"") -> bytes:
     return struct.pack(">BH", kind, len(payload)) + payload
 
 
-def _read_exactly(sock: socket.socket, size: int, deadline: float | None, stop: Callable[[], bool]) -> bytes:
+def _read_exactly(sock: socket.socket, size: int, deadline: float) -> bytes:
+    """``size`` bytes from a connection that has not been handed to the clock yet (its call id),
+    by ``deadline`` (time.monotonic())."""
     data = bytearray()
     while len(data) < size:
-        wait = POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - time.monotonic())
+        wait = deadline - time.monotonic()
         if wait <= 0:
             raise AudioSocketError("timed out")
-        if stop():
-            raise AudioSocketError("closed by us")
         ready, _, _ = select.select([sock], [], [], wait)
         if not ready:
             continue
@@ -343,19 +341,16 @@ class AudioSocketServer:
 
     def _serve(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        def never() -> bool:
-            return False
-
         deadline = time.monotonic() + self.uuid_timeout
         try:
             # The header first: anything but a 16-byte UUID frame is refused without reading on.
-            kind, length = struct.unpack(">BH", _read_exactly(sock, 3, deadline, never))
+            kind, length = struct.unpack(">BH", _read_exactly(sock, 3, deadline))
             if kind != KIND_UUID or length != 16:
                 logger.warning("[LIVE] AudioSocket connection refused: its first frame (kind 0x%02x, %d bytes) "
                                "is not a call id", kind, length)
                 self._refuse(sock)
                 return
-            payload = _read_exactly(sock, 16, deadline, never)
+            payload = _read_exactly(sock, 16, deadline)
         except AudioSocketError as exc:
             logger.warning("[LIVE] AudioSocket connection refused: no call id (%s)", exc)
             self._refuse(sock)
@@ -373,8 +368,4 @@ class AudioSocketServer:
             sock.sendall(HANGUP_FRAME)
         except OSError:
             pass
-
-    # For the benchmarks: how late the clock's ticks came (seconds).
-    def clock_lateness(self) -> list[float]:
-        return list(self.clock.lateness)
 
