@@ -156,3 +156,35 @@ class RefusalLog:
         if elsewhere:
             more += f"; {elsewhere} from other peers not logged"
         logger.warning("[AGI] refused %s: %s%s", peer, reason, more)
+
+
+class ConnectionGate:
+    """A media server's door: only peers in ``allow``, at most ``limit`` connections at once;
+    each refusal goes to the refusal log with ``what`` (the transport)."""
+
+    def __init__(self, allow: tuple[Network, ...], limit: int, what: str) -> None:
+        self.allow = allow
+        self.limit = limit
+        self.what = what
+        self.refuse = RefusalLog()
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def allowed(self, host: str) -> bool:
+        if is_allowed(host, self.allow):
+            return True
+        self.refuse(host, f"not in [live] allow ({self.what})")
+        return False
+
+    def enter(self, host: str) -> bool:
+        """Take one of the ``limit`` places (give it back with :meth:`leave`)."""
+        with self._lock:
+            if self._active < self.limit:
+                self._active += 1
+                return True
+        self.refuse(host, f"{self.limit} media connections already open")
+        return False
+
+    def leave(self) -> None:
+        with self._lock:
+            self._active -= 1

@@ -32,7 +32,7 @@ from typing import Any
 
 from ..call.media import MediaEvent, MediaEventKind, MediaLeg
 from ..logs import logger
-from .access import Network, RefusalLog, is_allowed
+from .access import ConnectionGate, Network
 from .legs import CallerEvents, MediaClock, Playout
 
 KIND_HANGUP = 0x00
@@ -293,16 +293,12 @@ class AudioSocketServer:
 
     def __init__(self, host: str, port: int, *, allow: tuple[Network, ...], accept: Callable[[MediaLeg], bool],
                  max_connections: int = 64, uuid_timeout: float = 5.0) -> None:
-        self.allow = allow
         self.accept = accept
-        self.max_connections = max_connections
         self.uuid_timeout = uuid_timeout
+        self._gate = ConnectionGate(allow, max_connections, "AudioSocket")
         self.clock = MediaClock("voiceassist-audiosocket-clock")
         self._server = _TCPServer((host, port), self)
         self._thread: threading.Thread | None = None
-        self._active = 0
-        self._lock = threading.Lock()
-        self._refusals = RefusalLog()
 
     @property
     def port(self) -> int:
@@ -322,22 +318,13 @@ class AudioSocketServer:
     def admit(self, peer: Any) -> bool:
         """Checked on accept, before a byte is read: an allowed peer, and room for it."""
         host = str(peer[0])
-        if not is_allowed(host, self.allow):
-            self._refusals(host, "not in [live] allow (AudioSocket)")
-            return False
-        with self._lock:
-            if self._active >= self.max_connections:
-                self._refusals(host, f"{self.max_connections} media connections already open")
-                return False
-            self._active += 1
-        return True
+        return self._gate.allowed(host) and self._gate.enter(host)
 
     def serve_connection(self, sock: socket.socket, peer: Any) -> None:
         try:
             self._serve(sock)
         finally:
-            with self._lock:
-                self._active -= 1
+            self._gate.leave()
 
     def _serve(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..call.media import FRAME_SECONDS, MediaEvent, MediaEventKind, MediaLeg, frame_bytes
 from ..logs import logger
-from .access import Network, RefusalLog, is_allowed
+from .access import ConnectionGate, Network
 from .dialplan import MEDIA_ID
 from .legs import CallerEvents, Playout
 
@@ -215,13 +215,9 @@ class WebSocketMediaServer:
                  max_connections: int = 64, password: str = "") -> None:
         from websockets.sync.server import serve
 
-        self.allow = allow
         self.accept = accept
-        self.max_connections = max_connections
         self.password = password
-        self._active = 0
-        self._lock = threading.Lock()
-        self._refusals = RefusalLog()
+        self._gate = ConnectionGate(allow, max_connections, "WebSocket")
         self._server = serve(self._handle, host, port, process_request=self._check_request, compression=None,
                              max_size=2 ** 16, open_timeout=START_TIMEOUT, server_header=None)
         self._thread: threading.Thread | None = None
@@ -240,20 +236,16 @@ class WebSocketMediaServer:
     def _check_request(self, connection: Any, request: Any) -> Any:
         """Before the handshake: the peer, the path, the password, and room for one more."""
         host = str(connection.remote_address[0])
-        if not is_allowed(host, self.allow):
-            self._refusals(host, "not in [live] allow (WebSocket)")
+        if not self._gate.allowed(host):
             return connection.respond(403, "Forbidden\n")
         if urlsplit(request.path).path != "/media":
-            self._refusals(host, "WebSocket path is not /media")
+            self._gate.refuse(host, "WebSocket path is not /media")
             return connection.respond(404, "Not Found\n")
         if self.password and not self._authorised(request.headers.get("Authorization", "")):
-            self._refusals(host, "wrong or missing WebSocket password")
+            self._gate.refuse(host, "wrong or missing WebSocket password")
             return connection.respond(401, "Unauthorized\n")
-        with self._lock:
-            if self._active >= self.max_connections:
-                self._refusals(host, f"{self.max_connections} media connections already open")
-                return connection.respond(503, "Busy\n")
-            self._active += 1
+        if not self._gate.enter(host):
+            return connection.respond(503, "Busy\n")
         return None
 
     def _authorised(self, header: str) -> bool:
@@ -271,8 +263,7 @@ class WebSocketMediaServer:
         try:
             self._serve(connection)
         finally:
-            with self._lock:
-                self._active -= 1
+            self._gate.leave()
 
     def _serve(self, connection: Any) -> None:
         try:
