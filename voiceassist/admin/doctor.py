@@ -71,6 +71,7 @@ class Doctor:
         yield from self.as_service_user()
         yield from self.asterisk_files()
         yield self.dialplan()
+        yield from self.live_transport()
         yield self.fastagi()
 
     # -- individual checks --------------------------------------------------------------------
@@ -301,6 +302,103 @@ class Doctor:
             return Check("dialplan", FAIL, f"[voiceassist-fastagi] dials {shown}, but [fastagi] in {self.config_path} "
                          f"says {re.sub(r'secret=[^&]*', 'secret=***', wanted)}", fix)
         return Check("dialplan", OK, f"8008@voiceassist loaded; FastAGI variant dials {wanted.split('?')[0]}")
+
+    def live_transport(self) -> Iterator[Check]:
+        """What ``[live] transport`` needs of Asterisk: its modules loaded and, for websocket, the
+        connection the route dials in websocket_client.conf."""
+        from .install import live_settings
+
+        assert self.config is not None
+        live = live_settings(self.config)
+        if live.transport == "websocket":
+            yield self.asterisk_modules("websocket", ("res_http_websocket.so", "res_websocket_client.so",
+                                                      "chan_websocket.so"), optional=())
+            yield self.websocket_client()
+        else:
+            yield self.asterisk_modules("audiosocket", ("res_audiosocket.so", "app_audiosocket.so"),
+                                        optional=("chan_audiosocket.so",) if live.wideband else ())
+
+    def asterisk_modules(self, like: str, required: tuple[str, ...], optional: tuple[str, ...]) -> Check:
+        """The modules are loaded and running (``module show like``). ``optional``: missing is a WARN
+        (chan_audiosocket: only wideband phones' real-time calls need it)."""
+        name = f"{like} modules"
+        try:
+            result = subprocess.run(["asterisk", "-rx", f"module show like {like}"], capture_output=True, text=True,
+                                    timeout=15)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return Check(name, WARN, f"cannot ask Asterisk: {exc}", "is Asterisk installed and running?")
+        output = result.stdout + result.stderr
+        if result.returncode != 0 or "Unable to connect" in output:
+            return Check(name, WARN, f"Asterisk is not running (cannot check its {like} modules)",
+                         "systemctl start asterisk")
+        running = {line.split()[0] for line in output.splitlines() if line.strip() and "Running" in line.split()}
+        missing = [m for m in required if m not in running]
+        fix = " && ".join(f'asterisk -rx "module load {m}"' for m in (*missing, *optional) if m not in running)
+        what = f"[live] transport = {like}"
+        if missing:
+            return Check(name, FAIL, f"{', '.join(missing)} not loaded: the real-time route (8009) cannot connect "
+                         f"its audio ({what})", f"{fix} (and no noload => for them in modules.conf)")
+        absent = [m for m in optional if m not in running]
+        if absent:
+            return Check(name, WARN, f"{', '.join(absent)} not loaded: wideband phones (G.722, Opus) cannot use the "
+                         "real-time route ([live] wideband = yes)", f"{fix}, or set [live] wideband = no")
+        return Check(name, OK, f"{', '.join((*required, *optional))} running ({what})")
+
+    def websocket_client(self) -> Check:
+        """The ``[live] websocket_client`` section of websocket_client.conf: a websocket_client with our
+        uri, and the credentials our media server asks when ``[live] websocket_password`` is set. Read
+        from the file (never through a link): Asterisk 22 has no command listing these connections."""
+        from ..system.safe_files import lstat, read_plain
+        from .install import (
+            WEBSOCKET_CLIENT_CONF,
+            WEBSOCKET_CLIENT_MODULE,
+            asterisk_paths,
+            block_text,
+            conf_sections,
+            live_settings,
+            websocket_uri,
+        )
+
+        assert self.config is not None
+        live = live_settings(self.config)
+        path = asterisk_paths().etc / WEBSOCKET_CLIENT_CONF
+        name, wanted = live.websocket_client, websocket_uri(self.config)
+        reload = f'asterisk -rx "module reload {WEBSOCKET_CLIENT_MODULE}"'
+        install = f"voiceassist install (adds the [{name}] connection; it reloads {WEBSOCKET_CLIENT_MODULE})"
+        entry = lstat(path)
+        if entry is None:
+            return Check(WEBSOCKET_CLIENT_CONF, FAIL, f"{path} is missing: Asterisk's WebSocket channel has no "
+                         f"[{name}] connection to dial", install)
+        if not entry.is_file or entry.info.st_nlink != 1:
+            return Check(WEBSOCKET_CLIENT_CONF, FAIL, f"{path} is {entry.kind()}, not a plain file: voiceassist "
+                         "install will not write through it", f"replace {path} by a plain file, then {install}")
+        try:
+            text = (read_plain(path) or b"").decode("utf-8", errors="replace")
+        except OSError as exc:
+            return Check(WEBSOCKET_CLIENT_CONF, WARN, f"cannot read {path}: {exc.strerror}", "run voiceassist doctor as root")
+        section = conf_sections(text).get(name)
+        ours = name in conf_sections(block_text(text))
+        # voiceassist's block is rewritten by install; the admin's own section is the admin's to edit.
+        fix = install if ours else f"edit [{name}] in {path} and run {reload} (or delete it and run voiceassist install)"
+        if section is None:
+            return Check(WEBSOCKET_CLIENT_CONF, FAIL, f"no [{name}] section in {path} ([live] websocket_client)",
+                         install)
+        problems = []
+        if section.get("type") != "websocket_client":
+            problems.append(f"type is {section.get('type') or 'missing'}, not websocket_client")
+        if section.get("uri", "").rstrip("/") != wanted:
+            problems.append(f"uri is {section.get('uri') or 'missing'}, but [live] host and websocket_port say {wanted}")
+        if live.websocket_password:
+            from ..asterisk.websocket_media import USER
+
+            if section.get("username") != USER or section.get("password") != live.websocket_password:
+                problems.append(f"its username/password are not {USER} and [live] websocket_password: our media "
+                                "server would refuse Asterisk")
+        if problems:
+            return Check(WEBSOCKET_CLIENT_CONF, FAIL, f"[{name}] in {path}: {'; '.join(problems)}", fix)
+        who = "voiceassist's block" if ours else "your own section"
+        auth = " with the password" if live.websocket_password else ""
+        return Check(WEBSOCKET_CLIENT_CONF, OK, f"[{name}] dials {wanted}{auth} ({who} in {path})")
 
     def fastagi(self) -> Check:
         """The listener on the FastAGI port is ours: a FastAGI exchange on the ping route (with
