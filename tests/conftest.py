@@ -12,6 +12,7 @@ from harness.emulators import (
     SpeechEmulator,
     SpeechGrpcEmulator,
 )
+from harness.emulators.google_tts_grpc import GoogleTTSGrpcEmulator
 
 
 # An admin's root shell has umask 022; voiceassist's own entry point sets 027 for the files it
@@ -54,6 +55,21 @@ def speech_grpc():
 def _reset_speech_grpc(request):
     if "speech_grpc" in request.fixturenames:
         request.getfixturevalue("speech_grpc").reset()
+
+
+@pytest.fixture(scope="session")
+def google_tts_grpc(emulators):
+    """Google Text-to-Speech's gRPC StreamingSynthesize, on one port with the REST emulator
+    (``emulators["google_tts"]``), for streaming text-to-speech."""
+    server = GoogleTTSGrpcEmulator(rest=emulators["google_tts"])
+    yield server
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_google_tts_grpc(request):
+    if "google_tts_grpc" in request.fixturenames:
+        request.getfixturevalue("google_tts_grpc").reset()
 
 
 # -- real database servers ------------------------------------------------------------------------
