@@ -331,7 +331,9 @@ class Doctor:
         if result.returncode != 0 or "Unable to connect" in output:
             return Check(name, WARN, f"Asterisk is not running (cannot check its {like} modules)",
                          "systemctl start asterisk")
-        running = {line.split()[0] for line in output.splitlines() if line.strip() and "Running" in line.split()}
+        # One line per loaded module: name, description, use count, status (Running / Not Running), support level.
+        running = {line.split()[0] for line in output.splitlines()
+                   if re.search(r"\bRunning\b", line) and not re.search(r"\bNot Running\b", line)}
         missing = [m for m in required if m not in running]
         fix = " && ".join(f'asterisk -rx "module load {m}"' for m in (*missing, *optional) if m not in running)
         what = f"[live] transport = {like}"
