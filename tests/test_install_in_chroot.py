@@ -12,6 +12,7 @@ installed FastAGI variant, and it restores the rig (Asterisk as root, the rig's 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -207,7 +208,7 @@ def test_readme_install_steps_work_as_written(chroot, emulators):
     # Doctor on the good setup: no FAIL (Asterisk runs, dialplan loaded, files usable by asterisk).
     assert "FAIL" not in outputs["voiceassist doctor"], outputs["voiceassist doctor"]
     checks = {c["name"]: c for c in json.loads(run(rig, "doctor", "--json").stdout)}
-    for name in ("dialplan", "agi wrapper", "config permissions", "sounds", "database"):
+    for name in ("dialplan", "agi wrapper", "config permissions", "sounds", "database", "audiosocket modules"):
         assert checks[name]["status"] == "OK", checks[name]
     # Only root installs: a clear one-line refusal for anyone else.
     refused = run(rig, "install", user="asterisk", check=False)
@@ -286,3 +287,150 @@ def test_uninstall_removes_what_install_added_and_keeps_the_admins_lines(chroot)
     assert rig.host_path(INSTALLED_DB).exists(), "the calls stay (only --purge removes data)"
     assert "voiceassist-flow" not in rig.cli("dialplan show 8008@voiceassist")
     assert "4321" in rig.cli("dialplan show from-internal-custom")
+
+
+# -- [live] transport = websocket: the connection Asterisk's WebSocket channel dials -----------------
+WEBSOCKET_CONF = "/etc/asterisk/websocket_client.conf"
+WEBSOCKET_PASSWORD = "Sesame-4f9c;e21b"  # a ';' too: Asterisk would read the rest of the line as a comment
+ADMIN_WEBSOCKET = """; the admin's own connections, which install and uninstall must leave alone
+[ari-events]
+type = websocket_client
+uri = ws://127.0.0.1:9/events
+connection_type = per_call_config
+"""
+
+
+def websocket_config(conf: str, port: int, password: str = WEBSOCKET_PASSWORD) -> str:
+    """The installed config with ``[live] transport = websocket`` on ``port`` and its password."""
+    live = re.sub(r"(?m)^transport = audiosocket", "transport = websocket", conf)
+    live = re.sub(r"(?m)^websocket_port = \d+", f"websocket_port = {port}", live)
+    live = re.sub(r"(?m)^;websocket_password =.*$", f"websocket_password = {password}", live)
+    assert live.count("transport = websocket") == 1 and f"websocket_password = {password}" in live, live
+    return live
+
+
+def upgrade_request(rig, port: int, timeout: float = 10) -> bytes:
+    """What Asterisk sends when its WebSocket channel dials the ``[voiceassist]`` connection (a call
+    originated from the CLI to ``WebSocket/voiceassist``): the HTTP upgrade request that reaches a
+    listener on ``port``, or b"" when none comes."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(4)
+        listener.settimeout(timeout)
+        rig.cli("channel originate WebSocket/voiceassist/c(slin) application Wait 2")
+        try:
+            connection, _ = listener.accept()
+        except TimeoutError:
+            return b""
+        with connection:
+            connection.settimeout(timeout)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = connection.recv(4096)
+                if not chunk:
+                    break
+                request += chunk
+        return request  # closed unanswered: Asterisk gives up after its reconnect attempts
+
+
+def test_websocket_transport_install_writes_the_connection_asterisk_dials_and_uninstall_only_that(chroot):
+    import base64
+
+    from harness.rig.asterisk import free_port
+
+    rig = chroot
+    conf_path, websocket = rig.host_path(CONF), rig.host_path(WEBSOCKET_CONF)
+    if websocket.is_symlink():
+        websocket.unlink()
+    websocket.write_text(rig.host_path("/usr/share/asterisk/conf/samples/websocket_client.conf.sample").read_text()
+                         + "\n" + ADMIN_WEBSOCKET)
+    admin_text = websocket.read_text()
+    os.chown(websocket, ASTERISK_UID, ASTERISK_UID)  # as `fwconsole chown` leaves /etc/asterisk: asterisk:asterisk 0640
+    websocket.chmod(0o640)
+    run(rig, "install")  # the config template first (also when this test runs alone)
+    assert "would leave" in text(run(rig, "install", "--dry-run")), "audiosocket: websocket_client.conf untouched"
+    original = conf_path.read_text()
+    port = free_port()
+    conf_path.write_text(websocket_config(original, port))
+    uri = f"ws://127.0.0.1:{port}/media"
+    try:
+        planned = text(run(rig, "install", "--dry-run"))
+        assert (f"would add the [voiceassist] connection to {uri} with the password of [live] websocket_password "
+                f"in {WEBSOCKET_CONF}") in planned, planned
+        assert 'would run `asterisk -rx "module reload res_websocket_client.so"`' in planned, planned
+        assert WEBSOCKET_PASSWORD not in planned and "Sesame" not in planned
+        assert websocket.read_text() == admin_text, "--dry-run changes nothing"
+
+        out = text(run(rig, "install"))
+        assert f"add the [voiceassist] connection to {uri}" in out and "module reload res_websocket_client.so" in out
+        assert "Sesame" not in out, out
+        written = websocket.read_text()
+        assert written.startswith(admin_text) and written.count("; BEGIN voiceassist") == 1
+        block = written[written.index("; BEGIN voiceassist"):]
+        assert "\n[voiceassist]\ntype = websocket_client\n" in block and f"\nuri = {uri}\n" in block
+        assert "\nprotocols = media\n" in block and "\nusername = voiceassist\n" in block
+        assert "\npassword = Sesame-4f9c\\;e21b\n" in block, block
+        info = websocket.stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (ASTERISK_UID, ASTERISK_UID, 0o640)
+        manifest = json.loads(rig.host_path(MANIFEST).read_text())
+        assert {"path": WEBSOCKET_CONF, "kind": "block", "sha256": ""} in manifest["records"]
+        assert "Sesame" not in rig.host_path(MANIFEST).read_text()
+        assert "nothing to change" in text(run(rig, "install")), "a second install changes nothing"
+
+        # Asterisk (running as asterisk) loaded it: its WebSocket channel dials our uri with our password.
+        request = upgrade_request(rig, port).decode(errors="replace")
+        assert request.startswith("GET /media HTTP/1.1\r\n"), request
+        credentials = base64.b64encode(b"voiceassist:Sesame-4f9c;e21b").decode()
+        assert f"Authorization: Basic {credentials}\r\n" in request, request
+        assert "Sec-WebSocket-Protocol: media\r\n" in request, request
+
+        checks = {c["name"]: c for c in json.loads(run(rig, "doctor", "--json", check=False).stdout)}
+        for name in ("websocket modules", "websocket_client.conf"):
+            assert checks[name]["status"] == "OK", checks[name]
+        assert "chan_websocket.so" in checks["websocket modules"]["detail"]
+        assert uri in checks["websocket_client.conf"]["detail"]
+        report = text(run(rig, "doctor", check=False))
+        assert re.search(r"OK\s+websocket_client.conf\s+\[voiceassist\] dials", report) and "Sesame" not in report
+        # The channel driver unloaded: doctor says so, and its fix line loads it again.
+        rig.cli("module unload chan_websocket.so")
+        try:
+            modules = {c["name"]: c for c in json.loads(run(rig, "doctor", "--json", check=False).stdout)}
+            modules = modules["websocket modules"]
+            assert modules["status"] == "FAIL" and "chan_websocket.so not loaded" in modules["detail"], modules
+            command = modules["fix"].split(" (and ")[0]
+            assert command == 'asterisk -rx "module load chan_websocket.so"', command
+            subprocess.run([*as_user(rig), "sh", "-c", command], check=True, capture_output=True)
+        finally:
+            if "chan_websocket.so" not in rig.cli("module show like chan_websocket"):
+                rig.cli("module load chan_websocket.so")
+        checks = {c["name"]: c for c in json.loads(run(rig, "doctor", "--json", check=False).stdout)}
+        assert checks["websocket modules"]["status"] == "OK", checks["websocket modules"]
+
+        # Another password in the config: doctor names the mismatch (never either password), install fixes it.
+        conf_path.write_text(websocket_config(original, port, "Other-77"))
+        check = {c["name"]: c for c in json.loads(run(rig, "doctor", "--json", check=False).stdout)}
+        mismatch = check["websocket_client.conf"]
+        assert mismatch["status"] == "FAIL" and "password" in mismatch["detail"], mismatch
+        assert "Sesame" not in json.dumps(mismatch) and "Other-77" not in json.dumps(mismatch)
+        assert mismatch["fix"].startswith("voiceassist install")
+        out = text(run(rig, "install"))
+        assert "update the [voiceassist] connection" in out and "Other-77" not in out, out
+        conf_path.write_text(websocket_config(original, port))
+        run(rig, "install")
+
+        out = text(run(rig, "uninstall"))
+        assert f"remove the voiceassist connection from {WEBSOCKET_CONF}" in out, out
+        assert "module reload res_websocket_client.so" in out and "Sesame" not in out
+        assert websocket.read_text() == admin_text, "uninstall removes our block only"
+        info = websocket.stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (ASTERISK_UID, ASTERISK_UID, 0o640)
+        assert not rig.host_path(MANIFEST).exists() or WEBSOCKET_CONF not in rig.host_path(MANIFEST).read_text()
+        assert upgrade_request(rig, port, timeout=3) == b"", "Asterisk still dials the removed connection"
+        for log in ("/var/log/asterisk/full", "/var/log/asterisk/voiceassist.log"):
+            path = rig.host_path(log)
+            assert not path.exists() or "Sesame" not in path.read_text(errors="replace"), log
+    finally:
+        conf_path.write_text(original)

@@ -431,3 +431,55 @@ def test_install_schedules_the_daily_prune_as_asterisk_and_log_rotation_and_unin
     assert not cron.exists() and not rotate.exists()
     planned = text(voiceassist(rig, "install", "--dry-run"))
     assert f"would write {CRON}" in planned and f"would write {LOGROTATE}" in planned, planned
+
+
+# -- 7. websocket_client.conf: a planted link, and the password kept out of every output ------------
+WEBSOCKET_CONF = "/etc/asterisk/websocket_client.conf"   # /etc/asterisk belongs to asterisk
+WEBSOCKET_PASSWORD = "Sesame-0b7d2a"
+
+
+def test_websocket_client_conf_link_is_refused_and_the_password_never_printed(pbx):
+    rig = pbx
+    installed = voiceassist(rig, "install", "--no-reload")  # the config (also when this test runs alone)
+    assert installed.returncode == 0, text(installed)
+    conf = rig.host_path(CONF)
+    original = conf.read_text()
+    live = original.replace("transport = audiosocket", "transport = websocket", 1)
+    conf.write_text(re.sub(r"(?m)^;websocket_password =.*$", f"websocket_password = {WEBSOCKET_PASSWORD}", live))
+    decoy = rig.host_path(DECOY)
+    before = snapshot(decoy)
+    websocket = rig.host_path(WEBSOCKET_CONF)
+    try:
+        as_asterisk(rig, f"rm -f {WEBSOCKET_CONF} && ln -s {DECOY}/secret {WEBSOCKET_CONF}")
+        planned = voiceassist(rig, "install", "--dry-run")
+        assert planned.returncode == 0 and "would add the [voiceassist] connection" in text(planned), text(planned)
+        assert WEBSOCKET_PASSWORD not in text(planned)
+        refused = voiceassist(rig, "install", "--no-reload")
+        line = one_clear_line(refused)
+        assert refused.returncode == 1 and f"{WEBSOCKET_CONF} is a symbolic link" in line and "refused" in line, line
+        assert WEBSOCKET_PASSWORD not in text(refused)
+        assert snapshot(decoy) == before, "root wrote through the asterisk user's link"
+        check = doctor_checks(rig)["websocket_client.conf"]
+        assert check["status"] == "FAIL" and "is a symbolic link" in check["detail"], check
+
+        # The link gone: a new file that only root and the asterisk group may read (it holds the password).
+        as_asterisk(rig, f"rm {WEBSOCKET_CONF}")
+        added = voiceassist(rig, "install", "--no-reload")
+        assert added.returncode == 0 and WEBSOCKET_PASSWORD not in text(added), text(added)
+        info = websocket.lstat()
+        assert stat.S_ISREG(info.st_mode) and (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, ASTERISK_UID, 0o640)
+        assert f"password = {WEBSOCKET_PASSWORD}\n" in websocket.read_text()
+        # A world-readable file of the admin's: our password makes install take the others' read bit away.
+        websocket.chmod(0o644)
+        conf.write_text(conf.read_text().replace(WEBSOCKET_PASSWORD, WEBSOCKET_PASSWORD + "-2"))
+        assert voiceassist(rig, "install", "--no-reload").returncode == 0
+        assert websocket.stat().st_mode & 0o777 == 0o640
+        assert snapshot(decoy) == before
+    finally:
+        if websocket.is_symlink():
+            websocket.unlink()
+        conf.write_text(original)
+    # Back to transport = audiosocket: install takes its connection (and the password) out again.
+    back = voiceassist(rig, "install", "--no-reload")
+    assert back.returncode == 0 and f"remove the voiceassist connection from {WEBSOCKET_CONF}" in text(back), text(back)
+    assert "; BEGIN voiceassist" not in websocket.read_text() and WEBSOCKET_PASSWORD not in websocket.read_text()
