@@ -583,12 +583,12 @@ class Installer:
                            lambda: self._rewrite(path, without_block), kind="websocket")]
         name = live.websocket_client
         if FREEPBX_GENERATED in current:
-            self.notes.append(f"warning: left {path} alone: FreePBX generates it (a change would be lost on the next "
+            self.notes.append(f"warning: install leaves {path} alone: FreePBX generates it (a change would be lost on the next "
                               f"Apply Config); add the [{name}] connection `voiceassist doctor` describes the way "
                               "FreePBX offers")
             return []
         if name in conf_sections(without_block(current)):
-            self.notes.append(f"note: left {path} alone: it already has a [{name}] section of your own "
+            self.notes.append(f"note: install leaves {path} alone: it already has a [{name}] section of your own "
                               "(`voiceassist doctor` checks it); to let install manage it, delete that section "
                               "and run install again")
             return []
