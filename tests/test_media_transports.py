@@ -356,16 +356,25 @@ class StallingSocket:
     def shutdown(self, how: int) -> None:
         pass
 
+    def setblocking(self, flag: bool) -> None:
+        pass
 
-def test_audiosocket_a_peer_that_stops_reading_loses_whole_frames_never_part_of_one():
+    def setsockopt(self, *args: object) -> None:
+        pass
+
+
+def test_audiosocket_a_peer_that_stops_reading_loses_whole_frames_never_part_of_one(request):
     """Asterisk stalls: the leg keeps a few frames for it and drops the oldest unsent ones, but
     never the rest of a frame already partly sent (Asterisk would read it as a header)."""
-    from voiceassist.asterisk.audiosocket import AudioSocketLeg
     from voiceassist.asterisk.legs import MediaClock
+    from voiceassist.asterisk.media_pump import _PumpedLeg
 
     peer = StallingSocket(budget=3 * 323 + 100)            # three frames and part of the fourth
-    leg = AudioSocketLeg(peer, str(uuid.uuid4()), MediaClock())  # type: ignore[arg-type]
-    leg.play(bytes(range(1, 161)) * 2 * 100)               # 2 s of audio
+    events, commands = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    leg = _PumpedLeg(MediaClock(), peer, events, commands, 8000)  # type: ignore[arg-type]
+    request.addfinalizer(events.close)
+    request.addfinalizer(commands.close)
+    leg.playout.add(bytes(range(1, 161)) * 2 * 100)        # 2 s of audio
     for _ in range(40):                                    # 40 ticks while Asterisk reads nothing
         leg.tick(time.monotonic())
     assert leg.dropped_bytes > 0

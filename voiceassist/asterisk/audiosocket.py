@@ -26,14 +26,14 @@ import struct
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from ..call.media import MediaEvent, MediaEventKind, MediaLeg
 from ..logs import logger
 from .access import ConnectionGate, Network
-from .legs import CallerEvents, MediaClock, Playout
+from .legs import CallerEvents
+from .media_pump import ARRIVAL, MAX_MESSAGE, PLAY_CHUNK, REPLY, REPLY_TIMEOUT, REQUEST, PumpLink
 
 KIND_HANGUP = 0x00
 KIND_UUID = 0x01
@@ -83,7 +83,9 @@ def _read_exactly(sock: socket.socket, size: int, deadline: float) -> bytes:
 
 
 class AudioSocketLeg:
-    """One call's AudioSocket connection as a :class:`~voiceassist.call.media.MediaLeg`.
+    """One call's AudioSocket connection as a :class:`~voiceassist.call.media.MediaLeg`, on the
+    server's side: the connection itself is held by the pump (:mod:`.media_pump`), which paces the
+    audio queued here and passes on what Asterisk sends; the frames are parsed and checked here.
 
     Its rate is the one the route asked Asterisk for (AudioSocket says it only with the first
     audio frame): the route's acceptor sets :attr:`sample_rate` before the conversation starts.
@@ -91,123 +93,140 @@ class AudioSocketLeg:
 
     rate_from_control = True
 
-    def __init__(self, sock: socket.socket, call_id: str, clock: MediaClock, sample_rate: int = 8000) -> None:
-        self.sock = sock
+    def __init__(self, call_id: str, events: socket.socket, commands: socket.socket, sample_rate: int = 8000) -> None:
         self.call_id = call_id
-        self._clock = clock
+        self._events_socket = events
+        self._commands = commands
+        self._commands.settimeout(REPLY_TIMEOUT)
         self._events = CallerEvents()
-        self._playout = Playout(sample_rate)
-        self._outbound: deque[bytes] = deque()      # frames a full socket buffer did not take yet
-        self._sent_of_head = 0                      # bytes of the first of them already sent
-        self._send_lock = threading.Lock()
+        self._rate = sample_rate
+        self._command_lock = threading.Lock()
+        self._request = 0
         self._warned_rate = False
         self._inbound_bytes = bytearray()           # what arrived and is not a whole frame yet
         self._done = threading.Event()              # the leg is over
-        self._released: threading.Event | None = None  # set once the clock no longer reads the socket
-        self.dropped_bytes = 0                      # audio a stalled Asterisk did not take
+        self._read_lock = threading.Lock()          # held while reading the events socket
 
     # -- MediaLeg ------------------------------------------------------------------------------------
     @property
     def sample_rate(self) -> int:
-        return self._playout.sample_rate
+        return self._rate
 
     @sample_rate.setter
     def sample_rate(self, rate: int) -> None:
         if rate not in KIND_FOR_RATE:
             raise ValueError(f"AudioSocket has no frame kind for {rate} Hz")
-        self._playout.set_rate(rate)
+        self._rate = rate
+        self._command(b"R" + REQUEST.pack(rate))
 
     def next_event(self, timeout: float) -> MediaEvent | None:
-        return self._events.next(timeout)
+        event = self._events.next(0)
+        if event is not None:
+            return event
+        with self._read_lock:
+            if not self._events.closed:
+                self._receive(timeout)
+        return self._events.next(0)
 
     def play(self, pcm: bytes) -> None:
-        self._playout.add(pcm)
+        for start in range(0, len(pcm), PLAY_CHUNK):
+            self._command(b"P" + pcm[start:start + PLAY_CHUNK])
 
     def mark(self, name: str) -> None:
-        self._playout.add_mark(name)
+        self._command(b"M" + name.encode("utf-8"))
 
     def stop_playing(self) -> float:
-        return self._playout.clear()
+        return self._ask(b"C")
 
     def queued_seconds(self) -> float:
-        return self._playout.queued_seconds()
+        return self._ask(b"Q")
 
     def hang_up(self) -> None:
         if self._events.closed:
             return
-        self._send(HANGUP_FRAME, drop_if_full=False)
+        self._command(b"H")
         self._close()
 
-    # -- the clock's side ----------------------------------------------------------------------------
-    def tick(self, now: float) -> None:
-        marks, pcm = self._playout.take()
-        if pcm is None:
-            # Silence, as a phone sends it: Asterisk's AudioSocket application ends the call after
-            # 2 s in which neither side sent anything (a quiet caller on a line without frames).
-            pcm = bytes(self._playout.frame)
-        self._send(frame(KIND_FOR_RATE[self._playout.sample_rate], pcm))
-        for name in marks:
-            self._events.put(MediaEvent(MediaEventKind.MARK, mark=name, at=now))
+    def begin(self) -> None:
+        """The route accepted the call: the pump starts sending (what was queued, else silence)."""
+        self._command(b"G")
 
-    def _send(self, data: bytes, drop_if_full: bool = True) -> None:
-        """Send without ever blocking the clock: what the socket does not take now waits for the
-        next tick; if Asterisk stops reading altogether, whole frames are dropped (never part of
-        one: Asterisk would read the rest as a header), not queued forever."""
-        with self._send_lock:
-            if self._events.closed:
-                return
-            self._outbound.append(data)
-            while self._outbound:
-                head = self._outbound[0]
-                try:
-                    sent = self.sock.send(head[self._sent_of_head:] if self._sent_of_head else head,
-                                          socket.MSG_DONTWAIT)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    self._close()
-                    return
-                self._sent_of_head += sent
-                if self._sent_of_head < len(head):
-                    break
-                self._outbound.popleft()
-                self._sent_of_head = 0
-            if drop_if_full and len(self._outbound) > MAX_UNSENT_FRAMES:
-                keep = 1 if self._sent_of_head else 0   # the frame already partly on the wire
-                while len(self._outbound) > keep + 1:
-                    dropped = self._outbound[keep]
-                    del self._outbound[keep]
-                    self.dropped_bytes += len(dropped)
+    def wait_closed(self) -> None:
+        """Wait (on the connection's own thread, idle) until the leg is over, then let go of the
+        pairs to the pump (not before: the conversation's thread may be reading them)."""
+        self._done.wait()
+        with self._read_lock, self._command_lock:
+            self._events_socket.close()
+            self._commands.close()
 
-    # -- the reader (the clock's thread reads every leg's socket between ticks) -----------------------
-    def serve_until_closed(self) -> None:
-        """Hand the socket to the clock's reader and wait (on the connection's own thread, idle)
-        until the leg is over and the clock has let go of the socket."""
-        self.sock.setblocking(False)
-        self._clock.watch(self.sock, self)
-        while not self._done.wait(1.0):
-            if not self._clock.running:
-                self._close()
-        if self._released is not None:
-            self._released.wait(2.0)
+    # -- commands to the pump ------------------------------------------------------------------------
+    def _command(self, message: bytes) -> None:
+        with self._command_lock:
+            self._send_command(message)
 
-    def read_ready(self) -> bool:
-        """Frames that have arrived (one ``recv``, frames cut from a buffer); False when the
-        connection is over: the hang-up, an error frame, a broken frame or our own close."""
-        if self._events.closed:
+    def _send_command(self, message: bytes) -> bool:
+        if self._done.is_set():
             return False
         try:
-            chunk = self.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+            self._commands.send(message)
             return True
-        except OSError:
-            chunk = b""
-        if not chunk:
+        except OSError as exc:
+            logger.warning("[LIVE] AudioSocket %s...: the pump did not take a command (%s); closing",
+                           self.call_id[:8], exc)
             self._close()
             return False
+
+    def _ask(self, kind: bytes) -> float:
+        """A command with an answer (seconds); 0.0 once the leg is over."""
+        with self._command_lock:
+            self._request += 1
+            if not self._send_command(kind + REQUEST.pack(self._request)):
+                return 0.0
+            try:
+                while True:
+                    answer = self._commands.recv(64)
+                    if not answer:
+                        break
+                    number, value = REPLY.unpack(answer[1:1 + REPLY.size])
+                    if answer[:1] == kind.lower() and number == self._request:
+                        return float(value)
+                    # an answer to an earlier request that timed out: skip it
+            except (OSError, struct.error) as exc:
+                logger.warning("[LIVE] AudioSocket %s...: no answer from the pump (%s); closing",
+                               self.call_id[:8], exc)
+        self._close()
+        return 0.0
+
+    # -- what the pump passes on ---------------------------------------------------------------------
+    def _receive(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the pump's messages and take in all that have come."""
+        ready, _, _ = select.select([self._events_socket], [], [], timeout)
+        if not ready:
+            return
+        while not self._events.closed:
+            try:
+                message = self._events_socket.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                message = b""
+            if not message or message[:1] == b"E":   # Asterisk closed it, or the pump is gone
+                self._close()
+                return
+            kind, at = message[:1], ARRIVAL.unpack_from(message, 1)[0]
+            if kind == b"A":
+                if not self._take_in(message[1 + ARRIVAL.size:], at):
+                    self._command(b"X")
+                    self._close()
+            elif kind == b"K":
+                name = message[1 + ARRIVAL.size:].decode("utf-8", "replace")
+                self._events.put(MediaEvent(MediaEventKind.MARK, mark=name, at=at))
+
+    def _take_in(self, chunk: bytes, at: float) -> bool:
+        """The frames in what Asterisk sent; False when the connection is over: the hang-up, an
+        error frame or a broken frame."""
         buffer = self._inbound_bytes
         buffer += chunk
-        now = time.monotonic()
         try:
             while len(buffer) >= 3:
                 kind, length = struct.unpack_from(">BH", buffer)
@@ -215,12 +234,10 @@ class AudioSocketLeg:
                     break
                 payload = bytes(buffer[3:3 + length])
                 del buffer[:3 + length]
-                if not self._on_frame(kind, payload, now):
-                    self._close()
+                if not self._on_frame(kind, payload, at):
                     return False
         except AudioSocketError as exc:
             logger.info("[LIVE] AudioSocket %s...: %s; closing", self.call_id[:8], exc)
-            self._close()
             return False
         return True
 
@@ -256,13 +273,13 @@ class AudioSocketLeg:
     def _close(self) -> None:
         if not self._events.close():
             return
-        self._clock.remove(self)
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._released = self._clock.unwatch(self.sock)
         self._done.set()
+        # The pump sees its ends close and lets go of the call (and of Asterisk's connection).
+        for sock in (self._events_socket, self._commands):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -289,14 +306,15 @@ class _TCPServer(socketserver.ThreadingTCPServer):
 
 class AudioSocketServer:
     """The media server for ``[live] transport = audiosocket``: a thread per connection to take
-    it in (then idle until the call ends), one clock thread that reads and paces them all."""
+    it in (its call id, the route's check; then idle until the call ends), and the pump process
+    (:mod:`.media_pump`) that reads and paces them all."""
 
     def __init__(self, host: str, port: int, *, allow: tuple[Network, ...], accept: Callable[[MediaLeg], bool],
                  max_connections: int = 64, uuid_timeout: float = 5.0) -> None:
         self.accept = accept
         self.uuid_timeout = uuid_timeout
         self._gate = ConnectionGate(allow, max_connections, "AudioSocket")
-        self.clock = MediaClock("voiceassist-audiosocket-clock")
+        self.pump = PumpLink()
         self._server = _TCPServer((host, port), self)
         self._thread: threading.Thread | None = None
 
@@ -305,7 +323,7 @@ class AudioSocketServer:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        self.clock.start()
+        self.pump.start()
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         daemon=True, name="voiceassist-audiosocket")
         self._thread.start()
@@ -313,7 +331,7 @@ class AudioSocketServer:
     def shutdown(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        self.clock.stop()
+        self.pump.stop()
 
     def admit(self, peer: Any) -> bool:
         """Checked on accept, before a byte is read: an allowed peer, and room for it."""
@@ -327,7 +345,6 @@ class AudioSocketServer:
             self._gate.leave()
 
     def _serve(self, sock: socket.socket) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         deadline = time.monotonic() + self.uuid_timeout
         try:
             # The header first: anything but a 16-byte UUID frame is refused without reading on.
@@ -342,12 +359,18 @@ class AudioSocketServer:
             logger.warning("[LIVE] AudioSocket connection refused: no call id (%s)", exc)
             self._refuse(sock)
             return
-        leg = AudioSocketLeg(sock, str(uuid.UUID(bytes=payload)), self.clock)
-        if not self.accept(leg):
+        try:
+            events, commands = self.pump.attach(sock, 8000)
+        except OSError as exc:
+            logger.error("[LIVE] AudioSocket: the pump cannot take the call (%s); refused", exc)
             self._refuse(sock)
             return
-        self.clock.add(leg)
-        leg.serve_until_closed()
+        leg = AudioSocketLeg(str(uuid.UUID(bytes=payload)), events, commands)
+        if self.accept(leg):
+            leg.begin()
+        else:
+            leg.hang_up()
+        leg.wait_closed()
 
     @staticmethod
     def _refuse(sock: socket.socket) -> None:
@@ -355,4 +378,3 @@ class AudioSocketServer:
             sock.sendall(HANGUP_FRAME)
         except OSError:
             pass
-

@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from ..call.media import FRAME_SECONDS, MediaEvent, MediaEventKind, frame_bytes
@@ -172,9 +173,12 @@ class MediaClock:
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=name)
         self._selector = selectors.DefaultSelector()
-        self._changes: list[tuple[socket.socket, Reading | None, threading.Event]] = []
+        # (socket, its reader or None to stop reading it, set when done, close it once let go)
+        self._changes: list[tuple[socket.socket, Reading | None, threading.Event, bool]] = []
         self.lateness: deque[float] = deque(maxlen=LATENESS_KEPT)  # seconds each tick came late
         self.resets = 0                                            # schedule restarts (ticks lost)
+        # Called after each tick with its time and the time its last leg's frame was sent.
+        self.after_tick: Callable[[float, float], None] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -185,7 +189,9 @@ class MediaClock:
             self._thread.join(1.0)
         with self._lock:
             changes, self._changes = self._changes, []
-        for _, _, done in changes:
+        for sock, _, done, close in changes:
+            if close:
+                sock.close()
             done.set()
 
     @property
@@ -204,23 +210,24 @@ class MediaClock:
         """Read ``sock`` (non-blocking) with ``reader.read_ready`` whenever data arrives."""
         done = threading.Event()
         with self._lock:
-            self._changes.append((sock, reader, done))
+            self._changes.append((sock, reader, done, False))
         return done
 
-    def unwatch(self, sock: socket.socket) -> threading.Event:
+    def unwatch(self, sock: socket.socket, close: bool = False) -> threading.Event:
         """Stop reading ``sock``; the event is set once the clock has let go of it (only then may
-        the socket be closed: its descriptor number could be reused)."""
+        the socket be closed: its descriptor number could be reused). With ``close``, the clock
+        closes it then itself."""
         done = threading.Event()
         with self._lock:
-            self._changes.append((sock, None, done))
+            self._changes.append((sock, None, done, close))
         if not self.running:
-            done.set()
+            self._apply_changes()
         return done
 
     def _apply_changes(self) -> None:
         with self._lock:
             changes, self._changes = self._changes, []
-        for sock, reader, done in changes:
+        for sock, reader, done, close in changes:
             try:
                 if reader is None:
                     self._selector.unregister(sock)
@@ -228,6 +235,8 @@ class MediaClock:
                     self._selector.register(sock, selectors.EVENT_READ, reader)
             except (KeyError, ValueError, OSError):
                 pass
+            if close:
+                sock.close()
             done.set()
 
     def _read(self, timeout: float) -> None:
@@ -268,5 +277,7 @@ class MediaClock:
                 except Exception:  # one broken leg must not stop everyone's audio
                     logger.exception("[LIVE] media clock: a leg failed to send")
                     self.remove(leg)
+            if self.after_tick is not None:
+                self.after_tick(now, time.monotonic())
             tick += 1
         self._selector.close()
