@@ -32,7 +32,7 @@ from typing import Any
 from ..call.media import MediaEvent, MediaEventKind, MediaLeg
 from ..logs import logger
 from .access import ConnectionGate, Network
-from .legs import CallerEvents
+from .legs import CallerEvents, SocketWatcher
 from .media_pump import ARRIVAL, MAX_MESSAGE, PLAY_CHUNK, REPLY, REPLY_TIMEOUT, REQUEST, PumpLink
 
 KIND_HANGUP = 0x00
@@ -93,9 +93,11 @@ class AudioSocketLeg:
 
     rate_from_control = True
 
-    def __init__(self, call_id: str, events: socket.socket, commands: socket.socket, sample_rate: int = 8000) -> None:
+    def __init__(self, call_id: str, events: socket.socket, commands: socket.socket, reader: SocketWatcher,
+                 sample_rate: int = 8000) -> None:
         self.call_id = call_id
         self._events_socket = events
+        self._reader = reader
         self._commands = commands
         self._commands.settimeout(REPLY_TIMEOUT)
         self._events = CallerEvents()
@@ -105,7 +107,6 @@ class AudioSocketLeg:
         self._warned_rate = False
         self._inbound_bytes = bytearray()           # what arrived and is not a whole frame yet
         self._done = threading.Event()              # the leg is over
-        self._read_lock = threading.Lock()          # held while reading the events socket
 
     # -- MediaLeg ------------------------------------------------------------------------------------
     @property
@@ -120,13 +121,7 @@ class AudioSocketLeg:
         self._command(b"R" + REQUEST.pack(rate))
 
     def next_event(self, timeout: float) -> MediaEvent | None:
-        event = self._events.next(0)
-        if event is not None:
-            return event
-        with self._read_lock:
-            if not self._events.closed:
-                self._receive(timeout)
-        return self._events.next(0)
+        return self._events.next(timeout)
 
     def play(self, pcm: bytes) -> None:
         for start in range(0, len(pcm), PLAY_CHUNK):
@@ -148,15 +143,17 @@ class AudioSocketLeg:
         self._close()
 
     def begin(self) -> None:
-        """The route accepted the call: the pump starts sending (what was queued, else silence)."""
+        """The route accepted the call: the pump starts sending (what was queued, else silence),
+        and what Asterisk sends reaches the conversation."""
+        self._events_socket.setblocking(False)
+        self._reader.watch(self._events_socket, self)
         self._command(b"G")
 
     def wait_closed(self) -> None:
         """Wait (on the connection's own thread, idle) until the leg is over, then let go of the
-        pairs to the pump (not before: the conversation's thread may be reading them)."""
+        command pair (not before: another thread may be sending on it)."""
         self._done.wait()
-        with self._read_lock, self._command_lock:
-            self._events_socket.close()
+        with self._command_lock:
             self._commands.close()
 
     # -- commands to the pump ------------------------------------------------------------------------
@@ -170,6 +167,9 @@ class AudioSocketLeg:
         try:
             self._commands.send(message)
             return True
+        except (BrokenPipeError, ConnectionResetError):
+            self._close()   # the pump let go of the call: Asterisk closed it (its event follows)
+            return False
         except OSError as exc:
             logger.warning("[LIVE] AudioSocket %s...: the pump did not take a command (%s); closing",
                            self.call_id[:8], exc)
@@ -197,30 +197,29 @@ class AudioSocketLeg:
         self._close()
         return 0.0
 
-    # -- what the pump passes on ---------------------------------------------------------------------
-    def _receive(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for the pump's messages and take in all that have come."""
-        ready, _, _ = select.select([self._events_socket], [], [], timeout)
-        if not ready:
-            return
+    # -- what the pump passes on (read by the server's one reader thread) ----------------------------
+    def read_ready(self) -> bool:
+        """Take in the pump's messages that have come; False when the leg is over."""
         while not self._events.closed:
             try:
-                message = self._events_socket.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+                message = self._events_socket.recv(MAX_MESSAGE)
             except (BlockingIOError, InterruptedError):
-                return
+                return True
             except OSError:
                 message = b""
             if not message or message[:1] == b"E":   # Asterisk closed it, or the pump is gone
                 self._close()
-                return
+                return False
             kind, at = message[:1], ARRIVAL.unpack_from(message, 1)[0]
             if kind == b"A":
                 if not self._take_in(message[1 + ARRIVAL.size:], at):
                     self._command(b"X")
                     self._close()
+                    return False
             elif kind == b"K":
                 name = message[1 + ARRIVAL.size:].decode("utf-8", "replace")
                 self._events.put(MediaEvent(MediaEventKind.MARK, mark=name, at=at))
+        return False
 
     def _take_in(self, chunk: bytes, at: float) -> bool:
         """The frames in what Asterisk sent; False when the connection is over: the hang-up, an
@@ -273,13 +272,14 @@ class AudioSocketLeg:
     def _close(self) -> None:
         if not self._events.close():
             return
-        self._done.set()
         # The pump sees its ends close and lets go of the call (and of Asterisk's connection).
         for sock in (self._events_socket, self._commands):
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        self._reader.unwatch(self._events_socket, close=True)
+        self._done.set()
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -315,6 +315,7 @@ class AudioSocketServer:
         self.uuid_timeout = uuid_timeout
         self._gate = ConnectionGate(allow, max_connections, "AudioSocket")
         self.pump = PumpLink()
+        self.reader = SocketWatcher("voiceassist-audiosocket-reader")
         self._server = _TCPServer((host, port), self)
         self._thread: threading.Thread | None = None
 
@@ -324,6 +325,7 @@ class AudioSocketServer:
 
     def start(self) -> None:
         self.pump.start()
+        self.reader.start()
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         daemon=True, name="voiceassist-audiosocket")
         self._thread.start()
@@ -332,6 +334,7 @@ class AudioSocketServer:
         self._server.shutdown()
         self._server.server_close()
         self.pump.stop()
+        self.reader.stop()
 
     def admit(self, peer: Any) -> bool:
         """Checked on accept, before a byte is read: an allowed peer, and room for it."""
@@ -365,7 +368,7 @@ class AudioSocketServer:
             logger.error("[LIVE] AudioSocket: the pump cannot take the call (%s); refused", exc)
             self._refuse(sock)
             return
-        leg = AudioSocketLeg(str(uuid.UUID(bytes=payload)), events, commands)
+        leg = AudioSocketLeg(str(uuid.UUID(bytes=payload)), events, commands, self.reader)
         if self.accept(leg):
             leg.begin()
         else:

@@ -162,23 +162,20 @@ class Reading(Protocol):
         ...
 
 
-class MediaClock:
-    """The 20 ms clock of a media server's legs (see the module's docstring); it may also read
-    their sockets between ticks (:meth:`watch`), so that one thread does all of a server's
-    media I/O instead of one reading thread per call fighting the clock for the interpreter."""
+class SocketWatcher:
+    """One thread that reads many sockets: each watched socket's reader is called whenever data
+    has arrived (:meth:`watch`), so that one thread takes in every call's audio instead of one
+    thread per call waking for each 20 ms frame and fighting the others for the interpreter."""
 
-    def __init__(self, name: str = "voiceassist-media-clock") -> None:
-        self._legs: set[Ticking] = set()
+    POLL_SECONDS = FRAME_SECONDS   # how soon a newly watched socket is read
+
+    def __init__(self, name: str) -> None:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=name)
         self._selector = selectors.DefaultSelector()
         # (socket, its reader or None to stop reading it, set when done, close it once let go)
         self._changes: list[tuple[socket.socket, Reading | None, threading.Event, bool]] = []
-        self.lateness: deque[float] = deque(maxlen=LATENESS_KEPT)  # seconds each tick came late
-        self.resets = 0                                            # schedule restarts (ticks lost)
-        # Called after each tick with its time and the time its last leg's frame was sent.
-        self.after_tick: Callable[[float, float], None] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -198,14 +195,6 @@ class MediaClock:
     def running(self) -> bool:
         return self._thread.is_alive() and not self._stopped.is_set()
 
-    def add(self, leg: Ticking) -> None:
-        with self._lock:
-            self._legs.add(leg)
-
-    def remove(self, leg: Ticking) -> None:
-        with self._lock:
-            self._legs.discard(leg)
-
     def watch(self, sock: socket.socket, reader: Reading) -> threading.Event:
         """Read ``sock`` (non-blocking) with ``reader.read_ready`` whenever data arrives."""
         done = threading.Event()
@@ -214,8 +203,8 @@ class MediaClock:
         return done
 
     def unwatch(self, sock: socket.socket, close: bool = False) -> threading.Event:
-        """Stop reading ``sock``; the event is set once the clock has let go of it (only then may
-        the socket be closed: its descriptor number could be reused). With ``close``, the clock
+        """Stop reading ``sock``; the event is set once the thread has let go of it (only then may
+        the socket be closed: its descriptor number could be reused). With ``close``, the thread
         closes it then itself."""
         done = threading.Event()
         with self._lock:
@@ -245,7 +234,7 @@ class MediaClock:
             try:
                 alive = reader.read_ready()
             except Exception:
-                logger.exception("[LIVE] media clock: a leg failed to read")
+                logger.exception("[LIVE] a media leg failed to read")
                 alive = False
             if not alive:
                 try:
@@ -253,6 +242,33 @@ class MediaClock:
                 except (KeyError, ValueError):
                     pass
         self._apply_changes()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._apply_changes()
+            self._read(self.POLL_SECONDS)
+        self._selector.close()
+
+
+class MediaClock(SocketWatcher):
+    """The 20 ms clock of a media server's legs (see the module's docstring); it also reads their
+    sockets between ticks (:meth:`watch`), so that one thread does all of a server's media I/O."""
+
+    def __init__(self, name: str = "voiceassist-media-clock") -> None:
+        super().__init__(name)
+        self._legs: set[Ticking] = set()
+        self.lateness: deque[float] = deque(maxlen=LATENESS_KEPT)  # seconds each tick came late
+        self.resets = 0                                            # schedule restarts (ticks lost)
+        # Called after each tick with its scheduled time, when it ran, and when its last frame was sent.
+        self.after_tick: Callable[[float, float, float], None] | None = None
+
+    def add(self, leg: Ticking) -> None:
+        with self._lock:
+            self._legs.add(leg)
+
+    def remove(self, leg: Ticking) -> None:
+        with self._lock:
+            self._legs.discard(leg)
 
     def _run(self) -> None:
         start = time.monotonic()
@@ -278,6 +294,6 @@ class MediaClock:
                     logger.exception("[LIVE] media clock: a leg failed to send")
                     self.remove(leg)
             if self.after_tick is not None:
-                self.after_tick(now, time.monotonic())
+                self.after_tick(due, now, time.monotonic())
             tick += 1
         self._selector.close()

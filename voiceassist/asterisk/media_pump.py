@@ -54,6 +54,8 @@ MAX_UNSENT_FRAMES = 10
 # How long the server waits for the pump's answer to a command before it calls the leg broken.
 REPLY_TIMEOUT = 2.0
 PUMP_START_TIMEOUT = 15.0
+TICKS_KEPT = 15000            # five minutes of the clock's ticks, for stats()
+MAX_STATS = 200_000           # the largest stats answer: one message on the pair (about 2 000 ticks)
 
 
 def _seqpacket_pair() -> tuple[socket.socket, socket.socket]:
@@ -129,16 +131,17 @@ class PumpLink:
         asterisk.close()
         return events_ours, commands_ours
 
-    def stats(self, timeout: float = 2.0) -> dict[str, Any]:
-        """The pump's clock: ``lateness`` (seconds each recent 20 ms tick came late), ``resets``
-        (schedule restarts), ``spread`` (per tick, seconds from its time to its last frame sent)."""
+    def stats(self, since: float = 0.0, timeout: float = 2.0) -> dict[str, Any]:
+        """The pump's clock since ``since`` (time.monotonic(); the pump keeps the last five
+        minutes, and answers with at most the last 2 000): ``ticks``, each [scheduled time, seconds it came late, seconds from then to its
+        last frame sent], and ``resets`` (schedule restarts since it started)."""
         with self._lock:
             if self._control is None:
                 return {}
             self._control.settimeout(timeout)
             try:
-                self._control.send(b"S")
-                answer = self._control.recv(4 * 1024 * 1024)
+                self._control.send(b"S" + ARRIVAL.pack(since))
+                answer = self._control.recv(MAX_STATS)
             except OSError:
                 return {}
             finally:
@@ -332,8 +335,8 @@ class _Commands:
 
 def _serve(control: socket.socket) -> None:
     clock = MediaClock("voiceassist-audiosocket-pump")
-    spread: deque[tuple[float, float]] = deque(maxlen=3000)
-    clock.after_tick = lambda due, done: spread.append((due, done - due))
+    ticks: deque[tuple[float, float, float]] = deque(maxlen=TICKS_KEPT)
+    clock.after_tick = lambda due, ran, done: ticks.append((due, ran - due, done - ran))
     clock.start()
     control.send(b"ready")
     try:
@@ -350,9 +353,11 @@ def _serve(control: socket.socket) -> None:
                 leg = _PumpedLeg(clock, asterisk, events, commands, rate)
                 clock.watch(asterisk, leg)
                 clock.watch(commands, leg.commands)
-            elif message == b"S":
-                figures = {"lateness": list(clock.lateness), "resets": clock.resets, "spread": list(spread)}
-                control.send(json.dumps(figures).encode())
+            elif message[:1] == b"S" and len(message) == 1 + ARRIVAL.size:
+                since = ARRIVAL.unpack_from(message, 1)[0]
+                recent = [tick for tick in list(ticks) if tick[0] > since][-MAX_STATS // 100:]
+                recent = [(round(due, 4), round(late, 6), round(spread, 6)) for due, late, spread in recent]
+                control.send(json.dumps({"ticks": recent, "resets": clock.resets}).encode())
             else:
                 for fd in fds:
                     os.close(fd)
