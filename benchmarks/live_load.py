@@ -126,7 +126,7 @@ COS = np.stack([np.cos(2 * np.pi * f * _t) for f in ANSWER_TONES], axis=1)
 SIN = np.stack([np.sin(2 * np.pi * f * _t) for f in ANSWER_TONES], axis=1)
 
 # `voiceassist serve` instrumented from outside (voiceassist itself unchanged), written at exit:
-# * each media clock tick's lateness, with its time (the clock keeps the last minute only, untimed);
+# * each media clock tick's lateness, with its time (from the AudioSocket pump's own figures);
 # * when the clock restarted its schedule (a tick more than 100 ms late: the clock records it as 0);
 # * per tick, how long after the tick's time the last leg's frame was handed to its socket (the
 #   clock sends the legs one after the other, and each send lets other threads take the GIL);
@@ -136,50 +136,53 @@ SIN = np.stack([np.sin(2 * np.pi * f * _t) for f in ANSWER_TONES], axis=1)
 # One file per server process (`serve --workers N`: each worker has its own media server and clock).
 SERVER_WRAPPER = r"""
 import atexit, json, os, re, sys, threading, time
-from voiceassist.asterisk import legs as playout
 from voiceassist.asterisk import audiosocket
 from voiceassist.call import realtime
 
-clocks, reset_times, spread, thread_samples, filled = [], [], {}, [], []
+servers, ticks, reset_times, spread, thread_samples, filled = [], [], [], [], [], []
+polled = {}
+poll_lock = threading.Lock()
 
-class Ticks(list):
-    def append(self, late):
-        list.append(self, (time.monotonic(), late))
+# The media clock runs in the AudioSocket pump, a process of the server's own: its ticks are
+# fetched from it every few seconds (it keeps five minutes) and once more before it stops.
+def poll(server):
+    with poll_lock:
+        got = server.pump.stats(polled.get(id(server), 0.0))
+        for due, late, sent in got.get("ticks", []):
+            ticks.append((due, late))
+            spread.append((due, sent))
+            if late > 0.1:  # MediaClock restarts its schedule past MAX_CATCH_UP ticks late
+                reset_times.append(due)
+            polled[id(server)] = due
 
-class Resets(int):  # `self.resets += 1`
-    def __add__(self, other):
-        reset_times.append(time.monotonic())
-        return Resets(int(self) + other)
+def poll_forever(server):
+    while True:
+        time.sleep(5)
+        poll(server)
 
-original_init = playout.MediaClock.__init__
+original_start = audiosocket.AudioSocketServer.start
+original_shutdown = audiosocket.AudioSocketServer.shutdown
 
-def init(self, *args, **kwargs):
-    original_init(self, *args, **kwargs)
-    self.lateness = Ticks()
-    self.resets = Resets(0)
-    if not clocks and os.environ.get("LIVE_LOAD_THREAD_CPU") == "1":  # in each worker process
+def start(self):
+    original_start(self)
+    if not servers and os.environ.get("LIVE_LOAD_THREAD_CPU") == "1":  # in each worker process
         threading.Thread(target=sample_threads, daemon=True, name="live-load-sampler").start()
-    clocks.append(self)
+    servers.append(self)
+    threading.Thread(target=poll_forever, args=(self,), daemon=True, name="live-load-poller").start()
 
-playout.MediaClock.__init__ = init
-original_tick = audiosocket.AudioSocketLeg.tick
+def shutdown(self):
+    poll(self)
+    original_shutdown(self)
 
-def tick(self, now):
-    original_tick(self, now)
-    sent = time.monotonic() - now
-    if sent > spread.get(now, -1.0):
-        spread[now] = sent
+audiosocket.AudioSocketServer.start = start
+audiosocket.AudioSocketServer.shutdown = shutdown
+original_wait = audiosocket.AudioSocketLeg.wait_closed
 
-audiosocket.AudioSocketLeg.tick = tick
-# The thread that holds a connection (and, in versions that read on it, reads it), named for --thread-cpu.
-reader_name = next(n for n in ("serve_until_closed", "read_until_closed") if hasattr(audiosocket.AudioSocketLeg, n))
-original_read = getattr(audiosocket.AudioSocketLeg, reader_name)
+def wait_closed(self):  # the thread that holds a connection, named for --thread-cpu
+    threading.current_thread().name = "audiosocket-connection"
+    return original_wait(self)
 
-def read_until_closed(self):
-    threading.current_thread().name = "audiosocket-reader"
-    return original_read(self)
-
-setattr(audiosocket.AudioSocketLeg, reader_name, read_until_closed)
+audiosocket.AudioSocketLeg.wait_closed = wait_closed
 original_fill = realtime.LiveConversation._fill_silence
 
 def fill_silence(self, now, arriving):
@@ -212,15 +215,25 @@ def sample_threads():
             kind = re.sub(r"[-_]?[0-9][0-9.a-f]*", "", names.get(int(tid), "(not a Python thread)"))
             totals[kind] = totals.get(kind, 0.0) + cpu - last.get(tid, 0.0)
             last[tid] = cpu
+        for server in servers:  # the pump process, as one more kind
+            try:
+                with open(f"/proc/{server.pump.pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except (OSError, TypeError):
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / ticks
+            key = f"pump{server.pump.pid}"
+            totals["(AudioSocket pump process)"] = totals.get("(AudioSocket pump process)", 0.0) + cpu - last.get(key, 0.0)
+            last[key] = cpu
         thread_samples.append((time.monotonic(), dict(totals)))
         time.sleep(1)
 
 def dump():
-    if not clocks:
+    if not servers:
         return  # the supervisor of `serve --workers N`: its workers write their own
     with open(f"{os.environ['LIVE_LOAD_CLOCK_FILE']}.{os.getpid()}", "w") as out:
-        json.dump({"ticks": [tick for clock in clocks for tick in clock.lateness], "resets": reset_times,
-                   "spread": sorted(spread.items()), "threads": thread_samples, "filled": filled}, out)
+        json.dump({"ticks": ticks, "resets": reset_times, "spread": sorted(spread), "threads": thread_samples,
+                   "filled": filled}, out)
 
 atexit.register(dump)
 from voiceassist.cli import main
