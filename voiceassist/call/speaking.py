@@ -148,11 +148,13 @@ class SpokenAnswer:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def snapshot(self) -> AnswerProgress:
+    def snapshot(self, sentences: bool = True) -> AnswerProgress:
+        """A copy of the progress; without ``sentences`` (what the conversation asks for every
+        20 ms frame) the sentences are left out."""
         with self._lock:
             p = self.progress
-            return AnswerProgress([SpokenSentence(s.text, s.seconds) for s in p.sentences], p.queued_seconds,
-                                  p.first_audio_at, p.finished, p.error, p.level_dbfs)
+            copied = [SpokenSentence(s.text, s.seconds) for s in p.sentences] if sentences else []
+            return AnswerProgress(copied, p.queued_seconds, p.first_audio_at, p.finished, p.error, p.level_dbfs)
 
     def reply_text(self) -> str:
         with self._lock:
