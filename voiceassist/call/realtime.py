@@ -56,6 +56,7 @@ PREPARE_AFTER_MS = 100
 # Local channel) must still end an utterance: after this long without a frame, the missing time
 # counts as silence.
 NO_FRAMES_GAP_SECONDS = 0.1
+QUIET_LINE_SECONDS = 0.3
 # Failed turns in a row after which the call ends politely instead of asking again.
 MAX_FAILURES_IN_A_ROW = 2
 # How long a goodbye may take to play before the leg is closed anyway (beyond its own length).
@@ -161,6 +162,7 @@ class LiveConversation:
         self.digits: list[str] = []
         self.started = time.monotonic()
         self._last_frame_at = time.monotonic()
+        self._line_quiet = False          # no frame for QUIET_LINE_SECONDS: the line sends none
         self._pre_roll: deque[bytes] = deque(maxlen=max(1, int(PRE_ROLL_SECONDS / FRAME_SECONDS)))
         self._utterance: Utterance | None = None
         self._utterance_started = 0.0
@@ -228,8 +230,15 @@ class LiveConversation:
         utterance is found on the clock even when the line goes quiet. ``arriving``: a frame has
         just come (it fills the last 20 ms of the gap itself)."""
         missing = now - self._last_frame_at
-        if missing < NO_FRAMES_GAP_SECONDS:
+        if arriving:
+            self._line_quiet = False
+        # Nothing arriving is not yet a quiet line: under load the frames may be on their way
+        # (stamped when they came in, taken in by a thread that has not had its turn), and silence
+        # made up for them would push the caller's real words later. Once the line has been quiet
+        # for QUIET_LINE_SECONDS, the time is filled as it passes.
+        if missing < (NO_FRAMES_GAP_SECONDS if arriving or self._line_quiet else QUIET_LINE_SECONDS):
             return
+        self._line_quiet = not arriving
         frames = int(missing / FRAME_SECONDS) - (1 if arriving else 0)
         silence = bytes(2 * int(self.rate * FRAME_SECONDS))
         for _ in range(frames):
@@ -241,12 +250,13 @@ class LiveConversation:
             return True
         answering = self._answering
         return bool(answering and answering.heard is not None and not answering.answer.held
-                    and answering.answer.snapshot().first_audio_at is not None)
+                    and answering.answer.snapshot(sentences=False).first_audio_at is not None)
 
     def _playing_level(self) -> float | None:
         """The level of what the assistant plays now (a prompt's, or the answer's loudest)."""
         levels = [self._prompt_level] if self._prompt_mark else []
-        if self._answering is not None and (level := self._answering.answer.snapshot().level_dbfs) is not None:
+        answering = self._answering
+        if answering is not None and (level := answering.answer.snapshot(sentences=False).level_dbfs) is not None:
             levels.append(level)
         return max(levels) if levels else None
 
@@ -276,7 +286,7 @@ class LiveConversation:
 
     def _caller_started(self, now: float, said_before: str = "") -> None:
         answering = self._answering
-        if answering is not None and answering.answer.snapshot().first_audio_at is None:
+        if answering is not None and answering.answer.snapshot(sentences=False).first_audio_at is None:
             # The caller goes on (or adds to the question) before any of the answer was heard:
             # the answer being prepared is dropped, their words so far lead the new question.
             said_before = answering.answer.question
@@ -382,7 +392,7 @@ class LiveConversation:
     def _follow_answer(self, answering: _Answering, now: float) -> None:
         if answering.heard is None:
             return  # held: the caller has not finished
-        progress = answering.answer.snapshot()
+        progress = answering.answer.snapshot(sentences=False)
         ended = answering.speech_ended or now
         if (progress.first_audio_at is None and not answering.filler_played and self.settings.filler_after > 0
                 and now - ended >= self.settings.filler_after and not progress.finished):
@@ -461,7 +471,7 @@ class LiveConversation:
     # -- barge-in -------------------------------------------------------------------------------------
     def _barge_in(self, now: float) -> None:
         answering = self._answering
-        speaking = answering is not None and answering.answer.snapshot().first_audio_at is not None
+        speaking = answering is not None and answering.answer.snapshot(sentences=False).first_audio_at is not None
         if answering is not None and speaking:
             answering.answer.cancel()  # first: once it returns, the worker queues nothing more
         unsent = self.leg.queued_seconds()
@@ -536,7 +546,7 @@ class LiveConversation:
             answering.answer.cancel()
             unsent = self.leg.queued_seconds()
             self.leg.stop_playing()
-            played = max(0.0, answering.answer.snapshot().queued_seconds - unsent)
+            played = max(0.0, answering.answer.snapshot(sentences=False).queued_seconds - unsent)
             self._store_answered(answering, played, interrupted=True, now=now)
         else:
             self.leg.stop_playing()
