@@ -27,6 +27,7 @@ from voiceassist.errors import (
     ProviderUnavailable,
 )
 from voiceassist.providers.base import StreamingTextToSpeech
+from voiceassist.providers.chain import ProviderChain
 
 VOICE = "en-US-Chirp3-HD-Aoede"
 TEXT = "Our plumbers work on Saturday mornings."
@@ -188,15 +189,21 @@ def test_closing_the_stream_mid_answer_cancels_the_call_and_leaves_no_thread(emu
     assert wait_for(lambda: not client_threads(before)), client_threads(before)
 
 
-def test_closing_from_another_thread_ends_a_read_waiting_for_the_next_chunk(emulators, google_tts_grpc,
+@pytest.mark.parametrize("through", ["provider", "fallback chain"])
+def test_closing_from_another_thread_ends_a_read_waiting_for_the_next_chunk(through, emulators, google_tts_grpc,
                                                                              tmp_path):
-    """A barge-in: the conversation closes the stream while its worker waits for audio."""
+    """A barge-in: the conversation closes the stream while its worker waits for audio (the
+    answer's worker reads it through the provider chain, as the real-time conversation does)."""
     tts = google_tts(emulators, google_tts_grpc, tmp_path, "timeout = 5\n")
     list(tts.synthesize_stream("Warm up."))
     google_tts_grpc.first_chunk_delay = 0.0
     google_tts_grpc.chunk_interval = 2.0
     before = set(threading.enumerate())
-    stream = tts.synthesize_stream(TEXT)
+    if through == "provider":
+        stream = tts.synthesize_stream(TEXT)
+    else:
+        chain = ProviderChain("tts", ["google_tts"], lambda name: tts)
+        stream, _ = chain.stream(lambda provider: provider.synthesize_stream(TEXT))
     received = []
     ended = threading.Event()
 

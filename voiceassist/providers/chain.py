@@ -77,19 +77,32 @@ class ProviderChain:
                 first = next(pieces)
             except StopIteration:
                 raise ProviderBadResponse(f"{provider.name}: empty reply", provider=provider.name) from None
-            return _rejoined(first, pieces)
+            return _Rejoined(first, pieces)
 
         return self.call(attempt, on_failure)
 
 
-def _rejoined(first: T, rest: Iterator[T]) -> Iterator[T]:
-    """``first`` then ``rest``; closing it closes ``rest`` (an interrupted answer stops the
-    provider's stream and frees its connection instead of leaving it to the garbage collector)."""
-    try:
-        yield first
-        yield from rest
-    finally:
-        close = getattr(rest, "close", None)
+class _Rejoined(Iterator[T]):
+    """``first`` then ``rest``; :meth:`close` closes ``rest`` (an interrupted answer stops the
+    provider's stream and frees its connection instead of leaving it to the garbage collector).
+    Not a generator: a barge-in closes it from another thread while the worker waits in
+    ``next``, and a generator refuses that ("already executing"), so the provider's own close
+    (which cancels its call) was never reached."""
+
+    def __init__(self, first: T, rest: Iterator[T]) -> None:
+        self._first: list[T] = [first]
+        self._rest = rest
+
+    def __iter__(self) -> _Rejoined[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._first:
+            return self._first.pop()
+        return next(self._rest)
+
+    def close(self) -> None:
+        close = getattr(self._rest, "close", None)
         if close is not None:
             close()
 
