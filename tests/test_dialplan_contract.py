@@ -59,6 +59,16 @@ def test_the_media_connection_is_opened_as_each_transport_needs():
         dialplan.media_application("audiosocket", "x,evil", "127.0.0.1", 4575, wideband=False, websocket_client="va")
 
 
+def test_each_fastagi_worker_has_its_own_websocket_connection():
+    """Worker k's media server listens on websocket_port + k: its calls dial their own section."""
+    assert dialplan.websocket_connection("voiceassist", 0) == "voiceassist"
+    assert dialplan.websocket_connection("voiceassist", 1) == "voiceassist-1"
+    call_id = "0123456789abcdef0123456789abcdef"
+    assert dialplan.media_application("websocket", call_id, "127.0.0.1", 4582, wideband=False,
+                                      websocket_client=dialplan.websocket_connection("va", 1)) == (
+        "Dial", f"WebSocket/va-1/c(slin)f(json)v(call={call_id})")
+
+
 def test_wideband_only_for_codecs_that_carry_it():
     assert dialplan.is_wideband("(g722)") and dialplan.is_wideband("(opus|ulaw)")
     assert not dialplan.is_wideband("(ulaw)") and not dialplan.is_wideband("(alaw|gsm)") and not dialplan.is_wideband("")

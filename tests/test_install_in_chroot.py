@@ -309,9 +309,9 @@ def websocket_config(conf: str, port: int, password: str = WEBSOCKET_PASSWORD) -
     return live
 
 
-def upgrade_request(rig, port: int, timeout: float = 10) -> bytes:
-    """What Asterisk sends when its WebSocket channel dials the ``[voiceassist]`` connection (a call
-    originated from the CLI to ``WebSocket/voiceassist``): the HTTP upgrade request that reaches a
+def upgrade_request(rig, port: int, timeout: float = 10, connection: str = "voiceassist") -> bytes:
+    """What Asterisk sends when its WebSocket channel dials the ``[connection]`` section (a call
+    originated from the CLI to ``WebSocket/<connection>``): the HTTP upgrade request that reaches a
     listener on ``port``, or b"" when none comes."""
     import socket
 
@@ -320,7 +320,7 @@ def upgrade_request(rig, port: int, timeout: float = 10) -> bytes:
         listener.bind(("127.0.0.1", port))
         listener.listen(4)
         listener.settimeout(timeout)
-        rig.cli("channel originate WebSocket/voiceassist/c(slin) application Wait 2")
+        rig.cli(f"channel originate WebSocket/{connection}/c(slin) application Wait 2")
         try:
             connection, _ = listener.accept()
         except TimeoutError:
@@ -434,3 +434,53 @@ def test_websocket_transport_install_writes_the_connection_asterisk_dials_and_un
             assert not path.exists() or "Sesame" not in path.read_text(errors="replace"), log
     finally:
         conf_path.write_text(original)
+
+
+def test_websocket_install_writes_one_connection_per_worker_and_each_reaches_its_worker(chroot):
+    """`serve` with [fastagi] workers = 2: worker 1's media server listens on websocket_port + 1
+    and its calls dial [voiceassist-1]; install writes both connections and Asterisk dials each to
+    its own port; doctor checks both."""
+    from harness.rig.asterisk import free_port
+
+    rig = chroot
+    conf_path, websocket = rig.host_path(CONF), rig.host_path(WEBSOCKET_CONF)
+    run(rig, "install")  # the config template first (also when this test runs alone)
+    original = conf_path.read_text()
+    port = free_port()
+    while True:  # two ports in a row, as the workers use them
+        try:
+            import socket
+
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port + 1))
+            break
+        except OSError:
+            port = free_port()
+    live = websocket_config(original, port)
+    assert live.count("\nworkers = 1 ") == 1, "the template's [fastagi] workers line"
+    conf_path.write_text(live.replace("\nworkers = 1 ", "\nworkers = 2 "))
+    try:
+        planned = text(run(rig, "install", "--dry-run"))
+        assert (f"would add the [voiceassist], [voiceassist-1] connections to ws://127.0.0.1:{port}/media, "
+                f"ws://127.0.0.1:{port + 1}/media (one per [fastagi] workers process)") in planned, planned
+        run(rig, "install")
+        block = websocket.read_text()
+        block = block[block.index("; BEGIN voiceassist"):]
+        assert f"[voiceassist]\ntype = websocket_client\nuri = ws://127.0.0.1:{port}/media\n" in block, block
+        assert f"[voiceassist-1]\ntype = websocket_client\nuri = ws://127.0.0.1:{port + 1}/media\n" in block, block
+        assert block.count("\nusername = voiceassist\n") == 2
+        # Asterisk dials each connection to its own worker's port.
+        assert upgrade_request(rig, port).startswith(b"GET /media HTTP/1.1\r\n")
+        assert upgrade_request(rig, port + 1, connection="voiceassist-1").startswith(b"GET /media HTTP/1.1\r\n")
+        check = {c["name"]: c for c in json.loads(run(rig, "doctor", "--json", check=False).stdout)}["websocket_client.conf"]
+        assert check["status"] == "OK", check
+        assert f"[voiceassist-1] dials ws://127.0.0.1:{port + 1}/media" in check["detail"], check
+        # An admin who removed worker 1's connection by hand is told which one is missing.
+        websocket.write_text(re.sub(r"\[voiceassist-1\]\ntype = websocket_client", "[renamed]\ntype = websocket_client",
+                                    websocket.read_text()))
+        check = {c["name"]: c for c in json.loads(run(rig, "doctor", "--json", check=False).stdout)}["websocket_client.conf"]
+        assert check["status"] == "FAIL" and "no [voiceassist-1] section" in check["detail"], check
+    finally:
+        conf_path.write_text(original)
+        run(rig, "install")  # audiosocket again: the block goes
+    assert "; BEGIN voiceassist" not in websocket.read_text()

@@ -358,19 +358,20 @@ class Doctor:
             block_text,
             conf_sections,
             live_settings,
-            websocket_uri,
+            websocket_connections,
         )
 
         assert self.config is not None
         live = live_settings(self.config)
         path = asterisk_paths().etc / WEBSOCKET_CLIENT_CONF
-        name, wanted = live.websocket_client, websocket_uri(self.config)
+        connections = websocket_connections(self.config)
+        names = ", ".join(f"[{name}]" for name, _ in connections)
         reload = f'asterisk -rx "module reload {WEBSOCKET_CLIENT_MODULE}"'
-        install = f"voiceassist install (adds the [{name}] connection; it reloads {WEBSOCKET_CLIENT_MODULE})"
+        install = f"voiceassist install (adds the {names} connection; it reloads {WEBSOCKET_CLIENT_MODULE})"
         entry = lstat(path)
         if entry is None:
             return Check(WEBSOCKET_CLIENT_CONF, FAIL, f"{path} is missing: Asterisk's WebSocket channel has no "
-                         f"[{name}] connection to dial", install)
+                         f"{names} connection to dial", install)
         if not entry.is_file or entry.info.st_nlink != 1:
             return Check(WEBSOCKET_CLIENT_CONF, FAIL, f"{path} is {entry.kind()}, not a plain file: voiceassist "
                          "install will not write through it", f"replace {path} by a plain file, then {install}")
@@ -378,29 +379,34 @@ class Doctor:
             text = (read_plain(path) or b"").decode("utf-8", errors="replace")
         except OSError as exc:
             return Check(WEBSOCKET_CLIENT_CONF, WARN, f"cannot read {path}: {exc.strerror}", "run voiceassist doctor as root")
-        section = conf_sections(text).get(name)
-        ours = name in conf_sections(block_text(text))
-        # voiceassist's block is rewritten by install; the admin's own section is the admin's to edit.
-        fix = install if ours else f"edit [{name}] in {path} and run {reload} (or delete it and run voiceassist install)"
-        if section is None:
-            return Check(WEBSOCKET_CLIENT_CONF, FAIL, f"no [{name}] section in {path} ([live] websocket_client)",
-                         install)
-        problems = []
-        if section.get("type") != "websocket_client":
-            problems.append(f"type is {section.get('type') or 'missing'}, not websocket_client")
-        if section.get("uri", "").rstrip("/") != wanted:
-            problems.append(f"uri is {section.get('uri') or 'missing'}, but [live] host and websocket_port say {wanted}")
-        if live.websocket_password:
-            from ..asterisk.websocket_media import USER
+        sections, ours_sections = conf_sections(text), conf_sections(block_text(text))
+        dials = []
+        for name, wanted in connections:
+            section = sections.get(name)
+            ours = name in ours_sections
+            # voiceassist's block is rewritten by install; the admin's own section is the admin's to edit.
+            fix = install if ours else f"edit [{name}] in {path} and run {reload} (or delete it and run voiceassist install)"
+            if section is None:
+                worker = "" if len(connections) == 1 else " (for a [fastagi] workers process)"
+                return Check(WEBSOCKET_CLIENT_CONF, FAIL, f"no [{name}] section in {path} ([live] websocket_client"
+                             f"{worker})", install)
+            problems = []
+            if section.get("type") != "websocket_client":
+                problems.append(f"type is {section.get('type') or 'missing'}, not websocket_client")
+            if section.get("uri", "").rstrip("/") != wanted:
+                problems.append(f"uri is {section.get('uri') or 'missing'}, but [live] host and websocket_port say {wanted}")
+            if live.websocket_password:
+                from ..asterisk.websocket_media import USER
 
-            if section.get("username") != USER or section.get("password") != live.websocket_password:
-                problems.append(f"its username/password are not {USER} and [live] websocket_password: our media "
-                                "server would refuse Asterisk")
-        if problems:
-            return Check(WEBSOCKET_CLIENT_CONF, FAIL, f"[{name}] in {path}: {'; '.join(problems)}", fix)
-        who = "voiceassist's block" if ours else "your own section"
+                if section.get("username") != USER or section.get("password") != live.websocket_password:
+                    problems.append(f"its username/password are not {USER} and [live] websocket_password: our media "
+                                    "server would refuse Asterisk")
+            if problems:
+                return Check(WEBSOCKET_CLIENT_CONF, FAIL, f"[{name}] in {path}: {'; '.join(problems)}", fix)
+            dials.append(f"[{name}] dials {wanted}")
+            who = "voiceassist's block" if ours else "your own section"
         auth = " with the password" if live.websocket_password else ""
-        return Check(WEBSOCKET_CLIENT_CONF, OK, f"[{name}] dials {wanted}{auth} ({who} in {path})")
+        return Check(WEBSOCKET_CLIENT_CONF, OK, f"{', '.join(dials)}{auth} ({who} in {path})")
 
     def fastagi(self) -> Check:
         """The listener on the FastAGI port is ours: a FastAGI exchange on the ping route (with

@@ -177,12 +177,24 @@ def live_settings(config: Config) -> Live:
     return parse_section(Live, "live", section.values, section.source)[0]
 
 
-def websocket_uri(config: Config) -> str:
-    """Where Asterisk's WebSocket channel connects: ``ws://<[live] host>:<[live] websocket_port>/media``
-    (an IPv6 address in brackets, as the AudioSocket address in the dialplan)."""
+def websocket_uri(config: Config, worker: int = 0) -> str:
+    """Where Asterisk's WebSocket channel connects to reach worker ``worker`` of ``serve``:
+    ``ws://<[live] host>:<[live] websocket_port + worker>/media`` (an IPv6 address in brackets,
+    as the AudioSocket address in the dialplan)."""
     live = live_settings(config)
     host = f"[{live.host}]" if ":" in live.host else live.host
-    return f"ws://{host}:{live.websocket_port}/media"
+    return f"ws://{host}:{live.websocket_port + worker}/media"
+
+
+def websocket_connections(config: Config) -> list[tuple[str, str]]:
+    """(websocket_client.conf section, its uri) for each ``[fastagi] workers`` process: a call's
+    media must reach the worker that holds its control session (see
+    :func:`voiceassist.asterisk.dialplan.websocket_connection`)."""
+    from ..asterisk.dialplan import websocket_connection
+
+    workers = max(1, config.section("fastagi").get_int("workers"))
+    name = live_settings(config).websocket_client
+    return [(websocket_connection(name, worker), websocket_uri(config, worker)) for worker in range(workers)]
 
 
 def _conf_value(value: str) -> str:
@@ -197,19 +209,22 @@ def websocket_client_block(config: Config) -> str:
     from ..asterisk.websocket_media import USER
 
     live = live_settings(config)
+    connections = websocket_connections(config)
     lines = [BEGIN_MARK,
-             "; The connection the real-time route (8009) dials with [live] transport = websocket.",
-             f"[{live.websocket_client}]",
-             "type = websocket_client",
-             f"uri = {websocket_uri(config)}",
-             "protocols = media",
-             "connection_type = per_call_config",
-             "; a media server that is not running fails the dial within about a second (the route apologises)",
-             "connection_timeout = 500",
-             "reconnect_attempts = 2",
-             "reconnect_interval = 200"]
-    if live.websocket_password:
-        lines += [f"username = {USER}", f"password = {_conf_value(live.websocket_password)}"]
+             "; The connection the real-time route (8009) dials with [live] transport = websocket"
+             + (" (one per [fastagi] workers process)." if len(connections) > 1 else ".")]
+    for name, uri in connections:
+        lines += [f"[{name}]",
+                  "type = websocket_client",
+                  f"uri = {uri}",
+                  "protocols = media",
+                  "connection_type = per_call_config",
+                  "; a media server that is not running fails the dial within about a second (the route apologises)",
+                  "connection_timeout = 500",
+                  "reconnect_attempts = 2",
+                  "reconnect_interval = 200"]
+        if live.websocket_password:
+            lines += [f"username = {USER}", f"password = {_conf_value(live.websocket_password)}"]
     return "\n".join([*lines, END_MARK]) + "\n"
 
 
@@ -581,14 +596,16 @@ class Installer:
                 return []
             return [Change(f"remove the voiceassist connection from {path} ([live] transport = {live.transport})",
                            lambda: self._rewrite(path, without_block), kind="websocket")]
+        connections = websocket_connections(self.config)
         name = live.websocket_client
         if FREEPBX_GENERATED in current:
             self.notes.append(f"warning: install leaves {path} alone: FreePBX generates it (a change would be lost on the next "
                               f"Apply Config); add the [{name}] connection `voiceassist doctor` describes the way "
                               "FreePBX offers")
             return []
-        if name in conf_sections(without_block(current)):
-            self.notes.append(f"note: install leaves {path} alone: it already has a [{name}] section of your own "
+        own = [section for section, _ in connections if section in conf_sections(without_block(current))]
+        if own:
+            self.notes.append(f"note: install leaves {path} alone: it already has a [{own[0]}] section of your own "
                               "(`voiceassist doctor` checks it); to let install manage it, delete that section "
                               "and run install again")
             return []
@@ -597,8 +614,10 @@ class Installer:
             return []
         verb = "update" if BEGIN_MARK in current else "add"
         secret = " with the password of [live] websocket_password" if live.websocket_password else ""
-        return [Change(f"{verb} the [{name}] connection to {websocket_uri(self.config)}{secret} in {path} "
-                       "(between marker lines; [live] transport = websocket)",
+        what = (f"the [{name}] connection to {websocket_uri(self.config)}" if len(connections) == 1 else
+                f"the {', '.join(f'[{section}]' for section, _ in connections)} connections to "
+                f"{', '.join(uri for _, uri in connections)} (one per [fastagi] workers process)")
+        return [Change(f"{verb} {what}{secret} in {path} (between marker lines; [live] transport = websocket)",
                        lambda: self._websocket_block(block), kind="websocket")]
 
     # -- the changes themselves ---------------------------------------------------------------

@@ -158,6 +158,15 @@ def is_wideband(native_formats: str) -> bool:
     return any(name in WIDEBAND_FORMATS for name in re.split(r"[^a-z0-9]+", native_formats.lower()))
 
 
+def websocket_connection(name: str, worker: int) -> str:
+    """The websocket_client.conf section that reaches worker ``worker`` of ``serve`` with
+    ``[fastagi] workers`` processes (each worker's media server listens on ``websocket_port`` plus
+    its number, and a call's media must reach the worker that holds its control session):
+    ``name`` for worker 0, ``name-<worker>`` for the others. ``voiceassist install`` writes one
+    section per worker."""
+    return name if worker == 0 else f"{name}-{worker}"
+
+
 def media_application(transport: str, call_id: str, host: str, port: int, *, wideband: bool,
                       websocket_client: str) -> tuple[str, str]:
     """The application (and its argument) the route EXECs to connect the call's audio to our

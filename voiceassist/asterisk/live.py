@@ -42,7 +42,7 @@ from ..system.shipped import shipped_path
 from ..types import CallInfo
 from .access import parse_allow
 from .agi import AGISession
-from .dialplan import give_media_id, is_wideband, media_application, parse_live, tell_live_end
+from .dialplan import give_media_id, is_wideband, media_application, parse_live, tell_live_end, websocket_connection
 
 # The interpreter's thread switch interval in a process that serves real-time media (seconds).
 MEDIA_SWITCH_INTERVAL = 0.001
@@ -214,8 +214,9 @@ def _converse(session: AGISession, assistant: Assistant, live: LiveCalls, call: 
     try:
         if settings.transport == "websocket":
             give_media_id(session, call_id)
+        connection = websocket_connection(settings.websocket_client, live.worker)
         application, argument = media_application(settings.transport, call_id, settings.host, live.port,
-                                                   wideband=wideband, websocket_client=settings.websocket_client)
+                                                   wideband=wideband, websocket_client=connection)
         logger.info("[LIVE] %s %s media at %d Hz", call.uniqueid, settings.transport, 16000 if wideband else 8000)
         try:
             session.execute("EXEC", application, _quoted(argument))
