@@ -199,27 +199,30 @@ class AudioSocketLeg:
 
     # -- what the pump passes on (read by the server's one reader thread) ----------------------------
     def read_ready(self) -> bool:
-        """Take in the pump's messages that have come; False when the leg is over."""
-        while not self._events.closed:
-            try:
-                message = self._events_socket.recv(MAX_MESSAGE)
-            except (BlockingIOError, InterruptedError):
-                return True
-            except OSError:
-                message = b""
-            if not message or message[:1] == b"E":   # Asterisk closed it, or the pump is gone
+        """Take in one of the pump's messages; False when the leg is over. One per call: the
+        reader's selector reports the socket again while more are waiting, and a second read that
+        finds nothing would cost a system call (and a turn of the interpreter lock) per message."""
+        if self._events.closed:
+            return False
+        try:
+            message = self._events_socket.recv(MAX_MESSAGE)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            message = b""
+        if not message or message[:1] == b"E":   # Asterisk closed it, or the pump is gone
+            self._close()
+            return False
+        kind, at = message[:1], ARRIVAL.unpack_from(message, 1)[0]
+        if kind == b"A":
+            if not self._take_in(message[1 + ARRIVAL.size:], at):
+                self._command(b"X")
                 self._close()
                 return False
-            kind, at = message[:1], ARRIVAL.unpack_from(message, 1)[0]
-            if kind == b"A":
-                if not self._take_in(message[1 + ARRIVAL.size:], at):
-                    self._command(b"X")
-                    self._close()
-                    return False
-            elif kind == b"K":
-                name = message[1 + ARRIVAL.size:].decode("utf-8", "replace")
-                self._events.put(MediaEvent(MediaEventKind.MARK, mark=name, at=at))
-        return False
+        elif kind == b"K":
+            name = message[1 + ARRIVAL.size:].decode("utf-8", "replace")
+            self._events.put(MediaEvent(MediaEventKind.MARK, mark=name, at=at))
+        return True
 
     def _take_in(self, chunk: bytes, at: float) -> bool:
         """The frames in what Asterisk sent; False when the connection is over: the hang-up, an
