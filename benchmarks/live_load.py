@@ -140,6 +140,16 @@ from voiceassist.asterisk import audiosocket
 from voiceassist.call import realtime
 
 servers, ticks, reset_times, spread, thread_samples, filled = [], [], [], [], [], []
+collections, collection_started = [], {}
+
+def time_collection(phase, info):  # the garbage collector's pauses (it holds the interpreter lock)
+    if phase == "start":
+        collection_started["at"] = time.monotonic()
+    elif "at" in collection_started:
+        collections.append((collection_started.pop("at"), time.monotonic(), info["generation"]))
+
+import gc
+gc.callbacks.append(time_collection)
 polled = {}
 poll_lock = threading.Lock()
 
@@ -187,7 +197,9 @@ original_fill = realtime.LiveConversation._fill_silence
 
 def fill_silence(self, now, arriving):
     missing = now - self._last_frame_at
-    if missing >= realtime.NO_FRAMES_GAP_SECONDS:
+    quiet = getattr(self, "_line_quiet", True)  # versions before QUIET_LINE_SECONDS filled after NO_FRAMES_GAP
+    threshold = realtime.NO_FRAMES_GAP_SECONDS if arriving or quiet else realtime.QUIET_LINE_SECONDS
+    if missing >= threshold:
         frames = int(missing / realtime.FRAME_SECONDS) - (1 if arriving else 0)
         if frames > 0:
             filled.append((now, frames))
@@ -233,7 +245,8 @@ def dump():
         return  # the supervisor of `serve --workers N`: its workers write their own
     with open(f"{os.environ['LIVE_LOAD_CLOCK_FILE']}.{os.getpid()}", "w") as out:
         json.dump({"ticks": ticks, "resets": reset_times, "spread": sorted(spread), "threads": thread_samples,
-                   "filled": filled}, out)
+                   "filled": filled,
+                   "collections": [(at, end - at, generation) for at, end, generation in collections]}, out)
 
 atexit.register(dump)
 from voiceassist.cli import main
