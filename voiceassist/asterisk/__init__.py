@@ -8,9 +8,9 @@ the AGI session as a :class:`~voiceassist.call.channel.CallChannel`. ``dialplan`
 home of the contract with ``extensions_custom.conf``: the AGI arguments of each action parsed into
 typed requests, a turn's outcome written back as ``VA_*`` variables, the one dispatcher, the
 FastAGI address and the defaults both sides share. ``live`` is the real-time route: it holds the
-call's AGI session while the audio travels over a media transport, ``audiosocket`` or
-``websocket_media`` (Asterisk's WebSocket channel), whose legs share ``legs`` (the caller's
-events, the outgoing queue, the 20 ms clock).
+call's AGI session while the audio travels over a media transport, ``audiosocket`` (paced by
+its pump process, ``media_pump``) or ``websocket_media`` (Asterisk's WebSocket channel), whose
+legs share ``legs`` (the caller's events, the outgoing queue, the 20 ms clock).
 
 (pyst2's own top-level package is also called ``asterisk``: ``from asterisk import agi`` names
 pyst2, ``from voiceassist.asterisk import agi`` names ours.)

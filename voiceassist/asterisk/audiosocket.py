@@ -8,9 +8,11 @@ byte, Asterisk 20.14/21.9/22.4 and later), a hang-up (0x00) or an error (0xff). 
 kind byte and a big-endian 16-bit payload length.
 
 What we send back is played as it arrives: Asterisk does not re-time it, so we pace it ourselves
-(one frame per 20 ms on :class:`~.legs.MediaClock`'s fixed schedule), which is what keeps the
-answer from sounding garbled or sped up. A barge-in drops what is queued on our side: nothing we
-have not sent yet can reach the caller.
+(one frame per 20 ms on a :class:`~.legs.MediaClock`'s fixed schedule), which is what keeps the
+answer from sounding garbled or sped up. The clock runs in a process of its own, the pump
+(:mod:`.media_pump`), which holds every call's connection once its call id is accepted here: the
+conversations' work in this process can no longer make it late. A barge-in drops what is queued
+in the pump: nothing we have not sent yet can reach the caller.
 
 The peer is checked against ``[live] allow`` before a byte is read, the UUID must come within
 ``[live] connect_timeout``, and the route's acceptor decides whether the UUID belongs to a call

@@ -9,8 +9,9 @@ conversation, and the assistant's audio on its way to the caller.
 nothing follows it in time), with the conversation's marks between them, and the count of frames
 sent since the queue was last empty (what the caller has heard of the current answer).
 
-:class:`MediaClock` is one thread per media server that ticks every 20 ms on a fixed schedule and
-lets every open leg send what is due. One clock for all calls instead of a sleeping thread per
+:class:`SocketWatcher` is one thread that reads many legs' sockets as data arrives.
+:class:`MediaClock` is a watcher that also ticks every 20 ms on a fixed schedule and
+lets every open leg send what is due (in the AudioSocket pump's process, :mod:`.media_pump`). One clock for all calls instead of a sleeping thread per
 call: fifty calls are fifty cheap function calls per tick, not fifty threads fighting over the
 interpreter to wake up on time. A tick that comes late is caught up at once (the frames it owed
 go out back to back) for up to :data:`MAX_CATCH_UP` ticks; past that the schedule restarts from
