@@ -133,6 +133,36 @@ def test_audiosocket_delivers_caller_audio_in_20_ms_frames_keys_and_the_hangup(a
         events_until(leg, MediaEventKind.CLOSED)
 
 
+def test_audiosocket_pump_that_dies_ends_its_calls_and_the_next_call_gets_a_new_one(audiosocket):
+    """The pump paces every call in its own process: if it dies, its calls end (the route then
+    tells the dialplan the media was lost) and the next call starts a new pump."""
+    import os
+    import signal
+
+    first, second = uuid.uuid4(), uuid.uuid4()
+    acceptor = Acceptor(first.hex, second.hex)
+    server = audiosocket(acceptor)
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(frame(0x01, first.bytes))
+        assert acceptor.arrived.wait(5)
+        leg = acceptor.legs[0]
+        old_pump = server.pump.pid
+        os.kill(old_pump, signal.SIGKILL)
+        events_until(leg, MediaEventKind.CLOSED)
+        sock.settimeout(2)                           # Asterisk's side sees the connection go
+        while sock.recv(65536):
+            pass
+    acceptor.arrived.clear()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(frame(0x01, second.bytes))
+        assert acceptor.arrived.wait(5)
+        leg = acceptor.legs[1]
+        assert server.pump.pid != old_pump
+        leg.play(b"\x10\x00" * 1600)                 # 200 ms
+        audio = [f for f in read_frames(sock, 0.6) if any(f[2])]
+        assert len(audio) == 10
+
+
 def test_audiosocket_barge_in_drops_what_is_queued_and_says_what_was_heard(audiosocket):
     call_id = uuid.uuid4()
     acceptor = Acceptor(call_id.hex)
