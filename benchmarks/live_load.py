@@ -197,9 +197,7 @@ original_fill = realtime.LiveConversation._fill_silence
 
 def fill_silence(self, now, arriving):
     missing = now - self._last_frame_at
-    quiet = getattr(self, "_line_quiet", True)  # versions before QUIET_LINE_SECONDS filled after NO_FRAMES_GAP
-    threshold = realtime.NO_FRAMES_GAP_SECONDS if arriving or quiet else realtime.QUIET_LINE_SECONDS
-    if missing >= threshold:
+    if missing >= realtime.NO_FRAMES_GAP_SECONDS and (arriving or not self.leg.audio_waiting()):
         frames = int(missing / realtime.FRAME_SECONDS) - (1 if arriving else 0)
         if frames > 0:
             filled.append((now, frames))

@@ -33,7 +33,8 @@ class PhoneLeg:
     sample_rate: int
 
     def __init__(self, sample_rate: int = 8000, call_id: str = "phone-leg", *, echo_db: float | None = None,
-                 echo_delay: float = 0.06, silence_suppression: bool = False) -> None:
+                 echo_delay: float = 0.06, silence_suppression: bool = False,
+                 stall: tuple[float, float] | None = None) -> None:
         self.call_id = call_id
         self.sample_rate = sample_rate
         self.frame = frame_bytes(sample_rate)
@@ -48,6 +49,10 @@ class PhoneLeg:
         self._echo = None if echo_db is None else 10 ** (echo_db / 20)
         # A phone with silence suppression (or Asterisk's Local channel) sends no frame while quiet.
         self._suppress = silence_suppression
+        # (from, seconds): the frames the caller sends meanwhile reach the conversation only at the
+        # end, as with a server too busy to take them in; audio_waiting() says so meanwhile.
+        self._stall = stall
+        self._held: list[MediaEvent] = []
         self._echo_delay_frames = max(1, int(round(echo_delay / FRAME_SECONDS)))
         self._events: queue.Queue[MediaEvent] = queue.Queue()
         self._lock = threading.Lock()
@@ -110,8 +115,20 @@ class PhoneLeg:
             self._play_one(now)
             frame = self._caller_frame(tick)
             if not (self._suppress and not any(frame)):
-                self._events.put(MediaEvent(MediaEventKind.AUDIO, audio=frame, at=now))
+                self._deliver(MediaEvent(MediaEventKind.AUDIO, audio=frame, at=now), seconds)
             self._tick += 1
+
+    def _stalled(self, seconds: float) -> bool:
+        return self._stall is not None and self._stall[0] <= seconds < self._stall[0] + self._stall[1]
+
+    def _deliver(self, event: MediaEvent, seconds: float) -> None:
+        if self._stalled(seconds):
+            self._held.append(event)
+            return
+        for held in self._held:
+            self._events.put(held)
+        self._held.clear()
+        self._events.put(event)
 
     def _play_one(self, now: float) -> None:
         with self._lock:
@@ -167,6 +184,9 @@ class PhoneLeg:
     def queued_seconds(self) -> float:
         with self._lock:
             return self._queued_frames * FRAME_SECONDS
+
+    def audio_waiting(self) -> bool:
+        return bool(self._held)
 
     def hang_up(self) -> None:
         self.hung_up_by_us.set()

@@ -127,6 +127,24 @@ def test_a_line_that_sends_nothing_while_the_caller_is_quiet_still_ends_the_ques
     assert 0.48 < start - (asked_at + speech_end_seconds(questions["first"], RATE)) < 0.8
 
 
+def test_caller_audio_taken_in_late_is_not_cut_by_made_up_silence(emulators, speech_grpc, tmp_path, questions):
+    """A server too busy to take in the caller's frames for 0.7 s in the middle of the question
+    (longer than the 500 ms end silence): the frames were on their way, so no silence is made up
+    for them; the question is heard whole, as one utterance."""
+    assistant = live_assistant(emulators, speech_grpc, tmp_path)
+    asked_at = GREETING_S + 0.5
+    length = len(questions["first"]) / 2 / RATE
+    leg = PhoneLeg(RATE, stall=(asked_at + length / 2, 0.7))
+    leg.say(questions["first"], at=asked_at)
+    leg.hang_up_at(asked_at + 7.0)
+    converse(assistant, leg)
+    (turn,) = stored_turns(assistant)
+    assert turn["status"] == "ok" and turn["transcript"] == QUESTION
+    # What the recogniser got is the question's own length (plus the start and end the tracker
+    # keeps), not 0.7 s more.
+    assert turn["recording_ms"] < (length + 1.0) * 1000, (turn["recording_ms"], length)
+
+
 def test_the_second_question_has_the_first_exchange_as_history(emulators, speech_grpc, tmp_path, questions):
     assistant = live_assistant(emulators, speech_grpc, tmp_path)
     leg = PhoneLeg(RATE)

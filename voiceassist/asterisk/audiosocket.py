@@ -138,6 +138,15 @@ class AudioSocketLeg:
     def queued_seconds(self) -> float:
         return self._ask(b"Q")
 
+    def audio_waiting(self) -> bool:
+        if self._events.closed:
+            return False
+        try:
+            ready, _, _ = select.select([self._events_socket], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return bool(ready)
+
     def hang_up(self) -> None:
         if self._events.closed:
             return

@@ -92,6 +92,9 @@ class WebSocketLeg:
     def queued_seconds(self) -> float:
         return self._playout.queued_seconds() + max(0.0, self._sent_until - time.monotonic())
 
+    def audio_waiting(self) -> bool:
+        return False  # the WebSocket library reads on its own thread: nothing cheap to ask
+
     def hang_up(self) -> None:
         if self._events.closed:
             return

@@ -69,6 +69,12 @@ class MediaLeg(Protocol):
         """Seconds of queued audio not yet sent to the caller."""
         ...
 
+    def audio_waiting(self) -> bool:
+        """Whether the caller's audio has come and not been taken in yet (``next_event`` will
+        have it soon): no frame for a while is then no quiet line. False when the transport
+        cannot tell."""
+        ...
+
     def hang_up(self) -> None:
         """End the leg (the conversation is over); Asterisk then goes on in the dialplan."""
         ...

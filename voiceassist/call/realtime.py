@@ -56,7 +56,6 @@ PREPARE_AFTER_MS = 100
 # Local channel) must still end an utterance: after this long without a frame, the missing time
 # counts as silence.
 NO_FRAMES_GAP_SECONDS = 0.1
-QUIET_LINE_SECONDS = 0.3
 # Failed turns in a row after which the call ends politely instead of asking again.
 MAX_FAILURES_IN_A_ROW = 2
 # How long a goodbye may take to play before the leg is closed anyway (beyond its own length).
@@ -162,7 +161,6 @@ class LiveConversation:
         self.digits: list[str] = []
         self.started = time.monotonic()
         self._last_frame_at = time.monotonic()
-        self._line_quiet = False          # no frame for QUIET_LINE_SECONDS: the line sends none
         self._pre_roll: deque[bytes] = deque(maxlen=max(1, int(PRE_ROLL_SECONDS / FRAME_SECONDS)))
         self._utterance: Utterance | None = None
         self._utterance_started = 0.0
@@ -230,15 +228,13 @@ class LiveConversation:
         utterance is found on the clock even when the line goes quiet. ``arriving``: a frame has
         just come (it fills the last 20 ms of the gap itself)."""
         missing = now - self._last_frame_at
-        if arriving:
-            self._line_quiet = False
-        # Nothing arriving is not yet a quiet line: under load the frames may be on their way
-        # (stamped when they came in, taken in by a thread that has not had its turn), and silence
-        # made up for them would push the caller's real words later. Once the line has been quiet
-        # for QUIET_LINE_SECONDS, the time is filled as it passes.
-        if missing < (NO_FRAMES_GAP_SECONDS if arriving or self._line_quiet else QUIET_LINE_SECONDS):
+        if missing < NO_FRAMES_GAP_SECONDS:
             return
-        self._line_quiet = not arriving
+        if not arriving and self.leg.audio_waiting():
+            # Not a quiet line: the frames are on their way (stamped when they came in, taken in
+            # by a thread that has not had its turn yet under load); silence made up for them
+            # would push the caller's real words later.
+            return
         frames = int(missing / FRAME_SECONDS) - (1 if arriving else 0)
         silence = bytes(2 * int(self.rate * FRAME_SECONDS))
         for _ in range(frames):
