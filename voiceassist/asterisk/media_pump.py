@@ -13,7 +13,7 @@ once a connection has said its call id, the server sends the connected socket to
 with one end of two new socket pairs for that call:
 
 * ``events`` (pump to server): ``A`` + arrival time + the bytes Asterisk sent, as they came, every
-  :data:`INBOUND_BATCH_SECONDS` (the time is the first byte's; the server parses and checks the frames), ``K`` + time + a mark's name when the audio before it
+  :data:`INBOUND_BATCH_SECONDS` (the time is the last byte's; the server parses and checks the frames), ``K`` + time + a mark's name when the audio before it
   has been sent, ``E`` when Asterisk closed the connection;
 * ``commands`` (server to pump, with replies): ``G`` (the call was accepted: start sending;
   until then nothing goes to Asterisk), ``P`` + PCM to play, ``M`` + a mark's name, ``R`` +
@@ -195,14 +195,16 @@ class _PumpedLeg:
         self.dropped_events = 0       # messages the server did not read in time
         self.dropped_bytes = 0        # audio a stalled Asterisk did not take
         self._inbound = bytearray()   # what Asterisk sent, not passed on yet
-        self._inbound_at = 0.0        # when its first bytes came
+        self._inbound_since = 0.0     # when its first bytes came
+        self._inbound_at = 0.0        # when its last bytes came (the batch's time: the caller's
+                                      # audio is complete up to then)
         for sock in (asterisk, events, commands):
             sock.setblocking(False)
         asterisk.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     # -- to Asterisk ----------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
-        if self._inbound and now - self._inbound_at >= INBOUND_BATCH_SECONDS - 0.005:
+        if self._inbound and now - self._inbound_since >= INBOUND_BATCH_SECONDS - 0.005:
             self._pass_on_inbound()
         marks, pcm = self.playout.take()
         if pcm is None:
@@ -253,8 +255,10 @@ class _PumpedLeg:
         if not chunk:
             self.close(tell=True)
             return False
+        now = time.monotonic()
         if not self._inbound:
-            self._inbound_at = time.monotonic()
+            self._inbound_since = now
+        self._inbound_at = now
         self._inbound += chunk
         if len(self._inbound) >= MAX_MESSAGE - 64:
             self._pass_on_inbound()
