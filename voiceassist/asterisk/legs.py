@@ -26,15 +26,14 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Protocol
 
 from ..call.media import FRAME_SECONDS, MediaEvent, MediaEventKind, frame_bytes
 from ..logs import logger
 
 MAX_CATCH_UP = 5
-# Ticks whose lateness is kept for the statistics (a minute of ticks).
-LATENESS_KEPT = 3000
+# Ticks kept for the statistics (five minutes of ticks).
+TICKS_KEPT = 15000
 
 
 class CallerEvents:
@@ -258,10 +257,10 @@ class MediaClock(SocketWatcher):
     def __init__(self, name: str = "voiceassist-media-clock") -> None:
         super().__init__(name)
         self._legs: set[Ticking] = set()
-        self.lateness: deque[float] = deque(maxlen=LATENESS_KEPT)  # seconds each tick came late
+        # The recent ticks: (scheduled time, seconds it came late, seconds from then to its last
+        # frame sent: the legs are sent one after the other).
+        self.ticks: deque[tuple[float, float, float]] = deque(maxlen=TICKS_KEPT)
         self.resets = 0                                            # schedule restarts (ticks lost)
-        # Called after each tick with its scheduled time, when it ran, and when its last frame was sent.
-        self.after_tick: Callable[[float, float, float], None] | None = None
 
     def add(self, leg: Ticking) -> None:
         with self._lock:
@@ -281,8 +280,7 @@ class MediaClock(SocketWatcher):
             while due > now:
                 self._read(due - now)
                 now = time.monotonic()
-            late = now - due
-            self.lateness.append(late)   # before a restart: the worst ticks must count
+            late = now - due   # kept also when the schedule restarts: the worst ticks must count
             if late > MAX_CATCH_UP * FRAME_SECONDS:
                 self.resets += 1
                 start, tick = now, 0
@@ -294,7 +292,6 @@ class MediaClock(SocketWatcher):
                 except Exception:  # one broken leg must not stop everyone's audio
                     logger.exception("[LIVE] media clock: a leg failed to send")
                     self.remove(leg)
-            if self.after_tick is not None:
-                self.after_tick(due, now, time.monotonic())
+            self.ticks.append((due, late, time.monotonic() - now))
             tick += 1
         self._selector.close()

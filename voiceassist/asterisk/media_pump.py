@@ -59,7 +59,6 @@ INBOUND_BATCH_SECONDS = 0.02
 # How long the server waits for the pump's answer to a command before it calls the leg broken.
 REPLY_TIMEOUT = 2.0
 PUMP_START_TIMEOUT = 15.0
-TICKS_KEPT = 15000            # five minutes of the clock's ticks, for stats()
 MAX_STATS = 200_000           # the largest stats answer: one message on the pair (about 2 000 ticks)
 
 
@@ -359,8 +358,6 @@ class _Commands:
 
 def _serve(control: socket.socket) -> None:
     clock = MediaClock("voiceassist-audiosocket-pump")
-    ticks: deque[tuple[float, float, float]] = deque(maxlen=TICKS_KEPT)
-    clock.after_tick = lambda due, ran, done: ticks.append((due, ran - due, done - ran))
     clock.start()
     control.send(b"ready")
     try:
@@ -379,7 +376,7 @@ def _serve(control: socket.socket) -> None:
                 clock.watch(commands, leg.commands)
             elif message[:1] == b"S" and len(message) == 1 + ARRIVAL.size:
                 since = ARRIVAL.unpack_from(message, 1)[0]
-                recent = [tick for tick in list(ticks) if tick[0] > since][-MAX_STATS // 100:]
+                recent = [tick for tick in list(clock.ticks) if tick[0] > since][-MAX_STATS // 100:]
                 recent = [(round(due, 4), round(late, 6), round(spread, 6)) for due, late, spread in recent]
                 control.send(json.dumps({"ticks": recent, "resets": clock.resets}).encode())
             else:
