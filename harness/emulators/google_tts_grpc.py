@@ -36,6 +36,7 @@ from google.cloud import texttospeech_v1 as tts
 from . import mulaw
 from .google_tts import MAX_INPUT_BYTES, GoogleTTSEmulator
 from .openai_api import tone_for, tone_pcm
+from .relay import TcpRelay
 
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # What StreamingAudioConfig accepts ("Streaming supports PCM, ALAW, MULAW and OGG_OPUS").
@@ -74,76 +75,27 @@ class _Invalid(Exception):
     """A request the real API answers with INVALID_ARGUMENT."""
 
 
-class _Router:
-    """The emulator's port: a TCP relay that sends each connection to the gRPC server when it
-    opens with the HTTP/2 client preface, else to the REST server."""
+class _Router(TcpRelay):
+    """The emulator's port: each connection goes to the gRPC server when it opens with the
+    HTTP/2 client preface, else to the REST server."""
 
     def __init__(self, grpc_port: int, rest_port: int | None) -> None:
-        self.grpc_port = grpc_port
         self.rest_port = rest_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True, name="google-tts-router").start()
+        super().__init__(grpc_port, "google-tts-router")
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                downstream, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._route, args=(downstream,), daemon=True).start()
-
-    def _route(self, downstream: socket.socket) -> None:
+    def upstream(self, downstream: socket.socket) -> socket.socket:
         head = b""
-        try:
-            while len(head) < len(HTTP2_PREFACE) and HTTP2_PREFACE.startswith(head):
-                data = downstream.recv(len(HTTP2_PREFACE) - len(head))
-                if not data:
-                    break
-                head += data
-            port = self.grpc_port if head == HTTP2_PREFACE else self.rest_port
-            if port is None or not head:
-                raise OSError("nothing to route to")
-            upstream = socket.create_connection(("127.0.0.1", port))
-            upstream.sendall(head)
-        except OSError:
-            downstream.close()
-            return
-        for sock in (downstream, upstream):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self._lock:
-            self._sockets.update((downstream, upstream))
-        threading.Thread(target=self._pump, args=(upstream, downstream), daemon=True).start()
-        self._pump(downstream, upstream)
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, target):
-                with self._lock:
-                    self._sockets.discard(sock)
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
-
-    def close(self) -> None:
-        self.listener.close()
-        with self._lock:
-            live = list(self._sockets)
-        for sock in live:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        while len(head) < len(HTTP2_PREFACE) and HTTP2_PREFACE.startswith(head):
+            data = downstream.recv(len(HTTP2_PREFACE) - len(head))
+            if not data:
+                break
+            head += data
+        port = self.target_port if head == HTTP2_PREFACE else self.rest_port
+        if port is None or not head:
+            raise OSError("nothing to route to")
+        upstream = socket.create_connection(("127.0.0.1", port))
+        upstream.sendall(head)
+        return upstream
 
 
 def chirp3_hd(voice: str) -> bool:

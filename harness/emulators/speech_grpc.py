@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime as dt
 import queue
 import re
-import socket
 import threading
 import time
 from collections import deque
@@ -45,6 +44,7 @@ from google.rpc import status_pb2
 
 from .base import Hang
 from .speech import marker_strength
+from .relay import TcpRelay
 
 LOUD = 256                      # mean |sample| of a 20 ms frame that counts as speech (as speech.py)
 MARKER_WINDOW = 0.5             # seconds from the start of speech searched for the marker tone
@@ -184,67 +184,6 @@ def _duration(seconds: float) -> dt.timedelta:
     return dt.timedelta(seconds=round(seconds, 3))
 
 
-class _Relay:
-    """A TCP relay in front of the gRPC server, so that a test can cut a live connection (what a
-    network failure or a crashed server looks like to the client)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                downstream, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                downstream.close()
-                continue
-            for sock in (downstream, upstream):
-                # no Nagle: a 20 ms audio frame must not wait for the previous one's ACK
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                self._sockets.update((downstream, upstream))
-            threading.Thread(target=self._pump, args=(downstream, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, downstream), daemon=True).start()
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            self._close(source, target)
-
-    def _close(self, *sockets: socket.socket) -> None:
-        for sock in sockets:
-            with self._lock:
-                self._sockets.discard(sock)
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-    def sever(self) -> None:
-        """Cut every connection now."""
-        with self._lock:
-            live = list(self._sockets)
-        self._close(*live)
-
-    def close(self) -> None:
-        self.listener.close()
-        self.sever()
-
-
 class SpeechGrpcEmulator:
     def __init__(self) -> None:
         self.transcripts: dict[float, str] = {}     # marker tone Hz -> transcript
@@ -260,7 +199,7 @@ class SpeechGrpcEmulator:
         self.server.add_generic_rpc_handlers(handlers)
         grpc_port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
-        self._relay = _Relay(grpc_port)
+        self._relay = TcpRelay(grpc_port, "speech-grpc-relay")
 
     # -- the test's side ----------------------------------------------------------------------
     @property
