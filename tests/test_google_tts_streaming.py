@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from harness.emulators.google_tts_grpc import Abort
+from harness.emulators.relay import TcpRelay
 from harness.helpers import config_for, voiceassist_log
 from harness.phone_leg import PhoneLeg
 from harness.speech import speech_end_seconds, spoken_question, tone_spans
@@ -44,7 +45,7 @@ def google_tts(emulators, google_tts_grpc, tmp_path, extra: str = "") -> Streami
 def client_threads(before: set[threading.Thread]) -> list[str]:
     """Threads started since ``before`` that are not the emulators' (their servers' workers and
     connections)."""
-    emulator = ("ThreadPoolExecutor", "process_request_thread", "(_route)", "(_pump)")
+    emulator = ("ThreadPoolExecutor", "process_request_thread", TcpRelay.THREAD_PREFIX)
     return [t.name for t in set(threading.enumerate()) - before
             if t.is_alive() and not any(part in t.name for part in emulator)]
 

@@ -81,7 +81,7 @@ class _Router(TcpRelay):
 
     def __init__(self, grpc_port: int, rest_port: int | None) -> None:
         self.rest_port = rest_port
-        super().__init__(grpc_port, "google-tts-router")
+        super().__init__(grpc_port, "google-tts")
 
     def upstream(self, downstream: socket.socket) -> socket.socket:
         head = b""

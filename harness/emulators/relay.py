@@ -9,13 +9,18 @@ import threading
 
 
 class TcpRelay:
-    def __init__(self, target_port: int, name: str = "emulator-relay") -> None:
+    #: every thread of a relay is named with this prefix, so a test that counts the client's
+    #: threads can leave the emulators' own out
+    THREAD_PREFIX = "emulator-relay"
+
+    def __init__(self, target_port: int, name: str = "") -> None:
         self.target_port = target_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True, name=name).start()
+        self.name = f"{self.THREAD_PREFIX}-{name}" if name else self.THREAD_PREFIX
+        threading.Thread(target=self._accept, daemon=True, name=self.name).start()
 
     def upstream(self, downstream: socket.socket) -> socket.socket:
         """The connection to the server for ``downstream`` (raises OSError when there is none)."""
@@ -27,7 +32,8 @@ class TcpRelay:
                 downstream, _ = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._connect, args=(downstream,), daemon=True).start()
+            threading.Thread(target=self._connect, args=(downstream,), daemon=True,
+                             name=f"{self.name}-connection").start()
 
     def _connect(self, downstream: socket.socket) -> None:
         try:
@@ -40,7 +46,8 @@ class TcpRelay:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._sockets.update((downstream, upstream))
-        threading.Thread(target=self._pump, args=(upstream, downstream), daemon=True).start()
+        threading.Thread(target=self._pump, args=(upstream, downstream), daemon=True,
+                         name=f"{self.name}-pump").start()
         self._pump(downstream, upstream)
 
     def _pump(self, source: socket.socket, target: socket.socket) -> None:

@@ -199,7 +199,7 @@ class SpeechGrpcEmulator:
         self.server.add_generic_rpc_handlers(handlers)
         grpc_port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
-        self._relay = TcpRelay(grpc_port, "speech-grpc-relay")
+        self._relay = TcpRelay(grpc_port, "speech-grpc")
 
     # -- the test's side ----------------------------------------------------------------------
     @property
