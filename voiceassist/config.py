@@ -213,11 +213,86 @@ class Live:
     goodbye_after: float = setting(6.0, minimum=2, maximum=120)
 
 
+# A transfer target as FreePBX writes destinations: context,extension,priority (the priority may be
+# a number or a label). Only dialplan-safe characters: it ends up in Dial(Local/...) and Goto().
+DIALPLAN_TARGET = r"[A-Za-z0-9_-]{1,64},[A-Za-z0-9_*#+-]{1,40},[A-Za-z0-9_-]{1,20}"
+# The name of a destination, as the model and the caller see it.
+DESTINATION_NAME = r"[a-z][a-z0-9_]{0,31}"
+
+
+@dataclass(frozen=True)
+class Actions:
+    """What the assistant may do besides answering (``voiceassist.call.actions``): transfer the
+    caller to one of ``[destinations]``, take a message, end the call."""
+
+    # The destination for "a person" (the key 0, and the offline phrases below); "": none.
+    operator: str = setting("", pattern=rf"({DESTINATION_NAME})?")
+    # Where a transfer that fails (busy, no answer) goes: a destination name; "": back to the assistant.
+    fallback: str = setting("", pattern=rf"({DESTINATION_NAME})?")
+    # Seconds a transfer rings before it counts as not answered.
+    ring_seconds: int = setting(30, minimum=5, maximum=300)
+    # Words in what the caller says that ask for the operator without asking the model (so the
+    # offline assistant transfers too); "": none.
+    transfer_phrases: tuple[str, ...] = setting(
+        ("operator", "a person", "a human", "a real person", "someone", "somebody", "receptionist",
+         "an agent", "a representative"), pattern=r"[A-Za-z' ]{2,40}")
+    # The model may end the call when the caller is done.
+    end_call: bool = True
+    # The caller may leave a message: voicemail (Asterisk's VoiceMail to voicemail_box), record (we
+    # record and transcribe it with the call), or no.
+    take_message: str = setting("no", choices=("no", "voicemail", "record"))
+    # The mailbox messages go to with take_message = voicemail: box@context (FreePBX: 100@default).
+    voicemail_box: str = setting("", pattern=r"([0-9A-Za-z_-]{1,40}(@[0-9A-Za-z_-]{1,40})?)?")
+    # Keys during prompts and answers (AGI flow and real-time): the operator, repeat the last
+    # answer, skip to the next question. "": the key does nothing.
+    key_operator: str = setting("0", pattern=r"[0-9*#]?")
+    key_repeat: str = setting("*", pattern=r"[0-9*#]?")
+    key_skip: str = setting("#", pattern=r"[0-9*#]?")
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    target: str          # context,extension,priority
+    description: str     # what the model reads to choose it
+
+
+@dataclass(frozen=True)
+class Destinations:
+    """``[destinations]``: ``name = context,extension,priority | description`` per line, e.g.
+    ``sales = from-internal,201,1 | The sales team: quotes and new orders``. The assistant can
+    transfer to these names only."""
+
+    entries: tuple[Destination, ...] = ()
+
+    # Free keys: each key is a destination name (see parse_section).
+    FREE_KEYS = True
+
+    @classmethod
+    def parse(cls, name: str, raw: Mapping[str, str], source: str) -> tuple[Destinations, list[str]]:
+        entries, problems = [], []
+        for key, value in sorted(raw.items()):
+            target, _, description = (part.strip() for part in value.partition("|"))
+            if not re.fullmatch(DESTINATION_NAME, key):
+                problems.append(f"[{name}] {key} (in {source}): a destination name must be lower-case letters, "
+                                f"digits and _, starting with a letter")
+            elif not re.fullmatch(DIALPLAN_TARGET, target):
+                problems.append(f"[{name}] {key} = {value!r} (in {source}) must be context,extension,priority "
+                                f"| description (e.g. from-internal,201,1 | The sales team)")
+            else:
+                entries.append(Destination(key, target, description or key.replace("_", " ")))
+        return cls(tuple(entries)), problems
+
+    def get(self, name: str) -> Destination | None:
+        return next((entry for entry in self.entries if entry.name == name), None)
+
+
 # The sections every part of voiceassist reads. Each provider's own section is declared beside the
 # provider (voiceassist/providers); ``providers.sections()`` gives them all, in the template's order.
 CORE_SECTIONS: dict[str, type] = {
     "general": General, "stt": ProviderChoice, "llm": LLMChoice, "tts": ProviderChoice, "audio": Audio,
-    "database": Database, "privacy": Privacy, "fastagi": FastAGI, "live": Live, "logging": Logging,
+    "database": Database, "privacy": Privacy, "fastagi": FastAGI, "live": Live, "actions": Actions,
+    "destinations": Destinations, "logging": Logging,
 }
 
 
@@ -240,7 +315,8 @@ def _as_text(value: Any) -> str:
 
 def defaults(sections: Mapping[str, type]) -> dict[str, dict[str, str]]:
     """Every setting of ``sections`` and its default as text (what a file without that key means)."""
-    return {name: {f.name: _as_text(f.default) for f in dataclasses.fields(cls)} for name, cls in sections.items()}
+    return {name: {} if getattr(cls, "FREE_KEYS", False) else {f.name: _as_text(f.default) for f in dataclasses.fields(cls)}
+            for name, cls in sections.items()}
 
 
 DEFAULTS = defaults(CORE_SECTIONS)
@@ -307,6 +383,9 @@ def parse_section(cls: type[S], name: str, raw: Mapping[str, str], source: str) 
     Returns the settings (a bad value replaced by its default), the problems (one line each:
     section, key, value, what is allowed, where it came from) and the unknown keys.
     """
+    if getattr(cls, "FREE_KEYS", False):  # every key is an entry (e.g. [destinations])
+        parsed, entry_problems = cls.parse(name, raw, source)  # type: ignore[attr-defined]
+        return parsed, entry_problems, []
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     problems: list[str] = []
@@ -423,8 +502,26 @@ class Config:
         return self.typed["live"]  # type: ignore[no-any-return]
 
     @property
+    def actions(self) -> Actions:
+        return self.typed["actions"]  # type: ignore[no-any-return]
+
+    @property
+    def destinations(self) -> Destinations:
+        return self.typed["destinations"]  # type: ignore[no-any-return]
+
+    @property
     def logging(self) -> Logging:
         return self.typed["logging"]  # type: ignore[no-any-return]
+
+
+def _unknown_destinations(typed: Mapping[str, Any], source: str) -> list[str]:
+    """``[actions]`` settings that name a destination ``[destinations]`` does not list."""
+    actions, destinations = typed.get("actions"), typed.get("destinations")
+    if actions is None or destinations is None:
+        return []
+    listed = ", ".join(entry.name for entry in destinations.entries) or "none"
+    return [f"[actions] {key} = {value} (in {source}) is not in [destinations] (listed: {listed})"
+            for key in ("operator", "fallback") if (value := getattr(actions, key)) and not destinations.get(value)]
 
 
 def _parser() -> configparser.ConfigParser:
@@ -519,6 +616,7 @@ def load_config(
         typed[name], refused, unknown = parse_section(cls, name, values, source)
         problems += refused
         warnings += [f"unknown setting [{name}] {key} in {source} (ignored; a typo?)" for key in unknown]
+    problems += _unknown_destinations(typed, source)
     if problems:
         if strict:
             raise ConfigError("\n".join(problems))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 class Capability(enum.StrEnum):
@@ -48,6 +49,9 @@ class CallState(enum.StrEnum):
     THINKING = "thinking"
     ANSWERING = "answering"
     DONE = "done"
+    TRANSFERRING = "transferring"  # ringing a [destinations] target
+    TRANSFERRED = "transferred"    # a person took the call
+    MESSAGE = "message"            # leaving a message
 
 
 @dataclass(frozen=True)
@@ -99,13 +103,34 @@ class Exchange:
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """A function the chat model may call instead of answering in words: its name, what it does
+    (the model reads this to decide), and its arguments as a JSON schema object."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The chat model asks for one of the offered :class:`ToolSpec` (``arguments``: as the model
+    sent them, not yet checked against the schema)."""
+
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Conversation:
     """What a chat model is asked: its instructions (with the facts it may use), the call so far
-    and the caller's new question. Built once, for every chat model, by ``call.conversation``."""
+    and the caller's new question, and the tools it may call (none: it answers in words only).
+    Built once, for every chat model, by ``call.conversation``."""
 
     system: str
     history: tuple[Exchange, ...]
     question: str
+    tools: tuple[ToolSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +172,10 @@ class TurnRecord:
     # A real-time call: the caller spoke over the answer, and what of it they heard before.
     interrupted: bool = False
     heard_reply: str | None = None
+    # What the assistant did besides answering (call.actions): transfer, message, end_call,
+    # refused (the model or caller asked for something not allowed), and its target.
+    action: str | None = None
+    action_target: str | None = None
     timings: dict[str, int] = field(default_factory=dict)
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     finished_at: dt.datetime | None = None

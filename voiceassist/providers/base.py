@@ -21,15 +21,17 @@ from .. import deadline
 from ..config import retries, seconds
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, TurnDeadlineExceeded
 from ..text.knowledge import read_knowledge
-from ..types import Conversation, Exchange, Recording, SpeechAudio, Transcript, TranscriptEvent
+from ..types import Conversation, Exchange, Recording, SpeechAudio, ToolCall, Transcript, TranscriptEvent
 from .sdk_errors import map_sdk_error
 
 __all__ = ["ChatModel", "Conversation", "Exchange", "Provider", "ProviderContext", "Recording", "RequestSettings",
            "SpeechAudio", "SpeechToText", "import_sdk", "StreamingChatModel", "TextToSpeech", "Transcript", "call_sdk", "stream_sdk",
-           "synthesize_in_parts", "with_retries", "StreamingSpeechToText", "TranscriptEvent"]
+           "synthesize_in_parts", "with_retries", "StreamingSpeechToText", "TranscriptEvent", "ToolCall",
+           "ToolCallingChatModel"]
 
 T = TypeVar("T")
 S = TypeVar("S")
+P = TypeVar("P")
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,16 @@ class StreamingChatModel(ChatModel, Protocol):
 
 
 @runtime_checkable
+class ToolCallingChatModel(ChatModel, Protocol):
+    def act(self, conversation: Conversation) -> Iterator[str | ToolCall]:
+        """Like :meth:`StreamingChatModel.stream`, with ``conversation.tools`` offered to the model:
+        yields the answer's text pieces as they are generated, or a :class:`ToolCall` when the model
+        calls a tool (text it said before the call comes first; nothing of the answer follows it).
+        Fails before the first piece when the provider fails at once."""
+        ...
+
+
+@runtime_checkable
 class TextToSpeech(Protocol):
     name: str
 
@@ -200,30 +212,31 @@ def call_sdk(provider: str, request: Callable[[float], T], *, timeout: float, re
     return with_retries(attempt, provider=provider, retries=retries)
 
 
-def stream_sdk(provider: str, open_stream: Callable[[float], Iterable[Any]], text_of: Callable[[Any], str],
-               why_empty: Callable[[Any], str], *, timeout: float, retries: int, hint: str = "") -> Iterator[str]:
-    """The text pieces of a streamed reply.
+def stream_sdk(provider: str, open_stream: Callable[[float], Iterable[Any]], piece_of: Callable[[Any], P],
+               why_empty: Callable[[Any], str], *, timeout: float, retries: int, hint: str = "") -> Iterator[P]:
+    """The pieces of a streamed reply: ``piece_of(chunk)`` is a chunk's text (or, for a model
+    offered tools, a :class:`ToolCall` once one is complete); a falsy piece is skipped.
 
-    Opening the stream and waiting for its first words are one :func:`call_sdk` (retried, and
-    failing before anything is yielded, so a fallback provider can still answer); once words have
+    Opening the stream and waiting for its first piece are one :func:`call_sdk` (retried, and
+    failing before anything is yielded, so a fallback provider can still answer); once a piece has
     been passed on, a broken stream is an error, not a retry.
     """
-    def first(seconds: float) -> tuple[Iterator[Any], str]:
+    def first(seconds: float) -> tuple[Iterator[Any], P]:
         chunks = iter(open_stream(seconds))
         last = None
         for last in chunks:
-            text = text_of(last)
-            if text:
-                return chunks, text
+            piece = piece_of(last)
+            if piece:
+                return chunks, piece
         raise ProviderBadResponse(f"{provider}: empty reply ({why_empty(last)})", provider=provider)
 
-    chunks, text = call_sdk(provider, first, timeout=timeout, retries=retries, hint=hint)
-    yield text
+    chunks, piece = call_sdk(provider, first, timeout=timeout, retries=retries, hint=hint)
+    yield piece
     try:
         for chunk in chunks:
-            text = text_of(chunk)
-            if text:
-                yield text
+            piece = piece_of(chunk)
+            if piece:
+                yield piece
     except Exception as exc:
         raise map_sdk_error(provider, exc, hint=hint) from None
 
