@@ -20,5 +20,9 @@ say live-greeting "Hello, this is the voice assistant. How can I help?"
 say one-moment "One moment."
 say still-there "Are you still there?"
 say live-anything-else "Sorry, I didn't catch that. What can I do for you?"
+# Actions: a transfer nobody answered, a message.
+say transfer-failed "Sorry, nobody could take your call right now."
+say leave-message "Please leave your message after the tone, and hang up when you have finished."
+say message-saved "Thank you, your message has been saved."
 # The beep: 400 ms of 1000 Hz.
 sox -n -r 8000 -c 1 -t ul beep.ulaw synth 0.4 sine 1000 vol 0.5

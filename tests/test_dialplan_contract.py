@@ -37,7 +37,8 @@ def test_every_variable_python_sets_is_read_by_the_dialplan():
 
 
 def test_the_shipped_fastagi_addresses_are_the_ones_install_replaces():
-    assert DIALPLAN.count(dialplan.SHIPPED_FASTAGI_URL + ")") == 1
+    # 8008's FastAGI context, and the real-time flow's route for a message and the call's end
+    assert DIALPLAN.count(dialplan.SHIPPED_FASTAGI_URL + ")") == 2
     assert DIALPLAN.count(dialplan.SHIPPED_LIVE_URL + ")") == 1
     config = load_config(environ={}, overrides={"fastagi": {"port": "4599", "secret": "s3cr&t"}})
     configured = dialplan.with_configured_urls(DIALPLAN, config)

@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from voiceassist.types import ToolCall
+
 from .base import Emulator, Request, Stream
 
 _PATH = re.compile(r"^/(?:v1|v1beta|v1alpha)/models/(?P<model>[^:/]+):(?P<method>generateContent|streamGenerateContent)"
@@ -41,7 +43,9 @@ def words(text: str) -> list[str]:
 class GeminiEmulator(Emulator):
     def __init__(self) -> None:
         super().__init__()
-        self.reply: Callable[[dict[str, Any]], str] = default_reply
+        # The model's answer to a request body: text, or a ToolCall (a functionCall part, as
+        # Gemini sends when it calls one of the request's functionDeclarations).
+        self.reply: Callable[[dict[str, Any]], str | ToolCall] = default_reply
         self.blocked = False
         self.tokens_per_second = 0.0
         self.token_requests: list[str] = []
@@ -83,9 +87,14 @@ class GeminiEmulator(Emulator):
             chunks: list[dict[str, Any]] = [{"promptFeedback": {"blockReason": "SAFETY"},
                                              "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}}]
         else:
-            pieces = words(self.reply(body)) if streaming else [self.reply(body)]
-            chunks = [{"candidates": [{"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}],
-                       "modelVersion": model, "responseId": "emulated"} for piece in pieces]
+            answer = self.reply(body)
+            parts: list[dict[str, Any]]
+            if isinstance(answer, ToolCall):
+                parts = [{"functionCall": {"name": answer.name, "args": dict(answer.arguments)}}]
+            else:
+                parts = [{"text": piece} for piece in (words(answer) if streaming else [answer])]
+            chunks = [{"candidates": [{"content": {"role": "model", "parts": [part]}, "index": 0}],
+                       "modelVersion": model, "responseId": "emulated"} for part in parts]
             chunks[-1]["candidates"][0]["finishReason"] = "STOP"
             chunks[-1]["usageMetadata"] = {"promptTokenCount": 12, "candidatesTokenCount": 5, "totalTokenCount": 17}
         delay = 1 / self.tokens_per_second if self.tokens_per_second else 0.0

@@ -129,6 +129,8 @@ def print_call(call: dict[str, Any], turns: Sequence[dict[str, Any]], out: IO[st
             played = turn.get("played_ms")
             out.write(f"  interrupted by the caller{f' after {played / 1000:.1f} s' if played is not None else ''}; "
                       f"heard: {_one_line(turn.get('heard_reply') or '') or '(nothing)'}\n")
+        if turn.get("action"):
+            out.write(f"  action:    {turn['action']} {_one_line(turn.get('action_target') or '')}".rstrip() + "\n")
         if turn.get("error"):
             out.write(f"  error:     {_one_line(turn['error'])}\n")
         providers = "/".join(turn.get(f"{c}_provider") or "-" for c in ("stt", "llm", "tts"))

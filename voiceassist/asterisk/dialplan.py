@@ -34,6 +34,7 @@ from ..call.requests import (
     MAX_TURNS,
     CallIdentity,
     HangupRequest,
+    MessageRequest,
     TurnRequest,
     call_file,
     decimal,
@@ -50,6 +51,7 @@ from ..types import CallState
 from .agi import AGISession
 
 if TYPE_CHECKING:
+    from ..call.actions import Action
     from ..call.turn import TurnOutcome
 
 # The address written in the shipped extensions_custom.conf; `voiceassist install` replaces it
@@ -114,17 +116,42 @@ LIVE_TURNS = "VA_LIVE_TURNS"    # ... and how many exchanges it had
 # A real-time call's media id, set inheritable (``__``) so that the WebSocket channel Asterisk dials
 # carries it into MEDIA_START; read by our media server, not by the dialplan.
 MEDIA_ID = "VA_MEDIA_ID"
+# An action after the answer ([voiceassist-action] in the dialplan): transfer, message or end_call,
+# with its target (a transfer: context,extension,priority from [destinations]; a message: the
+# mailbox), the destination's name, how long a transfer rings, and where a failed one goes.
+ACTION = "VA_ACTION"
+TARGET = "VA_TARGET"
+TARGET_NAME = "VA_TARGET_NAME"
+RING_S = "VA_RING_S"
+FALLBACK = "VA_FALLBACK"
+MESSAGE_MODE = "VA_MESSAGE"     # voicemail | record
 STATUS = "VOICEASSIST_STATUS"   # for the admin's own dialplan: the turn's status ...
 TRANSCRIPT = "VOICEASSIST_TRANSCRIPT"  # ... what the caller said
 REPLY = "VOICEASSIST_REPLY"     # ... and what the assistant answered
 
 
-def tell_dialplan(session: AGISession, outcome: TurnOutcome, variable_max_chars: int) -> None:
+def tell_dialplan(session: AGISession, outcome: TurnOutcome, config: Config) -> None:
     """What the dialplan does after a turn: play ``VA_ANSWER``, then another question or goodbye."""
     if session.hung_up:
         return
+    variable_max_chars = config.general.variable_max_chars
     _set(session, {ANSWER: outcome.answer, CONTINUE: "1" if outcome.more else "0", STATUS: outcome.status,
-                   TRANSCRIPT: outcome.transcript[:variable_max_chars], REPLY: outcome.reply[:variable_max_chars]})
+                   TRANSCRIPT: outcome.transcript[:variable_max_chars], REPLY: outcome.reply[:variable_max_chars],
+                   **action_variables(outcome.action, config)})
+
+
+def action_variables(action: Action | None, config: Config) -> dict[str, str]:
+    """The variables that send the call to ``[voiceassist-action]`` (all empty: no action).
+    Every value comes from the configuration, never from the call: a transfer's target is a
+    ``[destinations]`` entry (checked against DIALPLAN_TARGET when the config was loaded)."""
+    if action is None or not action.ends_conversation:
+        return {ACTION: "", TARGET: "", TARGET_NAME: ""}
+    settings = config.actions
+    values = {ACTION: action.kind.value, TARGET: action.target, TARGET_NAME: action.name,
+              RING_S: str(settings.ring_seconds), MESSAGE_MODE: settings.take_message}
+    fallback = config.destinations.get(settings.fallback) if settings.fallback else None
+    values[FALLBACK] = fallback.target if fallback is not None and fallback.name != action.name else ""
+    return values
 
 
 def send_prompt(session: AGISession, prompt: str, status: str) -> None:
@@ -133,13 +160,15 @@ def send_prompt(session: AGISession, prompt: str, status: str) -> None:
 
 
 def tell_live_end(session: AGISession, reason: str, turns: int, transcript: str = "", reply: str = "",
-                  variable_max_chars: int = 1000) -> None:
+                  config: Config | None = None, action: Action | None = None) -> None:
     """How a real-time call ended, for the dialplan after the route (``error`` and ``busy``
-    make it play the apology or the busy prompt)."""
+    make it play the apology or the busy prompt; an action sends it to ``[voiceassist-action]``)."""
     if session.hung_up:
         return
+    variable_max_chars = config.general.variable_max_chars if config is not None else 1000
+    actions = action_variables(action, config) if config is not None else {}
     _set(session, {LIVE_END: reason, LIVE_TURNS: str(turns), TRANSCRIPT: transcript[:variable_max_chars],
-                   REPLY: reply[:variable_max_chars]})
+                   REPLY: reply[:variable_max_chars], **actions})
 
 
 # -- how Asterisk opens a real-time call's media connection -------------------------------------------
@@ -261,13 +290,17 @@ def parse_turn(env: Mapping[str, str], args: Sequence[str], answer_dir: str) -> 
 
 @dataclass(frozen=True)
 class LiveRequest:
-    """``AGI(agi://host:port/voiceassist-live,<exten>,<linkedid>)``: hold a real-time conversation."""
+    """``AGI(agi://host:port/voiceassist-live,<exten>,<linkedid>[,<turns before>])``: hold a
+    real-time conversation. ``turns_before``: exchanges the call already had (a conversation
+    that resumes after a transfer nobody answered numbers its turns on from there)."""
 
     call: CallIdentity
+    turns_before: int = 0
 
 
 def parse_live(env: Mapping[str, str], args: Sequence[str]) -> LiveRequest:
-    return LiveRequest(call=parse_call(env, _argument(args, 0), _argument(args, 1)))
+    return LiveRequest(call=parse_call(env, _argument(args, 0), _argument(args, 1)),
+                       turns_before=whole_number(_argument(args, 2), "turns before", 0, MAX_TURNS, default=0))
 
 
 def parse_hangup(env: Mapping[str, str], args: Sequence[str], answer_dir: str) -> HangupRequest:
@@ -277,7 +310,7 @@ def parse_hangup(env: Mapping[str, str], args: Sequence[str], answer_dir: str) -
     if not CALL_STATE.fullmatch(state):
         raise RequestError(f"call state {shown(state)} is not a lower-case word")
     recording = None
-    if state == "recording" and _argument(args, 1):
+    if state in (CallState.RECORDING, CallState.MESSAGE) and _argument(args, 1):
         recording = call_file(_argument(args, 1), answer_dir, call.uniqueid)
     return HangupRequest(call=call, state=state, recording=recording,
                          turn_number=whole_number(_argument(args, 2), "turn number", 0, MAX_TURNS, default=0))
@@ -324,12 +357,23 @@ def parse_listen(env: Mapping[str, str], args: Sequence[str], answer_dir: str) -
     )
 
 
-def parse_request(env: Mapping[str, str], args: Sequence[str], answer_dir: str) -> TurnRequest | HangupRequest:
-    """Dispatch on the first AGI argument: ``turn`` (the default) or ``hangup``. ``listen`` is
-    EAGI's (process AGI only: Asterisk refuses EAGI over agi://), parsed by :func:`parse_listen`."""
+def parse_message(env: Mapping[str, str], args: Sequence[str], answer_dir: str) -> MessageRequest:
+    """The ``message`` action's arguments (those after ``message``), validated."""
+    call = parse_call(env, _argument(args, 2), _argument(args, 3))
+    return MessageRequest(call=call, recording=call_file(_argument(args, 0), answer_dir, call.uniqueid),
+                          turn_number=whole_number(_argument(args, 1), "turn number", 0, MAX_TURNS, default=0))
+
+
+def parse_request(env: Mapping[str, str], args: Sequence[str],
+                  answer_dir: str) -> TurnRequest | HangupRequest | MessageRequest:
+    """Dispatch on the first AGI argument: ``turn`` (the default), ``hangup`` or ``message``.
+    ``listen`` is EAGI's (process AGI only: Asterisk refuses EAGI over agi://), parsed by
+    :func:`parse_listen`."""
     action = args[0] if args else "turn"
     if action == "turn":
         return parse_turn(env, args[1:], answer_dir)
     if action == "hangup":
         return parse_hangup(env, args[1:], answer_dir)
-    raise RequestError(f"unknown action {shown(action)} (turn or hangup)")
+    if action == "message":
+        return parse_message(env, args[1:], answer_dir)
+    raise RequestError(f"unknown action {shown(action)} (turn, hangup or message)")

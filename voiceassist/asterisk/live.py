@@ -64,6 +64,7 @@ class _LiveCall:
     announced_at: float
     data_dir: str = ""               # Asterisk's ASTDATADIR, where the admin's prompts are
     sample_rate: int = 8000          # the rate the route asked Asterisk for
+    turns_before: int = 0            # exchanges the call had before this conversation
     claimed: bool = False
     thread: threading.Thread | None = None
     outcome: LiveOutcome | None = None
@@ -128,11 +129,11 @@ class LiveCalls:
     def end(self) -> None:
         self._slots.release()
 
-    def announce(self, call: CallInfo, data_dir: str = "", sample_rate: int = 8000) -> str:
+    def announce(self, call: CallInfo, data_dir: str = "", sample_rate: int = 8000, turns_before: int = 0) -> str:
         """A new id for ``call``'s media connection (32 hex digits)."""
         call_id = uuid.uuid4().hex
         with self._lock:
-            self._calls[call_id] = _LiveCall(call, time.monotonic(), data_dir, sample_rate)
+            self._calls[call_id] = _LiveCall(call, time.monotonic(), data_dir, sample_rate, turns_before)
         return call_id
 
     def withdraw(self, call_id: str) -> _LiveCall | None:
@@ -159,7 +160,8 @@ class LiveCalls:
         if getattr(leg, "rate_from_control", False):
             # AudioSocket says its rate only with the first audio frame: the one the route asked for.
             leg.sample_rate = live.sample_rate
-        conversation = LiveConversation(leg, self.assistant, live.call, self.prompts_for(live))
+        conversation = LiveConversation(leg, self.assistant, live.call, self.prompts_for(live),
+                                        turns_before=live.turns_before)
         thread = threading.Thread(target=self._converse, args=(conversation, live), daemon=True,
                                   name=f"voiceassist-live-{live.call.uniqueid}")
         live.thread = thread
@@ -184,7 +186,6 @@ class LiveCalls:
 
 def serve_live(session: AGISession, assistant: Assistant, live: LiveCalls | None) -> None:
     """The ``voiceassist-live`` route (see the module's docstring)."""
-    general = assistant.config.general
     try:
         request = parse_live(session.env, session.arguments())
     except RequestError as exc:
@@ -201,16 +202,16 @@ def serve_live(session: AGISession, assistant: Assistant, live: LiveCalls | None
         tell_live_end(session, "busy", 0)
         return
     try:
-        _converse(session, assistant, live, call, general.variable_max_chars)
+        _converse(session, assistant, live, call, request.turns_before)
     finally:
         live.end()
 
 
-def _converse(session: AGISession, assistant: Assistant, live: LiveCalls, call: CallInfo, max_chars: int) -> None:
+def _converse(session: AGISession, assistant: Assistant, live: LiveCalls, call: CallInfo, turns_before: int) -> None:
     settings = live.settings
     wideband = settings.wideband and is_wideband(session.variable("CHANNEL(audionativeformat)") or "")
     # Prompts from Asterisk's own sounds directory (when it is on this machine), else ours.
-    call_id = live.announce(call, session.variable("ASTDATADIR") or "", 16000 if wideband else 8000)
+    call_id = live.announce(call, session.variable("ASTDATADIR") or "", 16000 if wideband else 8000, turns_before)
     try:
         if settings.transport == "websocket":
             give_media_id(session, call_id)
@@ -243,7 +244,7 @@ def _converse(session: AGISession, assistant: Assistant, live: LiveCalls, call: 
         logger.warning("[LIVE] %s the media connection was lost; the caller is still there", call.uniqueid)
         reason = "dropped"
     _store_end(assistant, call, reason)
-    tell_live_end(session, reason, outcome.turns, outcome.transcript, outcome.reply, max_chars)
+    tell_live_end(session, reason, outcome.turns, outcome.transcript, outcome.reply, assistant.config, outcome.action)
 
 
 def _caller_gone(session: AGISession) -> bool:

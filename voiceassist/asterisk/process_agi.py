@@ -111,7 +111,7 @@ def _listen(session: AGISession, config_path: str | None) -> None:
         turn = request.turn(outcome.heard, stopped, outcome.silence_waited_ms)
         answered = Turn(channel, assistant, turn).run()
         channel.flush()
-        tell_dialplan(session, answered, assistant.config.general.variable_max_chars)
+        tell_dialplan(session, answered, assistant.config)
         answered_by_listener(session)
     except AGIError as exc:
         logger.info("[AGI] %s listener ended: %s", session.env.get("agi_uniqueid", "?"), exc)

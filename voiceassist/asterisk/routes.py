@@ -19,7 +19,9 @@ from urllib.parse import quote
 from .. import __version__
 from ..call.assistant import Assistant
 from ..call.ending import end_call
-from ..call.requests import HangupRequest
+from ..call.channel import CallLog
+from ..call.messages import store_message
+from ..call.requests import HangupRequest, MessageRequest
 from ..call.turn import Turn
 from ..errors import RequestError
 from ..logs import logger
@@ -41,9 +43,13 @@ def serve_session(session: AGISession, assistant: Assistant) -> None:
     if isinstance(request, HangupRequest):
         end_call(channel, assistant, request)
         return
+    if isinstance(request, MessageRequest):
+        call = request.call.call_info()
+        store_message(assistant, call, str(request.recording), request.turn_number + 1, CallLog(channel, call.uniqueid))
+        return
     outcome = Turn(channel, assistant, request).run()
     channel.flush()
-    tell_dialplan(session, outcome, general.variable_max_chars)
+    tell_dialplan(session, outcome, assistant.config)
 
 
 def refuse_request(session: AGISession, prompts: str, error: RequestError) -> None:

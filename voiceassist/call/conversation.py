@@ -7,11 +7,18 @@ context (``max_fact_chars``); then the call's earlier exchanges and the new ques
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from ..config import Config
+from ..errors import VoiceAssistError
+from ..providers.base import ChatModel, StreamingChatModel, ToolCallingChatModel
 from ..text.knowledge import knowledge_text, relevant_facts
-from ..types import Conversation, Exchange
+from ..types import Conversation, Exchange, ToolCall
+from .actions import ActingReply, match_intent, tools_for
+from .assistant import Assistant
+
+# The "provider" stored for a turn whose request was recognised without asking a model.
+RULES = "rules"
 
 GROUNDING = ("\n\nAnswer from these facts when they are relevant; if they do not cover the question, say "
              "you do not know.\n\nFACTS:\n")
@@ -26,4 +33,29 @@ def conversation_for(config: Config, history: Sequence[Exchange], question: str,
         facts = relevant_facts(facts, question, max_fact_chars)
     if facts:
         system += GROUNDING + facts
-    return Conversation(system=system, history=tuple(history), question=question)
+    return Conversation(system=system, history=tuple(history), question=question, tools=tools_for(config))
+
+
+def reply_pieces(llm: ChatModel, conversation: Conversation) -> Iterator[str | ToolCall]:
+    """The chat model's reply as a stream (with the tools offered when it can call them);
+    models without streaming give it in one piece."""
+    if conversation.tools and isinstance(llm, ToolCallingChatModel):
+        return llm.act(conversation)
+    if isinstance(llm, StreamingChatModel):
+        return llm.stream(conversation)
+    return iter([llm.reply(conversation)])
+
+
+def open_reply(assistant: Assistant, history: Sequence[Exchange], question: str,
+               on_failure: Callable[[str, VoiceAssistError], None]) -> tuple[ActingReply, str]:
+    """The reply to ``question`` from the first chat model of the chain that answers, and its
+    name; a plain request for an action ("can I speak to someone?") is recognised by rules
+    first, without a model (:data:`RULES`). Iterate the reply for the words to speak; its
+    ``action`` says what the call does next."""
+    config = assistant.config
+    intent = match_intent(config, question)
+    if intent is not None:
+        return ActingReply(config, iter([intent])), RULES
+    pieces, provider = assistant.providers("llm").stream(
+        lambda llm: reply_pieces(llm, conversation_for(config, history, question, llm.max_fact_chars)), on_failure)
+    return ActingReply(config, pieces), provider

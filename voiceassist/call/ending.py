@@ -13,6 +13,7 @@ from ..audio.recording import speech_frames
 from ..types import CallState, Recording, TurnRecord, TurnStatus
 from .assistant import Assistant
 from .channel import CallChannel, CallLog
+from .messages import store_message
 from .requests import HangupRequest
 from .turn import MIN_SPEECH_FRAMES
 
@@ -40,7 +41,10 @@ def end_call(channel: CallChannel | None, assistant: Assistant, request: HangupR
     log = CallLog(channel, call.uniqueid)
     try:
         journal = assistant.journal()
-        if state == CallState.RECORDING and turn_number > 0:
+        if state == CallState.MESSAGE and recording_path:
+            # The caller hung up while leaving a message (the usual way to end one).
+            store_message(assistant, call, recording_path, turn_number + 1, log)
+        elif state == CallState.RECORDING and turn_number > 0:
             if _has_speech(recording_path):
                 journal.add_turn(call, TurnRecord(turn_number=turn_number, status=TurnStatus.HANGUP,
                                                   error="caller hung up while asking",

@@ -39,6 +39,7 @@ from ..deadline import turn_deadline
 from ..errors import AudioError, ProviderError
 from ..logs import logger
 from ..types import CallInfo, Exchange, Stage, TurnRecord, TurnStatus
+from .actions import Action, ActionKind
 from .assistant import Assistant
 from .channel import CallLog
 from .listening import Heard, Utterance
@@ -73,6 +74,14 @@ class EndReason(enum.StrEnum):
     SILENCE = "silence"      # nobody spoke after "are you still there?"
     LIMIT = "limit"          # [live] max_call_seconds
     FAILED = "failed"        # the providers failed MAX_FAILURES_IN_A_ROW times
+    TRANSFER = "transfer"    # the assistant transfers the caller (the dialplan does it: VA_ACTION)
+    MESSAGE = "message"      # the caller leaves a message (the dialplan records it)
+    DONE = "done"            # the assistant ended the call when the caller was done
+
+
+# The end of a conversation each action asks for.
+ACTION_ENDS = {ActionKind.TRANSFER: EndReason.TRANSFER, ActionKind.MESSAGE: EndReason.MESSAGE,
+               ActionKind.END_CALL: EndReason.DONE}
 
 
 @dataclass
@@ -81,6 +90,8 @@ class LiveOutcome:
     turns: int = 0
     transcript: str = ""
     reply: str = ""
+    # What the dialplan does next (a transfer, a message); None: nothing.
+    action: Action | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +155,8 @@ class LiveConversation:
     the leg is closed; it never raises."""
 
     def __init__(self, leg: MediaLeg, assistant: Assistant, call: CallInfo, prompts: PromptSounds, *,
-                 settings: LiveSettings | None = None, detector: VoiceDetector | None = None) -> None:
+                 settings: LiveSettings | None = None, detector: VoiceDetector | None = None,
+                 turns_before: int = 0) -> None:
         self.leg = leg
         self.assistant = assistant
         self.call = call
@@ -156,7 +168,7 @@ class LiveConversation:
         self.tracker = SpeechTracker(self._detector, self.settings.listening)
         self.onset = VoiceOnset(self._detector, self.settings.barge_in)
         self.exchanges: list[Exchange] = []
-        self.turns = 0
+        self.turns = turns_before  # a call resumed after a transfer nobody answered numbers on
         self.failures = 0
         self.digits: list[str] = []
         self.started = time.monotonic()
@@ -419,12 +431,20 @@ class LiveConversation:
         self._answering = None
         self._audible_until = now
         self._quiet_since = now
+        action = answering.answer.action
+        if action is not None and action.ends_conversation and self._ending is None:
+            # "Transferring you to sales." has been heard: the dialplan takes the call from here.
+            self._last.action = action
+            self._ending = ACTION_ENDS[action.kind]
+            self._ending_until = now
 
     def _store_answered(self, answering: _Answering, played: float, *, interrupted: bool, now: float) -> None:
         record = answering.record
         answer = answering.answer
         record.reply = answer.reply_text() or None
         record.status = TurnStatus.OK
+        if (action := answer.action) is not None and not interrupted:  # interrupted: the caller changed course
+            record.action, record.action_target = action.kind.value, action.stored_target()
         record.interrupted = interrupted
         heard_text = answer.heard_text(played) if interrupted else (record.reply or "")
         record.heard_reply = heard_text if interrupted else None

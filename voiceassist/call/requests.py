@@ -166,10 +166,21 @@ class TurnRequest:
 
 
 @dataclass(frozen=True)
+class MessageRequest:
+    """``AGI(...,message,<recording>,<turn>,<exten>,<linkedid>)``: the caller left a message
+    (recorded by the dialplan in this call's directory), to transcribe and store with the call."""
+
+    call: CallIdentity
+    recording: Path
+    turn_number: int = 0
+
+
+@dataclass(frozen=True)
 class HangupRequest:
     """``AGI(...,hangup,<state>,<recording>,<turn>,<exten>,<linkedid>)`` from the ``h`` extension:
-    how the call ended. ``recording`` is the question being recorded when the caller hung up
-    (only when ``state`` is ``recording``; otherwise the argument is never used and ignored)."""
+    how the call ended. ``recording`` is the question (or the message) being recorded when the
+    caller hung up (only when ``state`` is ``recording`` or ``message``; otherwise the argument is
+    never used and ignored)."""
 
     call: CallIdentity
     state: str = "idle"

@@ -26,12 +26,13 @@ from .. import deadline
 from ..audio.conversion import SpeechStream
 from ..audio.endpointing import level_dbfs
 from ..errors import ProviderBadResponse
-from ..providers.base import ChatModel, StreamingChatModel, StreamingTextToSpeech, TextToSpeech
+from ..providers.base import StreamingTextToSpeech, TextToSpeech
 from ..text.speakable import MAX_REPLY_CHARS, SentenceSplitter, speakable
-from ..types import Conversation, Exchange, SpeechAudio, Stage, TurnRecord
+from ..types import Exchange, SpeechAudio, Stage, TurnRecord
+from .actions import ActingReply, Action
 from .assistant import Assistant
 from .channel import CallLog
-from .conversation import conversation_for
+from .conversation import open_reply
 from .media import MediaLeg
 
 BYTES_PER_SAMPLE = 2
@@ -63,12 +64,6 @@ class AnswerProgress:
     finished: bool = False            # the worker has ended (whole reply, error or cancel)
     error: BaseException | None = None
     level_dbfs: float | None = None   # the loudest audio queued (what its echo is measured against)
-
-
-def _reply_pieces(llm: ChatModel, conversation: Conversation) -> Iterator[str]:
-    if isinstance(llm, StreamingChatModel):
-        return llm.stream(conversation)
-    return iter([llm.reply(conversation)])
 
 
 def _speech_chunks(tts: TextToSpeech, text: str) -> Iterator[SpeechAudio]:
@@ -110,6 +105,7 @@ class SpokenAnswer:
         self._held_seconds = 0.0
         self._cancelled = threading.Event()
         self._streams: list[object] = []
+        self._reply: ActingReply | None = None
         context = contextvars.copy_context()  # the worker sees the turn's deadline
         self._thread = threading.Thread(target=context.run, args=(self._work,), daemon=True,
                                         name=f"voiceassist-answer-{name}")
@@ -143,6 +139,12 @@ class SpokenAnswer:
                 _close(stream)
             except Exception:  # closing a stream another thread is reading may raise; it is over anyway
                 pass
+
+    @property
+    def action(self) -> Action | None:
+        """What the reply asked the call to do (a transfer, a message, the end), once it is known."""
+        reply = self._reply
+        return reply.action if reply is not None else None
 
     def join(self, timeout: float) -> bool:
         self._thread.join(timeout)
@@ -232,14 +234,12 @@ class SpokenAnswer:
             self._on_done()
 
     def _answer(self) -> None:
-        config = self.assistant.config
         history = self._history()
         if self._cancelled.is_set():
             return
         t0 = time.monotonic()
-        pieces, self.record.llm_provider = self.assistant.providers("llm").stream(
-            lambda llm: _reply_pieces(llm, conversation_for(config, history, self.question, llm.max_fact_chars)),
-            self._fallback("LLM"))
+        pieces, self.record.llm_provider = open_reply(self.assistant, history, self.question, self._fallback("LLM"))
+        self._reply = pieces
         self._track(pieces)
         self.record.timings["llm_first"] = int((time.monotonic() - t0) * 1000)
         splitter = SentenceSplitter()

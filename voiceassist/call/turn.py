@@ -23,12 +23,12 @@ from ..audio.recording import read_recording, speech_frames
 from ..deadline import turn_deadline
 from ..errors import AudioError, CallerHungUp, ConfigError, ProviderBadResponse, ProviderError, VoiceAssistError
 from ..logs import logger
-from ..providers.base import ChatModel, StreamingChatModel
 from ..text.speakable import speakable
-from ..types import CallState, Conversation, Exchange, Stage, TurnRecord, TurnStatus
+from ..types import CallState, Exchange, Stage, TurnRecord, TurnStatus
 from .assistant import Assistant
 from .channel import CallChannel, CallLog
-from .conversation import conversation_for
+from .actions import ActingReply, Action
+from .conversation import open_reply
 from .playback import SentencePipeline
 from .records import call_history, store_turn
 from .requests import TurnRequest
@@ -53,6 +53,8 @@ class TurnOutcome:
     status: str
     transcript: str
     reply: str
+    # What the dialplan does after the answer (a transfer, a message, the end); None: nothing.
+    action: Action | None = None
 
 
 class _NoSpeech(Exception):
@@ -63,13 +65,6 @@ class _NoSpeech(Exception):
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]", "_", text) or "unknown"
-
-
-def _reply_pieces(llm: ChatModel, conversation: Conversation) -> Iterator[str]:
-    """The chat model's reply as a stream; models without streaming give it in one piece."""
-    if isinstance(llm, StreamingChatModel):
-        return llm.stream(conversation)
-    return iter([llm.reply(conversation)])
 
 
 class Turn:
@@ -100,6 +95,7 @@ class Turn:
         self.pipelined = general.playback == "pipelined"
         self.started = time.monotonic()
         self.stage = Stage.STT
+        self.action: Action | None = None
 
     def run(self) -> TurnOutcome:
         """Answer the question; store the turn whatever happens; say what the call does next."""
@@ -204,9 +200,9 @@ class Turn:
         history = self._history()
         self._raise_if_gone()
         t0 = time.monotonic()
-        raw_reply, self.record.llm_provider = self.assistant.providers("llm").call(
-            lambda llm: llm.reply(conversation_for(self.config, history, question, llm.max_fact_chars)),
-            self._fallback_logger("LLM"))
+        pieces, self.record.llm_provider = open_reply(self.assistant, history, question, self._fallback_logger("LLM"))
+        raw_reply = "".join(pieces)
+        self._took_action(pieces.action)
         self.record.timings["llm"] = self._elapsed_ms(t0)
         reply = speakable(raw_reply)
         if not reply:
@@ -255,10 +251,12 @@ class Turn:
         self._raise_if_gone()
         t0 = time.monotonic()
 
-        def open_reply() -> Iterator[str]:  # in the worker: the caller's thread watches for a hang-up
-            pieces, self.record.llm_provider = self.assistant.providers("llm").stream(
-                lambda llm: _reply_pieces(llm, conversation_for(self.config, history, question, llm.max_fact_chars)),
-                self._fallback_logger("LLM"))
+        replies: list[ActingReply] = []
+
+        def start_reply() -> Iterator[str]:  # in the worker: the caller's thread watches for a hang-up
+            pieces, self.record.llm_provider = open_reply(self.assistant, history, question,
+                                                          self._fallback_logger("LLM"))
+            replies.append(pieces)
             self.record.timings["llm_first"] = self._elapsed_ms(t0)
             self.log("LLM", f"first words in {self.record.timings['llm_first']} ms by {self.record.llm_provider} "
                             f"(history {len(history)} turns)")
@@ -278,7 +276,7 @@ class Turn:
             # A hang-up from now on is "during the answer", as in file mode.
             self.channel.set_state(CallState.ANSWERING)
 
-        pipeline = SentencePipeline(open_reply, synthesize, on_reply_done=reply_done, name=self.call.uniqueid)
+        pipeline = SentencePipeline(start_reply, synthesize, on_reply_done=reply_done, name=self.call.uniqueid)
         parts: list[Path] = []
         try:
             parts = pipeline.play(lambda path: self.channel.play(path.with_suffix("")), self._caller_gone,
@@ -300,6 +298,8 @@ class Turn:
             pipeline.stop()
             self.record.reply = " ".join(pipeline.sentences) or None
             self.record.answer_path = self._join_parts(pipeline.files)
+            if replies:
+                self._took_action(replies[0].action)
         self.log("TTS", f"{len(parts)} sentences by {self.record.tts_provider} played; first audio ready "
                         f"{self.record.timings.get('first_audio')} ms into the turn")
         if pipeline.error is not None:
@@ -332,6 +332,15 @@ class Turn:
         finally:
             for part in files:
                 part.unlink(missing_ok=True)
+
+    def _took_action(self, action: Action | None) -> None:
+        """The reply asked for an action: stored with the turn; the call goes where it says."""
+        if action is None:
+            return
+        self.action = action
+        self.record.action = action.kind.value
+        self.record.action_target = action.stored_target()
+        self.log("ACTION", f"{action.kind} {action.stored_target() or ''}".strip())
 
     # -- outcome ------------------------------------------------------------------------------
     def _failed(self, status: TurnStatus, stage: Stage, exc: BaseException) -> None:
@@ -375,7 +384,10 @@ class Turn:
 
     def _outcome(self) -> TurnOutcome:
         general = self.config.general
-        more = (self.more and self.turn_number < general.max_turns
+        # An action is carried out once the answer has played, whatever else happened (a transfer
+        # the caller asked for still happens when the words "transferring you" could not be said).
+        action = self.action if self.action is not None and self.action.ends_conversation else None
+        more = (self.more and action is None and self.turn_number < general.max_turns
                 and time.time() - self.call_started < general.max_call_seconds)
         return TurnOutcome(answer=self.answer_sound, more=more, status=self.record.status,
-                           transcript=self.record.transcript or "", reply=self.record.reply or "")
+                           transcript=self.record.transcript or "", reply=self.record.reply or "", action=action)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import setting
 from ..errors import ProviderAuthError, ProviderBadResponse
-from ..types import Conversation
+from ..types import Conversation, ToolCall
 from .base import Provider, RequestSettings, call_sdk, import_sdk, stream_sdk
 from .google_credentials import service_account_credentials
 
@@ -67,7 +67,14 @@ class GeminiChatModel(Provider[GeminiSettings]):
                 http_options.api_version = "v1beta"
             self._client = genai.Client(api_key=settings.api_key, http_options=http_options)
 
-    def _chat(self, conversation: Conversation, seconds: float) -> Any:
+    def _tools(self, conversation: Conversation) -> list[Any]:
+        types = self._types
+        return [types.Tool(function_declarations=[
+            types.FunctionDeclaration(name=tool.name, description=tool.description,
+                                      parameters_json_schema=dict(tool.parameters))
+            for tool in conversation.tools])]
+
+    def _chat(self, conversation: Conversation, seconds: float, tools: bool = False) -> Any:
         types = self._types
         past: list[Any] = []
         for exchange in conversation.history:
@@ -80,6 +87,10 @@ class GeminiChatModel(Provider[GeminiSettings]):
             # Per request, so each call gets what is left of the turn (milliseconds).
             "http_options": types.HttpOptions(timeout=int(seconds * 1000)),
         }
+        if tools and conversation.tools:
+            generation["tools"] = self._tools(conversation)
+            # We carry out the call ourselves (an action for the dialplan), never the SDK.
+            generation["automatic_function_calling"] = types.AutomaticFunctionCallingConfig(disable=True)
         if self.settings.thinking_budget is not None:
             generation["thinking_config"] = types.ThinkingConfig(thinking_budget=self.settings.thinking_budget)
         return self._client.chats.create(model=self.settings.model, config=types.GenerateContentConfig(**generation),
@@ -99,6 +110,28 @@ class GeminiChatModel(Provider[GeminiSettings]):
             NAME, lambda seconds: self._chat(conversation, seconds).send_message_stream(conversation.question),
             lambda chunk: chunk.text or "", lambda chunk: f"finish reason {_finish_reason(chunk)}",
             timeout=self.settings.timeout, retries=self.settings.retries, hint=self.hint)
+
+    def act(self, conversation: Conversation) -> Iterator[str | ToolCall]:
+        """The reply as it is generated, with ``conversation.tools`` offered as function
+        declarations: a ``functionCall`` part ends it as a :class:`ToolCall`."""
+        return stream_sdk(
+            NAME, lambda seconds: self._chat(conversation, seconds, tools=True).send_message_stream(conversation.question),
+            _text_or_call, lambda chunk: f"finish reason {_finish_reason(chunk)}",
+            timeout=self.settings.timeout, retries=self.settings.retries, hint=self.hint)
+
+
+def _text_or_call(chunk: Any) -> str | ToolCall:
+    """A streamed chunk's text, or the function the model calls in it (the first, if several:
+    words in the same chunk are left out, the action says its own)."""
+    try:
+        parts = chunk.candidates[0].content.parts or []
+    except (AttributeError, IndexError, TypeError):
+        return ""
+    for part in parts:
+        call = getattr(part, "function_call", None)
+        if call is not None and call.name:
+            return ToolCall(str(call.name), dict(call.args or {}))
+    return "".join(getattr(part, "text", None) or "" for part in parts if not getattr(part, "thought", False))
 
 
 def _finish_reason(response: Any) -> str:

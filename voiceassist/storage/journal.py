@@ -63,6 +63,7 @@ class Journal:
             turn, error=storable(turn.error), transcript=self.redact(storable(turn.transcript)),
             reply=self.redact(storable(turn.reply)), recording_path=storable(turn.recording_path),
             answer_path=storable(turn.answer_path), heard_reply=self.redact(storable(turn.heard_reply)),
+            action_target=storable(turn.action_target),
             finished_at=turn.finished_at or dt.datetime.now(dt.timezone.utc))
 
     def add_turn(self, call: CallInfo, turn: TurnRecord) -> str:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 # The Alembic revision this schema is (the newest file in voiceassist/migrations/versions).
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 TURN_STATUSES = ("ok", "no_speech", "stt_error", "llm_error", "tts_error", "hangup", "error")
 
@@ -96,6 +96,10 @@ def build_metadata(prefix: str = "voiceassist_") -> sa.MetaData:
         # A real-time call: the caller interrupted the answer, and the part of it they heard.
         sa.Column("interrupted", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("heard_reply", sa.Text),
+        # What the assistant did besides answering: transfer, message, end_call, refused (a
+        # request for something not allowed), left_message (the message itself); and its target.
+        sa.Column("action", sa.String(20)),
+        sa.Column("action_target", sa.String(255)),
         *[sa.Column(f"{stage}_ms", sa.Integer) for stage in TIMED_STAGES],
         sa.Column("started_at", UTCDateTime, nullable=False),
         sa.Column("finished_at", UTCDateTime),
