@@ -271,7 +271,7 @@ class Destinations:
     @classmethod
     def parse(cls, name: str, raw: Mapping[str, str], source: str) -> tuple[Destinations, list[str]]:
         entries, problems = [], []
-        for key, value in sorted(raw.items()):
+        for key, value in raw.items():  # in the file's order: the order the model and caller hear
             target, _, description = (part.strip() for part in value.partition("|"))
             if not re.fullmatch(DESTINATION_NAME, key):
                 problems.append(f"[{name}] {key} (in {source}): a destination name must be lower-case letters, "

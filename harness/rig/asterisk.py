@@ -76,6 +76,22 @@ load => chan_websocket.so
 load => app_dial.so
 load => bridge_simple.so
 load => codec_resample.so
+; call actions: a transfer's busy target, messages to a voicemail box, and the box's own prompts
+load => app_voicemail.so
+load => format_gsm.so
+load => codec_gsm.so
+"""
+
+# The mailbox the call-action tests leave messages in (VoiceMail(100@default)); messages land in
+# <spool>/voicemail/default/100/INBOX, in the rig's shared directory.
+VOICEMAIL = """[general]
+format = wav
+attach = no
+maxsilence = 3
+minsecs = 1
+
+[default]
+100 => 1234,Rig Test Box
 """
 
 WEBSOCKET_CLIENT = """[voiceassist]
@@ -227,6 +243,7 @@ writeprotect = no
         # our route dials, as the README tells an admin to add it.
         (etc / "websocket_client.conf").write_text(WEBSOCKET_CLIENT)
         (etc / "chan_websocket.conf").write_text("[global]\ncontrol_message_format = json\n")
+        (etc / "voicemail.conf").write_text(VOICEMAIL)
         fresh_copy(REPO / "extensions_custom.conf", etc / "extensions_custom.conf")
         (etc / "extensions_rig.conf").write_text(rig_dialplan)
         self.write_voiceassist_conf(voiceassist_conf)

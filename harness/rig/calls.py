@@ -12,6 +12,7 @@ from pathlib import Path
 from .asterisk import SHARED, AsteriskRig
 
 CALLS_DIR = SHARED / "calls"
+TARGET_TONE_HZ = 1900.0
 QUESTIONS_DIR = SHARED / "questions"
 
 # The caller's side of a test call (the ;1 half of the Local channel) and the 8008 side's entry,
@@ -87,11 +88,37 @@ exten => 8008,1,Set(VA_AGI=${{GLOBAL(VAT_${{KEY}}_AGI)}})
  same => n,Set(VA_EXTEN=${{EXTEN}})
  same => n,Goto(voiceassist-flow,s,1)
 
+[va-live-actions]
+; the real-time conversation of the call-action tests' server (port 4583: destinations configured)
+exten => 8008,1,Set(VA_LIVE_AGI=agi://127.0.0.1:4583/voiceassist-live)
+ same => n,Set(VA_EXTEN=${{EXTEN}})
+ same => n,Goto(voiceassist-live-flow,s,1)
+
+[va-test-target]
+; a person the assistant transfers to: logs that it was reached and with which caller ID, then
+; plays a tone the caller records ({TARGET_TONE_HZ:g} Hz, clear of the answers' tones and the
+; questions' markers); 299 is always busy
+exten => 299,1,Log(NOTICE,VATARGET ${{EXTEN}} busy for ${{CALLERID(num)}})
+ same => n,Busy(3)
+exten => _X.,1,Log(NOTICE,VATARGET ${{EXTEN}} reached by ${{CALLERID(num)}})
+ same => n,Answer()
+ same => n,Playback({QUESTIONS_DIR}/target-tone)
+ same => n,Hangup()
+
 [voiceassist-custom]
 ; the admin's hook after each turn; the tests log what the AGI set, base64-encoded so nothing is lost
 exten => after-turn,1,Log(NOTICE,VATURN ${{UNIQUEID}} ${{VA_TURN}} ${{VOICEASSIST_STATUS}} ${{BASE64_ENCODE(${{VOICEASSIST_REPLY}})}} INJECTED=${{INJECTED}})
  same => n,Return()
 """
+
+
+def make_target_tone() -> None:
+    """The sound the rig's transfer target plays (``[va-test-target]``): 2 s of TARGET_TONE_HZ."""
+    QUESTIONS_DIR.mkdir(parents=True, exist_ok=True)
+    target = QUESTIONS_DIR / "target-tone.wav"
+    if not target.exists():
+        subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(target),
+                        "synth", "2", "sine", str(TARGET_TONE_HZ), "vol", "0.4"], check=True)
 
 
 def make_question(name: str, text: str, marker_hz: float) -> str:
