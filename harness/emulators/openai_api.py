@@ -4,19 +4,33 @@
 Speech is a tone whose frequency identifies the input text (see :func:`tone_for`), so a test can
 find the answer in what the caller heard; ``response_format=pcm`` gives raw 24 kHz s16le, as the
 real API does. Chat replies are paced by ``tokens_per_second`` like the Gemini emulator's.
+
+``chat_reply(body)`` gives the chat answer: its text, a :class:`~voiceassist.types.ToolCall` (the
+model calls that tool), or a tuple of them (text said first, then one or more calls), sent in
+OpenAI's wire format (``tool_calls`` on the message, or as ``delta.tool_calls`` fragments when
+streamed). A call whose ``arguments`` is a string is sent verbatim (a model's invalid JSON). What
+a request offered (``tools``, ``tool_choice``) is in ``requests[i].json()``.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import uuid
 import wave
 import zlib
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 import numpy as np
 
+from voiceassist.types import ToolCall
+
 from .base import Emulator, Request, Stream
 from .gemini import words
+
+# What the chat model answers: words, a tool call, or words then tool calls.
+ChatReply: TypeAlias = str | ToolCall | tuple[str | ToolCall, ...]
 
 # Clear of the 1000 Hz beep and of the marker tones (2200 Hz and up) used by the questions.
 ANSWER_TONES = (440.0, 550.0, 660.0, 770.0, 880.0, 1320.0, 1540.0, 1760.0)
@@ -47,7 +61,7 @@ class OpenAIEmulator(Emulator):
         self.speech_chunk_delay = 0.0   # seconds between the 100 ms pieces of a speech answer
         self.tones: dict[str, float] = {}  # text -> tone, for tests that need distinct tones
         self.tokens_per_second = 0.0
-        self.chat_reply = default_chat_reply
+        self.chat_reply: Callable[[dict[str, Any]], ChatReply] = default_chat_reply
         self.empty_reply = False
         self.transcript = "What are your opening hours?"
 
@@ -105,8 +119,12 @@ class OpenAIEmulator(Emulator):
         return 400, json.dumps({"error": {"message": f"emulator does not encode {fmt}", "type": "invalid_request_error",
                                           "param": "response_format", "code": None}}).encode(), "application/json"
 
-    def chat(self, body: dict[str, object]) -> tuple[int, bytes | Stream, str]:
+    def chat(self, body: dict[str, Any]) -> tuple[int, bytes | Stream, str]:
         reply = "" if self.empty_reply else self.chat_reply(body)
+        if not isinstance(reply, str):
+            parts = reply if isinstance(reply, tuple) else (reply,)
+            return self.chat_tool_calls(body, "".join(p for p in parts if isinstance(p, str)),
+                                        [p for p in parts if isinstance(p, ToolCall)])
         delay = 1 / self.tokens_per_second if self.tokens_per_second else 0.0
         base = {"id": "chatcmpl-emulated", "created": 1700000000, "model": body.get("model")}
         if not body.get("stream"):
@@ -120,9 +138,52 @@ class OpenAIEmulator(Emulator):
             chunk = {**base, "object": "chat.completion.chunk",
                      "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
             events.append((0.0 if i == 0 else delay, b"data: " + json.dumps(chunk).encode() + b"\n\n"))
-        last = {**base, "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop" if reply else "length"}]}
+        last: dict[str, Any] = {**base, "object": "chat.completion.chunk",
+                               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop" if reply else "length"}]}
         events.append((0.0, b"data: " + json.dumps(last).encode() + b"\n\ndata: [DONE]\n\n"))
+        return 200, Stream(events), "text/event-stream"
+
+    def chat_tool_calls(self, body: dict[str, Any], text: str,
+                        calls: list[ToolCall]) -> tuple[int, bytes | Stream, str]:
+        """``text`` (may be empty), then ``calls``, ending with finish reason ``tool_calls``."""
+        delay = 1 / self.tokens_per_second if self.tokens_per_second else 0.0
+        base = {"id": "chatcmpl-emulated", "created": 1700000000, "model": body.get("model")}
+        sent = [(f"call_{uuid.uuid4().hex[:24]}", call.name,
+                 call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)) for call in calls]
+        tokens = len(words(text)) + sum(len(arguments) // 4 + 1 for _, _, arguments in sent)
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": text or None,
+                       "tool_calls": [{"id": call_id, "type": "function",
+                                       "function": {"name": name, "arguments": arguments}}
+                                      for call_id, name, arguments in sent]}
+            payload = {**base, "object": "chat.completion",
+                       "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                       "usage": {"prompt_tokens": 20, "completion_tokens": tokens, "total_tokens": 20 + tokens}}
+            return 200, Stream([(delay * tokens, json.dumps(payload).encode())]), "application/json"
+
+        def event(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            chunk = {**base, "object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+        # As the API does: the role first (with an empty text when words follow), each call's id
+        # and name with no arguments, then its arguments a few characters (a token) at a time.
+        events: list[tuple[float, bytes]] = []
+        role: dict[str, Any] = {"role": "assistant"}
+        if text:
+            events.append((0.0, event({**role, "content": ""})))
+            role = {}
+        for piece in words(text):
+            events.append((delay, event({"content": piece})))
+        for index, (call_id, name, arguments) in enumerate(sent):
+            opening = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+            delta = {**role, "content": None, "tool_calls": [opening]} if role else {"tool_calls": [opening]}
+            events.append((delay if events else 0.0, event(delta)))
+            role = {}
+            for start in range(0, len(arguments), 5):
+                events.append((delay, event({"tool_calls": [{"index": index,
+                                                             "function": {"arguments": arguments[start:start + 5]}}]})))
+        events.append((0.0, event({}, "tool_calls") + b"data: [DONE]\n\n"))
         return 200, Stream(events), "text/event-stream"
 
     def transcribe(self, request: Request) -> tuple[int, bytes, str]:
