@@ -58,6 +58,7 @@ class PhoneLeg:
         self._lock = threading.Lock()
         self._queue: deque[bytes | str] = deque()  # audio frames and mark names
         self._queued_frames = 0
+        self._partial = bytearray()  # the tail of the last play(), less than a frame
         self._run_frames = 0                      # frames played since the queue was last empty
         self._closed = threading.Event()
         self._tick = 0
@@ -145,6 +146,9 @@ class PhoneLeg:
                 self._queued_frames -= 1
                 self._run_frames += 1
                 self.sent_frames += 1
+            elif self._partial:  # nothing else came in time: the short tail goes out padded
+                frame = bytes(self._partial.ljust(self.frame, b"\0"))
+                self._partial.clear()
             elif self._queued_frames == 0:
                 self._run_frames = 0
         self.heard += frame if frame is not None else b"\0" * self.frame
@@ -163,19 +167,31 @@ class PhoneLeg:
             return None
 
     def play(self, pcm: bytes) -> None:
+        # As the real legs do (asterisk/legs.py: Playout): a piece shorter than a frame waits for
+        # the next play, so audio handed over in odd-sized pieces plays without holes.
         with self._lock:
-            for start in range(0, len(pcm), self.frame):
-                piece = pcm[start:start + self.frame]
-                self._queue.append(piece.ljust(self.frame, b"\0"))
+            self._partial += pcm
+            whole = len(self._partial) - len(self._partial) % self.frame
+            for start in range(0, whole, self.frame):
+                self._queue.append(bytes(self._partial[start:start + self.frame]))
                 self._queued_frames += 1
+            del self._partial[:whole]
+
+    def _pad_partial(self) -> None:
+        if self._partial:
+            self._queue.append(bytes(self._partial.ljust(self.frame, b"\0")))
+            self._queued_frames += 1
+            self._partial.clear()
 
     def mark(self, name: str) -> None:
         with self._lock:
+            self._pad_partial()
             self._queue.append(name)
 
     def stop_playing(self) -> float:
         with self._lock:
             self._queue.clear()
+            self._partial.clear()
             self._queued_frames = 0
             run, self._run_frames = self._run_frames, 0
             self.stops.append(self._tick * FRAME_SECONDS)
@@ -183,7 +199,7 @@ class PhoneLeg:
 
     def queued_seconds(self) -> float:
         with self._lock:
-            return self._queued_frames * FRAME_SECONDS
+            return self._queued_frames * FRAME_SECONDS + len(self._partial) / 2 / self.sample_rate
 
     def audio_waiting(self) -> bool:
         return bool(self._held)

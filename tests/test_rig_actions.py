@@ -157,6 +157,41 @@ def test_a_message_recorded_by_us_is_transcribed_and_stored_with_the_call(rig, r
     assert message["recording_path"].endswith("/message.wav") and message["recording_ms"] > 1500
 
 
+# -- keys on the phone (the AGI flow: STREAM FILE's escape digits, ControlPlayback in the dialplan) --------
+def test_zero_during_the_answer_transfers_to_the_operator(rig, rig_config, emulators, questions):
+    rig_config(DESTINATIONS)
+    emulators["tts"].seconds = 3.0
+    call = place_call(rig, "1208", [questions["hours"], "~1~dtmf-0"], caller_number="5550108", listen=20)
+    call.wait()
+    row, turns = db_rows("5550108")
+    assert turns[0]["transcript"] == HOURS and turns[0]["action"] == "transfer"
+    assert turns[0]["action_target"] == "reception (va-test-target,200,1)"
+    assert "5550108" in rig.wait_for_log(r"(?m)VATARGET 200 reached by (\S+)$")
+    assert heard(call, turns[0]["reply"]) < 2.0  # the answer stopped at the key
+    assert row["end_state"] == "transferred"
+
+
+def test_pound_skips_the_rest_of_the_answer_to_the_next_question(rig, rig_config, emulators, questions):
+    rig_config(DESTINATIONS)
+    emulators["tts"].seconds = 3.0
+    call = place_call(rig, "1209", [questions["hours"], "~1~dtmf-#", questions["plumber"]], caller_number="5550109",
+                      listen=8)
+    call.wait()
+    _, turns = db_rows("5550109")
+    assert [t["status"] for t in turns] == ["ok", "ok"] and turns[1]["transcript"] == PLUMBER
+    assert heard(call, turns[0]["reply"]) < 2.0
+    assert heard(call, turns[1]["reply"]) > 2.5
+
+
+def test_star_during_anything_else_says_the_last_answer_again(rig, rig_config, emulators, questions):
+    rig_config(DESTINATIONS)
+    call = place_call(rig, "1210", [questions["hours"], "~3.5~dtmf-*"], caller_number="5550110", listen=10)
+    call.wait()
+    _, turns = db_rows("5550110")
+    assert turns[0]["status"] == "ok"  # (then "anything else?" again, and a caller who says nothing more)
+    assert heard(call, turns[0]["reply"]) > 2.5  # 1.5 s, twice
+
+
 # -- the real-time conversation ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def live_server(rig, emulators, speech_grpc, fastagi):
@@ -191,4 +226,14 @@ def test_a_real_time_call_is_transferred_after_the_caller_heard_why(rig, live_se
     assert "5550107" in rig.wait_for_log(r"(?m)VATARGET 201 reached by (\S+)$")
     assert heard(call, "Transferring you to sales.") > 0.5
     assert tone_seconds(call.heard_path, TARGET_TONE_HZ) > 1.5
+    assert row["end_state"] == "transferred"
+
+
+def test_zero_in_a_real_time_call_transfers_to_the_operator(rig, live_server, speech_grpc, emulators, questions):
+    call = place_call(rig, "1211", ["~1.5~dtmf-0"], context="va-live-actions", caller_number="5550111", listen=20)
+    call.wait()
+    row, turns = db_rows("5550111")
+    assert turns[0]["transcript"] == "[key 0]" and turns[0]["action"] == "transfer", turns
+    assert "5550111" in rig.wait_for_log(r"(?m)VATARGET 200 reached by (\S+)$")
+    assert heard(call, "Transferring you to reception.") > 0.5
     assert row["end_state"] == "transferred"

@@ -78,6 +78,8 @@ load => bridge_simple.so
 load => codec_resample.so
 ; call actions: a transfer's busy target, messages to a voicemail box, and the box's own prompts
 load => app_voicemail.so
+load => app_controlplayback.so
+load => app_senddtmf.so
 load => format_gsm.so
 load => codec_gsm.so
 """

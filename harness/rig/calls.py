@@ -49,10 +49,15 @@ exten => _X.,1,Set(KEY=${{EXTEN}})
  same => n(skip),Set(I=$[${{I}} + 1])
  same => n,Goto(next)
  ; "~<seconds>~<sound>": once the assistant speaks, wait <seconds> and play <sound> over it
- ; (a real-time caller interrupting, or echo and noise that must not interrupt); "silence": just wait
+ ; (a real-time caller interrupting, or echo and noise that must not interrupt); "silence": just
+ ; wait; "dtmf-<keys>": press those keys (RFC 4733 events on a real line; DTMF frames here)
  same => n(over),WaitForNoise(100,1,90)
  same => n,Wait(${{CUT(Q,~,2)}})
- same => n,ExecIf($["${{CUT(Q,~,3)}}" != "silence"]?Playback(${{CUT(Q,~,3)}}))
+ same => n,Set(SOUND=${{CUT(Q,~,3)}})
+ same => n,GotoIf($["${{SOUND:0:5}}" = "dtmf-"]?dtmf)
+ same => n,ExecIf($["${{SOUND}}" != "silence"]?Playback(${{SOUND}}))
+ same => n,Goto(skip)
+ same => n(dtmf),SendDTMF(${{SOUND:5}})
  same => n,Goto(skip)
  same => n(listen),Wait(${{GLOBAL(VAT_${{KEY}}_LISTEN)}})
  same => n,Hangup()

@@ -72,6 +72,7 @@ class Doctor:
         yield from self.asterisk_files()
         yield self.dialplan()
         yield from self.live_transport()
+        yield from self.action_modules()
         yield self.fastagi()
 
     # -- individual checks --------------------------------------------------------------------
@@ -318,9 +319,26 @@ class Doctor:
             yield self.asterisk_modules("audiosocket", ("res_audiosocket.so", "app_audiosocket.so"),
                                         optional=("chan_audiosocket.so",) if live.wideband else ())
 
-    def asterisk_modules(self, like: str, required: tuple[str, ...], optional: tuple[str, ...]) -> Check:
+    def action_modules(self) -> Iterator[Check]:
+        """What the call actions need of Asterisk: ControlPlayback for the keys during answers,
+        Dial for transfers, VoiceMail for messages to a mailbox."""
+        assert self.config is not None
+        actions = self.config.actions
+        if actions.key_operator or actions.key_repeat or actions.key_skip:
+            yield self.asterisk_modules("controlplayback", ("app_controlplayback.so",), optional=(),
+                                        purpose="keys during answers cannot work ([actions] key_*)")
+        if self.config.destinations.entries:
+            yield self.asterisk_modules("app_dial", ("app_dial.so",), optional=(),
+                                        purpose="the assistant cannot transfer callers ([destinations])")
+        if actions.take_message == "voicemail":
+            yield self.asterisk_modules("app_voicemail", ("app_voicemail.so",), optional=(),
+                                        purpose="messages cannot reach the mailbox ([actions] take_message)")
+
+    def asterisk_modules(self, like: str, required: tuple[str, ...], optional: tuple[str, ...],
+                         purpose: str = "") -> Check:
         """The modules are loaded and running (``module show like``). ``optional``: missing is a WARN
-        (chan_audiosocket: only wideband phones' real-time calls need it)."""
+        (chan_audiosocket: only wideband phones' real-time calls need it). ``purpose``: what does not
+        work without them (default: the real-time route's audio)."""
         name = f"{like} modules"
         try:
             result = subprocess.run(["asterisk", "-rx", f"module show like {like}"], capture_output=True, text=True,
@@ -337,14 +355,16 @@ class Doctor:
         missing = [m for m in required if m not in running]
         fix = " && ".join(f'asterisk -rx "module load {m}"' for m in (*missing, *optional) if m not in running)
         what = f"[live] transport = {like}"
+        running_for = "" if purpose else f" ({what})"
+        purpose = purpose or f"the real-time route (8009) cannot connect its audio ({what})"
         if missing:
-            return Check(name, FAIL, f"{', '.join(missing)} not loaded: the real-time route (8009) cannot connect "
-                         f"its audio ({what})", f"{fix} (and no noload => for them in modules.conf)")
+            return Check(name, FAIL, f"{', '.join(missing)} not loaded: {purpose}",
+                         f"{fix} (and no noload => for them in modules.conf)")
         absent = [m for m in optional if m not in running]
         if absent:
             return Check(name, WARN, f"{', '.join(absent)} not loaded: wideband phones (G.722, Opus) cannot use the "
                          "real-time route ([live] wideband = yes)", f"{fix}, or set [live] wideband = no")
-        return Check(name, OK, f"{', '.join((*required, *optional))} running ({what})")
+        return Check(name, OK, f"{', '.join((*required, *optional))} running{running_for}")
 
     def websocket_client(self) -> Check:
         """The ``[live] websocket_client`` section of websocket_client.conf: a websocket_client with our

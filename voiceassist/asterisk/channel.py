@@ -26,10 +26,11 @@ class AGIChannel:
         self._pending: list[tuple[str, int]] = []
         self._lock = threading.Lock()
 
-    def play(self, sound: Path) -> None:
+    def play(self, sound: Path, keys: str = "") -> str:
         self.flush()
         self.session.raise_if_hung_up()
-        self.session.stream_file(str(sound))
+        key = self.session.stream_file(str(sound), keys)
+        return key if key and key in keys else ""  # only a key we asked for stops the answer
 
     def set_state(self, state: CallState) -> None:
         set_call_state(self.session, state)

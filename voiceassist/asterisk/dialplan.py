@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..audio.endpointing import EndpointSettings
+from ..call.keys import KeyAction, key_map
 from ..call.requests import (
     CALL_STATE,
     HEARD_STATES,
@@ -125,6 +126,13 @@ TARGET_NAME = "VA_TARGET_NAME"
 RING_S = "VA_RING_S"
 FALLBACK = "VA_FALLBACK"
 MESSAGE_MODE = "VA_MESSAGE"     # voicemail | record
+# Keys on the phone while an answer or prompt plays ([voiceassist-keys]): the keys that stop it,
+# what each does, the operator's target, and the last answer (for the repeat key).
+KEYS = "VA_KEYS"
+KEY_OPERATOR = "VA_KEY_OPERATOR"
+KEY_REPEAT = "VA_KEY_REPEAT"
+OPERATOR = "VA_OPERATOR"
+LAST_ANSWER = "VA_LAST_ANSWER"
 STATUS = "VOICEASSIST_STATUS"   # for the admin's own dialplan: the turn's status ...
 TRANSCRIPT = "VOICEASSIST_TRANSCRIPT"  # ... what the caller said
 REPLY = "VOICEASSIST_REPLY"     # ... and what the assistant answered
@@ -137,21 +145,26 @@ def tell_dialplan(session: AGISession, outcome: TurnOutcome, config: Config) -> 
     variable_max_chars = config.general.variable_max_chars
     _set(session, {ANSWER: outcome.answer, CONTINUE: "1" if outcome.more else "0", STATUS: outcome.status,
                    TRANSCRIPT: outcome.transcript[:variable_max_chars], REPLY: outcome.reply[:variable_max_chars],
-                   **action_variables(outcome.action, config)})
+                   LAST_ANSWER: outcome.last_answer, **action_variables(outcome.action, config)})
 
 
 def action_variables(action: Action | None, config: Config) -> dict[str, str]:
-    """The variables that send the call to ``[voiceassist-action]`` (all empty: no action).
-    Every value comes from the configuration, never from the call: a transfer's target is a
-    ``[destinations]`` entry (checked against DIALPLAN_TARGET when the config was loaded)."""
-    if action is None or not action.ends_conversation:
-        return {ACTION: "", TARGET: "", TARGET_NAME: ""}
+    """The variables that send the call to ``[voiceassist-action]`` (``VA_ACTION`` empty: no
+    action), and those its transfer and the keys use whatever the turn did. Every value comes from
+    the configuration, never from the call: a transfer's target is a ``[destinations]`` entry
+    (checked against DIALPLAN_TARGET when the config was loaded)."""
     settings = config.actions
-    values = {ACTION: action.kind.value, TARGET: action.target, TARGET_NAME: action.name,
-              RING_S: str(settings.ring_seconds), MESSAGE_MODE: settings.take_message}
     fallback = config.destinations.get(settings.fallback) if settings.fallback else None
-    values[FALLBACK] = fallback.target if fallback is not None and fallback.name != action.name else ""
-    return values
+    operator = config.destinations.get(settings.operator) if settings.operator else None
+    keys = key_map(config)
+    values = {RING_S: str(settings.ring_seconds), MESSAGE_MODE: settings.take_message,
+              FALLBACK: fallback.target if fallback is not None else "",
+              OPERATOR: operator.target if operator is not None else "", KEYS: "".join(keys),
+              KEY_OPERATOR: next((k for k, a in keys.items() if a is KeyAction.OPERATOR), ""),
+              KEY_REPEAT: next((k for k, a in keys.items() if a is KeyAction.REPEAT), "")}
+    if action is None or not action.ends_conversation:
+        return {ACTION: "", TARGET: "", TARGET_NAME: "", **values}
+    return {ACTION: action.kind.value, TARGET: action.target, TARGET_NAME: action.name, **values}
 
 
 def send_prompt(session: AGISession, prompt: str, status: str) -> None:

@@ -23,9 +23,10 @@ from ..types import CallState
 class CallChannel(Protocol):
     """A call's line. Only the call's own thread plays; any thread may log."""
 
-    def play(self, sound: Path) -> None:
+    def play(self, sound: Path, keys: str = "") -> str:
         """Play ``sound`` (a phone-audio file, named without its extension as Asterisk names
-        sounds) and return when it has been played.
+        sounds) and return when it has been played, or as soon as the caller presses one of
+        ``keys``: returns that key ("": played to the end).
 
         Raises:
             CallerHungUp: the caller is gone.
@@ -54,11 +55,15 @@ class LocalChannel:
     states: list[CallState] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     gone: threading.Event = field(default_factory=threading.Event)
+    # Keys the caller presses, one per sound played from the first (a test's script; "": none).
+    presses: list[str] = field(default_factory=list)
 
-    def play(self, sound: Path) -> None:
+    def play(self, sound: Path, keys: str = "") -> str:
         if self.gone.is_set():
             raise CallerHungUp("the caller hung up")
         self.played.append(sound)
+        key = self.presses.pop(0) if self.presses else ""
+        return key if key and key in keys else ""
 
     def set_state(self, state: CallState) -> None:
         self.states.append(state)

@@ -19,6 +19,8 @@ from .assistant import Assistant
 
 # The "provider" stored for a turn whose request was recognised without asking a model.
 RULES = "rules"
+# ... and of an answer given for a key the caller pressed.
+KEYS = "keys"
 
 GROUNDING = ("\n\nAnswer from these facts when they are relevant; if they do not cover the question, say "
              "you do not know.\n\nFACTS:\n")
@@ -47,12 +49,16 @@ def reply_pieces(llm: ChatModel, conversation: Conversation) -> Iterator[str | T
 
 
 def open_reply(assistant: Assistant, history: Sequence[Exchange], question: str,
-               on_failure: Callable[[str, VoiceAssistError], None]) -> tuple[ActingReply, str]:
+               on_failure: Callable[[str, VoiceAssistError], None],
+               scripted: str | ToolCall | None = None) -> tuple[ActingReply, str]:
     """The reply to ``question`` from the first chat model of the chain that answers, and its
     name; a plain request for an action ("can I speak to someone?") is recognised by rules
     first, without a model (:data:`RULES`). Iterate the reply for the words to speak; its
-    ``action`` says what the call does next."""
+    ``action`` says what the call does next. ``scripted``: the reply is this, not the model's (a
+    key the caller pressed: the operator, or the last answer again)."""
     config = assistant.config
+    if scripted is not None:
+        return ActingReply(config, iter([scripted])), KEYS
     intent = match_intent(config, question)
     if intent is not None:
         return ActingReply(config, iter([intent])), RULES

@@ -55,6 +55,7 @@ class SentencePipeline:
         self.sentences: list[str] = []
         self.error: BaseException | None = None
         self.playing = False  # the caller has started hearing the answer
+        self.key = ""         # the key that stopped the answer ("": none)
         self.stage = Stage.LLM  # what the worker is waiting on: the model's reply or its speech
         self._files: list[Path] = []
         self._lock = threading.Lock()
@@ -132,11 +133,12 @@ class SentencePipeline:
                                                "([general] turn_deadline)") from None
                 raise queue.Empty
 
-    def play(self, play_file: Callable[[Path], None], hung_up: Callable[[], bool],
+    def play(self, play_file: Callable[[Path], str], hung_up: Callable[[], bool],
              on_first_audio: Callable[[], None] = lambda: None) -> list[Path]:
         """Play each sentence as it becomes ready; returns the files played.
 
-        ``play_file`` plays one (blocking), ``hung_up`` says whether the caller is gone (asked
+        ``play_file`` plays one (blocking) and returns the key the caller pressed to stop it ("":
+        none; the rest of the answer is then not played, the key is kept in :attr:`key`), ``hung_up`` says whether the caller is gone (asked
         while waiting and before each sentence), ``on_first_audio`` runs once, just before the
         first sentence is played.
 
@@ -167,8 +169,12 @@ class SentencePipeline:
             if not played:
                 on_first_audio()
                 self.playing = True
-            play_file(item)
+            key = play_file(item)
             played.append(item)
+            if key:
+                self.key = key
+                self.stop()
+                break
         return played
 
     def stop(self) -> None:

@@ -38,8 +38,9 @@ from ..config import Live
 from ..deadline import turn_deadline
 from ..errors import AudioError, ProviderError
 from ..logs import logger
-from ..types import CallInfo, Exchange, Stage, TurnRecord, TurnStatus
-from .actions import Action, ActionKind
+from ..types import CallInfo, Exchange, Stage, ToolCall, TurnRecord, TurnStatus
+from .actions import TRANSFER, Action, ActionKind
+from .keys import KeyAction, key_map
 from .assistant import Assistant
 from .channel import CallLog
 from .listening import Heard, Utterance
@@ -171,6 +172,7 @@ class LiveConversation:
         self.turns = turns_before  # a call resumed after a transfer nobody answered numbers on
         self.failures = 0
         self.digits: list[str] = []
+        self._keys = key_map(assistant.config)
         self.started = time.monotonic()
         self._last_frame_at = time.monotonic()
         self._pre_roll: deque[bytes] = deque(maxlen=max(1, int(PRE_ROLL_SECONDS / FRAME_SECONDS)))
@@ -380,14 +382,15 @@ class LiveConversation:
         self.log("STT", f"{len(heard.text)} chars by {heard.provider}, final {record.timings['stt']} ms after "
                         f"the caller stopped")
 
-    def _start_answer(self, question: str, heard: Heard | None, speech_started: float, *, held: bool) -> _Answering:
+    def _start_answer(self, question: str, heard: Heard | None, speech_started: float, *, held: bool,
+                      scripted: str | ToolCall | None = None) -> _Answering:
         record = TurnRecord(turn_number=self.turns + 1)
         history = list(self.exchanges)
         # The worker runs in a copy of this context: [general] turn_deadline bounds the wait for the
         # first audio (then the filler and the apology keep the line alive), as in the AGI flow.
         with turn_deadline(self.assistant.config.general.turn_deadline):
             answer = SpokenAnswer(self.assistant, self.leg, question, record, self.log, history=lambda: history,
-                                  held=held, name=self.call.uniqueid)
+                                  held=held, name=self.call.uniqueid, scripted=scripted)
         self._answering = _Answering(answer, record, heard, speech_started)
         return self._answering
 
@@ -539,11 +542,46 @@ class LiveConversation:
             self._answer_played(self._answering, now)
 
     def _on_digit(self, digit: str) -> None:
+        """A key ([actions] key_*): skip the rest of the answer (with nothing playing: end the call
+        politely), hear the last answer again, or be transferred to the operator."""
         self.digits.append(digit)
-        self.log("LIVE", f"key {digit!r} pressed")
-        if digit == "#" and self._ending is None:
-            self._interrupt_for_goodbye(time.monotonic())
-            self._goodbye(EndReason.CALLER_ENDED, time.monotonic())
+        now = time.monotonic()
+        what = self._keys.get(digit)
+        self.log("LIVE", f"key {digit!r} pressed: {what or 'nothing to do'}")
+        if what is None or self._ending is not None:
+            return
+        answering = self._answering
+        answer_playing = bool(answering and answering.heard is not None and not answering.answer.held
+                              and answering.answer.snapshot(sentences=False).first_audio_at is not None)
+        if what is KeyAction.SKIP:
+            if answer_playing:  # the rest of the answer is left out; the turn is kept as interrupted
+                self._interrupt_for_goodbye(now)
+            elif self._prompt_mark:  # a prompt ("one moment"): it stops, an answer being prepared goes on
+                self.leg.stop_playing()
+            else:
+                self._interrupt_for_goodbye(now)
+                self._goodbye(EndReason.CALLER_ENDED, now)
+                return
+            self._prompt_ended(now)
+            return
+        scripted: str | ToolCall
+        if what is KeyAction.REPEAT:
+            if not self.exchanges or not self.exchanges[-1].answer:
+                return
+            scripted = self.exchanges[-1].answer
+        else:
+            scripted = ToolCall(TRANSFER, {"destination": self.assistant.config.actions.operator})
+        self._interrupt_for_goodbye(now)
+        self._prompt_mark = ""
+        if self._utterance is not None:  # the key says what the caller wants: their words so far are dropped
+            self._utterance.cancel()
+            self._utterance = None
+        self._pending = None
+        pressed = f"[key {digit}]"
+        answering = self._start_answer(pressed, None, now, held=False, scripted=scripted)
+        answering.heard = Heard(pressed, None, "keys", b"", now)
+        answering.speech_ended = now
+        answering.record.transcript = pressed
 
     def _watch_silence(self, now: float) -> None:
         quiet = now - self._quiet_since

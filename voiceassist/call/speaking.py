@@ -28,7 +28,7 @@ from ..audio.endpointing import level_dbfs
 from ..errors import ProviderBadResponse
 from ..providers.base import StreamingTextToSpeech, TextToSpeech
 from ..text.speakable import MAX_REPLY_CHARS, SentenceSplitter, speakable
-from ..types import Exchange, SpeechAudio, Stage, TurnRecord
+from ..types import Exchange, SpeechAudio, Stage, ToolCall, TurnRecord
 from .actions import ActingReply, Action
 from .assistant import Assistant
 from .channel import CallLog
@@ -88,7 +88,7 @@ class SpokenAnswer:
 
     def __init__(self, assistant: Assistant, leg: MediaLeg, question: str, record: TurnRecord, log: CallLog, *,
                  history: Callable[[], list[Exchange]], held: bool = False, name: str = "",
-                 on_done: Callable[[], None] = lambda: None) -> None:
+                 on_done: Callable[[], None] = lambda: None, scripted: str | ToolCall | None = None) -> None:
         self.assistant = assistant
         self.leg = leg
         self.question = question
@@ -96,6 +96,7 @@ class SpokenAnswer:
         self.log = log
         self._history = history
         self._on_done = on_done
+        self._scripted = scripted
         self.progress = AnswerProgress()
         self.stage = Stage.LLM
         self.started = time.monotonic()
@@ -238,7 +239,8 @@ class SpokenAnswer:
         if self._cancelled.is_set():
             return
         t0 = time.monotonic()
-        pieces, self.record.llm_provider = open_reply(self.assistant, history, self.question, self._fallback("LLM"))
+        pieces, self.record.llm_provider = open_reply(self.assistant, history, self.question, self._fallback("LLM"),
+                                                      self._scripted)
         self._reply = pieces
         self._track(pieces)
         self.record.timings["llm_first"] = int((time.monotonic() - t0) * 1000)

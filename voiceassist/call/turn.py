@@ -24,10 +24,11 @@ from ..deadline import turn_deadline
 from ..errors import AudioError, CallerHungUp, ConfigError, ProviderBadResponse, ProviderError, VoiceAssistError
 from ..logs import logger
 from ..text.speakable import speakable
-from ..types import CallState, Exchange, Stage, TurnRecord, TurnStatus
+from ..types import CallState, Exchange, Stage, ToolCall, TurnRecord, TurnStatus
 from .assistant import Assistant
 from .channel import CallChannel, CallLog
-from .actions import ActingReply, Action
+from .actions import TRANSFER, ActingReply, Action, decide
+from .keys import KeyAction, escape_keys, key_map
 from .conversation import open_reply
 from .playback import SentencePipeline
 from .records import call_history, store_turn
@@ -55,6 +56,8 @@ class TurnOutcome:
     reply: str
     # What the dialplan does after the answer (a transfer, a message, the end); None: nothing.
     action: Action | None = None
+    # The answer's sound, for the repeat key ("": none kept).
+    last_answer: str = ""
 
 
 class _NoSpeech(Exception):
@@ -278,8 +281,9 @@ class Turn:
 
         pipeline = SentencePipeline(start_reply, synthesize, on_reply_done=reply_done, name=self.call.uniqueid)
         parts: list[Path] = []
+        keys = escape_keys(self.config)
         try:
-            parts = pipeline.play(lambda path: self.channel.play(path.with_suffix("")), self._caller_gone,
+            parts = pipeline.play(lambda path: self.channel.play(path.with_suffix(""), keys), self._caller_gone,
                                   first_audio)
         except CallerHungUp:
             if not pipeline.playing:
@@ -302,6 +306,8 @@ class Turn:
                 self._took_action(replies[0].action)
         self.log("TTS", f"{len(parts)} sentences by {self.record.tts_provider} played; first audio ready "
                         f"{self.record.timings.get('first_audio')} ms into the turn")
+        if pipeline.key:
+            self._key_pressed(pipeline.key)
         if pipeline.error is not None:
             # The caller heard the first sentences; the rest is lost. Keep the turn, note why.
             cut = f"answer cut short after {len(parts)} sentences: {pipeline.error}"
@@ -332,6 +338,16 @@ class Turn:
         finally:
             for part in files:
                 part.unlink(missing_ok=True)
+
+    def _key_pressed(self, key: str) -> None:
+        """The caller pressed ``key`` during the answer (its rest is not played)."""
+        what = key_map(self.config).get(key)
+        self.log("KEYS", f"key {key!r} pressed during the answer: {what or 'nothing to do'}")
+        if what is KeyAction.OPERATOR:
+            self._took_action(decide(self.config, ToolCall(TRANSFER, {"destination": self.config.actions.operator})).action)
+        elif what is KeyAction.REPEAT and self.record.answer_path:
+            self.answer_sound = str(Path(self.record.answer_path).with_suffix(""))
+        # skip: the rest of the answer is left out; the call goes on to the next question
 
     def _took_action(self, action: Action | None) -> None:
         """The reply asked for an action: stored with the turn; the call goes where it says."""
@@ -389,5 +405,7 @@ class Turn:
         action = self.action if self.action is not None and self.action.ends_conversation else None
         more = (self.more and action is None and self.turn_number < general.max_turns
                 and time.time() - self.call_started < general.max_call_seconds)
+        last = str(Path(self.record.answer_path).with_suffix("")) if self.record.answer_path else ""
         return TurnOutcome(answer=self.answer_sound, more=more, status=self.record.status,
-                           transcript=self.record.transcript or "", reply=self.record.reply or "", action=action)
+                           transcript=self.record.transcript or "", reply=self.record.reply or "", action=action,
+                           last_answer=last)
