@@ -213,6 +213,18 @@ class Live:
     goodbye_after: float = setting(6.0, minimum=2, maximum=120)
 
 
+@dataclass(frozen=True)
+class Tools:
+    """The business's own HTTP tools the model may call (``voiceassist.call.tools``)."""
+
+    # A JSON file {"tools": [{name, description, parameters, method, url, headers, timeout}]}; "": none.
+    file: str = setting("", pattern=r"(/.*)?")
+    # Tool calls one answer may make; past it the caller hears an apology.
+    max_calls_per_turn: int = setting(3, minimum=1, maximum=10)
+    # Characters of a tool's answer given to the model.
+    max_response_chars: int = setting(2000, minimum=100, maximum=20000)
+
+
 # A transfer target as FreePBX writes destinations: context,extension,priority (the priority may be
 # a number or a label). Only dialplan-safe characters: it ends up in Dial(Local/...) and Goto().
 DIALPLAN_TARGET = r"[A-Za-z0-9_-]{1,64},[A-Za-z0-9_*#+-]{1,40},[A-Za-z0-9_-]{1,20}"
@@ -292,7 +304,7 @@ class Destinations:
 CORE_SECTIONS: dict[str, type] = {
     "general": General, "stt": ProviderChoice, "llm": LLMChoice, "tts": ProviderChoice, "audio": Audio,
     "database": Database, "privacy": Privacy, "fastagi": FastAGI, "live": Live, "actions": Actions,
-    "destinations": Destinations, "logging": Logging,
+    "destinations": Destinations, "tools": Tools, "logging": Logging,
 }
 
 
@@ -508,6 +520,10 @@ class Config:
     @property
     def destinations(self) -> Destinations:
         return self.typed["destinations"]  # type: ignore[no-any-return]
+
+    @property
+    def tools(self) -> Tools:
+        return self.typed["tools"]  # type: ignore[no-any-return]
 
     @property
     def logging(self) -> Logging:

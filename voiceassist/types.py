@@ -119,6 +119,15 @@ class ToolCall:
 
     name: str
     arguments: Mapping[str, Any] = field(default_factory=dict)
+    id: str = field(default="", compare=False)  # the API's id for the call, if any (OpenAI's tool_call_id)
+
+
+@dataclass(frozen=True)
+class ToolStep:
+    """A tool the model called while answering, and what it gave back (text for the model)."""
+
+    call: ToolCall
+    result: str
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,8 @@ class Conversation:
     history: tuple[Exchange, ...]
     question: str
     tools: tuple[ToolSpec, ...] = ()
+    # The tools already called for this question, with their results: the model goes on from there.
+    steps: tuple[ToolStep, ...] = ()
 
 
 @dataclass(frozen=True)

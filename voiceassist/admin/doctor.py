@@ -73,6 +73,7 @@ class Doctor:
         yield self.dialplan()
         yield from self.live_transport()
         yield from self.action_modules()
+        yield from self.tools()
         yield self.fastagi()
 
     # -- individual checks --------------------------------------------------------------------
@@ -318,6 +319,20 @@ class Doctor:
         else:
             yield self.asterisk_modules("audiosocket", ("res_audiosocket.so", "app_audiosocket.so"),
                                         optional=("chan_audiosocket.so",) if live.wideband else ())
+
+    def tools(self) -> Iterator[Check]:
+        """The business's HTTP tools ([tools] file): readable, trusted, each well declared."""
+        assert self.config is not None
+        if not self.config.tools.file:
+            return
+        from ..call.tools import configured_tools
+
+        try:
+            names = [tool.name for tool in configured_tools(self.config)]
+        except VoiceAssistError as exc:
+            yield Check("tools", FAIL, str(exc), f"fix {self.config.tools.file} (see the README's tools section)")
+            return
+        yield Check("tools", OK, f"{len(names)} tools in {self.config.tools.file}: {', '.join(names) or 'none'}")
 
     def action_modules(self) -> Iterator[Check]:
         """What the call actions need of Asterisk: ControlPlayback for the keys during answers,

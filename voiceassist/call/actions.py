@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config, Destination
 from ..logs import logger
-from ..types import ToolCall, ToolSpec
+from ..types import ToolCall, ToolSpec, ToolStep
+from .tools import find_tool, run_tool
 
 TRANSFER = "transfer"
 TAKE_MESSAGE = "take_message"
@@ -183,35 +184,66 @@ def match_intent(config: Config, transcript: str) -> ToolCall | None:
     return None
 
 
-class ActingReply(Iterator[str]):
-    """The chat model's reply with actions taken out: iterate it for the words to speak. Text
-    passes through; a :class:`ToolCall` ends the reply with what :func:`decide` says to say, and
-    :attr:`action` holds the action (None: a plain answer). Not a generator: :meth:`close` may
-    come from another thread while the reader waits for the next piece (a barge-in), and it must
-    reach the provider's stream."""
+# What the caller hears when a tool failed, timed out, or the model called too many.
+TOOL_APOLOGY = "Sorry, I couldn't look that up right now."
 
-    def __init__(self, config: Config, pieces: Iterator[str | ToolCall]) -> None:
+
+class ActingReply(Iterator[str]):
+    """The chat model's reply with actions and tools taken out: iterate it for the words to speak.
+
+    Text passes through. A tool call for one of the business's HTTP tools (:mod:`.tools`) is made
+    here and the model goes on from its result (``follow_up``, at most ``[tools]
+    max_calls_per_turn`` calls; a failure is an apology, noted in :attr:`notes`). Any other tool
+    call ends the reply with what :func:`decide` says to say, and :attr:`action` holds the action
+    (None: a plain answer). Not a generator: :meth:`close` may come from another thread while the
+    reader waits for the next piece (a barge-in), and it must reach the provider's stream."""
+
+    def __init__(self, config: Config, pieces: Iterator[str | ToolCall],
+                 follow_up: Callable[[tuple[ToolStep, ...]], Iterator[str | ToolCall]] | None = None) -> None:
         self.config = config
         self._pieces = pieces
+        self._follow_up = follow_up
         self._said = False
         self._ended = False
         self.action: Action | None = None
+        self.steps: list[ToolStep] = []
+        self.notes: list[str] = []
 
     def __next__(self) -> str:
-        if self._ended:
-            raise StopIteration
-        piece = next(self._pieces)
-        if not isinstance(piece, ToolCall):
-            self._said = True
-            return piece
+        while True:
+            if self._ended:
+                raise StopIteration
+            piece = next(self._pieces)
+            if not isinstance(piece, ToolCall):
+                self._said = True
+                return piece
+            tool = find_tool(self.config, piece.name)
+            if tool is None:
+                return self._act(piece)
+            self.close()
+            if len(self.steps) >= self.config.tools.max_calls_per_turn or self._follow_up is None:
+                return self._apologise(f"{piece.name} not called: more than {len(self.steps)} tool calls in one answer")
+            result = run_tool(tool, piece, self.config.tools.max_response_chars)
+            logger.info("[TOOL] %s %s", piece.name, "answered" if result.ok else f"failed: {result.error}")
+            if not result.ok:
+                return self._apologise(f"{piece.name} failed: {result.error}")
+            self.steps.append(ToolStep(piece, result.content))
+            self._pieces = self._follow_up(tuple(self.steps))
+
+    def _act(self, call: ToolCall) -> str:
         self._ended = True
-        decision = decide(self.config, piece)
+        decision = decide(self.config, call)
         self.action = decision.action
         logger.info("[ACTION] %s %s", decision.action.kind, decision.action.stored_target() or "")
         self.close()  # nothing of the model's reply follows its tool call
         if not decision.say:
             raise StopIteration
         return (" " if self._said else "") + decision.say
+
+    def _apologise(self, note: str) -> str:
+        self._ended = True
+        self.notes.append(note)
+        return (" " if self._said else "") + TOOL_APOLOGY
 
     def close(self) -> None:
         close = getattr(self._pieces, "close", None)

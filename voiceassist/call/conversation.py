@@ -7,15 +7,17 @@ context (``max_fact_chars``); then the call's earlier exchanges and the new ques
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 
 from ..config import Config
 from ..errors import VoiceAssistError
 from ..providers.base import ChatModel, StreamingChatModel, ToolCallingChatModel
 from ..text.knowledge import knowledge_text, relevant_facts
-from ..types import Conversation, Exchange, ToolCall
+from ..types import Conversation, Exchange, ToolCall, ToolStep
 from .actions import ActingReply, match_intent, tools_for
 from .assistant import Assistant
+from .tools import configured_tools
 
 # The "provider" stored for a turn whose request was recognised without asking a model.
 RULES = "rules"
@@ -35,7 +37,8 @@ def conversation_for(config: Config, history: Sequence[Exchange], question: str,
         facts = relevant_facts(facts, question, max_fact_chars)
     if facts:
         system += GROUNDING + facts
-    return Conversation(system=system, history=tuple(history), question=question, tools=tools_for(config))
+    tools = tools_for(config) + tuple(tool.spec() for tool in configured_tools(config))
+    return Conversation(system=system, history=tuple(history), question=question, tools=tools)
 
 
 def reply_pieces(llm: ChatModel, conversation: Conversation) -> Iterator[str | ToolCall]:
@@ -62,6 +65,13 @@ def open_reply(assistant: Assistant, history: Sequence[Exchange], question: str,
     intent = match_intent(config, question)
     if intent is not None:
         return ActingReply(config, iter([intent])), RULES
-    pieces, provider = assistant.providers("llm").stream(
+    chain = assistant.providers("llm")
+
+    def ask(steps: tuple[ToolStep, ...]) -> Iterator[str | ToolCall]:
+        pieces, _ = chain.stream(lambda llm: reply_pieces(llm, dataclasses.replace(
+            conversation_for(config, history, question, llm.max_fact_chars), steps=steps)), on_failure)
+        return pieces
+
+    pieces, provider = chain.stream(
         lambda llm: reply_pieces(llm, conversation_for(config, history, question, llm.max_fact_chars)), on_failure)
-    return ActingReply(config, pieces), provider
+    return ActingReply(config, pieces, follow_up=ask), provider

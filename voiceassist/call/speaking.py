@@ -263,6 +263,9 @@ class SpokenAnswer:
             if spoken > MAX_REPLY_CHARS:
                 break
             self._speak(sentence)
+        for note in pieces.notes:  # a tool that failed: the caller heard the apology
+            self.record.error = (f"{self.record.error}; {note}" if self.record.error else note)[:2000]
+            self.log("TOOL", note, logging.WARNING)
         if not self.progress.sentences:
             raise ProviderBadResponse(f"{self.record.llm_provider}: nothing sayable in the reply",
                                       provider=self.record.llm_provider or "llm")

@@ -205,7 +205,7 @@ class Turn:
         t0 = time.monotonic()
         pieces, self.record.llm_provider = open_reply(self.assistant, history, question, self._fallback_logger("LLM"))
         raw_reply = "".join(pieces)
-        self._took_action(pieces.action)
+        self._reply_ended(pieces)
         self.record.timings["llm"] = self._elapsed_ms(t0)
         reply = speakable(raw_reply)
         if not reply:
@@ -303,7 +303,7 @@ class Turn:
             self.record.reply = " ".join(pipeline.sentences) or None
             self.record.answer_path = self._join_parts(pipeline.files)
             if replies:
-                self._took_action(replies[0].action)
+                self._reply_ended(replies[0])
         self.log("TTS", f"{len(parts)} sentences by {self.record.tts_provider} played; first audio ready "
                         f"{self.record.timings.get('first_audio')} ms into the turn")
         if pipeline.key:
@@ -348,6 +348,13 @@ class Turn:
         elif what is KeyAction.REPEAT and self.record.answer_path:
             self.answer_sound = str(Path(self.record.answer_path).with_suffix(""))
         # skip: the rest of the answer is left out; the call goes on to the next question
+
+    def _reply_ended(self, reply: ActingReply) -> None:
+        """What the reply did besides its words: an action, and tools that failed (kept as the turn's note)."""
+        self._took_action(reply.action)
+        for note in reply.notes:
+            self.record.error = (f"{self.record.error}; {note}" if self.record.error else note)[:2000]
+            self.log("TOOL", note, logging.WARNING)
 
     def _took_action(self, action: Action | None) -> None:
         """The reply asked for an action: stored with the turn; the call goes where it says."""

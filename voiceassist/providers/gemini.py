@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import setting
 from ..errors import ProviderAuthError, ProviderBadResponse
-from ..types import Conversation, ToolCall
+from ..types import Conversation, ToolCall, ToolStep
 from .base import Provider, RequestSettings, call_sdk, import_sdk, stream_sdk
 from .google_credentials import service_account_credentials
 
@@ -93,8 +93,24 @@ class GeminiChatModel(Provider[GeminiSettings]):
             generation["automatic_function_calling"] = types.AutomaticFunctionCallingConfig(disable=True)
         if self.settings.thinking_budget is not None:
             generation["thinking_config"] = types.ThinkingConfig(thinking_budget=self.settings.thinking_budget)
+        if conversation.steps:
+            # The question, then each tool the model called with its result; the last result is
+            # the message this request sends (see _message).
+            past.append(types.Content(role="user", parts=[types.Part(text=conversation.question)]))
+            for i, step in enumerate(conversation.steps):
+                past.append(types.Content(role="model", parts=[types.Part(function_call=types.FunctionCall(
+                    name=step.call.name, args=dict(step.call.arguments)))]))
+                if i < len(conversation.steps) - 1:
+                    past.append(types.Content(role="user", parts=[self._result(step)]))
         return self._client.chats.create(model=self.settings.model, config=types.GenerateContentConfig(**generation),
                                          history=past)
+
+    def _result(self, step: ToolStep) -> Any:
+        return self._types.Part.from_function_response(name=step.call.name, response={"content": step.result})
+
+    def _message(self, conversation: Conversation) -> Any:
+        """What this request sends: the caller's question, or the result of the tool just called."""
+        return self._result(conversation.steps[-1]) if conversation.steps else conversation.question
 
     def reply(self, conversation: Conversation) -> str:
         response = call_sdk(NAME, lambda seconds: self._chat(conversation, seconds).send_message(conversation.question),
@@ -115,7 +131,8 @@ class GeminiChatModel(Provider[GeminiSettings]):
         """The reply as it is generated, with ``conversation.tools`` offered as function
         declarations: a ``functionCall`` part ends it as a :class:`ToolCall`."""
         return stream_sdk(
-            NAME, lambda seconds: self._chat(conversation, seconds, tools=True).send_message_stream(conversation.question),
+            NAME, lambda seconds: self._chat(conversation, seconds, tools=True).send_message_stream(
+                self._message(conversation)),
             _text_or_call, lambda chunk: f"finish reason {_finish_reason(chunk)}",
             timeout=self.settings.timeout, retries=self.settings.retries, hint=self.hint)
 

@@ -81,6 +81,7 @@ class OpenAIChatModel(OpenAIProvider[OpenAIChatSettings]):
             return self.stream(conversation)
         request = {**self._request(conversation), "tools": [_function(tool) for tool in conversation.tools],
                    "tool_choice": "auto", "parallel_tool_calls": False}
+        request["messages"] = [*request["messages"], *_tool_messages(conversation)]
 
         def open_stream(seconds: float) -> Iterator[_Step]:
             # A new collector for each attempt: a retried request starts from nothing.
@@ -89,6 +90,19 @@ class OpenAIChatModel(OpenAIProvider[OpenAIChatSettings]):
 
         return stream_sdk(NAME, open_stream, _piece, _why_empty,
                           timeout=self.settings.timeout, retries=self.settings.retries, hint=self.hint)
+
+
+def _tool_messages(conversation: Conversation) -> list[dict[str, Any]]:
+    """The tools the model called for this question and their results, as the messages that
+    follow the question (each call's id pairs it with its result)."""
+    result: list[dict[str, Any]] = []
+    for number, step in enumerate(conversation.steps):
+        call_id = step.call.id or f"call_{number}"
+        result.append({"role": "assistant", "content": None, "tool_calls": [{
+            "id": call_id, "type": "function",
+            "function": {"name": step.call.name, "arguments": json.dumps(dict(step.call.arguments))}}]})
+        result.append({"role": "tool", "tool_call_id": call_id, "content": step.result})
+    return result
 
 
 def _function(tool: ToolSpec) -> dict[str, Any]:
@@ -181,7 +195,7 @@ class _ToolCallCollector:
             raise ProviderBadResponse(f"{NAME}: the model called a tool without naming it", provider=NAME)
         text = "".join(self.arguments)
         if not text.strip():
-            return ToolCall(name, {})  # a tool without parameters; some servers send no "{}"
+            return ToolCall(name, {}, self.id)  # a tool without parameters; some servers send no "{}"
         try:
             arguments = json.loads(text)
         except ValueError:
@@ -189,7 +203,7 @@ class _ToolCallCollector:
         if not isinstance(arguments, dict):
             raise ProviderBadResponse(f"{NAME}: the arguments of tool call {name!r} are not a JSON object: "
                                       f"{text[:200]!r}", provider=NAME)
-        return ToolCall(name, arguments)
+        return ToolCall(name, arguments, self.id)
 
 
 def _delta(chunk: Any) -> tuple[str, str | None]:
