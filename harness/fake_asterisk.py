@@ -11,9 +11,9 @@ import numpy as np
 
 
 def fastagi_env(script: str = "voiceassist", uniqueid: str = "1700000000.1", args: list[str] | None = None,
-                port: int = 4573, channel: str = "PJSIP/1001-00000001") -> bytes:
+                port: int = 4573, channel: str = "PJSIP/1001-00000001", callerid: str = "1001") -> bytes:
     network = ["agi_network: yes", f"agi_network_script: {script}", f"agi_request: agi://127.0.0.1:{port}/{script}"]
-    return _env(network, uniqueid, args, enhanced=False, channel=channel)
+    return _env(network, uniqueid, args, enhanced=False, channel=channel, callerid=callerid)
 
 
 def agi_env(args: list[str] | None = None, *, enhanced: bool = False, uniqueid: str = "1700000000.1") -> bytes:
@@ -22,10 +22,10 @@ def agi_env(args: list[str] | None = None, *, enhanced: bool = False, uniqueid: 
 
 
 def _env(first: list[str], uniqueid: str, args: list[str] | None, enhanced: bool,
-         channel: str = "PJSIP/1001-00000001") -> bytes:
+         channel: str = "PJSIP/1001-00000001", callerid: str = "1001") -> bytes:
     lines = [*first,
              f"agi_channel: {channel}", "agi_language: en", "agi_type: PJSIP", f"agi_uniqueid: {uniqueid}",
-             "agi_version: 22.10.1", "agi_callerid: 1001", "agi_calleridname: Alice", "agi_callingpres: 0",
+             "agi_version: 22.10.1", f"agi_callerid: {callerid}", "agi_calleridname: Alice", "agi_callingpres: 0",
              "agi_callingani2: 0", "agi_callington: 0", "agi_callingtns: 0", "agi_dnid: 8008", "agi_rdnis: unknown",
              "agi_context: voiceassist-flow", "agi_extension: s", "agi_priority: 24",
              f"agi_enhanced: {'1.0' if enhanced else '0.0'}", "agi_accountcode: ", "agi_threadid: 1"]

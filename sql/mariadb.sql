@@ -18,9 +18,12 @@ CREATE TABLE voiceassist_calls (
 	started_at DATETIME(3) NOT NULL,
 	ended_at DATETIME(3),
 	end_state VARCHAR(20),
+	summary TEXT,
 	PRIMARY KEY (id),
 	UNIQUE (uniqueid)
 )ENGINE=InnoDB CHARSET=utf8mb4;
+
+CREATE INDEX ix_voiceassist_calls_caller_number ON voiceassist_calls (caller_number);
 
 CREATE INDEX ix_voiceassist_calls_linkedid ON voiceassist_calls (linkedid);
 

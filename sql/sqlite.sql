@@ -18,9 +18,12 @@ CREATE TABLE voiceassist_calls (
 	started_at DATETIME NOT NULL,
 	ended_at DATETIME,
 	end_state VARCHAR(20),
+	summary TEXT,
 	PRIMARY KEY (id),
 	UNIQUE (uniqueid)
 );
+
+CREATE INDEX ix_voiceassist_calls_caller_number ON voiceassist_calls (caller_number);
 
 CREATE INDEX ix_voiceassist_calls_linkedid ON voiceassist_calls (linkedid);
 

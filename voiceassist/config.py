@@ -94,6 +94,9 @@ class General:
     # pipelined: stream the reply and play each sentence as soon as it is synthesized (the AGI
     # plays it with STREAM FILE); file: one answer file played by the dialplan's Playback.
     playback: str = setting("pipelined", choices=("pipelined", "file"))
+    # A short summary of each call by the chat model, once the caller has gone: stored with the
+    # call, sent with the call.ended event, remembered for the caller's next call ([memory]).
+    call_summary: bool = False
 
 
 # "auto": the cloud provider when its credentials are configured, else the local one.
@@ -214,6 +217,17 @@ class Live:
 
 
 @dataclass(frozen=True)
+class Memory:
+    """Callers remembered (opt-in): what a caller's earlier calls were about is given to the model,
+    found by caller number. Withheld and anonymous numbers are never matched."""
+
+    enabled: bool = False
+    # How far back, and how many earlier calls at most.
+    days: int = setting(30, minimum=1, maximum=3650)
+    calls: int = setting(3, minimum=1, maximum=20)
+
+
+@dataclass(frozen=True)
 class Tools:
     """The business's own HTTP tools the model may call (``voiceassist.call.tools``)."""
 
@@ -223,6 +237,26 @@ class Tools:
     max_calls_per_turn: int = setting(3, minimum=1, maximum=10)
     # Characters of a tool's answer given to the model.
     max_response_chars: int = setting(2000, minimum=100, maximum=20000)
+
+
+# What a call tells the admin's own systems (voiceassist.events).
+EVENT_TYPES = ("call.started", "turn.completed", "call.transferred", "message.taken", "call.ended")
+
+
+@dataclass(frozen=True)
+class Webhooks:
+    """``[webhooks]``: where the events of calls are POSTed."""
+
+    # Where events are POSTed (http:// or https://), comma-separated; none: no webhooks.
+    urls: tuple[str, ...] = setting((), pattern=r"https?://[^\s/?#]+\S*")
+    # HMAC-SHA256 key every request is signed with (X-Voiceassist-Signature).
+    secret: str = setting("", secret=True)
+    events: tuple[str, ...] = setting(EVENT_TYPES, choices=EVENT_TYPES)
+    # Seconds per delivery attempt.
+    timeout: float = seconds(5.0)
+    # An event not delivered by then goes to rejected/ in the outbox, with the reason.
+    max_age_hours: float = setting(24.0, minimum=0.01, maximum=24 * 30)
+    outbox_dir: str = setting("/var/spool/asterisk/voiceassist-outbox", pattern=r"/.*")
 
 
 # A transfer target as FreePBX writes destinations: context,extension,priority (the priority may be
@@ -304,7 +338,8 @@ class Destinations:
 CORE_SECTIONS: dict[str, type] = {
     "general": General, "stt": ProviderChoice, "llm": LLMChoice, "tts": ProviderChoice, "audio": Audio,
     "database": Database, "privacy": Privacy, "fastagi": FastAGI, "live": Live, "actions": Actions,
-    "destinations": Destinations, "tools": Tools, "logging": Logging,
+    "destinations": Destinations, "tools": Tools, "webhooks": Webhooks, "memory": Memory,
+    "logging": Logging,
 }
 
 
@@ -405,6 +440,9 @@ def parse_section(cls: type[S], name: str, raw: Mapping[str, str], source: str) 
         if spec.name not in raw:
             continue
         text = raw[spec.name].strip()
+        if text == "" and spec.default == ():  # a list that may be empty: its default is
+            values[spec.name] = ()
+            continue
         try:
             values[spec.name] = _convert(text, hints[spec.name], spec.metadata)
         except ValueError as allowed:
@@ -526,6 +564,14 @@ class Config:
         return self.typed["tools"]  # type: ignore[no-any-return]
 
     @property
+    def webhooks(self) -> Webhooks:
+        return self.typed["webhooks"]  # type: ignore[no-any-return]
+
+    @property
+    def memory(self) -> Memory:
+        return self.typed["memory"]  # type: ignore[no-any-return]
+
+    @property
     def logging(self) -> Logging:
         return self.typed["logging"]  # type: ignore[no-any-return]
 
@@ -633,6 +679,9 @@ def load_config(
         problems += refused
         warnings += [f"unknown setting [{name}] {key} in {source} (ignored; a typo?)" for key in unknown]
     problems += _unknown_destinations(typed, source)
+    webhooks = typed.get("webhooks")
+    if webhooks is not None and webhooks.urls and not webhooks.secret:
+        problems.append(f"[webhooks] secret (in {source}) must be set when [webhooks] urls is: every request is signed")
     if problems:
         if strict:
             raise ConfigError("\n".join(problems))

@@ -326,7 +326,9 @@ def parse_hangup(env: Mapping[str, str], args: Sequence[str], answer_dir: str) -
     if state in (CallState.RECORDING, CallState.MESSAGE) and _argument(args, 1):
         recording = call_file(_argument(args, 1), answer_dir, call.uniqueid)
     return HangupRequest(call=call, state=state, recording=recording,
-                         turn_number=whole_number(_argument(args, 2), "turn number", 0, MAX_TURNS, default=0))
+                         turn_number=whole_number(_argument(args, 2), "turn number", 0, MAX_TURNS, default=0),
+                         target_name=text_value(_argument(args, 5), "target name", MAX_EXTENSION_CHARS),
+                         target=text_value(_argument(args, 6), "target", MAX_CHANNEL_CHARS))
 
 
 @dataclass(frozen=True)

@@ -429,6 +429,14 @@ def _serve_in_this_process(server: FastAGIServer, assistant: Assistant,
                         privacy.retention_days, privacy.audio_retention_days)
     if privacy.retention_days > 0 or privacy.audio_retention_days > 0:
         pruner.start()
+    # Webhook events (ours and process-AGI calls') are posted as they come ([webhooks] urls).
+    sender = None
+    outbox = assistant.outbox() if assistant.config.webhooks.urls else None
+    if outbox is not None:
+        from ..events.webhooks import WebhookSender
+
+        sender = WebhookSender(assistant.config.webhooks, outbox)
+        sender.start()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
@@ -448,6 +456,8 @@ def _serve_in_this_process(server: FastAGIServer, assistant: Assistant,
             server.live.shutdown()
         if flusher is not None:
             flusher.stop()
+        if sender is not None:
+            sender.stop()
         pruner.stop()
         logger.info("[AGI] FastAGI stopped (pid %d)", os.getpid())
         if announce:

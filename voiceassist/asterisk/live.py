@@ -34,6 +34,8 @@ from typing import Any, Protocol
 
 from ..audio.prompts import PromptSounds
 from ..call.assistant import Assistant
+from ..call.channel import CallLog
+from ..call.ending import announce_end
 from ..call.media import MediaLeg
 from ..call.realtime import EndReason, LiveConversation, LiveOutcome
 from ..errors import AGIError, ConfigError, RequestError
@@ -245,6 +247,11 @@ def _converse(session: AGISession, assistant: Assistant, live: LiveCalls, call: 
         reason = "dropped"
     _store_end(assistant, call, reason)
     tell_live_end(session, reason, outcome.turns, outcome.transcript, outcome.reply, assistant.config, outcome.action)
+    if outcome.action is None:  # else the dialplan's action goes on, and its h extension ends the call
+        # On a thread of its own: the summary may take seconds, and the dialplan waits for this route.
+        threading.Thread(target=announce_end, args=(assistant, call, f"live-{reason}", outcome.turns, None,
+                                                    CallLog(None, call.uniqueid)),
+                         daemon=True, name=f"voiceassist-end-{call.uniqueid}").start()
 
 
 def _caller_gone(session: AGISession) -> bool:

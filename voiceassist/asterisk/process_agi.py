@@ -52,6 +52,11 @@ def run_process_agi(config_path: str | None = None) -> int:
         logger.info("[AGI] %s session ended: %s", session.env.get("agi_uniqueid", "?"), exc)
     except Exception:
         logger.exception("[AGI] unexpected error")
+    if session.arguments()[:1] == ["hangup"]:
+        # The caller is gone: post this call's webhook events now (no sender runs in this process).
+        from ..call.call_events import deliver_after_hangup
+
+        deliver_after_hangup(assistant)
     exit_now(0)
     return 0  # not reached
 

@@ -9,6 +9,8 @@ entry point calls: it also sets up this process's log, with every configured sec
 from __future__ import annotations
 
 import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import providers
 from ..config import Config
@@ -17,6 +19,9 @@ from ..logs import configure_logging, logger
 from ..providers.chain import ProviderChain
 from ..storage.journal import Journal
 from ..types import Capability
+
+if TYPE_CHECKING:
+    from ..events.outbox import Outbox
 
 CAPABILITIES = (Capability.STT, Capability.LLM, Capability.TTS)
 
@@ -29,6 +34,8 @@ class Assistant:
         self._lock = threading.Lock()
         self._chains: dict[Capability, ProviderChain] = {}
         self._journal: Journal | None = None
+        self._outbox: Outbox | None = None
+        self._outbox_failed = False
 
     def check_providers(self) -> None:
         """Raise :class:`ConfigError` when a capability names a provider that does not exist
@@ -74,6 +81,21 @@ class Assistant:
             if self._journal is None:
                 self._journal = Journal(self.config)
             return self._journal
+
+
+    def outbox(self) -> Outbox | None:
+        """The webhook events' outbox ([webhooks] outbox_dir), made on first use; None (logged
+        once) when it cannot be."""
+        with self._lock:
+            if self._outbox is None and not self._outbox_failed:
+                from ..events.outbox import Outbox
+
+                try:
+                    self._outbox = Outbox(Path(self.config.webhooks.outbox_dir))
+                except Exception as exc:
+                    self._outbox_failed = True
+                    logger.error("[EVENTS] the outbox %s cannot be used: %s", self.config.webhooks.outbox_dir, exc)
+            return self._outbox
 
 
 def start_assistant(config: Config) -> Assistant:

@@ -28,15 +28,21 @@ GROUNDING = ("\n\nAnswer from these facts when they are relevant; if they do not
              "you do not know.\n\nFACTS:\n")
 
 
+MEMORY = "\n\nEARLIER CALLS FROM THIS CALLER (use them only if the caller refers to them):\n"
+
+
 def conversation_for(config: Config, history: Sequence[Exchange], question: str,
-                     max_fact_chars: int | None = None) -> Conversation:
-    """The conversation for a model that takes at most ``max_fact_chars`` of facts (None: all)."""
+                     max_fact_chars: int | None = None, memory: str = "") -> Conversation:
+    """The conversation for a model that takes at most ``max_fact_chars`` of facts (None: all);
+    ``memory``: what the caller's earlier calls were about (call.summary.recall)."""
     system = config.llm.system_prompt
     facts = knowledge_text(config).strip()
     if facts and max_fact_chars is not None and len(facts) > max_fact_chars:
         facts = relevant_facts(facts, question, max_fact_chars)
     if facts:
         system += GROUNDING + facts
+    if memory:
+        system += MEMORY + memory
     tools = tools_for(config) + tuple(tool.spec() for tool in configured_tools(config))
     return Conversation(system=system, history=tuple(history), question=question, tools=tools)
 
@@ -53,7 +59,7 @@ def reply_pieces(llm: ChatModel, conversation: Conversation) -> Iterator[str | T
 
 def open_reply(assistant: Assistant, history: Sequence[Exchange], question: str,
                on_failure: Callable[[str, VoiceAssistError], None],
-               scripted: str | ToolCall | None = None) -> tuple[ActingReply, str]:
+               scripted: str | ToolCall | None = None, memory: str = "") -> tuple[ActingReply, str]:
     """The reply to ``question`` from the first chat model of the chain that answers, and its
     name; a plain request for an action ("can I speak to someone?") is recognised by rules
     first, without a model (:data:`RULES`). Iterate the reply for the words to speak; its
@@ -69,9 +75,10 @@ def open_reply(assistant: Assistant, history: Sequence[Exchange], question: str,
 
     def ask(steps: tuple[ToolStep, ...]) -> Iterator[str | ToolCall]:
         pieces, _ = chain.stream(lambda llm: reply_pieces(llm, dataclasses.replace(
-            conversation_for(config, history, question, llm.max_fact_chars), steps=steps)), on_failure)
+            conversation_for(config, history, question, llm.max_fact_chars, memory), steps=steps)), on_failure)
         return pieces
 
     pieces, provider = chain.stream(
-        lambda llm: reply_pieces(llm, conversation_for(config, history, question, llm.max_fact_chars)), on_failure)
+        lambda llm: reply_pieces(llm, conversation_for(config, history, question, llm.max_fact_chars, memory)),
+        on_failure)
     return ActingReply(config, pieces, follow_up=ask), provider

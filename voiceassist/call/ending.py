@@ -10,10 +10,12 @@ import logging
 from pathlib import Path
 
 from ..audio.recording import speech_frames
-from ..types import CallState, Recording, TurnRecord, TurnStatus
+from ..types import CallInfo, CallState, Recording, TurnRecord, TurnStatus
 from .assistant import Assistant
+from .call_events import announce
 from .channel import CallChannel, CallLog
 from .messages import store_message
+from .summary import summarize
 from .requests import HangupRequest
 from .turn import MIN_SPEECH_FRAMES
 
@@ -30,6 +32,30 @@ def _has_speech(recording_path: str) -> bool:
     except OSError:  # not recorded at all: nothing was asked
         return False
     return speech_frames(Recording(pcm=pcm)) >= MIN_SPEECH_FRAMES
+
+
+def announce_end(assistant: Assistant, call: CallInfo, state: str, turns: int, request: HangupRequest | None,
+                 log: CallLog) -> None:
+    """The events of a call's end (a transfer, a message left in a mailbox, the end itself with
+    its summary), and the summary stored with the call."""
+    if state == CallState.TRANSFERRED and request is not None:
+        announce(assistant, "call.transferred", call, destination=request.target_name, target=request.target)
+    if state == CallState.MESSAGE and request is not None and request.target_name == "voicemail":
+        announce(assistant, "message.taken", call, via="voicemail", mailbox=request.target)
+    summary = None
+    if assistant.config.general.call_summary:
+        try:
+            exchanges = assistant.journal().history(call.uniqueid, call.channel)
+        except Exception as exc:
+            log("SUMMARY", f"no summary: the call's turns cannot be read: {exc}")
+            exchanges = []
+        summary = summarize(assistant, call, exchanges, log)
+        if summary:
+            try:
+                assistant.journal().store().set_summary(call.uniqueid, summary)
+            except Exception as exc:
+                log("SUMMARY", f"summary NOT stored: {exc}", logging.WARNING)
+    announce(assistant, "call.ended", call, state=state, turns=turns, summary=summary)
 
 
 def end_call(channel: CallChannel | None, assistant: Assistant, request: HangupRequest) -> None:
@@ -62,6 +88,7 @@ def end_call(channel: CallChannel | None, assistant: Assistant, request: HangupR
     except Exception as exc:
         log("DB", f"call end NOT stored: {exc}", logging.ERROR)
         return
+    announce_end(assistant, call, state, turn_number, request, log)
     if outcome == "stored" and len(journal.spool):
         # The database is back and the caller is gone: a good moment to replay what waited.
         journal.flush(wait=False)

@@ -17,6 +17,7 @@ from ..audio.recording import read_recording, speech_frames
 from ..errors import VoiceAssistError
 from ..types import CallInfo, TurnRecord, TurnStatus
 from .assistant import Assistant
+from .call_events import announce
 from .channel import CallLog
 from .records import store_turn
 
@@ -54,5 +55,7 @@ def store_message(assistant: Assistant, call: CallInfo, recording_path: str, tur
         log("MSG", f"message not transcribed: {record.error}", logging.ERROR)
     record.timings["stt"] = record.timings["total"] = int((time.monotonic() - started) * 1000)
     store_turn(assistant, call, record, log)
+    announce(assistant, "message.taken", call, via="record", turn_number=turn_number, transcript=record.transcript,
+             seconds=round(recording.seconds, 1), status=record.status)
     log("MSG", f"message of {recording.seconds:.1f} s stored as turn {turn_number}")
     return True

@@ -42,11 +42,13 @@ from ..types import CallInfo, Exchange, Stage, ToolCall, TurnRecord, TurnStatus
 from .actions import TRANSFER, Action, ActionKind
 from .keys import KeyAction, key_map
 from .assistant import Assistant
+from .call_events import announce
 from .channel import CallLog
 from .listening import Heard, Utterance
 from .media import FRAME_SECONDS, MediaEventKind, MediaLeg
 from .records import store_turn
 from .speaking import SpokenAnswer
+from .summary import recall
 
 # Audio kept from before the caller counted as talking, so their first syllable reaches the recogniser.
 PRE_ROLL_SECONDS = 0.4
@@ -173,6 +175,7 @@ class LiveConversation:
         self.failures = 0
         self.digits: list[str] = []
         self._keys = key_map(assistant.config)
+        self._memory = ""  # what the caller's earlier calls were about, read when the call starts
         self.started = time.monotonic()
         self._last_frame_at = time.monotonic()
         self._pre_roll: deque[bytes] = deque(maxlen=max(1, int(PRE_ROLL_SECONDS / FRAME_SECONDS)))
@@ -197,6 +200,9 @@ class LiveConversation:
     def run(self) -> LiveOutcome:
         self.log("LIVE", f"conversation started over {type(self.leg).__name__} at {self.rate} Hz")
         reason = EndReason.HANGUP
+        if self.turns == 0:
+            announce(self.assistant, "call.started", self.call)
+        self._memory = recall(self.assistant, self.call, self.log)
         try:
             self._play_prompt("live-greeting")
             reason = self._loop()
@@ -390,7 +396,7 @@ class LiveConversation:
         # first audio (then the filler and the apology keep the line alive), as in the AGI flow.
         with turn_deadline(self.assistant.config.general.turn_deadline):
             answer = SpokenAnswer(self.assistant, self.leg, question, record, self.log, history=lambda: history,
-                                  held=held, name=self.call.uniqueid, scripted=scripted)
+                                  held=held, name=self.call.uniqueid, scripted=scripted, memory=self._memory)
         self._answering = _Answering(answer, record, heard, speech_started)
         return self._answering
 

@@ -10,6 +10,7 @@ import logging
 
 from ..types import CallInfo, Exchange, TurnRecord
 from .assistant import Assistant
+from .call_events import announce, turn_data
 from .channel import CallLog
 
 
@@ -20,6 +21,8 @@ def store_turn(assistant: Assistant, call: CallInfo, record: TurnRecord, log: Ca
     except Exception as exc:  # StorageError, or a driver error: the call goes on
         log("DB", f"turn {record.turn_number} NOT stored: {exc}", logging.ERROR)
         return "NOT stored"
+    if outcome != "duplicate":
+        announce(assistant, "turn.completed", call, turn=turn_data(record))
     said = "duplicate (the call already has this turn; not stored again):" if outcome == "duplicate" else outcome
     log("DB", f"{said} turn {record.turn_number} status {record.status} for caller "
               f"{call.caller_number!r} {call.caller_name!r}",

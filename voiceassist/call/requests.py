@@ -186,3 +186,7 @@ class HangupRequest:
     state: str = "idle"
     recording: Path | None = None
     turn_number: int = 0
+    # After an action ([voiceassist-action]): the destination's name and its target (a transfer),
+    # or the mailbox (a message to voicemail). Text for the records only: nothing is run on it.
+    target_name: str = ""
+    target: str = ""

@@ -88,7 +88,8 @@ class SpokenAnswer:
 
     def __init__(self, assistant: Assistant, leg: MediaLeg, question: str, record: TurnRecord, log: CallLog, *,
                  history: Callable[[], list[Exchange]], held: bool = False, name: str = "",
-                 on_done: Callable[[], None] = lambda: None, scripted: str | ToolCall | None = None) -> None:
+                 on_done: Callable[[], None] = lambda: None, scripted: str | ToolCall | None = None,
+                 memory: str = "") -> None:
         self.assistant = assistant
         self.leg = leg
         self.question = question
@@ -97,6 +98,7 @@ class SpokenAnswer:
         self._history = history
         self._on_done = on_done
         self._scripted = scripted
+        self._memory = memory
         self.progress = AnswerProgress()
         self.stage = Stage.LLM
         self.started = time.monotonic()
@@ -240,7 +242,7 @@ class SpokenAnswer:
             return
         t0 = time.monotonic()
         pieces, self.record.llm_provider = open_reply(self.assistant, history, self.question, self._fallback("LLM"),
-                                                      self._scripted)
+                                                      self._scripted, self._memory)
         self._reply = pieces
         self._track(pieces)
         self.record.timings["llm_first"] = int((time.monotonic() - t0) * 1000)

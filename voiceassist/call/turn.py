@@ -26,6 +26,7 @@ from ..logs import logger
 from ..text.speakable import speakable
 from ..types import CallState, Exchange, Stage, ToolCall, TurnRecord, TurnStatus
 from .assistant import Assistant
+from .call_events import announce
 from .channel import CallChannel, CallLog
 from .actions import TRANSFER, ActingReply, Action, decide
 from .keys import KeyAction, escape_keys, key_map
@@ -33,6 +34,7 @@ from .conversation import open_reply
 from .playback import SentencePipeline
 from .records import call_history, store_turn
 from .requests import TurnRequest
+from .summary import recall
 
 # How many 20 ms frames above the silence threshold make a question worth sending to speech-to-text.
 MIN_SPEECH_FRAMES = 5
@@ -104,6 +106,8 @@ class Turn:
         """Answer the question; store the turn whatever happens; say what the call does next."""
         self.started = time.monotonic()
         self.stage = Stage.STT
+        if self.turn_number == 1:
+            announce(self.assistant, "call.started", self.call)
         try:
             if self.config.problems:
                 raise ConfigError("the configuration has errors: " + "; ".join(self.config.problems))
@@ -203,7 +207,8 @@ class Turn:
         history = self._history()
         self._raise_if_gone()
         t0 = time.monotonic()
-        pieces, self.record.llm_provider = open_reply(self.assistant, history, question, self._fallback_logger("LLM"))
+        pieces, self.record.llm_provider = open_reply(self.assistant, history, question, self._fallback_logger("LLM"),
+                                                      memory=recall(self.assistant, self.call, self.log))
         raw_reply = "".join(pieces)
         self._reply_ended(pieces)
         self.record.timings["llm"] = self._elapsed_ms(t0)
@@ -255,10 +260,11 @@ class Turn:
         t0 = time.monotonic()
 
         replies: list[ActingReply] = []
+        memory = recall(self.assistant, self.call, self.log)
 
         def start_reply() -> Iterator[str]:  # in the worker: the caller's thread watches for a hang-up
             pieces, self.record.llm_provider = open_reply(self.assistant, history, question,
-                                                          self._fallback_logger("LLM"))
+                                                          self._fallback_logger("LLM"), memory=memory)
             replies.append(pieces)
             self.record.timings["llm_first"] = self._elapsed_ms(t0)
             self.log("LLM", f"first words in {self.record.timings['llm_first']} ms by {self.record.llm_provider} "

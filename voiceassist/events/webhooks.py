@@ -43,29 +43,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
-from ..config import seconds, setting
+from ..config import Webhooks
 from ..errors import UnsafePath
 from ..logs import logger
 from .outbox import ClaimedEntry, Outbox, OutboxEntry
-
-EVENT_TYPES = ("call.started", "turn.completed", "call.transferred", "message.taken", "call.ended")
-
-
-@dataclass(frozen=True)
-class Webhooks:
-    """``[webhooks]``: where the events of calls are POSTed."""
-
-    # Where events are POSTed (http:// or https://), comma-separated; none: no webhooks.
-    urls: tuple[str, ...] = setting((), pattern=r"https?://[^\s/?#]+\S*")
-    # HMAC-SHA256 key every request is signed with (X-Voiceassist-Signature).
-    secret: str = setting("", secret=True)
-    events: tuple[str, ...] = setting(EVENT_TYPES, choices=EVENT_TYPES)
-    # Seconds per delivery attempt.
-    timeout: float = seconds(5.0)
-    # An event not delivered by then goes to rejected/ in the outbox, with the reason.
-    max_age_hours: float = setting(24.0, minimum=0.01, maximum=24 * 30)
-    outbox_dir: str = setting("/var/spool/asterisk/voiceassist-outbox", pattern=r"/.*")
-
 
 # -- events ------------------------------------------------------------------------------------
 

@@ -69,13 +69,16 @@ def build_metadata(prefix: str = "voiceassist_") -> sa.MetaData:
         sa.Column("uniqueid", sa.String(64), nullable=False, unique=True),
         sa.Column("linkedid", sa.String(64), index=True),
         sa.Column("channel", sa.String(255)),
-        sa.Column("caller_number", sa.String(255)),
+        # Indexed: a caller's earlier calls are looked up by number ([memory]).
+        sa.Column("caller_number", sa.String(255), index=True),
         sa.Column("caller_name", sa.String(255)),
         sa.Column("extension", sa.String(80)),
         sa.Column("started_at", UTCDateTime, nullable=False, index=True),
         sa.Column("ended_at", UTCDateTime),
         # How the call ended: the dialplan's VA_STATE at hang-up (done, recording, thinking, answering).
         sa.Column("end_state", sa.String(20)),
+        # A short summary of the call by the chat model ([general] call_summary), after it ended.
+        sa.Column("summary", sa.Text),
         **_table_options(),
     )
     sa.Table(

@@ -228,7 +228,38 @@ class Store:
 
         self._transaction(f"cannot mark call {call.uniqueid} ended", work)
 
+    def set_summary(self, uniqueid: str, summary: str) -> None:
+        """The call's summary (its row exists: the call has ended)."""
+        def work(conn: Any) -> None:
+            conn.execute(self.calls.update().where(self.calls.c.uniqueid == uniqueid)
+                         .values(self._fit(self.calls, {"summary": summary})))
+
+        self._transaction(f"cannot store the summary of call {uniqueid}", work)
+
     # -- reading ------------------------------------------------------------------------------
+    def earlier_calls(self, caller_number: str, since: dt.datetime, before_uniqueid: str,
+                      limit: int) -> list[tuple[dt.datetime, str]]:
+        """A caller's earlier calls since ``since`` (newest first, at most ``limit``): when, and
+        what they were about (the summary, else the caller's questions)."""
+        def work(conn: Any) -> list[tuple[dt.datetime, str]]:
+            calls = conn.execute(
+                sa.select(self.calls.c.id, self.calls.c.started_at, self.calls.c.summary)
+                .where(self.calls.c.caller_number == caller_number, self.calls.c.started_at >= since,
+                       self.calls.c.uniqueid != before_uniqueid)
+                .order_by(self.calls.c.started_at.desc()).limit(limit)).all()
+            found = []
+            for call_id, started_at, summary in calls:
+                if not summary:
+                    asked = conn.execute(sa.select(self.turns.c.transcript).where(
+                        self.turns.c.call_id == call_id, self.turns.c.transcript.is_not(None))
+                        .order_by(self.turns.c.turn_number).limit(5)).scalars().all()
+                    summary = "The caller asked: " + " / ".join(asked) if asked else ""
+                if summary:
+                    found.append((started_at, summary))
+            return found
+
+        return self._transaction("cannot read the caller's earlier calls", work)
+
     def history(self, uniqueid: str) -> list[Exchange]:
         """The call's answered turns, oldest first; an interrupted answer as far as the caller heard it."""
         heard = sa.case((self.turns.c.interrupted, sa.func.coalesce(self.turns.c.heard_reply, "")),
