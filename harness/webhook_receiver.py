@@ -42,6 +42,7 @@ class Receiver:
     statuses: deque = field(default_factory=deque)
     delay: float = 0.0
     answer_headers: dict[str, str] = field(default_factory=dict)
+    answer_body: bytes = b""          # e.g. a caller lookup's JSON facts
     received: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -60,8 +61,9 @@ class Receiver:
                 self.send_response(status)
                 for name, value in receiver.answer_headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(receiver.answer_body)))
                 self.end_headers()
+                self.wfile.write(receiver.answer_body)
 
             def log_message(self, *args):
                 pass

@@ -170,3 +170,47 @@ def test_pruning_old_calls_removes_what_is_remembered(server, assistant, emulato
                                                 ("withheld", False), ("12", False)])
 def test_only_a_real_number_identifies_a_caller(number, remembered):
     assert remembers(number) is remembered
+
+
+def test_the_caller_lookup_gives_the_model_the_businesss_facts_for_every_turn(emulators, tmp_path, receiver):
+    receiver.answer_body = json.dumps({"name": "Alice Example", "account": "A-17", "notes": "prefers mornings"}).encode()
+    assistant = Assistant(config_for(emulators, tmp_path, extra=f"""
+[webhooks]
+lookup_url = {receiver.url("/lookup")}
+secret = {SECRET}
+outbox_dir = {tmp_path}/outbox
+"""))
+    instance = start_server(assistant)
+    try:
+        turn(instance, tmp_path, "1700000500.1", 1)
+        turn(instance, tmp_path, "1700000500.1", 2)
+    finally:
+        instance.shutdown()
+        instance.server_close()
+    (asked,) = receiver.received  # once per call: later turns read what the first got
+    assert asked.event["type"] == "call.started" and asked.event["data"]["call"]["uniqueid"] == "1700000500.1"
+    assert verify(SECRET, asked.headers["X-Voiceassist-Signature"], asked.body, time.time())
+    for request in emulators["gemini"].requests[-2:]:
+        system = json.loads(request.body)["systemInstruction"]["parts"][0]["text"]
+        assert "ABOUT THE CALLER" in system and "account: A-17" in system and "name: Alice Example" in system
+
+
+def test_a_slow_caller_lookup_is_not_waited_for(emulators, tmp_path, receiver):
+    receiver.answer_body, receiver.delay = b'{"name": "Late"}', 3.0
+    assistant = Assistant(config_for(emulators, tmp_path, extra=f"""
+[webhooks]
+lookup_url = {receiver.url("/lookup")}
+lookup_timeout = 0.5
+secret = {SECRET}
+outbox_dir = {tmp_path}/outbox
+"""))
+    instance = start_server(assistant)
+    try:
+        started = time.monotonic()
+        variables = turn(instance, tmp_path, "1700000501.1")
+        took = time.monotonic() - started
+    finally:
+        instance.shutdown()
+        instance.server_close()
+    assert variables["VOICEASSIST_STATUS"] == "ok" and took < 1.5
+    assert "ABOUT THE CALLER" not in json.loads(emulators["gemini"].requests[-1].body)["systemInstruction"]["parts"][0]["text"]

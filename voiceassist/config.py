@@ -257,6 +257,11 @@ class Webhooks:
     # An event not delivered by then goes to rejected/ in the outbox, with the reason.
     max_age_hours: float = setting(24.0, minimum=0.01, maximum=24 * 30)
     outbox_dir: str = setting("/var/spool/asterisk/voiceassist-outbox", pattern=r"/.*")
+    # Asked when a call starts (call.started, signed, answered at once): a JSON object of facts
+    # about the caller (name, account, notes) for the model; "": none.
+    lookup_url: str = setting("", pattern=r"(https?://[^\s/?#]+\S*)?")
+    # Seconds the lookup may take; past it the call goes on without the facts.
+    lookup_timeout: float = setting(0.8, minimum=0.1, maximum=5)
 
 
 # A transfer target as FreePBX writes destinations: context,extension,priority (the priority may be
@@ -680,7 +685,7 @@ def load_config(
         warnings += [f"unknown setting [{name}] {key} in {source} (ignored; a typo?)" for key in unknown]
     problems += _unknown_destinations(typed, source)
     webhooks = typed.get("webhooks")
-    if webhooks is not None and webhooks.urls and not webhooks.secret:
+    if webhooks is not None and (webhooks.urls or webhooks.lookup_url) and not webhooks.secret:
         problems.append(f"[webhooks] secret (in {source}) must be set when [webhooks] urls is: every request is signed")
     if problems:
         if strict:

@@ -28,13 +28,11 @@ GROUNDING = ("\n\nAnswer from these facts when they are relevant; if they do not
              "you do not know.\n\nFACTS:\n")
 
 
-MEMORY = "\n\nEARLIER CALLS FROM THIS CALLER (use them only if the caller refers to them):\n"
-
-
 def conversation_for(config: Config, history: Sequence[Exchange], question: str,
                      max_fact_chars: int | None = None, memory: str = "") -> Conversation:
     """The conversation for a model that takes at most ``max_fact_chars`` of facts (None: all);
-    ``memory``: what the caller's earlier calls were about (call.summary.recall)."""
+    ``memory``: what is known about the caller (their earlier calls, the business's records:
+    :mod:`.summary`), with its own headings."""
     system = config.llm.system_prompt
     facts = knowledge_text(config).strip()
     if facts and max_fact_chars is not None and len(facts) > max_fact_chars:
@@ -42,7 +40,7 @@ def conversation_for(config: Config, history: Sequence[Exchange], question: str,
     if facts:
         system += GROUNDING + facts
     if memory:
-        system += MEMORY + memory
+        system += "\n\n" + memory
     tools = tools_for(config) + tuple(tool.spec() for tool in configured_tools(config))
     return Conversation(system=system, history=tuple(history), question=question, tools=tools)
 

@@ -42,7 +42,7 @@ from ..types import CallInfo, Exchange, Stage, ToolCall, TurnRecord, TurnStatus
 from .actions import TRANSFER, Action, ActionKind
 from .keys import KeyAction, key_map
 from .assistant import Assistant
-from .call_events import announce
+from .call_events import CallerLookup, announce
 from .channel import CallLog
 from .listening import Heard, Utterance
 from .media import FRAME_SECONDS, MediaEventKind, MediaLeg
@@ -202,9 +202,13 @@ class LiveConversation:
         reason = EndReason.HANGUP
         if self.turns == 0:
             announce(self.assistant, "call.started", self.call)
-        self._memory = recall(self.assistant, self.call, self.log)
+        lookup = CallerLookup(self.assistant, self.call)
         try:
             self._play_prompt("live-greeting")
+            # While the greeting plays: what is known about the caller (the lookup waits at most
+            # [webhooks] lookup_timeout).
+            self._memory = "\n\n".join(part for part in (lookup.text(), recall(self.assistant, self.call, self.log))
+                                         if part)
             reason = self._loop()
         except Exception:  # a bug: the caller gets a goodbye, not a dead line
             logger.exception("[LIVE] %s unexpected error", self.call.uniqueid)

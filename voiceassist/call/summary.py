@@ -26,6 +26,7 @@ SUMMARY_INSTRUCTIONS = (
 # Seconds the summary may take (the caller has gone; the h extension waits for it).
 SUMMARY_SECONDS = 10.0
 MAX_SUMMARY_CHARS = 600
+MEMORY_HEADING = "EARLIER CALLS FROM THIS CALLER (use them only if the caller refers to them):\n"
 # Numbers that do not identify a caller (withheld, anonymous, unknown, or no digits at all).
 _NOT_A_CALLER = re.compile(r"(?i)(anonymous|unknown|restricted|private|withheld|unavailable|0+)?")
 
@@ -69,4 +70,4 @@ def recall(assistant: Assistant, call: CallInfo, log: CallLog) -> str:
     if not earlier:
         return ""
     log("MEMORY", f"{len(earlier)} earlier calls from this number")
-    return "\n".join(f"- {started:%Y-%m-%d}: {about}" for started, about in earlier)
+    return MEMORY_HEADING + "\n".join(f"- {started:%Y-%m-%d}: {about}" for started, about in earlier)

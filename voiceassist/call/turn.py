@@ -26,7 +26,7 @@ from ..logs import logger
 from ..text.speakable import speakable
 from ..types import CallState, Exchange, Stage, ToolCall, TurnRecord, TurnStatus
 from .assistant import Assistant
-from .call_events import announce
+from .call_events import FACTS_FILE, CallerLookup, announce
 from .channel import CallChannel, CallLog
 from .actions import TRANSFER, ActingReply, Action, decide
 from .keys import KeyAction, escape_keys, key_map
@@ -108,6 +108,8 @@ class Turn:
         self.stage = Stage.STT
         if self.turn_number == 1:
             announce(self.assistant, "call.started", self.call)
+        cache = Path(self.config.general.answer_dir) / _safe_name(self.call.uniqueid) / FACTS_FILE
+        self.lookup = CallerLookup(self.assistant, self.call, cache, ask=self.turn_number == 1)
         try:
             if self.config.problems:
                 raise ConfigError("the configuration has errors: " + "; ".join(self.config.problems))
@@ -202,13 +204,17 @@ class Turn:
     def _history(self) -> list[Exchange]:
         return call_history(self.assistant, self.call, self.log)
 
+    def _about_caller(self) -> str:
+        """What is known about the caller for the model: the business's facts, earlier calls."""
+        return "\n\n".join(part for part in (self.lookup.text(), recall(self.assistant, self.call, self.log)) if part)
+
     def _think(self, question: str) -> str:
         self.stage = Stage.LLM
         history = self._history()
         self._raise_if_gone()
         t0 = time.monotonic()
         pieces, self.record.llm_provider = open_reply(self.assistant, history, question, self._fallback_logger("LLM"),
-                                                      memory=recall(self.assistant, self.call, self.log))
+                                                      memory=self._about_caller())
         raw_reply = "".join(pieces)
         self._reply_ended(pieces)
         self.record.timings["llm"] = self._elapsed_ms(t0)
@@ -260,7 +266,7 @@ class Turn:
         t0 = time.monotonic()
 
         replies: list[ActingReply] = []
-        memory = recall(self.assistant, self.call, self.log)
+        memory = self._about_caller()
 
         def start_reply() -> Iterator[str]:  # in the worker: the caller's thread watches for a hang-up
             pieces, self.record.llm_provider = open_reply(self.assistant, history, question,

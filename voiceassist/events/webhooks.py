@@ -444,3 +444,35 @@ def _retry_after_seconds(value: str | None, now: float) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - now)
+
+
+# -- asking, not telling: the caller lookup --------------------------------------------------------
+MAX_LOOKUP_BYTES = 16 * 1024
+MAX_FACT_CHARS = 300
+
+
+def look_up(settings: Webhooks, event: Event) -> dict[str, str]:
+    """POST ``event`` (``call.started``) to ``[webhooks] lookup_url``, signed as every event, and
+    return the facts its JSON object answer gives ({} on any failure or after ``lookup_timeout``:
+    the call goes on without them). Values are cut to a few hundred characters each."""
+    if not settings.lookup_url or not settings.secret:
+        return {}
+    body = event.body()
+    request = urllib.request.Request(settings.lookup_url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "Accept": "application/json",
+        "User-Agent": f"voiceassist/{__version__}", "X-Voiceassist-Event": event.type,
+        "X-Voiceassist-Event-Id": event.id, "X-Voiceassist-Signature": sign(settings.secret, int(time.time()), body)})
+    try:
+        with urllib.request.build_opener(_NoRedirects).open(request, timeout=settings.lookup_timeout) as response:
+            answer = json.loads(response.read(MAX_LOOKUP_BYTES + 1)[:MAX_LOOKUP_BYTES])
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        logger.warning("[webhooks] caller lookup at %s gave nothing: %s", describe_url(settings.lookup_url),
+                       str(getattr(exc, "reason", None) or exc)[:200])
+        return {}
+    if not isinstance(answer, dict):
+        return {}
+    facts = {}
+    for key, value in list(answer.items())[:20]:
+        if isinstance(value, str | int | float | bool) and str(value).strip():
+            facts[str(key)[:40]] = " ".join(str(value).split())[:MAX_FACT_CHARS]
+    return facts
