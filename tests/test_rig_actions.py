@@ -17,6 +17,8 @@ from harness.helpers import rig_conf
 from harness.rig.asterisk import SHARED
 from harness.rig.calls import TARGET_TONE_HZ, make_question, make_target_tone, place_call, tone_seconds
 from harness.servers import FastAGIProcess
+from harness.webhook_receiver import Receiver
+from voiceassist.events.webhooks import verify
 from voiceassist.types import ToolCall
 
 DESTINATIONS = """
@@ -36,6 +38,7 @@ HOURS, HOURS_HZ = "What are your opening hours?", 2200
 PLUMBER, PLUMBER_HZ = "I need a plumber.", 2800
 REFUSAL = "Sorry, I can't do that. I can transfer you to reception, sales or busy line."
 LIVE_FASTAGI_PORT, LIVE_MEDIA_PORT = 4583, 4586
+WEBHOOK_SECRET = "whsec-rig-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -145,16 +148,41 @@ def test_a_message_goes_to_the_voicemail_box(rig, rig_config, emulators, questio
     assert "callerid=" in (inbox / "msg0000.txt").read_text() or list(inbox.glob("msg*.txt"))
 
 
-def test_a_message_recorded_by_us_is_transcribed_and_stored_with_the_call(rig, rig_config, emulators, questions):
-    rig_config(DESTINATIONS + "take_message = record\n")
-    call = place_call(rig, "1206", [questions["message"], questions["plumber"]], caller_number="5550106",
-                      listen=12)
-    call.wait()
-    row, turns = db_rows("5550106")
-    assert turns[0]["action"] == "message"
-    message = turns[1]
-    assert message["action"] == "left_message" and message["transcript"] == PLUMBER, message
-    assert message["recording_path"].endswith("/message.wav") and message["recording_ms"] > 1500
+def test_a_message_recorded_by_us_is_transcribed_stored_and_sent_to_the_webhook(rig, rig_config, emulators,
+                                                                                 questions):
+    receiver = Receiver()
+    try:
+        rig_config(DESTINATIONS + f"""take_message = record
+[webhooks]
+urls = {receiver.url()}
+secret = {WEBHOOK_SECRET}
+outbox_dir = {SHARED}/outbox
+""")
+        call = place_call(rig, "1206", [questions["message"], questions["plumber"]], caller_number="5550106",
+                          listen=12)
+        call.wait()
+        row, turns = db_rows("5550106")
+        assert turns[0]["action"] == "message"
+        message = turns[1]
+        assert message["action"] == "left_message" and message["transcript"] == PLUMBER, message
+        assert message["recording_path"].endswith("/message.wav") and message["recording_ms"] > 1500
+        # the call's events, posted by the h extension's AGI once the caller had gone
+        deadline = time.monotonic() + 15
+        while "call.ended" not in [r.event["type"] for r in receiver.received] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        events = [r.event for r in receiver.received]
+        assert [e["type"] for e in events] == ["call.started", "turn.completed", "turn.completed", "message.taken",
+                                               "call.ended"]
+        assert all(verify(WEBHOOK_SECRET, r.headers["X-Voiceassist-Signature"], r.body, time.time())
+                   for r in receiver.received)
+        taken = events[3]["data"]
+        assert taken["via"] == "record" and taken["transcript"] == PLUMBER
+        assert taken["call"]["caller_number"] == "5550106"
+        # A Local channel sends no frames while the caller is quiet, so Record's silence never ends
+        # the message here: the caller's hang-up does, the usual way on a real phone too.
+        assert events[4]["data"]["state"] == "message"
+    finally:
+        receiver.stop()
 
 
 # -- keys on the phone (the AGI flow: STREAM FILE's escape digits, ControlPlayback in the dialplan) --------
