@@ -16,7 +16,7 @@ import time
 import pytest
 
 from harness.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
-from harness.helpers import config_for
+from harness.helpers import config_for, voiceassist_log
 from harness.webhook_receiver import Receiver
 from voiceassist.asterisk.fastagi import FastAGIServer
 from voiceassist.call.assistant import Assistant
@@ -214,3 +214,80 @@ outbox_dir = {tmp_path}/outbox
         instance.server_close()
     assert variables["VOICEASSIST_STATUS"] == "ok" and took < 1.5
     assert "ABOUT THE CALLER" not in json.loads(emulators["gemini"].requests[-1].body)["systemInstruction"]["parts"][0]["text"]
+
+
+# -- e-mail through the local mail server ---------------------------------------------------------------
+@pytest.fixture
+def smtp():
+    from harness.smtp_sink import SmtpSink
+
+    sink = SmtpSink()
+    yield sink
+    sink.close()
+
+
+def mail_server(emulators, tmp_path, smtp, send: str) -> FastAGIServer:
+    return start_server(Assistant(config_for(emulators, tmp_path, extra=f"""
+[general]
+call_summary = yes
+[actions]
+take_message = record
+[email]
+to = office@example.com, boss@example.com
+send = {send}
+smtp_host = 127.0.0.1
+smtp_port = {smtp.port}
+""")))
+
+
+def test_a_message_the_caller_left_is_mailed_with_its_transcript(emulators, tmp_path, smtp):
+    instance = mail_server(emulators, tmp_path, smtp, "messages")
+    try:
+        emulators["speech"].default_transcript = "Please call me back about the invoice."
+        recording = call_recording(tmp_path / "spool/voiceassist", "1700000600.1", 9)
+        message = recording.with_name("message.wav")
+        recording.rename(message)
+        FakeAsterisk(instance.server_address[1], fastagi_env(
+            "voiceassist", "1700000600.1", ["message", str(message), "1", "8008", "1700000600.1"],
+            callerid="5550100")).run()
+        emulators["gemini"].reply = lambda body: "The caller left a message about an invoice."
+        hang_up(instance, "1700000600.1", "done", 1)
+    finally:
+        instance.shutdown()
+        instance.server_close()
+    (mail,) = smtp.mails
+    assert mail.recipients == ["office@example.com", "boss@example.com"]
+    assert mail.message["Subject"] == "[voiceassist] Message from Alice <5550100>"
+    body = mail.message.get_content()
+    assert "Please call me back about the invoice." in body and str(message) in body
+    assert "The caller left a message about an invoice." in body
+
+
+def test_only_calls_with_a_message_are_mailed_unless_all_are_asked_for(emulators, tmp_path, smtp):
+    for send, expected in (("messages", 0), ("all", 1)):
+        instance = mail_server(emulators, tmp_path / send, smtp, send)
+        try:
+            emulators["gemini"].reply = lambda body: "Answer."
+            turn(instance, tmp_path / send, f"1700000700.{expected}")
+            hang_up(instance, f"1700000700.{expected}", "done", 1)
+        finally:
+            instance.shutdown()
+            instance.server_close()
+        assert len(smtp.mails) == expected, send
+    assert smtp.mails[0].message["Subject"].startswith("[voiceassist] Call from")
+    assert "The conversation:" in smtp.mails[0].message.get_content()
+
+
+def test_a_mail_server_that_is_down_is_logged_and_the_call_end_is_still_stored(emulators, tmp_path, smtp):
+    smtp.close()
+    instance = mail_server(emulators, tmp_path, smtp, "all")
+    try:
+        turn(instance, tmp_path, "1700000800.1")
+        with voiceassist_log() as log:
+            hang_up(instance, "1700000800.1", "done", 1)
+    finally:
+        instance.shutdown()
+        instance.server_close()
+    with sqlite3.connect(tmp_path / "voiceassist.db") as db:
+        assert db.execute("SELECT end_state FROM voiceassist_calls").fetchone()[0] == "done"
+    assert "[MAIL] 1700000800.1 not sent to office@example.com, boss@example.com" in log()

@@ -217,6 +217,21 @@ class Live:
 
 
 @dataclass(frozen=True)
+class Email:
+    """E-mail about calls through the local mail server (``voiceassist.call.mail``)."""
+
+    # Who gets them (comma-separated); none: no e-mail.
+    to: tuple[str, ...] = setting((), pattern=r"[^@\s,<>]+@[^@\s,<>]+")
+    sender: str = setting("voiceassist@localhost", pattern=r"[^@\s,<>]+@[^@\s,<>]+")
+    # messages: when the caller left one; all: every call (with its summary and conversation).
+    send: str = setting("messages", choices=("messages", "all"))
+    smtp_host: str = setting("localhost", pattern=r"[0-9A-Za-z.:_-]+")
+    smtp_port: int = setting(25, minimum=1, maximum=65535)
+    timeout: float = seconds(10.0)
+    subject_prefix: str = "[voiceassist]"
+
+
+@dataclass(frozen=True)
 class Memory:
     """Callers remembered (opt-in): what a caller's earlier calls were about is given to the model,
     found by caller number. Withheld and anonymous numbers are never matched."""
@@ -343,7 +358,7 @@ class Destinations:
 CORE_SECTIONS: dict[str, type] = {
     "general": General, "stt": ProviderChoice, "llm": LLMChoice, "tts": ProviderChoice, "audio": Audio,
     "database": Database, "privacy": Privacy, "fastagi": FastAGI, "live": Live, "actions": Actions,
-    "destinations": Destinations, "tools": Tools, "webhooks": Webhooks, "memory": Memory,
+    "destinations": Destinations, "tools": Tools, "webhooks": Webhooks, "memory": Memory, "email": Email,
     "logging": Logging,
 }
 
@@ -571,6 +586,10 @@ class Config:
     @property
     def webhooks(self) -> Webhooks:
         return self.typed["webhooks"]  # type: ignore[no-any-return]
+
+    @property
+    def email(self) -> Email:
+        return self.typed["email"]  # type: ignore[no-any-return]
 
     @property
     def memory(self) -> Memory:

@@ -14,6 +14,7 @@ from ..types import CallInfo, CallState, Recording, TurnRecord, TurnStatus
 from .assistant import Assistant
 from .call_events import announce
 from .channel import CallChannel, CallLog
+from .mail import mail_about_call
 from .messages import store_message
 from .summary import summarize
 from .requests import HangupRequest
@@ -56,6 +57,8 @@ def announce_end(assistant: Assistant, call: CallInfo, state: str, turns: int, r
             except Exception as exc:
                 log("SUMMARY", f"summary NOT stored: {exc}", logging.WARNING)
     announce(assistant, "call.ended", call, state=state, turns=turns, summary=summary)
+    mailbox = request.target if request is not None and request.target_name == "voicemail" else ""
+    mail_about_call(assistant, call, state, summary, mailbox, log)
 
 
 def end_call(channel: CallChannel | None, assistant: Assistant, request: HangupRequest) -> None:
