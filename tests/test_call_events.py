@@ -291,3 +291,11 @@ def test_a_mail_server_that_is_down_is_logged_and_the_call_end_is_still_stored(e
     with sqlite3.connect(tmp_path / "voiceassist.db") as db:
         assert db.execute("SELECT end_state FROM voiceassist_calls").fetchone()[0] == "done"
     assert "[MAIL] 1700000800.1 not sent to office@example.com, boss@example.com" in log()
+
+
+def test_a_message_left_in_voicemail_is_told(server, assistant, emulators, receiver, tmp_path):
+    turn(server, tmp_path, "1700000900.1")
+    hang_up(server, "1700000900.1", "message", 1, target=("voicemail", "100@default"))
+    events = delivered(assistant, receiver)
+    taken = next(e for e in events if e["type"] == "message.taken")
+    assert taken["data"]["via"] == "voicemail" and taken["data"]["mailbox"] == "100@default"

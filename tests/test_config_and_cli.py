@@ -229,7 +229,8 @@ def test_the_config_template_documents_every_setting_and_nothing_else():
     import string
     import tempfile
 
-    text = string.Template(template).substitute(answer_dir="/tmp/a", spool_dir="/tmp/s", config_dir="/etc/voiceassist",
+    text = string.Template(template).substitute(answer_dir="/tmp/a", spool_dir="/tmp/s", outbox_dir="/tmp/o",
+                                                 config_dir="/etc/voiceassist",
                                                  database_url="sqlite:////tmp/va.db", log_file="")
     with tempfile.NamedTemporaryFile("w", suffix=".conf") as handle:
         handle.write(text)

@@ -108,3 +108,16 @@ def test_the_model_transferring_ends_the_conversation_with_the_action(emulators,
     assert end - start == pytest.approx(emulators["tts"].seconds, abs=0.06)  # heard all of it first
     (turn,) = stored_turns(assistant)
     assert turn["transcript"] == QUESTION and turn["action"] == "transfer" and turn["llm_provider"] == "gemini"
+
+
+def test_other_keys_are_told_to_the_model_when_asked(emulators, speech_grpc, tmp_path):
+    emulators["gemini"].reply = lambda body: "Option three: our opening hours."
+    assistant = live_assistant(emulators, speech_grpc, tmp_path, ACTIONS + "keys_to_model = yes\n")
+    leg = PhoneLeg(RATE)
+    leg.press("3", at=GREETING_S + 0.5)
+    leg.hang_up_at(GREETING_S + 4.0)
+    converse(assistant, leg)
+    (turn,) = stored_turns(assistant)
+    assert turn["transcript"] == "(The caller pressed 3 on the phone's keypad.)"
+    assert turn["reply"] == "Option three: our opening hours." and turn["llm_provider"] == "gemini"
+    assert tone_spans(leg.heard_pcm(), RATE, tone_for("Option three: our opening hours."))

@@ -314,6 +314,9 @@ class Actions:
     key_operator: str = setting("0", pattern=r"[0-9*#]?")
     key_repeat: str = setting("*", pattern=r"[0-9*#]?")
     key_skip: str = setting("#", pattern=r"[0-9*#]?")
+    # A real-time call: other keys are told to the model ("the caller pressed 3"), e.g. for a menu
+    # the system prompt describes.
+    keys_to_model: bool = False
 
 
 @dataclass(frozen=True)

@@ -469,7 +469,7 @@ class Installer:
     # What install manages, and so all uninstall may ever remove.
     def data_directories(self) -> list[Path]:
         return [self.paths.spool / "voiceassist", self.paths.spool / "voiceassist-spool",
-                self.paths.var_lib / "voiceassist"]
+                self.paths.spool / "voiceassist-outbox", self.paths.var_lib / "voiceassist"]
 
     def prompts(self) -> list[Path]:
         return sorted(shipped_file("sounds").glob("*.ulaw"))
@@ -505,7 +505,8 @@ class Installer:
     def writable_paths(self) -> list[Path]:
         """What the FastAGI server writes, as the config says: answers, spool, SQLite database, log."""
         general, database = self.config.section("general"), self.config.section("database")
-        paths = [Path(general.get("answer_dir")), Path(database.get("spool_dir"))]
+        paths = [Path(general.get("answer_dir")), Path(database.get("spool_dir")),
+                 Path(self.config.section("webhooks").get("outbox_dir"))]
         url = database.get("url")
         if url.startswith("sqlite:///"):
             paths.append(Path(url[len("sqlite:///"):].split("?")[0]).parent)
@@ -702,6 +703,7 @@ class Installer:
         return template.substitute(
             answer_dir=self.paths.spool / "voiceassist",
             spool_dir=self.paths.spool / "voiceassist-spool",
+            outbox_dir=self.paths.spool / "voiceassist-outbox",
             database_url=f"sqlite:///{self.paths.var_lib / 'voiceassist' / 'voiceassist.db'}",
             log_file=self.log_file,
             config_dir=CONFIG_DIR)

@@ -558,7 +558,11 @@ class LiveConversation:
         now = time.monotonic()
         what = self._keys.get(digit)
         self.log("LIVE", f"key {digit!r} pressed: {what or 'nothing to do'}")
-        if what is None or self._ending is not None:
+        if self._ending is not None:
+            return
+        if what is None:
+            if self.assistant.config.actions.keys_to_model and digit in "0123456789*#":
+                self._told_to_model(digit, now)
             return
         answering = self._answering
         answer_playing = bool(answering and answering.heard is not None and not answering.answer.held
@@ -589,6 +593,16 @@ class LiveConversation:
         self._pending = None
         pressed = f"[key {digit}]"
         answering = self._start_answer(pressed, None, now, held=False, scripted=scripted)
+        answering.heard = Heard(pressed, None, "keys", b"", now)
+        answering.speech_ended = now
+        answering.record.transcript = pressed
+
+    def _told_to_model(self, digit: str, now: float) -> None:
+        """A key the model is told about, as a question of its own ([actions] keys_to_model)."""
+        self._interrupt_for_goodbye(now)
+        self._prompt_mark = ""
+        pressed = f"(The caller pressed {digit} on the phone's keypad.)"
+        answering = self._start_answer(pressed, None, now, held=False)
         answering.heard = Heard(pressed, None, "keys", b"", now)
         answering.speech_ended = now
         answering.record.transcript = pressed
