@@ -70,6 +70,21 @@ level = DEBUG
 """
 
 
+def streaming_providers(speech_endpoint: str) -> str:
+    """Config lines for a real-time call's providers: Google's streaming recogniser (its gRPC
+    emulator at ``speech_endpoint``), Gemini, OpenAI speech."""
+    return f"""
+[stt]
+provider = google_speech
+[llm]
+provider = gemini
+[tts]
+provider = openai_tts
+[google_speech]
+endpoint = {speech_endpoint}
+"""
+
+
 def config_for(emulators: dict, data_dir: Path, extra: str = "") -> Config:
     path = data_dir / "voiceassist.conf"
     data_dir.mkdir(parents=True, exist_ok=True)

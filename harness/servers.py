@@ -1,10 +1,17 @@
-"""A ``voiceassist serve`` process, started and stopped as an admin (or systemd) would."""
+"""FastAGI servers for the tests: a ``voiceassist serve`` process, started and stopped as an admin
+(or systemd) would, or a server inside the test's own process."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from voiceassist.asterisk.fastagi import FastAGIServer
+from voiceassist.call.assistant import Assistant
 
 FASTAGI_PORT = 4573  # the port in extensions_custom.conf's FastAGI variant
 
@@ -41,3 +48,15 @@ class FastAGIProcess:
             out, _ = self.process.communicate()
         self.output.append(out)
         return self.process.returncode
+
+
+@contextmanager
+def in_process_fastagi(assistant: Assistant, max_calls: int = 4) -> Iterator[FastAGIServer]:
+    """A FastAGI server in this process on a free loopback port (for a byte-level fake Asterisk)."""
+    server = FastAGIServer(("127.0.0.1", 0), assistant, max_calls=max_calls, read_timeout=10)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

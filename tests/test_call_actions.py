@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 
 import pytest
 
 from harness.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
 from harness.helpers import config_for, voiceassist_log
+from harness.servers import in_process_fastagi
 from voiceassist import providers
-from voiceassist.asterisk.fastagi import FastAGIServer
 from voiceassist.call.actions import ActionKind, decide, match_intent, tools_for
 from voiceassist.call.assistant import Assistant
 from voiceassist.config import load_config
@@ -164,13 +163,8 @@ def test_gemini_text_replies_still_stream_when_tools_are_offered(emulators, tmp_
 @pytest.fixture
 def server(emulators, tmp_path, request):
     extra = DESTINATIONS + "fallback = reception\n" + getattr(request, "param", "")
-    assistant = Assistant(config_for(emulators, tmp_path, extra=extra))
-    instance = FastAGIServer(("127.0.0.1", 0), assistant, max_calls=2, read_timeout=10)
-    thread = threading.Thread(target=instance.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield instance
-    instance.shutdown()
-    instance.server_close()
+    with in_process_fastagi(Assistant(config_for(emulators, tmp_path, extra=extra))) as instance:
+        yield instance
 
 
 def run_turn(server, tmp_path, uniqueid="1700000000.7"):

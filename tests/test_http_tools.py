@@ -17,7 +17,7 @@ import pytest
 
 from harness.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
 from harness.helpers import config_for
-from voiceassist.asterisk.fastagi import FastAGIServer
+from harness.servers import in_process_fastagi
 from voiceassist.call.assistant import Assistant
 from voiceassist.call.tools import read_tools, run_tool
 from voiceassist.errors import ConfigError
@@ -182,11 +182,8 @@ def server(emulators, tmp_path, shop, monkeypatch):
     monkeypatch.setenv("SHOP_TOKEN", "tok-123")
     path = tools_file(tmp_path, [order_tool(shop)])
     assistant = Assistant(config_for(emulators, tmp_path, extra=f"[tools]\nfile = {path}\nmax_calls_per_turn = 2\n"))
-    instance = FastAGIServer(("127.0.0.1", 0), assistant, max_calls=2, read_timeout=10)
-    threading.Thread(target=instance.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield instance
-    instance.shutdown()
-    instance.server_close()
+    with in_process_fastagi(assistant) as instance:
+        yield instance
 
 
 def run_turn(server, tmp_path, uniqueid="1700000000.9"):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from harness.emulators.openai_api import tone_for
-from harness.helpers import config_for
+from harness.helpers import config_for, streaming_providers
 from harness.phone_leg import PhoneLeg
 from harness.speech import speech_end_seconds, spoken_question, tone_spans
 from voiceassist.audio.prompts import PromptSounds
@@ -41,15 +41,7 @@ def questions(tmp_path_factory) -> dict[str, bytes]:
 def live_assistant(emulators, speech_grpc, tmp_path, extra: str = "") -> Assistant:
     speech_grpc.transcripts[MARKER_HZ] = QUESTION
     speech_grpc.transcripts[SECOND_MARKER_HZ] = SECOND_QUESTION
-    config = config_for(emulators, tmp_path, extra=f"""
-[stt]
-provider = google_speech
-[llm]
-provider = gemini
-[tts]
-provider = openai_tts
-[google_speech]
-endpoint = {speech_grpc.endpoint}
+    config = config_for(emulators, tmp_path, extra=f"""{streaming_providers(speech_grpc.endpoint)}
 [live]
 still_there_after = 4
 goodbye_after = 3

@@ -6,16 +6,16 @@ the real-time conversation over AudioSocket."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import wave
 
 import pytest
 
 from harness.emulators.openai_api import tone_for
-from harness.helpers import rig_conf
+from harness.helpers import rig_conf, streaming_providers
 from harness.rig.asterisk import SHARED
-from harness.rig.calls import TARGET_TONE_HZ, make_question, make_target_tone, place_call, tone_seconds
+from harness.rig.calls import (TARGET_TONE_HZ, make_question, make_target_tone, place_call, stored_call,
+                               tone_seconds)
 from harness.servers import FastAGIProcess
 from harness.webhook_receiver import Receiver
 from voiceassist.events.webhooks import verify
@@ -60,18 +60,7 @@ def _transcripts(emulators):
 
 
 def db_rows(caller_number: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while True:
-        with sqlite3.connect(SHARED / "voiceassist.db") as db:
-            db.row_factory = sqlite3.Row
-            call = db.execute("SELECT * FROM voiceassist_calls WHERE caller_number = ?", (caller_number,)).fetchone()
-            turns = [] if call is None else [dict(r) for r in db.execute(
-                "SELECT * FROM voiceassist_turns WHERE call_id = ? ORDER BY turn_number", (call["id"],))]
-        if call is not None and call["ended_at"]:
-            return dict(call), turns
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no ended call for caller {caller_number}: {call and dict(call)}")
-        time.sleep(0.2)
+    return stored_call(caller_number, timeout=timeout)
 
 
 def heard(call, text: str) -> float:
@@ -224,15 +213,7 @@ def test_star_during_anything_else_says_the_last_answer_again(rig, rig_config, e
 @pytest.fixture(scope="module")
 def live_server(rig, emulators, speech_grpc, fastagi):
     path = SHARED / "live-actions.conf"
-    path.write_text(rig_conf(emulators, extra=f"""
-[stt]
-provider = google_speech
-[llm]
-provider = gemini
-[tts]
-provider = openai_tts
-[google_speech]
-endpoint = {speech_grpc.endpoint}
+    path.write_text(rig_conf(emulators, extra=f"""{streaming_providers(speech_grpc.endpoint)}
 [live]
 transport = audiosocket
 audiosocket_port = {LIVE_MEDIA_PORT}

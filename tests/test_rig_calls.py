@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import base64
 import re
-import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 
 from harness.emulators.openai_api import tone_for
 from harness.rig.asterisk import SHARED
-from harness.rig.calls import make_question, place_call, tone_seconds
+from harness.rig.calls import make_question, place_call, stored_call, tone_seconds
 
 OPENING_HOURS = "What are your opening hours?"
 SUNDAY = "Are you open on Sunday?"
@@ -36,21 +34,7 @@ def _transcripts(emulators):
 
 
 def db_rows(caller_number: str, wait_for_end: bool = True, timeout: float = 20):
-    """The call and its turns for a caller number, once the call row has ended_at (h extension ran)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with sqlite3.connect(SHARED / "voiceassist.db") as db:
-            db.row_factory = sqlite3.Row
-            call = db.execute("SELECT * FROM voiceassist_calls WHERE caller_number = ?", (caller_number,)).fetchone()
-            turns = []
-            if call is not None:
-                turns = [dict(r) for r in db.execute(
-                    "SELECT * FROM voiceassist_turns WHERE call_id = ? ORDER BY turn_number", (call["id"],))]
-        if call is not None and (call["ended_at"] or not wait_for_end):
-            return dict(call), turns
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no ended call for caller {caller_number}: {call and dict(call)}")
-        time.sleep(0.2)
+    return stored_call(caller_number, wait_for_end=wait_for_end, timeout=timeout)
 
 
 def answer_heard(call, reply: str) -> float:

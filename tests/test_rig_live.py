@@ -6,7 +6,6 @@ stream, Gemini and OpenAI speech are the real SDKs against the emulators."""
 from __future__ import annotations
 
 import socket
-import sqlite3
 import time
 import uuid
 import wave
@@ -16,9 +15,9 @@ import pytest
 
 from harness.emulators import Fail
 from harness.emulators.openai_api import tone_for
-from harness.helpers import rig_conf
+from harness.helpers import rig_conf, streaming_providers
 from harness.rig.asterisk import SHARED
-from harness.rig.calls import CALLS_DIR, QUESTIONS_DIR, make_question, place_call, tone_seconds
+from harness.rig.calls import CALLS_DIR, QUESTIONS_DIR, make_question, place_call, stored_call, tone_seconds
 from harness.servers import FastAGIProcess
 from harness.speech import tone_spans
 
@@ -71,15 +70,7 @@ def live_servers(rig, emulators, speech_grpc):
     try:
         for transport, (_, port, live) in TRANSPORTS.items():
             path = SHARED / f"live-{transport}.conf"
-            path.write_text(rig_conf(emulators, extra=f"""
-[stt]
-provider = google_speech
-[llm]
-provider = gemini
-[tts]
-provider = openai_tts
-[google_speech]
-endpoint = {speech_grpc.endpoint}
+            path.write_text(rig_conf(emulators, extra=f"""{streaming_providers(speech_grpc.endpoint)}
 [live]
 {live}still_there_after = 6
 goodbye_after = 4
@@ -97,19 +88,7 @@ def _transcripts(speech_grpc):
 
 
 def db_rows(caller_number: str, timeout: float = 30):
-    """The call and its turns, once the route has stored the call's end."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with sqlite3.connect(SHARED / "voiceassist.db") as db:
-            db.row_factory = sqlite3.Row
-            call = db.execute("SELECT * FROM voiceassist_calls WHERE caller_number = ?", (caller_number,)).fetchone()
-            turns = [] if call is None else [dict(r) for r in db.execute(
-                "SELECT * FROM voiceassist_turns WHERE call_id = ? ORDER BY turn_number", (call["id"],))]
-        if call is not None and call["ended_at"]:
-            return dict(call), turns
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no ended call for caller {caller_number}: {call and dict(call)}")
-        time.sleep(0.2)
+    return stored_call(caller_number, timeout=timeout)
 
 
 def mixed(call) -> tuple[bytes, int]:

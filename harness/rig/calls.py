@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import sqlite3
 import subprocess
 import time
 import wave
@@ -241,3 +242,20 @@ def tone_seconds(path: Path, frequency: float) -> float:
         if spectrum[max(0, index - 2): index + 3].sum() / total > 0.6:
             found += 1
     return found * window / rate
+
+
+def stored_call(caller_number: str, *, wait_for_end: bool = True, timeout: float = 30) -> tuple[dict, list[dict]]:
+    """The rig database's call from ``caller_number`` and its turns, once its end is stored (the
+    h extension ran, or the real-time route stored it), or at once with ``wait_for_end=False``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with sqlite3.connect(SHARED / "voiceassist.db") as db:
+            db.row_factory = sqlite3.Row
+            call = db.execute("SELECT * FROM voiceassist_calls WHERE caller_number = ?", (caller_number,)).fetchone()
+            turns = [] if call is None else [dict(r) for r in db.execute(
+                "SELECT * FROM voiceassist_turns WHERE call_id = ? ORDER BY turn_number", (call["id"],))]
+        if call is not None and (call["ended_at"] or not wait_for_end):
+            return dict(call), turns
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no ended call for caller {caller_number}: {call and dict(call)}")
+        time.sleep(0.2)
