@@ -17,6 +17,7 @@ import pytest
 
 from harness.fake_asterisk import FakeAsterisk, call_recording, fastagi_env
 from harness.helpers import config_for, voiceassist_log
+from harness.servers import in_process_fastagi
 from harness.webhook_receiver import Receiver
 from voiceassist.asterisk.fastagi import FastAGIServer
 from voiceassist.call.assistant import Assistant
@@ -299,3 +300,14 @@ def test_a_message_left_in_voicemail_is_told(server, assistant, emulators, recei
     events = delivered(assistant, receiver)
     taken = next(e for e in events if e["type"] == "message.taken")
     assert taken["data"]["via"] == "voicemail" and taken["data"]["mailbox"] == "100@default"
+
+
+def test_a_summary_is_redacted_as_the_turns_are(emulators, tmp_path):
+    assistant = Assistant(config_for(emulators, tmp_path, extra="[general]\ncall_summary = yes\n[privacy]\nredact = phone\n"))
+    with in_process_fastagi(assistant) as instance:
+        turn(instance, tmp_path, "1700001100.1")
+        emulators["gemini"].reply = lambda body: "Bob wants a call back on 0171 555 0199 about a leak."
+        hang_up(instance, "1700001100.1", "done", 1)
+    with sqlite3.connect(tmp_path / "voiceassist.db") as db:
+        summary = db.execute("SELECT summary FROM voiceassist_calls").fetchone()[0]
+    assert "555 0199" not in summary and "about a leak" in summary

@@ -119,6 +119,8 @@ def print_call(call: dict[str, Any], turns: Sequence[dict[str, Any]], out: IO[st
     out.write(f"caller {caller or '-'}  extension {call.get('extension') or '-'}\n")
     out.write(f"started {local_time(call['started_at'])}  ended {local_time(call.get('ended_at')) or '-'}"
               f"  ({call.get('end_state') or 'no end recorded'})\n")
+    if call.get("summary"):
+        out.write(f"summary {_one_line(printable(call['summary']))}\n")
     for turn in turns:
         out.write(f"\nturn {turn['turn_number']}  {turn['status']}  at {local_time(turn['started_at'])}\n")
         if turn.get("transcript"):

@@ -53,7 +53,9 @@ def announce_end(assistant: Assistant, call: CallInfo, state: str, turns: int, r
         summary = summarize(assistant, call, exchanges, log)
         if summary:
             try:
-                assistant.journal().store().set_summary(call.uniqueid, summary)
+                journal = assistant.journal()
+                summary = journal.redact(summary) or None  # [privacy] redact, as for the turns
+                journal.store().set_summary(call.uniqueid, summary or "")
             except Exception as exc:
                 log("SUMMARY", f"summary NOT stored: {exc}", logging.WARNING)
     announce(assistant, "call.ended", call, state=state, turns=turns, summary=summary)
