@@ -31,8 +31,22 @@ def config(emulators, tmp_path):
     return config_for(emulators, tmp_path)
 
 
+_made: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_providers():
+    """Each test's providers release their connections when it ends (not whenever the garbage
+    collector finds them, inside some later test)."""
+    yield
+    while _made:
+        _made.pop().close()
+
+
 def make(capability: str, name: str, config):
-    return providers.create_named(capability, name, config)
+    provider = providers.create_named(capability, name, config)
+    _made.append(provider)
+    return provider
 
 
 def dominant_hz(mulaw: bytes) -> float:

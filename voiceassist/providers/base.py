@@ -79,6 +79,10 @@ class Provider(Generic[S]):
         """Import the SDK and create its client (errors: ProviderNotInstalled, ProviderAuthError,
         ConfigError, each naming what to install or set)."""
 
+    def close(self) -> None:
+        """Release the client's connections (a provider lives as long as its process; this is for
+        code that makes one for a while, such as ``doctor`` and tests)."""
+
     @property
     def language(self) -> str:
         """The language it hears or speaks: its own ``language`` setting, else the call's."""

@@ -52,6 +52,9 @@ class OpenAIProvider(Provider[C]):
         self._client = openai_client(self.name, self.settings.api_key, self.settings.base_url,
                                      timeout=self.settings.timeout)
 
+    def close(self) -> None:
+        self._client.close()
+
 
 def openai_client(provider: str, api_key: str, base_url: str, *, timeout: float) -> Any:
     """An ``openai.OpenAI`` for ``provider``.
