@@ -20,6 +20,7 @@ class Capability(enum.StrEnum):
     STT = "stt"
     LLM = "llm"
     TTS = "tts"
+    ENGINE = "engine"  # a real-time call's whole conversation (a speech-to-speech model, an AI server)
 
 
 class Stage(enum.StrEnum):
@@ -190,3 +191,22 @@ class TurnRecord:
     timings: dict[str, int] = field(default_factory=dict)
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     finished_at: dt.datetime | None = None
+
+
+class EngineEventKind(enum.StrEnum):
+    """What a conversation engine (``[live] engine``) tells the call."""
+
+    AUDIO = "audio"                  # the assistant's speech: 8 kHz μ-law
+    CALLER_SAID = "caller_said"      # the engine's transcript of the caller
+    ASSISTANT_SAID = "assistant_said"  # the engine's transcript of its own answer
+    SPEECH_STARTED = "speech_started"  # the caller started talking (over the answer: barge-in)
+    DONE = "done"                    # the answer is complete
+    ERROR = "error"                  # ``fatal``: the engine cannot go on (the cascade takes over)
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    kind: EngineEventKind
+    audio: bytes = b""
+    text: str = ""
+    fatal: bool = False

@@ -37,6 +37,7 @@ from ..call.assistant import Assistant
 from ..call.channel import CallLog
 from ..call.ending import announce_end
 from ..call.media import MediaLeg
+from ..call.engine_conversation import EngineConversation, engine_for
 from ..call.realtime import EndReason, LiveConversation, LiveOutcome
 from ..errors import AGIError, ConfigError, RequestError
 from ..logs import logger
@@ -86,6 +87,8 @@ class LiveCalls:
         self._slots = threading.BoundedSemaphore(self.settings.max_calls)
         self._prompts: dict[str, PromptSounds] = {}
         self.server: MediaServer | None = None
+        # [live] engine, made once (its SDK client serves every call); None: the cascade.
+        self.engine = engine_for(assistant)
 
     # -- the media server ---------------------------------------------------------------------------
     @property
@@ -162,15 +165,20 @@ class LiveCalls:
         if getattr(leg, "rate_from_control", False):
             # AudioSocket says its rate only with the first audio frame: the one the route asked for.
             leg.sample_rate = live.sample_rate
-        conversation = LiveConversation(leg, self.assistant, live.call, self.prompts_for(live),
-                                        turns_before=live.turns_before)
+        conversation: LiveConversation | EngineConversation
+        if self.engine is not None:
+            conversation = EngineConversation(leg, self.assistant, live.call, self.prompts_for(live), self.engine,
+                                              turns_before=live.turns_before)
+        else:
+            conversation = LiveConversation(leg, self.assistant, live.call, self.prompts_for(live),
+                                            turns_before=live.turns_before)
         thread = threading.Thread(target=self._converse, args=(conversation, live), daemon=True,
                                   name=f"voiceassist-live-{live.call.uniqueid}")
         live.thread = thread
         thread.start()
         return True
 
-    def _converse(self, conversation: LiveConversation, live: _LiveCall) -> None:
+    def _converse(self, conversation: LiveConversation | EngineConversation, live: _LiveCall) -> None:
         try:
             live.outcome = conversation.run()
         finally:
@@ -211,7 +219,8 @@ def serve_live(session: AGISession, assistant: Assistant, live: LiveCalls | None
 
 def _converse(session: AGISession, assistant: Assistant, live: LiveCalls, call: CallInfo, turns_before: int) -> None:
     settings = live.settings
-    wideband = settings.wideband and is_wideband(session.variable("CHANNEL(audionativeformat)") or "")
+    # The conversation engines speak 8 kHz μ-law: a wideband leg would only be resampled for them.
+    wideband = settings.wideband and live.engine is None and is_wideband(session.variable("CHANNEL(audionativeformat)") or "")
     # Prompts from Asterisk's own sounds directory (when it is on this machine), else ours.
     call_id = live.announce(call, session.variable("ASTDATADIR") or "", 16000 if wideband else 8000, turns_before)
     try:

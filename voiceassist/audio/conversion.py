@@ -104,6 +104,23 @@ def ulaw_to_pcm(ulaw: bytes, rate: int, sample_rate: int) -> bytes:
     return _resampled(_audioop().ulaw2lin(ulaw, 2), rate, sample_rate, 0.0)
 
 
+class UlawEncoder:
+    """The caller's 16-bit PCM at ``rate``, frame by frame, as 8 kHz μ-law (a conversation engine's
+    input); wideband audio is brought down to 8 kHz with the converter's state kept between frames,
+    so that frame edges leave no clicks."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._state: Any = None
+        self._audioop = _audioop()
+
+    def encode(self, pcm: bytes) -> bytes:
+        pcm = pcm[: len(pcm) // 2 * 2]
+        if self.rate != 8000:
+            pcm, self._state = self._audioop.ratecv(pcm, 2, 1, self.rate, 8000, self._state)
+        return bytes(self._audioop.lin2ulaw(pcm, 2))
+
+
 def _audioop() -> Any:
     import warnings
 

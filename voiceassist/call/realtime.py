@@ -98,6 +98,20 @@ class LiveOutcome:
 
 
 @dataclass(frozen=True)
+class TakeOver:
+    """What a conversation engine that failed mid-call leaves the cascade: the call so far, what
+    is known of the caller, and the question it did not answer (empty: none)."""
+
+    engine: str
+    history: tuple[Exchange, ...] = ()
+    memory: str = ""
+    question: str = ""
+    # The caller's audio of that question when the engine never said what it heard (PCM at the
+    # leg's rate): the cascade's recogniser hears it instead.
+    audio: bytes = b""
+
+
+@dataclass(frozen=True)
 class LiveSettings:
     """The ``[live]`` settings a conversation uses, in the audio layer's terms."""
 
@@ -131,7 +145,7 @@ class _Answering:
     filler_played: bool = False
 
 
-class _TurnWriter:
+class TurnWriter:
     """Stores turns in order on a thread of its own (a database timing out must not hold the call)."""
 
     def __init__(self, assistant: Assistant, call: CallInfo, log: CallLog) -> None:
@@ -159,7 +173,7 @@ class LiveConversation:
 
     def __init__(self, leg: MediaLeg, assistant: Assistant, call: CallInfo, prompts: PromptSounds, *,
                  settings: LiveSettings | None = None, detector: VoiceDetector | None = None,
-                 turns_before: int = 0) -> None:
+                 turns_before: int = 0, taking_over: TakeOver | None = None) -> None:
         self.leg = leg
         self.assistant = assistant
         self.call = call
@@ -193,22 +207,30 @@ class LiveConversation:
         self._ending_until = 0.0
         self._closed = False
         self._marks = 0
-        self._writer = _TurnWriter(assistant, call, self.log)
+        self._writer = TurnWriter(assistant, call, self.log)
         self._last = LiveOutcome(EndReason.HANGUP)
+        self._taking_over = taking_over
+        if taking_over is not None:
+            self.exchanges = list(taking_over.history)
+            self._memory = taking_over.memory
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> LiveOutcome:
         self.log("LIVE", f"conversation started over {type(self.leg).__name__} at {self.rate} Hz")
         reason = EndReason.HANGUP
-        if self.turns == 0:
+        taking_over = self._taking_over
+        if self.turns == 0 and taking_over is None:
             announce(self.assistant, "call.started", self.call)
-        lookup = CallerLookup(self.assistant, self.call)
         try:
-            self._play_prompt("live-greeting")
-            # While the greeting plays: what is known about the caller (the lookup waits at most
-            # [webhooks] lookup_timeout).
-            self._memory = "\n\n".join(part for part in (lookup.text(), recall(self.assistant, self.call, self.log))
-                                         if part)
+            if taking_over is not None:
+                self._take_over(taking_over)
+            else:
+                lookup = CallerLookup(self.assistant, self.call)
+                self._play_prompt("live-greeting")
+                # While the greeting plays: what is known about the caller (the lookup waits at
+                # most [webhooks] lookup_timeout).
+                self._memory = "\n\n".join(part for part in (lookup.text(), recall(self.assistant, self.call, self.log))
+                                             if part)
             reason = self._loop()
         except Exception:  # a bug: the caller gets a goodbye, not a dead line
             logger.exception("[LIVE] %s unexpected error", self.call.uniqueid)
@@ -218,6 +240,23 @@ class LiveConversation:
         self._last.reason = reason
         self._last.turns = self.turns
         return self._last
+
+    def _take_over(self, taking_over: TakeOver) -> None:
+        """Go on from a conversation engine that failed: "one moment", then the caller's question
+        it left unanswered, if any, is answered here."""
+        self._play_prompt("one-moment")
+        now = time.monotonic()
+        if taking_over.question:
+            answering = self._start_answer(taking_over.question, None, now, held=False)
+            answering.heard = Heard(taking_over.question, None, taking_over.engine, b"", now)
+            answering.speech_ended = now
+            answering.record.transcript = taking_over.question
+            answering.record.stt_provider = taking_over.engine
+        elif taking_over.audio:
+            utterance = Utterance(self.assistant, self.rate, self.log, before=taking_over.audio)
+            self._utterance_started = now - utterance.seconds
+            utterance.finish()
+            self._await_words(utterance, now)
 
     def _loop(self) -> EndReason:
         while True:

@@ -21,7 +21,7 @@ from .. import deadline
 from ..config import retries, seconds
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, TurnDeadlineExceeded
 from ..text.knowledge import read_knowledge
-from ..types import Conversation, Exchange, Recording, SpeechAudio, ToolCall, Transcript, TranscriptEvent
+from ..types import Conversation, EngineEvent, Exchange, Recording, SpeechAudio, ToolCall, Transcript, TranscriptEvent
 from .sdk_errors import map_sdk_error
 
 __all__ = ["ChatModel", "Conversation", "Exchange", "Provider", "ProviderContext", "Recording", "RequestSettings",
@@ -166,6 +166,40 @@ class StreamingTextToSpeech(TextToSpeech, Protocol):
         ``ProviderError``. Closing the iterator early (the caller interrupted) stops the request
         and releases its connection.
         """
+        ...
+
+
+@runtime_checkable
+class EngineSession(Protocol):
+    """One call's session with a conversation engine: the caller's audio in, events out."""
+
+    def send_audio(self, mulaw: bytes) -> None:
+        """The caller's audio as it arrives (8 kHz μ-law); raises ``ProviderError`` when the
+        engine is gone."""
+        ...
+
+    def send_text(self, text: str) -> None:
+        """Something the caller did without speaking (a key pressed), told to the engine."""
+        ...
+
+    def next_event(self, timeout: float) -> EngineEvent | None:
+        """The engine's next event, waiting at most ``timeout`` (None: nothing yet). A lost
+        connection is an ``ERROR`` event with ``fatal`` set."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class ConversationEngine(Protocol):
+    """Hears the caller and answers in speech itself (``[live] engine``), instead of the cascade
+    of speech-to-text, chat model and text-to-speech."""
+
+    name: str
+
+    def open(self, instructions: str, history: list[Exchange]) -> EngineSession:
+        """Start a session; raises ``ProviderError`` when the engine cannot be reached."""
         ...
 
 

@@ -50,7 +50,7 @@ class ProviderSpec:
     environment: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-STT, LLM, TTS = Capability.STT, Capability.LLM, Capability.TTS
+STT, LLM, TTS, ENGINE = Capability.STT, Capability.LLM, Capability.TTS, Capability.ENGINE
 PROVIDERS: tuple[ProviderSpec, ...] = (
     ProviderSpec("google_speech", STT, "google_speech:GoogleSpeechToText", ("google",), environment=_GOOGLE_CREDENTIALS),
     ProviderSpec("openai_stt", STT, "openai_stt:OpenAISpeechToText", ("openai",), OPENAI_SHARED, OPENAI_ENVIRONMENT),
@@ -67,6 +67,8 @@ PROVIDERS: tuple[ProviderSpec, ...] = (
                  {"credentials_file": "google_speech"}, _GOOGLE_CREDENTIALS),
     ProviderSpec("piper", TTS, "piper:PiperTextToSpeech"),
     ProviderSpec("espeak", TTS, "espeak:EspeakTextToSpeech"),
+    # Real-time calls only ([live] engine; the cascade of the three above is the default).
+    ProviderSpec("ai_websocket", ENGINE, "ai_websocket:AIWebSocketEngine", ("websocket",)),
 )
 # Sections of settings several providers share.
 SHARED_SECTIONS: dict[str, type] = {"openai": OpenAISettings}

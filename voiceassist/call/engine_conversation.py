@@ -1,0 +1,385 @@
+"""A real-time call run by a conversation engine (``[live] engine``) instead of the cascade.
+
+The engine (an AI server over the external-AI WebSocket protocol, a speech-to-speech model) hears
+the caller and answers in speech itself. This side carries the audio both ways over the
+:class:`~.media.MediaLeg`, stops the answer when the engine says the caller started talking
+(barge-in), and keeps what the cascade keeps: every exchange is a stored turn (the engine's own
+transcripts, what the caller heard of an interrupted answer, the time from the end of the
+caller's speech to the first answer audio measured on the media stream), the call's limits and
+its keys (``#`` ends the call).
+
+When the engine cannot be reached at the start of the call, or fails mid-call (its connection
+closes, it sends a fatal error, it does not begin an answer within ``response_timeout``), the
+cascade takes over on the same leg (:class:`~.realtime.LiveConversation` with a
+:class:`~.realtime.TakeOver`): the caller hears "one moment", and the question the engine left
+unanswered is answered with the call's history.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..audio.conversion import UlawEncoder, ulaw_to_pcm
+from ..audio.endpointing import VoiceDetector, webrtc_detector
+from ..audio.prompts import PromptSounds
+from ..errors import AudioError, ProviderError, VoiceAssistError
+from ..logs import logger
+from ..providers.base import ConversationEngine, EngineSession
+from ..types import CallInfo, EngineEvent, EngineEventKind, Exchange, TurnRecord, TurnStatus
+from .assistant import Assistant
+from .call_events import CallerLookup, announce
+from .channel import CallLog
+from .conversation import conversation_for
+from .media import FRAME_SECONDS, MediaEventKind, MediaLeg
+from .realtime import (GOODBYE_GRACE_SECONDS, EndReason, LiveConversation, LiveOutcome, LiveSettings, TakeOver,
+                       TurnWriter)
+from .summary import recall
+
+ENGINE_RATE = 8000  # the engines' audio: 8 kHz μ-law both ways
+# Voice on the line that counts as a question the engine must answer (a cough does not).
+MIN_QUESTION_MS = 700
+
+
+@dataclass
+class _Answer:
+    """The engine's answer in progress: its turn, what it said and what has been queued of it."""
+
+    record: TurnRecord
+    reply: list[str] = field(default_factory=list)
+    queued_seconds: float = 0.0
+    first_audio_at: float | None = None
+    done_mark: str = ""
+
+    def text(self) -> str:
+        return " ".join(self.reply).strip()
+
+
+class EngineConversation:
+    """One real-time call over a conversation engine (see the module's docstring). :meth:`run`
+    returns when the call is over and the leg is closed; it never raises."""
+
+    def __init__(self, leg: MediaLeg, assistant: Assistant, call: CallInfo, prompts: PromptSounds,
+                 engine: ConversationEngine, *, settings: LiveSettings | None = None,
+                 detector: VoiceDetector | None = None, turns_before: int = 0) -> None:
+        self.leg, self.assistant, self.call, self.prompts, self.engine = leg, assistant, call, prompts, engine
+        self.settings = settings or LiveSettings.from_config(assistant.config.live)
+        self.rate = leg.sample_rate
+        self.log = CallLog(None, call.uniqueid)
+        self._detector = detector or webrtc_detector(2, self.rate)
+        self._encoder = UlawEncoder(self.rate)
+        self.exchanges: list[Exchange] = []
+        self.turns = turns_before
+        self.started = time.monotonic()
+        self._session: EngineSession | None = None
+        self._memory = ""
+        self._question = ""             # the caller's words the engine reported, not yet answered
+        self._voice_ended_at: float | None = None   # the caller's last voiced frame (ours, on the media)
+        self._voiced_ms = 0             # voice heard since the engine last began an answer
+        # The caller's audio since then (the cascade's recogniser hears it if the engine fails
+        # without saying what it heard), at most [live] max_utterance_seconds of it.
+        self._since_answer = bytearray()
+        self._max_kept = int(self.settings.listening.max_s * self.rate) * 2
+        self._waiting_since: float | None = None    # the caller finished a question; no answer yet
+        self._answer: _Answer | None = None
+        self._marks = 0
+        self._closed = False
+        self._ending: EndReason | None = None
+        self._ending_until = 0.0
+        self._writer = TurnWriter(assistant, call, self.log)
+        self._outcome = LiveOutcome(EndReason.HANGUP)
+
+    # -- the call ------------------------------------------------------------------------------------
+    def run(self) -> LiveOutcome:
+        self.log("LIVE", f"conversation started over {type(self.leg).__name__} at {self.rate} Hz "
+                         f"with the {self.engine.name} engine")
+        # What is known about the caller (the lookup waits at most [webhooks] lookup_timeout)
+        # goes into the engine's instructions.
+        lookup = CallerLookup(self.assistant, self.call)
+        self._memory = "\n\n".join(part for part in (lookup.text(), recall(self.assistant, self.call, self.log))
+                                   if part)
+        instructions = conversation_for(self.assistant.config, [], "", None, self._memory).system
+        try:
+            self._session = self.engine.open(instructions, [])
+        except (ProviderError, OSError) as exc:
+            self.log("ENGINE", f"{self.engine.name} unavailable at the start of the call: {exc}; "
+                               "the cascade answers", logging.WARNING)
+            self._writer.close(timeout=1.0)
+            return LiveConversation(self.leg, self.assistant, self.call, self.prompts, settings=self.settings,
+                                    detector=self._detector, turns_before=self.turns).run()
+        if self.turns == 0:
+            announce(self.assistant, "call.started", self.call)
+        reason: EndReason | None
+        try:
+            reason = self._loop()
+        except Exception:  # a bug: the cascade still gets the call
+            logger.exception("[LIVE] %s unexpected error in the engine conversation", self.call.uniqueid)
+            reason = None
+        if reason is None:
+            return self._hand_over()
+        self._finish(reason)
+        self._outcome.reason, self._outcome.turns = reason, self.turns
+        return self._outcome
+
+    def _loop(self) -> EndReason | None:
+        """Until the call ends (its reason) or the engine fails (None)."""
+        assert self._session is not None
+        session = self._session
+        while True:
+            event = self.leg.next_event(FRAME_SECONDS)
+            now = time.monotonic()
+            if event is not None:
+                if event.kind is MediaEventKind.CLOSED:
+                    self._closed = True
+                    self._caller_gone(now)
+                    return self._ending or EndReason.HANGUP
+                if event.kind is MediaEventKind.AUDIO and self._ending is None:
+                    if not self._send(session, event.audio, event.at or now):
+                        return None
+                elif event.kind is MediaEventKind.MARK:
+                    self._on_mark(event.mark, now)
+                elif event.kind is MediaEventKind.DTMF:
+                    self._on_digit(event.digit, now)
+            if self._ending is not None:
+                if now >= self._ending_until:
+                    return self._ending
+                continue
+            while (engine_event := session.next_event(0)) is not None:
+                if not self._on_engine(engine_event, now):
+                    return None
+            if self._answer is None and self._no_answer(now):
+                self.log("ENGINE", f"no answer within {self._response_timeout():.1f} s of the question",
+                         logging.WARNING)
+                return None
+            if now - self.started >= self.settings.max_call_seconds and self._answer is None:
+                self.log("LIVE", f"call limit of {self.settings.max_call_seconds:.0f} s reached")
+                self._goodbye(EndReason.LIMIT, now)
+
+    def _no_answer(self, now: float) -> bool:
+        """Whether the engine has let a question go unanswered for longer than its
+        ``response_timeout``: from its transcript of the question, or, when it sent none, from
+        the end of the caller's voice on the line (plus its own end silence)."""
+        timeout = self._response_timeout()
+        if self._waiting_since is not None:
+            return now - self._waiting_since > timeout
+        if self._voiced_ms >= MIN_QUESTION_MS and self._voice_ended_at is not None:
+            return now - self._voice_ended_at > timeout + self._engine_setting("vad_silence_duration_ms", 500) / 1000
+        return False
+
+    def _engine_setting(self, name: str, default: float) -> float:
+        return float(getattr(getattr(self.engine, "settings", None), name, default))
+
+    def _response_timeout(self) -> float:
+        return self._engine_setting("response_timeout", 8.0)
+
+    # -- the caller's audio ---------------------------------------------------------------------------
+    def _send(self, session: EngineSession, pcm: bytes, at: float) -> bool:
+        try:
+            voiced = self._detector.is_speech(pcm)
+        except Exception:  # a frame of another length (a transport's last partial frame)
+            voiced = False
+        if self._answer is None:  # words over an answer are the engine's to judge (barge-in)
+            if voiced or self._voiced_ms:
+                self._since_answer += pcm
+                if len(self._since_answer) > self._max_kept:
+                    del self._since_answer[:len(self._since_answer) - self._max_kept]
+            if voiced:
+                self._voiced_ms += int(FRAME_SECONDS * 1000)
+        if voiced:
+            self._voice_ended_at = at
+        try:
+            session.send_audio(self._encoder.encode(pcm))
+        except ProviderError as exc:
+            self.log("ENGINE", f"{exc}", logging.WARNING)
+            return False
+        return True
+
+    # -- the engine ---------------------------------------------------------------------------------
+    def _on_engine(self, event: EngineEvent, now: float) -> bool:
+        """Act on one engine event; False: the engine failed."""
+        kind = event.kind
+        if kind is EngineEventKind.AUDIO:
+            answer = self._answer or self._start_answer()
+            try:
+                pcm = ulaw_to_pcm(event.audio, ENGINE_RATE, self.rate)
+            except AudioError as exc:
+                self.log("ENGINE", f"unplayable audio skipped: {exc}", logging.WARNING)
+                return True
+            if answer.first_audio_at is None:
+                answer.first_audio_at = now
+                if self._voice_ended_at is not None and self._voiced_ms >= MIN_QUESTION_MS:
+                    answer.record.timings["speech_to_audio"] = max(0, int((now - self._voice_ended_at) * 1000))
+            self._waiting_since = None
+            self._voiced_ms = 0
+            self._since_answer.clear()
+            self.leg.play(pcm)
+            answer.queued_seconds += len(pcm) / 2 / self.rate
+        elif kind is EngineEventKind.CALLER_SAID:
+            if self._answer is not None and not self._answer.record.transcript:
+                self._answer.record.transcript = event.text  # the engine's transcript came late
+            else:
+                self._question = f"{self._question} {event.text}".strip()
+                self._waiting_since = self._waiting_since or now
+        elif kind is EngineEventKind.ASSISTANT_SAID:
+            (self._answer or self._start_answer()).reply.append(event.text)
+        elif kind is EngineEventKind.SPEECH_STARTED:
+            self._barge_in(now)
+        elif kind is EngineEventKind.DONE:
+            if self._answer is not None and not self._answer.done_mark:
+                self._marks += 1
+                self._answer.done_mark = f"engine-answer-{self._marks}"
+                self.leg.mark(self._answer.done_mark)
+        elif kind is EngineEventKind.ERROR:
+            if event.fatal:
+                self.log("ENGINE", f"{self.engine.name} failed: {event.text}", logging.WARNING)
+                return False
+            self.log("ENGINE", f"{self.engine.name} reported: {event.text}", logging.WARNING)
+        return True
+
+    def _start_answer(self) -> _Answer:
+        record = TurnRecord(turn_number=self.turns + 1, transcript=self._question or None,
+                            stt_provider=self.engine.name, llm_provider=self.engine.name,
+                            tts_provider=self.engine.name)
+        self._question = ""
+        self._answer = _Answer(record)
+        return self._answer
+
+    def _on_mark(self, name: str, now: float) -> None:
+        answer = self._answer
+        if answer is not None and name == answer.done_mark:
+            self._answer = None
+            self._store(answer, answer.queued_seconds, interrupted=False, now=now)
+
+    def _barge_in(self, now: float) -> None:
+        answer = self._answer
+        if answer is None or answer.first_audio_at is None:
+            return
+        unsent = self.leg.queued_seconds()
+        self.leg.stop_playing()
+        played = max(0.0, answer.queued_seconds - unsent)
+        self._answer = None
+        self._store(answer, played, interrupted=True, now=now)
+        self.log("LIVE", f"barge-in: the caller spoke {played:.1f} s into the engine's answer")
+
+    def _store(self, answer: _Answer, played: float, *, interrupted: bool, now: float) -> None:
+        record = answer.record
+        reply = answer.text()
+        record.reply = reply or None
+        record.status = TurnStatus.OK
+        heard = _heard_part(reply, played, answer.queued_seconds) if interrupted else reply
+        record.interrupted = interrupted
+        record.heard_reply = heard if interrupted else None
+        record.timings["played"] = int(played * 1000)
+        if answer.first_audio_at is not None:
+            record.timings["total"] = int((now - answer.first_audio_at) * 1000) + \
+                record.timings.get("speech_to_audio", 0)
+        self.turns = max(self.turns, record.turn_number)
+        self._writer.add(record)
+        self.exchanges.append(Exchange(record.transcript or "", heard))
+        self._outcome.transcript, self._outcome.reply = record.transcript or "", reply
+        self.log("LIVE", f"turn {record.turn_number} ({self.engine.name}): "
+                         f"{'interrupted after' if interrupted else 'played'} {played:.1f} s; end of speech to "
+                         f"first audio {record.timings.get('speech_to_audio')} ms")
+
+    # -- keys, limits and the end ------------------------------------------------------------------------
+    def _on_digit(self, digit: str, now: float) -> None:
+        self.log("LIVE", f"key {digit!r} pressed")
+        if self._ending is not None or self._session is None:
+            return
+        if digit == "#":
+            self._goodbye(EndReason.CALLER_ENDED, now)
+        elif self.assistant.config.actions.keys_to_model and digit in "0123456789*":
+            try:
+                self._session.send_text(f"(The caller pressed {digit} on the phone's keypad.)")
+            except ProviderError as exc:
+                self.log("ENGINE", f"{exc}", logging.WARNING)
+
+    def _goodbye(self, reason: EndReason, now: float) -> None:
+        if self._answer is not None:
+            self._barge_in(now)
+        self.leg.stop_playing()
+        self._ending = reason
+        seconds = self._play_prompt("goodbye")
+        self._ending_until = now + seconds + GOODBYE_GRACE_SECONDS
+
+    def _play_prompt(self, name: str) -> float:
+        try:
+            pcm = self.prompts.pcm(name, self.rate)
+        except AudioError as exc:
+            self.log("LIVE", f"prompt {name} unavailable: {exc}", logging.ERROR)
+            return 0.0
+        self.leg.play(pcm)
+        return len(pcm) / 2 / self.rate
+
+    def _caller_gone(self, now: float) -> None:
+        answer, self._answer = self._answer, None
+        if answer is not None and answer.first_audio_at is not None:
+            answer.record.error = "caller hung up during the answer"
+            self._store(answer, max(0.0, answer.queued_seconds - self.leg.queued_seconds()), interrupted=True, now=now)
+        elif self._question:
+            record = TurnRecord(turn_number=self.turns + 1, status=TurnStatus.HANGUP, transcript=self._question,
+                                error="caller hung up while the assistant was thinking", stt_provider=self.engine.name)
+            self.turns = record.turn_number
+            self._writer.add(record)
+
+    def _close_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _finish(self, reason: EndReason) -> None:
+        self._close_session()
+        if not self._closed:
+            try:
+                self.leg.hang_up()
+            except Exception as exc:  # the leg may be gone already
+                self.log("LIVE", f"closing the media leg: {exc}", logging.WARNING)
+        self._writer.close(timeout=10.0)
+        self.log("LIVE", f"conversation ended ({reason}) after {self.turns} turns, "
+                         f"{time.monotonic() - self.started:.0f} s")
+
+    def _hand_over(self) -> LiveOutcome:
+        """The cascade takes the call on this leg (see the module's docstring)."""
+        question = self._question
+        answer, self._answer = self._answer, None
+        if answer is not None:  # what the engine had begun is kept, as far as the caller heard it
+            unsent = self.leg.queued_seconds()
+            self.leg.stop_playing()
+            if answer.first_audio_at is not None:
+                answer.record.error = "the engine failed during the answer"
+                self._store(answer, max(0.0, answer.queued_seconds - unsent), interrupted=True,
+                            now=time.monotonic())
+            elif answer.record.transcript:
+                question = answer.record.transcript
+        self._close_session()
+        self._writer.close(timeout=10.0)
+        self.log("ENGINE", f"{self.engine.name} failed mid-call; the cascade answers from here")
+        unheard = bytes(self._since_answer) if not question and self._voiced_ms >= MIN_QUESTION_MS else b""
+        taking_over = TakeOver(self.engine.name, tuple(self.exchanges), self._memory, question, unheard)
+        return LiveConversation(self.leg, self.assistant, self.call, self.prompts, settings=self.settings,
+                                detector=self._detector, turns_before=self.turns, taking_over=taking_over).run()
+
+
+def _heard_part(reply: str, played: float, queued: float) -> str:
+    """The words of ``reply`` the caller heard when ``played`` of ``queued`` seconds had played
+    (in proportion: the engines do not say where each word falls)."""
+    if not reply or queued <= 0:
+        return ""
+    words = reply.split()
+    return " ".join(words[: int(len(words) * min(1.0, played / queued))])
+
+
+def engine_for(assistant: Assistant) -> Any:
+    """The configured conversation engine, or None for the cascade."""
+    name = assistant.config.live.engine
+    if name == "cascade":
+        return None
+    from ..providers import registry
+
+    try:
+        return registry.create_named("engine", name, assistant.config)
+    except VoiceAssistError as exc:
+        logger.error("[LIVE] the %s engine cannot be used (%s): the cascade answers", name, exc)
+        return None

@@ -1,0 +1,272 @@
+"""A conversation engine on the PBX owner's own AI server, over the external-AI WebSocket protocol.
+
+The protocol (JSON text messages; audio is base64 G.711 μ-law at 8 kHz, mono):
+
+* we send ``session.init`` with ``config`` {``audio_format``: ``g711_ulaw``, ``sample_rate``,
+  ``channels``, ``language``, ``voice``, ``system_prompt``, ``vad_enabled``, ``vad_threshold``,
+  ``vad_silence_duration_ms``}, then ``audio.input`` {``audio``, ``format``} as the caller speaks,
+  and ``text.input`` {``text``} for what the caller did not say (a key they pressed);
+* the server answers ``session_started`` (or ``ready``), then sends its speech as ``audio_delta``
+  {``audio``} (or ``audio_chunk`` {``data``}), what was said as ``transcript`` {``text``, ``role``}
+  (or ``transcription`` {``text``, ``speaker``}), ``user_speech_started`` (or ``speech_started``)
+  when the caller starts talking over it, ``response_complete`` (or ``audio_done``) at the end of
+  an answer, and ``error`` {``message``, ``fatal``}.
+
+Both spellings of every server message are accepted. Anything else from the server (unknown
+types, bad JSON, audio that is not base64) is logged and skipped, never trusted: the server is
+another program, possibly on another machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import queue
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import seconds, setting
+from ..errors import ConfigError, ProviderAuthError, ProviderError, ProviderTimeout, ProviderUnavailable
+from ..logs import logger
+from ..types import EngineEvent, EngineEventKind, Exchange
+from .base import Provider
+
+NAME = "ai_websocket"
+# A server message larger than this is refused (an answer's audio comes in many small messages).
+MAX_MESSAGE_BYTES = 1 << 20
+# Events not yet taken by the conversation before the server is considered to flood us.
+MAX_QUEUED_EVENTS = 2000
+
+_AUDIO = {"audio_delta": "audio", "audio_chunk": "data"}
+_TRANSCRIPT = {"transcript": "role", "transcription": "speaker"}
+_SPEECH_STARTED = ("user_speech_started", "speech_started")
+_DONE = ("response_complete", "audio_done")
+_READY = ("session_started", "ready")
+_ASSISTANT_ROLES = ("assistant", "agent", "ai", "bot", "model")
+
+
+@dataclass(frozen=True)
+class AIWebSocketSettings:
+    """``[ai_websocket]``: where the AI server is and what the session asks of it."""
+
+    # ws://host:port/path or wss://… (wss for anything not on this machine).
+    url: str = setting("", pattern=r"(wss?://[^\s]+)?")
+    # Sent as "Authorization: Bearer <token>" (empty: none).
+    token: str = setting("", secret=True)
+    voice: str = ""
+    language: str = ""            # empty: [general] language
+    vad_enabled: bool = True      # the server finds where the caller stops
+    vad_threshold: float = setting(0.5, minimum=0, maximum=1)
+    vad_silence_duration_ms: int = setting(500, minimum=100, maximum=5000)
+    # Seconds to connect and be told the session started.
+    connect_timeout: float = seconds(5.0)
+    # Seconds after the caller stopped talking within which the server must begin its answer.
+    response_timeout: float = seconds(8.0)
+
+
+class AIWebSocketEngine(Provider[AIWebSocketSettings]):
+    """Opens one :class:`AIWebSocketSession` per call."""
+
+    name = NAME
+    Settings = AIWebSocketSettings
+
+    def setup(self) -> None:
+        if not self.settings.url:
+            raise ConfigError(f"[{NAME}] url is empty: the AI server's address, e.g. ws://127.0.0.1:8765/ws")
+        host = (urllib.parse.urlsplit(self.settings.url).hostname or "").strip("[]")
+        if self.settings.token and self.settings.url.startswith("ws://") and not _loopback(host):
+            raise ConfigError(f"[{NAME}] url is ws:// to {host}: the token and the caller's audio would cross the "
+                              "network unencrypted; use wss:// (or a server on this machine)")
+
+    def open(self, instructions: str, history: list[Exchange]) -> AIWebSocketSession:
+        """Connect, start a session with ``instructions`` (the system prompt, knowledge and what is
+        known of the caller; earlier exchanges of this call are appended for servers that keep no
+        history of their own), and wait for the server to say it started. Raises
+        ``ProviderUnavailable`` (refused, 5xx, closed), ``ProviderTimeout`` or ``ProviderAuthError``."""
+        prompt = instructions
+        if history:
+            said = "\n".join(f"Caller: {e.question}\nAssistant: {e.answer}" for e in history)
+            prompt = f"{instructions}\n\nThe conversation so far:\n{said}".strip()
+        session = AIWebSocketSession(self.settings, self.language)
+        session.start(prompt)
+        return session
+
+
+class AIWebSocketSession:
+    """One call's session: :meth:`send_audio` from the conversation's thread, events through
+    :meth:`next_event` (read by a thread of its own)."""
+
+    def __init__(self, settings: AIWebSocketSettings, language: str) -> None:
+        self.settings = settings
+        self.language = language
+        self._events: queue.Queue[EngineEvent] = queue.Queue()
+        self._connection: Any = None
+        self._closed = threading.Event()
+        self._send_lock = threading.Lock()
+
+    def start(self, system_prompt: str) -> None:
+        from websockets import exceptions  # a dependency of voiceassist itself (the media server)
+        from websockets.sync import client
+        headers = {"Authorization": f"Bearer {self.settings.token}"} if self.settings.token else None
+        timeout = self.settings.connect_timeout
+        try:
+            # websockets 17 connects on __enter__ (connect() alone is deprecated); before 17,
+            # connect() returns the open connection, whose __enter__ returns itself.
+            self._connection = client.connect(self.settings.url, open_timeout=timeout, close_timeout=1.0,
+                                              additional_headers=headers, max_size=MAX_MESSAGE_BYTES,
+                                              compression=None).__enter__()
+        except exceptions.InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise ProviderAuthError(f"{NAME}: the server refused the token (HTTP {status})",
+                                        provider=NAME) from None
+            raise ProviderUnavailable(f"{NAME}: the server answered HTTP {status}", provider=NAME) from None
+        except TimeoutError:
+            raise ProviderTimeout(f"{NAME}: no connection within {timeout:.1f} s", provider=NAME) from None
+        except (OSError, exceptions.WebSocketException) as exc:
+            raise ProviderUnavailable(f"{NAME}: cannot connect to {self.settings.url}: {exc}", provider=NAME) from None
+        try:
+            self._send({"type": "session.init", "config": {
+                "audio_format": "g711_ulaw", "sample_rate": 8000, "channels": 1,
+                "language": self.settings.language or self.language, "voice": self.settings.voice,
+                "system_prompt": system_prompt, "vad_enabled": self.settings.vad_enabled,
+                "vad_threshold": self.settings.vad_threshold,
+                "vad_silence_duration_ms": self.settings.vad_silence_duration_ms}})
+            self._wait_ready(timeout)
+        except BaseException:
+            self.close()
+            raise
+        threading.Thread(target=self._read, daemon=True, name="voiceassist-ai-websocket").start()
+
+    def _wait_ready(self, timeout: float) -> None:
+        try:
+            while True:
+                message = _parse(self._connection.recv(timeout=timeout))
+                if message is None:
+                    continue
+                kind = message.get("type")
+                if kind in _READY:
+                    return
+                if kind == "error":
+                    raise ProviderUnavailable(f"{NAME}: {_text(message.get('message'))}", provider=NAME)
+        except TimeoutError:
+            raise ProviderTimeout(f"{NAME}: the session did not start within {timeout:.1f} s",
+                                  provider=NAME) from None
+        except ProviderError:
+            raise
+        except Exception as exc:  # closed during the handshake
+            raise ProviderUnavailable(f"{NAME}: the server closed the session: {exc}", provider=NAME) from None
+
+    # -- to the server -------------------------------------------------------------------------------
+    def send_audio(self, mulaw: bytes) -> None:
+        """The caller's audio (8 kHz μ-law). A connection that is gone raises ProviderUnavailable."""
+        self._send({"type": "audio.input", "audio": base64.b64encode(mulaw).decode("ascii"), "format": "g711_ulaw"})
+
+    def send_text(self, text: str) -> None:
+        self._send({"type": "text.input", "text": text})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            with self._send_lock:
+                self._connection.send(json.dumps(message))
+        except Exception as exc:
+            raise ProviderUnavailable(f"{NAME}: the connection is gone: {exc}", provider=NAME) from None
+
+    # -- from the server -----------------------------------------------------------------------------
+    def next_event(self, timeout: float) -> EngineEvent | None:
+        try:
+            return self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _read(self) -> None:
+        why = "the server closed the connection"
+        try:
+            for raw in self._connection:
+                if self._events.qsize() > MAX_QUEUED_EVENTS:
+                    why = "the server sent more than the call could take"
+                    break
+                event = _event(_parse(raw))
+                if event is not None:
+                    self._events.put(event)
+                    if event.kind is EngineEventKind.ERROR and event.fatal:
+                        return
+        except Exception as exc:
+            why = f"the connection broke: {exc}"
+        if not self._closed.is_set():
+            self._events.put(EngineEvent(EngineEventKind.ERROR, text=why, fatal=True))
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except Exception:  # already gone
+                pass
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parse(raw: str | bytes) -> dict[str, Any] | None:
+    """One server message, or None (logged) when it is not a JSON object."""
+    if isinstance(raw, bytes):
+        logger.warning("[ENGINE] %s sent a binary message; the protocol is JSON text: skipped", NAME)
+        return None
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        logger.warning("[ENGINE] %s sent a message that is not JSON: skipped", NAME)
+        return None
+    if not isinstance(message, dict):
+        logger.warning("[ENGINE] %s sent a JSON message that is not an object: skipped", NAME)
+        return None
+    return message
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _event(message: dict[str, Any] | None) -> EngineEvent | None:
+    """A server message as an engine event (None: nothing the conversation needs)."""
+    if message is None:
+        return None
+    kind = message.get("type")
+    if kind in _AUDIO:
+        data = message.get(_AUDIO[kind])
+        try:
+            audio = base64.b64decode(data, validate=True) if isinstance(data, str) else b""
+        except (binascii.Error, ValueError):
+            audio = b""
+        if not audio:
+            logger.warning("[ENGINE] %s sent %s without base64 audio: skipped", NAME, kind)
+            return None
+        return EngineEvent(EngineEventKind.AUDIO, audio=audio)
+    if kind in _TRANSCRIPT:
+        text = _text(message.get("text")).strip()
+        if not text:
+            return None
+        role = _text(message.get(_TRANSCRIPT[kind])).lower()
+        return EngineEvent(EngineEventKind.ASSISTANT_SAID if role in _ASSISTANT_ROLES else EngineEventKind.CALLER_SAID,
+                           text=text)
+    if kind in _SPEECH_STARTED:
+        return EngineEvent(EngineEventKind.SPEECH_STARTED)
+    if kind in _DONE:
+        return EngineEvent(EngineEventKind.DONE)
+    if kind == "error":
+        fatal = message.get("fatal") is True
+        return EngineEvent(EngineEventKind.ERROR, text=_text(message.get("message"))[:300] or "error", fatal=fatal)
+    if kind not in _READY:
+        logger.info("[ENGINE] %s sent an unknown message type %r: skipped", NAME, str(kind)[:40])
+    return None
