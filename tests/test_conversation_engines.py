@@ -245,3 +245,89 @@ def test_an_engine_without_an_address_leaves_calls_to_the_cascade(emulators, spe
     assistant = live_assistant(emulators, speech_grpc, tmp_path, extra="engine = ai_websocket")
     assert engine_for(assistant) is None
     assert "[ai_websocket] url is empty" in caplog.text
+
+
+def raw_server(handler):
+    """A WebSocket server on loopback whose every connection runs ``handler``."""
+    from websockets.sync.server import serve
+
+    server = serve(handler, "127.0.0.1", 0, compression=None)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def session_on(server, tmp_path, emulators, speech_grpc):
+    from voiceassist.providers import registry
+
+    url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}/ai"
+    assistant = live_assistant(emulators, speech_grpc, tmp_path, extra=f"engine = ai_websocket\n[ai_websocket]\nurl = {url}")
+    return registry.create_named("engine", "ai_websocket", assistant.config).open("Be brief.", [])
+
+
+def events_until_fatal(session, seconds: float = 5.0):
+    import time
+
+    seen = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        event = session.next_event(0.1)
+        if event is not None:
+            seen.append(event)
+            if event.fatal:
+                break
+    return seen
+
+
+@pytest.mark.parametrize("flood", ["one huge message", "endless small messages"])
+def test_a_server_that_floods_the_call_is_cut_off_as_failed(emulators, speech_grpc, tmp_path, flood):
+    import json
+
+    def handler(connection):
+        connection.recv()  # session.init
+        connection.send(json.dumps({"type": "session_started"}))
+        if flood == "one huge message":
+            connection.send(json.dumps({"type": "transcript", "role": "assistant", "text": "x" * (2 << 20)}))
+        else:
+            for _ in range(5000):
+                connection.send(json.dumps({"type": "transcript", "role": "assistant", "text": "more"}))
+        connection.recv()
+
+    server = raw_server(handler)
+    try:
+        session = session_on(server, tmp_path, emulators, speech_grpc)
+        if flood == "endless small messages":
+            import time
+            time.sleep(1.0)  # the call is busy: nothing taken meanwhile
+        seen = events_until_fatal(session)
+        session.close()
+    finally:
+        server.shutdown()
+    assert seen and seen[-1].fatal, seen[-3:]
+    assert len(seen) <= 2002
+
+
+def test_a_non_fatal_error_is_logged_and_the_session_goes_on(emulators, speech_grpc, tmp_path, caplog):
+    import json
+
+    def handler(connection):
+        connection.recv()
+        connection.send(json.dumps({"type": "ready"}))
+        connection.send(json.dumps({"type": "error", "message": "rate limited, retrying", "fatal": False}))
+        connection.send(json.dumps({"type": "transcript", "role": "agent", "text": "Still here."}))
+        connection.send(json.dumps({"type": "audio_done"}))
+        connection.recv()
+
+    server = raw_server(handler)
+    try:
+        session = session_on(server, tmp_path, emulators, speech_grpc)
+        import time
+        seen = []
+        deadline = time.monotonic() + 3
+        while len(seen) < 3 and time.monotonic() < deadline:
+            if (event := session.next_event(0.1)) is not None:
+                seen.append(event)
+        session.close()
+    finally:
+        server.shutdown()
+    assert [e.kind.value for e in seen] == ["error", "assistant_said", "done"]
+    assert not seen[0].fatal and seen[1].text == "Still here."

@@ -39,6 +39,8 @@ from .realtime import (GOODBYE_GRACE_SECONDS, EndReason, LiveConversation, LiveO
 from .summary import recall
 
 ENGINE_RATE = 8000  # the engines' audio: 8 kHz μ-law both ways
+# The most of an answer's words kept for its turn (a server repeating itself must not fill the disk).
+MAX_REPLY_CHARS = 8000
 # Voice on the line that counts as a question the engine must answer (a cough does not).
 MIN_QUESTION_MS = 700
 
@@ -220,10 +222,13 @@ class EngineConversation:
             if self._answer is not None and not self._answer.record.transcript:
                 self._answer.record.transcript = event.text  # the engine's transcript came late
             else:
-                self._question = f"{self._question} {event.text}".strip()
-                self._waiting_since = self._waiting_since or now
+                self._question = f"{self._question} {event.text}".strip()[:MAX_REPLY_CHARS]
+                if self._answer is None:  # words during an answer may be a mere "uh-huh"
+                    self._waiting_since = self._waiting_since or now
         elif kind is EngineEventKind.ASSISTANT_SAID:
-            (self._answer or self._start_answer()).reply.append(event.text)
+            answer = self._answer or self._start_answer()
+            if sum(len(part) for part in answer.reply) < MAX_REPLY_CHARS:
+                answer.reply.append(event.text)
         elif kind is EngineEventKind.SPEECH_STARTED:
             self._barge_in(now)
         elif kind is EngineEventKind.DONE:

@@ -40,6 +40,8 @@ NAME = "ai_websocket"
 MAX_MESSAGE_BYTES = 1 << 20
 # Events not yet taken by the conversation before the server is considered to flood us.
 MAX_QUEUED_EVENTS = 2000
+# The most of one transcript message kept (a turn's words, not a document).
+MAX_TEXT_CHARS = 2000
 
 _AUDIO = {"audio_delta": "audio", "audio_chunk": "data"}
 _TRANSCRIPT = {"transcript": "role", "transcription": "speaker"}
@@ -254,7 +256,7 @@ def _event(message: dict[str, Any] | None) -> EngineEvent | None:
             return None
         return EngineEvent(EngineEventKind.AUDIO, audio=audio)
     if kind in _TRANSCRIPT:
-        text = _text(message.get("text")).strip()
+        text = _text(message.get("text")).strip()[:MAX_TEXT_CHARS]
         if not text:
             return None
         role = _text(message.get(_TRANSCRIPT[kind])).lower()
