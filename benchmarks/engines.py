@@ -11,7 +11,9 @@ chosen so that both engines must spend the same time on the path to the first au
   after 100 ms of quiet on those words, Gemini's first token 300 ms, OpenAI speech's first byte
   200 ms: 750 ms (the 500 ms end silence runs alongside);
 * ai_websocket: the AI server (harness/emulators/ai_server.py, a real WebSocket server on loopback)
-  finds the end of the question after 500 ms of silence and answers 250 ms later: 750 ms.
+  finds the end of the question after 500 ms of silence and answers 250 ms later: 750 ms;
+* ai_websocket to `voiceassist ai-server`: the engine's server is another voiceassist serving the
+  protocol with the cascade above behind it (750 ms, plus the protocol hop both ways).
 
 Calls alternate between the engines. "Overhead" is the measured time less those 750 ms: what
 voiceassist, the SDKs, the line and the measurement add.
@@ -32,10 +34,12 @@ from harness.emulators.speech_grpc import SpeechGrpcEmulator
 from harness.helpers import config_for, streaming_providers
 from harness.phone_leg import PhoneLeg
 from harness.speech import speech_end_seconds, spoken_question, tone_spans
+from voiceassist.asterisk.ai_server import AIProtocolServer
 from voiceassist.audio.prompts import PromptSounds
 from voiceassist.call.assistant import Assistant
 from voiceassist.call.engine_conversation import EngineConversation, engine_for
 from voiceassist.call.realtime import LiveConversation
+from voiceassist.config import AIServer
 from voiceassist.types import CallInfo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,8 +53,14 @@ GREETING_S = len((REPO / "sounds/live-greeting.ulaw").read_bytes()) / 8000
 
 def one_call(assistant: Assistant, engine: str, question: bytes, number: int) -> float | None:
     """Seconds from the end of the question's speech to the first answer audio the caller heard."""
+    return _call(assistant, "cascade" if engine == "cascade" else "ai_websocket", question, number,
+                 greeting=engine != "ai_websocket")
+
+
+def _call(assistant: Assistant, engine: str, question: bytes, number: int, *, greeting: bool) -> float | None:
+    """Seconds from the end of the question's speech to the first answer audio the caller heard."""
     leg = PhoneLeg(RATE, call_id=f"bench-{number}")
-    asked_at = (GREETING_S if engine == "cascade" else 0.0) + 0.5
+    asked_at = (GREETING_S if greeting else 0.0) + 0.5
     leg.say(question, at=asked_at)
     leg.hang_up_at(asked_at + len(question) / 2 / RATE + 4.0)
     call = CallInfo(uniqueid=f"1733000000.{number}", channel="PJSIP/100-00000001", caller_number="100")
@@ -95,15 +105,22 @@ def main(argv: list[str] | None = None) -> int:
             base = Path(directory)
             question = spoken_question(base / "question", QUESTION, MARKER_HZ, RATE)
             assistants = {}
-            for engine in ("cascade", "ai_websocket"):
+            served = Assistant(config_for(emulators, base / "served", extra=streaming_providers(grpc.endpoint)))
+            served.prepare()
+            ours = AIProtocolServer(served, AIServer(token="bench-token"), port=0)
+            ours.start()
+            urls = {"ai_websocket": (ai_server.url, ai_server.token),
+                    "ai-server": (f"ws://127.0.0.1:{ours.port}/", "bench-token")}
+            for engine in ("cascade", "ai_websocket", "ai-server"):
+                url, token = urls.get(engine, ("", ""))
                 assistants[engine] = Assistant(config_for(emulators, base / engine, extra=f"""
 {streaming_providers(grpc.endpoint)}
 [live]
-engine = {engine}
+engine = {"cascade" if engine == "cascade" else "ai_websocket"}
 end_silence_ms = 500
 [ai_websocket]
-url = {ai_server.url}
-token = {ai_server.token}
+url = {url}
+token = {token}
 vad_silence_duration_ms = {SERVER_SILENCE_MS}
 """))
                 assistants[engine].prepare()
@@ -118,13 +135,14 @@ vad_silence_duration_ms = {SERVER_SILENCE_MS}
                         lost[engine] += 1
                     else:
                         measured[engine].append(seconds)
+            ours.shutdown()
     finally:
         ai_server.close()
         grpc.close()
         for server in emulators.values():
             server.close()
     print(f"End of speech -> first answer audio at the caller, {args.calls} calls per engine "
-          f"(emulated path: {PATH_S * 1000:.0f} ms for both)")
+          f"(emulated path: {PATH_S * 1000:.0f} ms for each)")
     print(f"{'engine':<14}{'median':>9}{'p90':>9}{'overhead':>10}{'x cascade':>11}{'unanswered':>12}")
     cascade_median = statistics.median(measured["cascade"]) if measured["cascade"] else float("nan")
     for engine, values in measured.items():

@@ -1,6 +1,7 @@
 """Command line: one function per command, each found through ``set_defaults(run=...)``.
 
-``voiceassist agi`` (process AGI, what Asterisk runs), ``serve`` (FastAGI), ``ask``,
+``voiceassist agi`` (process AGI, what Asterisk runs), ``serve`` (FastAGI), ``ai-server`` (the
+external-AI WebSocket protocol), ``ask``,
 ``install``/``uninstall``/``doctor``, ``db upgrade|status|flush|prune``,
 ``calls [show|export|stats]``. Errors are one line on stderr and an exit status
 (:class:`~voiceassist.errors.VoiceAssistError` carries it: 2 for a configuration problem).
@@ -42,6 +43,28 @@ def run_serve(args: argparse.Namespace) -> int:
     for warning in assistant.config.warnings:
         print(f"voiceassist serve: warning: {warning}", file=sys.stderr)
     serve(assistant, args.host, args.port, args.max_calls, workers=args.workers)
+    return 0
+
+
+def run_ai_server(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .asterisk.ai_server import AIProtocolServer
+
+    assistant = _assistant(args)
+    assistant.check_providers()
+    assistant.prepare()
+    server = AIProtocolServer(assistant, assistant.config.ai_server, args.host, args.port)
+    server.start()
+    print(f"voiceassist ai-server: listening on ws://{server.host}:{server.port}/", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
     return 0
 
 
@@ -211,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default [fastagi] port, 4573)")
     serve.add_argument("--max-calls", type=int, help="concurrent calls before the busy prompt")
     serve.add_argument("--workers", type=int, help="processes sharing the port (default [fastagi] workers, 1)")
+    ai_server = command(commands, "ai-server", run_ai_server,
+                        "serve the external-AI WebSocket protocol: this assistant as another connector's AI")
+    ai_server.add_argument("--host", help="address to bind (default [ai_server] host, 127.0.0.1)")
+    ai_server.add_argument("--port", type=int, help="port (default [ai_server] port, 8765)")
     ask = command(commands, "ask", run_ask, "run one turn on a recorded question, without Asterisk")
     ask.add_argument("question", help="the question: a WAV (or any audio file ffmpeg reads)")
     ask.add_argument("--json", action="store_true", help="print the result as JSON")

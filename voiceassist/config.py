@@ -221,6 +221,20 @@ class Live:
 
 
 @dataclass(frozen=True)
+class AIServer:
+    """``voiceassist ai-server``: this assistant as the AI of another Asterisk connector, over the
+    external-AI WebSocket protocol (the real-time conversation of [live] behind it)."""
+
+    host: str = setting("127.0.0.1", pattern=r"[0-9A-Za-z.:_-]+")
+    port: int = setting(8765, minimum=1, maximum=65535)
+    # Connectors send "Authorization: Bearer <token>"; required when host is not loopback.
+    token: str = setting("", secret=True)
+    # Peers allowed to connect: addresses or CIDR networks.
+    allow: tuple[str, ...] = setting(("127.0.0.1", "::1"), pattern=r"[0-9A-Fa-f.:/]+")
+    max_sessions: int = setting(20, minimum=1, maximum=1000)
+
+
+@dataclass(frozen=True)
 class Email:
     """E-mail about calls through the local mail server (``voiceassist.call.mail``)."""
 
@@ -366,7 +380,7 @@ CORE_SECTIONS: dict[str, type] = {
     "general": General, "stt": ProviderChoice, "llm": LLMChoice, "tts": ProviderChoice, "audio": Audio,
     "database": Database, "privacy": Privacy, "fastagi": FastAGI, "live": Live, "actions": Actions,
     "destinations": Destinations, "tools": Tools, "webhooks": Webhooks, "memory": Memory, "email": Email,
-    "logging": Logging,
+    "ai_server": AIServer, "logging": Logging,
 }
 
 
@@ -577,6 +591,10 @@ class Config:
     @property
     def live(self) -> Live:
         return self.typed["live"]  # type: ignore[no-any-return]
+
+    @property
+    def ai_server(self) -> AIServer:
+        return self.typed["ai_server"]  # type: ignore[no-any-return]
 
     @property
     def actions(self) -> Actions:

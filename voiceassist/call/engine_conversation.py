@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,8 @@ class _Answer:
     queued_seconds: float = 0.0
     first_audio_at: float | None = None
     done_mark: str = ""
+    # The caller had spoken before it began (else the engine spoke on its own: a greeting).
+    prompted: bool = True
 
     def text(self) -> str:
         return " ".join(self.reply).strip()
@@ -65,8 +68,10 @@ class EngineConversation:
 
     def __init__(self, leg: MediaLeg, assistant: Assistant, call: CallInfo, prompts: PromptSounds,
                  engine: ConversationEngine, *, settings: LiveSettings | None = None,
-                 detector: VoiceDetector | None = None, turns_before: int = 0) -> None:
+                 detector: VoiceDetector | None = None, turns_before: int = 0,
+                 on_turn: Callable[[TurnRecord], None] | None = None) -> None:
         self.leg, self.assistant, self.call, self.prompts, self.engine = leg, assistant, call, prompts, engine
+        self._on_turn = on_turn
         self.settings = settings or LiveSettings.from_config(assistant.config.live)
         self.rate = leg.sample_rate
         self.log = CallLog(None, call.uniqueid)
@@ -110,7 +115,7 @@ class EngineConversation:
                                "the cascade answers", logging.WARNING)
             self._writer.close(timeout=1.0)
             return LiveConversation(self.leg, self.assistant, self.call, self.prompts, settings=self.settings,
-                                    detector=self._detector, turns_before=self.turns).run()
+                                    detector=self._detector, turns_before=self.turns, on_turn=self._on_turn).run()
         if self.turns == 0:
             announce(self.assistant, "call.started", self.call)
         reason: EndReason | None
@@ -247,8 +252,9 @@ class EngineConversation:
         record = TurnRecord(turn_number=self.turns + 1, transcript=self._question or None,
                             stt_provider=self.engine.name, llm_provider=self.engine.name,
                             tts_provider=self.engine.name)
+        prompted = bool(self._question) or self._voiced_ms >= MIN_QUESTION_MS
         self._question = ""
-        self._answer = _Answer(record)
+        self._answer = _Answer(record, prompted=prompted)
         return self._answer
 
     def _on_mark(self, name: str, now: float) -> None:
@@ -271,6 +277,11 @@ class EngineConversation:
     def _store(self, answer: _Answer, played: float, *, interrupted: bool, now: float) -> None:
         record = answer.record
         reply = answer.text()
+        if not answer.prompted and not record.transcript:
+            # Not an exchange: the engine spoke before the caller said anything (its greeting).
+            self.log("LIVE", f"the {self.engine.name} engine spoke on its own for {played:.1f} s: "
+                             f"{reply[:80] or '(no transcript)'}")
+            return
         record.reply = reply or None
         record.status = TurnStatus.OK
         heard = _heard_part(reply, played, answer.queued_seconds) if interrupted else reply
@@ -282,6 +293,8 @@ class EngineConversation:
                 record.timings.get("speech_to_audio", 0)
         self.turns = max(self.turns, record.turn_number)
         self._writer.add(record)
+        if self._on_turn is not None:
+            self._on_turn(record)
         self.exchanges.append(Exchange(record.transcript or "", heard))
         self._outcome.transcript, self._outcome.reply = record.transcript or "", reply
         self.log("LIVE", f"turn {record.turn_number} ({self.engine.name}): "
@@ -364,7 +377,8 @@ class EngineConversation:
         unheard = bytes(self._since_answer) if not question and self._voiced_ms >= MIN_QUESTION_MS else b""
         taking_over = TakeOver(self.engine.name, tuple(self.exchanges), self._memory, question, unheard)
         return LiveConversation(self.leg, self.assistant, self.call, self.prompts, settings=self.settings,
-                                detector=self._detector, turns_before=self.turns, taking_over=taking_over).run()
+                                detector=self._detector, turns_before=self.turns, taking_over=taking_over,
+                                on_turn=self._on_turn).run()
 
 
 def _heard_part(reply: str, played: float, queued: float) -> str:

@@ -30,6 +30,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..audio.endpointing import BargeIn, LiveListening, SpeechTracker, VoiceDetector, VoiceOnset, level_dbfs, webrtc_detector
@@ -173,7 +174,8 @@ class LiveConversation:
 
     def __init__(self, leg: MediaLeg, assistant: Assistant, call: CallInfo, prompts: PromptSounds, *,
                  settings: LiveSettings | None = None, detector: VoiceDetector | None = None,
-                 turns_before: int = 0, taking_over: TakeOver | None = None) -> None:
+                 turns_before: int = 0, taking_over: TakeOver | None = None,
+                 on_turn: Callable[[TurnRecord], None] | None = None) -> None:
         self.leg = leg
         self.assistant = assistant
         self.call = call
@@ -210,6 +212,7 @@ class LiveConversation:
         self._writer = TurnWriter(assistant, call, self.log)
         self._last = LiveOutcome(EndReason.HANGUP)
         self._taking_over = taking_over
+        self._on_turn = on_turn  # told each turn as it is stored (the AI server's transcripts)
         if taking_over is not None:
             self.exchanges = list(taking_over.history)
             self._memory = taking_over.memory
@@ -515,6 +518,8 @@ class LiveConversation:
     def _store(self, record: TurnRecord) -> None:
         self.turns = max(self.turns, record.turn_number)
         self._writer.add(record)
+        if self._on_turn is not None:
+            self._on_turn(record)
 
     def _failed_turn(self, status: TurnStatus, stage: Stage, error: BaseException, heard: Heard | None,
                      utterance: Utterance | None, speech_ended: float, now: float,
