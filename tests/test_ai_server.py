@@ -199,7 +199,8 @@ def test_our_own_engine_client_talks_to_our_own_ai_server(server, emulators, spe
     caller_side = live_assistant(emulators, speech_grpc, tmp_path / "caller-side", extra=f"""engine = ai_websocket
 [ai_websocket]
 url = ws://127.0.0.1:{server.port}/
-token = {TOKEN}""")
+token = {TOKEN}
+greet = no""")
     engine = engine_for(caller_side)
     assert engine is not None
     leg = PhoneLeg(RATE)

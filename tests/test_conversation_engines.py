@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
 from harness.emulators.ai_server import AIServerEmulator
@@ -79,7 +80,7 @@ def test_the_ai_server_answers_the_caller_and_both_sides_are_stored(
         emulators, speech_grpc, tmp_path, questions, ai_server):
     assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server)
     leg = PhoneLeg(RATE)
-    first_at = 0.5
+    first_at = GREETING_S + 0.5
     second_at = first_at + len(questions["first"]) / 2 / RATE + 3.5
     leg.say(questions["first"], at=first_at)
     leg.say(questions["second"], at=second_at)
@@ -111,8 +112,25 @@ def test_the_ai_server_answers_the_caller_and_both_sides_are_stored(
     assert (init["audio_format"], init["sample_rate"], init["channels"]) == ("g711_ulaw", 8000, 1)
     assert init["voice"] == "alloy" and init["vad_silence_duration_ms"] == 400 and init["vad_enabled"] is True
     assert assistant.config.llm.system_prompt in init["system_prompt"]
-    # The caller's audio went on as it came: about 8000 μ-law bytes a second.
+    # The caller's audio went on as it came, from the start (over the greeting too): about 8000
+    # μ-law bytes a second.
     assert session.audio_bytes > 8000 * (second_at + 5)
+
+
+def test_a_line_that_sends_nothing_while_the_caller_is_quiet_still_ends_the_question(
+        emulators, speech_grpc, tmp_path, questions, ai_server):
+    """Silence suppression (and Asterisk's Local channel) stop the frames between words: the
+    server is sent the silence the line left out, so its own end-of-speech detection works."""
+    assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server)
+    leg = PhoneLeg(RATE, silence_suppression=True)
+    asked_at = GREETING_S + 0.5
+    leg.say(questions["first"], at=asked_at)
+    leg.hang_up_at(asked_at + len(questions["first"]) / 2 / RATE + 4.0)
+    converse(assistant, leg)
+    start = spans_of(leg, engine_answer(QUESTION))[0][0]
+    assert 0.5 < start - (asked_at + speech_end_seconds(questions["first"], RATE)) < 0.9
+    (turn,) = stored_turns(assistant)
+    assert turn["llm_provider"] == "ai_websocket"
 
 
 def test_the_protocols_second_spelling_is_understood(emulators, speech_grpc, tmp_path, questions, ai_server):
@@ -122,8 +140,8 @@ def test_the_protocols_second_spelling_is_understood(emulators, speech_grpc, tmp
     ai_server.malformed = True
     assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server)
     leg = PhoneLeg(RATE)
-    leg.say(questions["first"], at=0.5)
-    leg.hang_up_at(0.5 + len(questions["first"]) / 2 / RATE + 4.0)
+    leg.say(questions["first"], at=GREETING_S + 0.5)
+    leg.hang_up_at(GREETING_S + 0.5 + len(questions["first"]) / 2 / RATE + 4.0)
     outcome = converse(assistant, leg)
     assert outcome.turns == 1
     assert len(spans_of(leg, engine_answer(QUESTION))) == 1
@@ -135,7 +153,7 @@ def test_the_servers_barge_in_stops_the_answer_at_once(emulators, speech_grpc, t
     ai_server.answer_seconds = 6.0
     assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server)
     leg = PhoneLeg(RATE)
-    first_at = 0.5
+    first_at = GREETING_S + 0.5
     first_end = first_at + len(questions["first"]) / 2 / RATE
     barge_at = first_end + 0.6 + 1.5
     leg.say(questions["first"], at=first_at)
@@ -196,7 +214,7 @@ def test_an_engine_failing_mid_call_is_followed_by_one_moment_and_the_cascade(
         ai_server.fatal_at_question = 2
     assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server)
     leg = PhoneLeg(RATE)
-    first_at = 0.5
+    first_at = GREETING_S + 0.5
     second_at = first_at + len(questions["first"]) / 2 / RATE + 3.5
     leg.say(questions["first"], at=first_at)
     if fault == "no answer":
@@ -219,6 +237,25 @@ def test_an_engine_failing_mid_call_is_followed_by_one_moment_and_the_cascade(
     contents = generate[-1].json()["contents"]
     assert [c["role"] for c in contents] == ["user", "model", "user"]
     assert engine_answer(QUESTION) in str(contents[1])
+
+
+def test_the_caller_hears_our_greeting_and_may_talk_over_it(emulators, speech_grpc, tmp_path, questions, ai_server):
+    """The greeting plays at once; the caller asks over it: the server's speech_started stops it,
+    and the question is answered."""
+    assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server)
+    leg = PhoneLeg(RATE)
+    leg.say(questions["first"], at=1.0)
+    leg.hang_up_at(1.0 + len(questions["first"]) / 2 / RATE + 4.0)
+    converse(assistant, leg)
+    heard = np.frombuffer(leg.heard_pcm(), dtype="<i2").astype(np.float64)
+    level = lambda start, end: float(np.abs(heard[int(start * RATE):int(end * RATE)]).mean())  # noqa: E731
+    assert level(0.2, 0.9) > 300, "the greeting was not heard"
+    # The marker tone and voice start at 1.0 s; 200 ms later the server says so: quiet from then
+    # until the answer (the greeting alone would have gone on to 3.3 s).
+    assert level(1.7, 3.2) < 30
+    assert spans_of(leg, engine_answer(QUESTION))
+    (turn,) = stored_turns(assistant)
+    assert turn["transcript"] == QUESTION
 
 
 def test_pound_ends_a_call_with_the_engine_politely(emulators, speech_grpc, tmp_path, questions, ai_server):

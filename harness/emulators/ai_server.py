@@ -147,6 +147,8 @@ class AIServerEmulator:
                     self._send(connection, {"type": "speech_started" if alt else "user_speech_started"})
                 if voiced and not in_question and now >= speaking_until:
                     in_question, heard = True, []
+                if in_question and voiced_run == 10:  # like a server's VAD: every time the caller starts
+                    self._send(connection, {"type": "speech_started" if alt else "user_speech_started"})
                 if in_question:
                     heard.append(samples)
                     silence_ms = int(session.init.get("vad_silence_duration_ms", 500))

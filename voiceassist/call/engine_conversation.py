@@ -35,13 +35,15 @@ from .call_events import CallerLookup, announce
 from .channel import CallLog
 from .conversation import conversation_for
 from .media import FRAME_SECONDS, MediaEventKind, MediaLeg
-from .realtime import (GOODBYE_GRACE_SECONDS, EndReason, LiveConversation, LiveOutcome, LiveSettings, TakeOver,
+from .realtime import (GOODBYE_GRACE_SECONDS, NO_FRAMES_GAP_SECONDS, EndReason, LiveConversation, LiveOutcome, LiveSettings, TakeOver,
                        TurnWriter)
 from .summary import recall
 
 ENGINE_RATE = 8000  # the engines' audio: 8 kHz μ-law both ways
 # The most of an answer's words kept for its turn (a server repeating itself must not fill the disk).
 MAX_REPLY_CHARS = 8000
+# A transport may hold this much of what was queued before the caller hears it.
+LEAD_SECONDS = 0.2
 # Voice on the line that counts as a question the engine must answer (a cough does not).
 MIN_QUESTION_MS = 700
 
@@ -92,6 +94,8 @@ class EngineConversation:
         self._waiting_since: float | None = None    # the caller finished a question; no answer yet
         self._answer: _Answer | None = None
         self._marks = 0
+        self._prompt_until = 0.0        # when our own prompt (the greeting) has played
+        self._last_frame_at = time.monotonic()
         self._closed = False
         self._ending: EndReason | None = None
         self._ending_until = 0.0
@@ -118,6 +122,9 @@ class EngineConversation:
                                     detector=self._detector, turns_before=self.turns, on_turn=self._on_turn).run()
         if self.turns == 0:
             announce(self.assistant, "call.started", self.call)
+            if getattr(getattr(self.engine, "settings", None), "greet", True):
+                # The caller hears someone at once; what they say meanwhile already goes to the engine.
+                self._prompt_until = time.monotonic() + self._play_prompt("live-greeting") + LEAD_SECONDS
         reason: EndReason | None
         try:
             reason = self._loop()
@@ -137,14 +144,19 @@ class EngineConversation:
         while True:
             event = self.leg.next_event(FRAME_SECONDS)
             now = time.monotonic()
+            arrived = (event.at or now) if event is not None else now
+            if self._ending is None and (event is None or event.kind is MediaEventKind.AUDIO):
+                if not self._fill_silence(session, arrived, arriving=event is not None):
+                    return None
             if event is not None:
                 if event.kind is MediaEventKind.CLOSED:
                     self._closed = True
                     self._caller_gone(now)
                     return self._ending or EndReason.HANGUP
                 if event.kind is MediaEventKind.AUDIO and self._ending is None:
-                    if not self._send(session, event.audio, event.at or now):
+                    if not self._send(session, event.audio, arrived):
                         return None
+                    self._last_frame_at = max(self._last_frame_at, arrived)
                 elif event.kind is MediaEventKind.MARK:
                     self._on_mark(event.mark, now)
                 elif event.kind is MediaEventKind.DTMF:
@@ -182,6 +194,22 @@ class EngineConversation:
         return self._engine_setting("response_timeout", 8.0)
 
     # -- the caller's audio ---------------------------------------------------------------------------
+    def _fill_silence(self, session: EngineSession, now: float, *, arriving: bool) -> bool:
+        """A line that sends no frames while the caller is quiet (silence suppression, Asterisk's
+        Local channel) still tells the engine the caller went quiet: the missing time is sent as
+        silence, as a phone that sends frames would have (else the engine's own end-of-speech
+        detection never ends the question). False: the engine is gone."""
+        missing = now - self._last_frame_at
+        if missing < NO_FRAMES_GAP_SECONDS or (not arriving and self.leg.audio_waiting()):
+            return True
+        frames = int(missing / FRAME_SECONDS) - (1 if arriving else 0)
+        silence = bytes(2 * int(self.rate * FRAME_SECONDS))
+        for _ in range(frames):
+            if not self._send(session, silence, now):
+                return False
+        self._last_frame_at = max(self._last_frame_at, now)
+        return True
+
     def _send(self, session: EngineSession, pcm: bytes, at: float) -> bool:
         try:
             voiced = self._detector.is_speech(pcm)
@@ -265,6 +293,10 @@ class EngineConversation:
 
     def _barge_in(self, now: float) -> None:
         answer = self._answer
+        if answer is None and now < self._prompt_until:  # the caller talks over our greeting
+            self.leg.stop_playing()
+            self._prompt_until = 0.0
+            return
         if answer is None or answer.first_audio_at is None:
             return
         unsent = self.leg.queued_seconds()

@@ -61,6 +61,8 @@ class AIWebSocketSettings:
     token: str = setting("", secret=True)
     voice: str = ""
     language: str = ""            # empty: [general] language
+    # Play voiceassist's own greeting when the call starts (no: the server greets the caller itself).
+    greet: bool = True
     vad_enabled: bool = True      # the server finds where the caller stops
     vad_threshold: float = setting(0.5, minimum=0, maximum=1)
     vad_silence_duration_ms: int = setting(500, minimum=100, maximum=5000)
