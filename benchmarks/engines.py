@@ -122,6 +122,7 @@ end_silence_ms = 500
 url = {url}
 token = {token}
 vad_silence_duration_ms = {SERVER_SILENCE_MS}
+greet = {"no" if engine == "ai-server" else "yes"}
 """))
                 assistants[engine].prepare()
             measured: dict[str, list[float]] = {engine: [] for engine in assistants}
