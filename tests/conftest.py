@@ -12,6 +12,7 @@ from harness.emulators import (
     SpeechEmulator,
     SpeechGrpcEmulator,
 )
+from harness.emulators.ai_server import AIServerEmulator
 from harness.emulators.google_tts_grpc import GoogleTTSGrpcEmulator
 
 
@@ -70,6 +71,20 @@ def google_tts_grpc(emulators):
 def _reset_google_tts_grpc(request):
     if "google_tts_grpc" in request.fixturenames:
         request.getfixturevalue("google_tts_grpc").reset()
+
+
+@pytest.fixture(scope="session")
+def ai_server():
+    """An AI server speaking the external-AI WebSocket protocol (harness/emulators/ai_server.py)."""
+    server = AIServerEmulator()
+    yield server
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_ai_server(request):
+    if "ai_server" in request.fixturenames:
+        request.getfixturevalue("ai_server").reset()
 
 
 # -- real database servers ------------------------------------------------------------------------

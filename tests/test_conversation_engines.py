@@ -12,7 +12,6 @@ import threading
 import numpy as np
 import pytest
 
-from harness.emulators.ai_server import AIServerEmulator
 from harness.emulators.openai_api import tone_for
 from harness.phone_leg import PhoneLeg
 from harness.speech import speech_end_seconds, tone_spans
@@ -28,19 +27,9 @@ __all__ = ["questions"]  # the module fixture, shared with the cascade's tests
 ONE_MOMENT_S = len((REPO / "sounds/one-moment.ulaw").read_bytes()) / 8000
 
 
-@pytest.fixture(scope="module")
-def ai_server():
-    server = AIServerEmulator()
-    yield server
-    server.close()
-
-
 @pytest.fixture(autouse=True)
-def _reset_ai_server(request):
-    if "ai_server" in request.fixturenames:
-        server = request.getfixturevalue("ai_server")
-        server.reset()
-        server.transcripts = {MARKER_HZ: QUESTION, SECOND_MARKER_HZ: SECOND_QUESTION}
+def _transcripts(ai_server):
+    ai_server.transcripts = {MARKER_HZ: QUESTION, SECOND_MARKER_HZ: SECOND_QUESTION}
 
 
 def engine_assistant(emulators, speech_grpc, tmp_path, ai_server, extra: str = "") -> Assistant:

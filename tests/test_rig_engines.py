@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from harness.emulators.ai_server import AIServerEmulator
 from harness.emulators.openai_api import tone_for
 from harness.helpers import rig_conf, streaming_providers
 from harness.rig.asterisk import SHARED
@@ -31,16 +30,8 @@ def questions():
             "sunday": make_question("live-sunday", SUNDAY, SUNDAY_HZ)}
 
 
-@pytest.fixture(scope="module")
-def ai_server():
-    server = AIServerEmulator()
-    yield server
-    server.close()
-
-
 @pytest.fixture(autouse=True)
 def _ai_server_state(ai_server, speech_grpc):
-    ai_server.reset()
     ai_server.transcripts = {HOURS_HZ: HOURS, SUNDAY_HZ: SUNDAY}
     ai_server.answer_seconds = 1.5
     speech_grpc.transcripts.update({HOURS_HZ: HOURS, SUNDAY_HZ: SUNDAY})
