@@ -70,9 +70,12 @@ class Connector:
     def say(self, pcm: bytes, at: float) -> None:
         self._said.append((at, linear_to_ulaw(np.frombuffer(pcm, dtype="<i2").astype(np.float64))))
 
-    def stream(self, seconds: float) -> None:
-        """Send the caller's line for ``seconds``: what was said where it was said, else silence."""
+    def stream(self, seconds: float, piece_seconds: float = 0.02) -> None:
+        """Send the caller's line for ``seconds``: what was said where it was said, else silence,
+        in pieces of ``piece_seconds``, each once it has been spoken."""
         silence = bytes([0xFF]) * FRAME
+        per_piece = max(1, round(piece_seconds / 0.02))
+        piece = b""
         for tick in range(int(seconds / 0.02)):
             at = tick * 0.02
             frame = silence
@@ -80,10 +83,13 @@ class Connector:
                 offset = int((at - start) * 8000)
                 if 0 <= offset < len(audio):
                     frame = audio[offset:offset + FRAME].ljust(FRAME, b"\xff")
-            self.send({"type": "audio.input", "audio": base64.b64encode(frame).decode(), "format": "g711_ulaw"})
+            piece += frame
             delay = self.started + (tick + 1) * 0.02 - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            if (tick + 1) % per_piece == 0:
+                self.send({"type": "audio.input", "audio": base64.b64encode(piece).decode(), "format": "g711_ulaw"})
+                piece = b""
 
     def send(self, message) -> None:
         self.ws.send(message if isinstance(message, str) else json.dumps(message))
@@ -137,6 +143,22 @@ def stored_turns_of(server: AIProtocolServer) -> list[dict]:
     assert uniqueid.startswith("ai-")
     _, turns = store.call_rows(uniqueid)
     return turns
+
+
+@pytest.mark.parametrize("piece_seconds", [0.16, 0.5])
+def test_a_connector_sending_larger_pieces_is_heard_as_one_question(server, questions, piece_seconds):
+    """Pieces longer than the gap that counts as a quiet line: their frames are laid out on one
+    timeline, and the wait for the next piece is no pause in the question."""
+    connector = Connector(server.port)
+    connector.init()
+    connector.say(questions["first"], 4.0)
+    connector.stream(4.0 + len(questions["first"]) / 2 / RATE + 4.0, piece_seconds=piece_seconds)
+    connector.close()
+    said = [(m["role"], m["text"]) for _, m in connector.of_type("transcript")]
+    assert said == [("user", QUESTION), ("assistant", reply(QUESTION, 1))]
+    (turn,) = stored_turns_of(server)
+    # The question's own length (3.4 s with its marker), not stretched by made-up silence.
+    assert turn["recording_ms"] < (len(questions["first"]) / 2 / RATE + 1.2) * 1000
 
 
 def test_the_caller_talking_over_the_answer_tells_the_connector_to_drop_it(server, emulators, questions):

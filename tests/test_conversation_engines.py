@@ -192,7 +192,7 @@ def test_an_engine_that_cannot_be_reached_leaves_the_call_to_the_cascade(
     assert turn["stt_provider"] == "google_speech" and turn["llm_provider"] == "gemini"
 
 
-@pytest.mark.parametrize("fault", ["connection closed", "fatal error", "no answer"])
+@pytest.mark.parametrize("fault", ["connection closed", "fatal error", "no answer", "stalled answer"])
 def test_an_engine_failing_mid_call_is_followed_by_one_moment_and_the_cascade(
         emulators, speech_grpc, tmp_path, questions, ai_server, fault):
     """The engine answers the first question and fails at the second: the caller hears "one
@@ -201,6 +201,8 @@ def test_an_engine_failing_mid_call_is_followed_by_one_moment_and_the_cascade(
         ai_server.close_at_question = 2
     elif fault == "fatal error":
         ai_server.fatal_at_question = 2
+    elif fault == "stalled answer":
+        ai_server.stall_at_question = 2
     assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server)
     leg = PhoneLeg(RATE)
     first_at = GREETING_S + 0.5
@@ -219,12 +221,19 @@ def test_an_engine_failing_mid_call_is_followed_by_one_moment_and_the_cascade(
     # The cascade's answer: Gemini's reply to the second question, its second user message.
     assert spans_of(leg, engine_answer(SECOND_QUESTION, 2)), "the cascade did not answer"
     turns = stored_turns(assistant)
+    if fault == "stalled answer":
+        # The 0.4 s the caller heard of the engine's answer is a turn of its own, cut short.
+        broken = turns.pop(1)
+        assert broken["interrupted"] and "engine failed" in broken["error"]
+        assert broken["transcript"] == SECOND_QUESTION and broken["played_ms"] == pytest.approx(400, abs=40)
     assert [t["transcript"] for t in turns] == [QUESTION, SECOND_QUESTION]
     assert turns[0]["llm_provider"] == "ai_websocket" and turns[1]["llm_provider"] == "gemini"
-    assert outcome.turns == 2
+    assert outcome.turns == (3 if fault == "stalled answer" else 2)
     generate = [r for r in emulators["gemini"].requests if "generatecontent" in r.path.lower()]
     contents = generate[-1].json()["contents"]
-    assert [c["role"] for c in contents] == ["user", "model", "user"]
+    # The history is what the caller heard: with a stalled answer, also its first words.
+    roles = ["user", "model"] * (2 if fault == "stalled answer" else 1) + ["user"]
+    assert [c["role"] for c in contents] == roles
     assert engine_answer(QUESTION) in str(contents[1])
 
 
@@ -330,6 +339,28 @@ def test_a_server_that_floods_the_call_is_cut_off_as_failed(emulators, speech_gr
         server.shutdown()
     assert seen and seen[-1].fatal, seen[-3:]
     assert len(seen) <= 2002
+
+
+def test_a_server_that_keeps_talking_but_never_starts_the_session_times_out(emulators, speech_grpc, tmp_path):
+    import json
+    import time
+
+    from voiceassist.errors import ProviderTimeout
+
+    def handler(connection):
+        connection.recv()
+        for _ in range(20):
+            connection.send(json.dumps({"type": "heartbeat"}))
+            time.sleep(0.3)
+
+    server = raw_server(handler)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeout):
+            session_on(server, tmp_path, emulators, speech_grpc)
+        assert time.monotonic() - started < 5.0 + 1.5  # the connect_timeout, not reset by each message
+    finally:
+        server.shutdown()
 
 
 def test_a_non_fatal_error_is_logged_and_the_session_goes_on(emulators, speech_grpc, tmp_path, caplog):

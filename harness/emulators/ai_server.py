@@ -84,6 +84,7 @@ class AIServerEmulator:
         self.fatal_at_question: int | None = None  # send a fatal error instead of answer N
         self.silent = False                        # transcribe the question, never answer it
         self.malformed = False                     # bad messages before each answer
+        self.stall_at_question: int | None = None  # begin answer N, then say nothing more
         self.sessions = []
 
     @property
@@ -162,6 +163,11 @@ class AIServerEmulator:
                             return
                         if self.fatal_at_question == number:
                             self._send(connection, {"type": "error", "message": "model crashed", "fatal": True})
+                            continue
+                        if self.stall_at_question == number:
+                            self._send(connection, {"type": "transcript", "text": question, "role": "user"})
+                            self._send(connection, {"type": "audio_delta", "audio": base64.b64encode(
+                                answer_ulaw(f"Answer {number}: you asked, {question}", 0.4)).decode("ascii")})
                             continue
                         if self.silent:  # it heard the caller, and never answers
                             self._send(connection, {"type": "transcript", "text": question, "role": "user"})

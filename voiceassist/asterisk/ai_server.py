@@ -31,10 +31,11 @@ from typing import Any
 from ..audio.conversion import UlawEncoder, ulaw_to_pcm
 from ..call.assistant import Assistant
 from ..call.engine_conversation import EngineConversation, engine_for
-from ..call.media import FRAME_SECONDS, MediaEvent, MediaEventKind
-from ..call.realtime import LiveConversation, LiveOutcome
+from ..call.media import FRAME_SECONDS, MediaEvent, MediaEventKind, frame_bytes
+from ..call.realtime import NO_FRAMES_GAP_SECONDS, LiveConversation, LiveOutcome
 from ..config import AIServer
 from ..errors import ConfigError
+from ..providers.ai_websocket import SEND_TIMEOUT, set_send_timeout
 from ..logs import logger
 from ..types import CallInfo, TurnRecord
 from .access import is_allowed, is_loopback_host, parse_allow
@@ -65,6 +66,10 @@ class ProtocolLeg:
         self._sent_until = 0.0
         self._marks: list[tuple[str, float]] = []   # (name, when its audio has played)
         self._speaking = False                     # audio sent since the last response_complete
+        self._inbound = bytearray()                # caller audio not yet a whole frame
+        self._caller_until = 0.0                   # the end of the caller's audio on our clock
+        self._last_piece_at = 0.0
+        self._last_piece_seconds = 0.0
         self._wake = threading.Event()
         self._sender = threading.Thread(target=self._send_loop, daemon=True, name=f"voiceassist-ai-{call_id[:8]}")
 
@@ -98,7 +103,9 @@ class ProtocolLeg:
         return self._playout.queued_seconds() + max(0.0, self._sent_until - time.monotonic())
 
     def audio_waiting(self) -> bool:
-        return False
+        # A connector sends the caller's audio in pieces (20 ms to 2 s): until the next piece is
+        # due, no frame for a while is no quiet line.
+        return time.monotonic() - self._last_piece_at < self._last_piece_seconds + NO_FRAMES_GAP_SECONDS
 
     def hang_up(self) -> None:
         self._close()
@@ -107,8 +114,9 @@ class ProtocolLeg:
     def send(self, message: dict[str, Any]) -> None:
         try:
             self.connection.send(json.dumps(message))
-        except Exception as exc:  # the connection went: the reader reports it
-            logger.debug("[AI-SERVER] %s... send failed: %s", self.call_id[:8], exc)
+        except Exception as exc:  # gone, or not reading for SEND_TIMEOUT: the session ends
+            logger.info("[AI-SERVER] %s... send failed (%s): the session ends", self.call_id[:8], exc)
+            threading.Thread(target=self._close, daemon=True).start()
 
     def _send_loop(self) -> None:
         while not self._events.closed:
@@ -134,11 +142,12 @@ class ProtocolLeg:
                 self.send({"type": "audio_delta", "audio": base64.b64encode(audio).decode("ascii")})
                 self._sent_until += len(frames) * FRAME_SECONDS
                 self._speaking = True
-            elif self._speaking and self._sent_until <= now and self._playout.queued_seconds() == 0:
-                self._speaking = False
-                self.send({"type": "response_complete"})
             played = [name for name, due in self._marks if due <= now]
             self._marks = [(name, due) for name, due in self._marks if due > now]
+            if played and self._speaking:
+                # The conversation marks the end of each answer and prompt: it has been played.
+                self._speaking = False
+                self.send({"type": "response_complete"})
         for name in played:
             self._events.put(MediaEvent(MediaEventKind.MARK, mark=name, at=now))
 
@@ -160,13 +169,27 @@ class ProtocolLeg:
             if audio is None:
                 self.error("audio.input needs base64 g711_ulaw audio of at most 2 s")
                 return
-            self._events.audio(ulaw_to_pcm(audio, RATE, RATE), RATE, now)
+            self._caller_audio(ulaw_to_pcm(audio, RATE, RATE), now)
         elif kind == "text.input":
             self.error("text.input is not supported by this server")
         elif kind == "session.init":
             self.error("the session has already started")
         else:
             self.error("not a message of this protocol: expected audio.input")
+
+    def _caller_audio(self, pcm: bytes, now: float) -> None:
+        """A piece of the caller's audio as 20 ms frames on one timeline: a piece holds what was
+        said before it was sent, so its frames are stamped back from now (never before the
+        previous piece's end), not all at once."""
+        size = frame_bytes(RATE)
+        self._inbound += pcm
+        frames = [bytes(self._inbound[i:i + size]) for i in range(0, len(self._inbound) - size + 1, size)]
+        del self._inbound[:len(frames) * size]
+        start = max(self._caller_until, now - len(frames) * FRAME_SECONDS)
+        for index, frame in enumerate(frames):
+            self._events.put(MediaEvent(MediaEventKind.AUDIO, audio=frame, at=start + (index + 1) * FRAME_SECONDS))
+        self._caller_until = start + len(frames) * FRAME_SECONDS
+        self._last_piece_at, self._last_piece_seconds = now, len(pcm) / 2 / RATE
 
     def error(self, text: str, *, fatal: bool = False) -> None:
         self.send({"type": "error", "message": text, "fatal": fatal})
@@ -265,6 +288,8 @@ class AIProtocolServer:
             self._send(connection, {"type": "error", "message": problem, "fatal": True})
             connection.close()
             return
+        # A connector that stops reading must not hold the session's threads (see ai_websocket).
+        set_send_timeout(connection.socket, SEND_TIMEOUT)
         call_id = uuid.uuid4().hex
         call = CallInfo(uniqueid=f"ai-{call_id[:20]}", channel="ai-server", caller_number="", caller_name="")
         self._send(connection, {"type": "session_started", "session_id": call_id})

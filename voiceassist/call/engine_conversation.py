@@ -18,6 +18,7 @@ unanswered is answered with the call's history.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,17 +36,26 @@ from .call_events import CallerLookup, announce
 from .channel import CallLog
 from .conversation import conversation_for
 from .media import FRAME_SECONDS, MediaEventKind, MediaLeg
-from .realtime import (GOODBYE_GRACE_SECONDS, NO_FRAMES_GAP_SECONDS, EndReason, LiveConversation, LiveOutcome, LiveSettings, TakeOver,
+from .realtime import (GOODBYE_GRACE_SECONDS, HARD_LIMIT_GRACE_SECONDS, NO_FRAMES_GAP_SECONDS, EndReason, LiveConversation, LiveOutcome, LiveSettings, TakeOver,
                        TurnWriter)
 from .summary import recall
 
 ENGINE_RATE = 8000  # the engines' audio: 8 kHz μ-law both ways
 # The most of an answer's words kept for its turn (a server repeating itself must not fill the disk).
 MAX_REPLY_CHARS = 8000
+# Engine events handled per pass of the loop, between the caller's frames.
+MAX_EVENTS_PER_TICK = 50
+# More audio than this waiting for the caller is no answer (an engine sending without end).
+MAX_QUEUED_SECONDS = 120.0
+# An answer's end asked for, all of it sent: stored as played this long after, if the transport
+# never reports the mark.
+MARK_GRACE_SECONDS = 2.0
 # A transport may hold this much of what was queued before the caller hears it.
 LEAD_SECONDS = 0.2
 # Voice on the line that counts as a question the engine must answer (a cough does not).
 MIN_QUESTION_MS = 700
+# A pause this long between voiced frames starts a new utterance.
+QUESTION_GAP_SECONDS = 1.5
 
 
 @dataclass
@@ -96,6 +106,7 @@ class EngineConversation:
         self._marks = 0
         self._prompt_until = 0.0        # when our own prompt (the greeting) has played
         self._last_frame_at = time.monotonic()
+        self._last_engine_at = time.monotonic()  # the engine's last event
         self._closed = False
         self._ending: EndReason | None = None
         self._ending_until = 0.0
@@ -106,25 +117,30 @@ class EngineConversation:
     def run(self) -> LiveOutcome:
         self.log("LIVE", f"conversation started over {type(self.leg).__name__} at {self.rate} Hz "
                          f"with the {self.engine.name} engine")
-        # What is known about the caller (the lookup waits at most [webhooks] lookup_timeout)
-        # goes into the engine's instructions.
-        lookup = CallerLookup(self.assistant, self.call)
-        self._memory = "\n\n".join(part for part in (lookup.text(), recall(self.assistant, self.call, self.log))
-                                   if part)
-        instructions = conversation_for(self.assistant.config, [], "", None, self._memory).system
+        greeted = False
         try:
+            if self.turns == 0:
+                announce(self.assistant, "call.started", self.call)
+                if self._engine_setting("greet", 1):
+                    # The caller hears someone at once; what they say meanwhile goes to the engine.
+                    self._prompt_until = time.monotonic() + self._play_prompt("live-greeting") + LEAD_SECONDS
+                    greeted = True
+            # While the greeting plays: what is known about the caller (the lookup waits at most
+            # [webhooks] lookup_timeout), for the engine's instructions.
+            lookup = CallerLookup(self.assistant, self.call)
+            self._memory = "\n\n".join(part for part in (lookup.text(), recall(self.assistant, self.call, self.log))
+                                       if part)
+            instructions = conversation_for(self.assistant.config, [], "", None, self._memory).system
             self._session = self.engine.open(instructions, [])
-        except (ProviderError, OSError) as exc:
+        except Exception as exc:  # ProviderError, OSError, a knowledge file gone: the cascade answers
             self.log("ENGINE", f"{self.engine.name} unavailable at the start of the call: {exc}; "
                                "the cascade answers", logging.WARNING)
-            self._writer.close(timeout=1.0)
-            return LiveConversation(self.leg, self.assistant, self.call, self.prompts, settings=self.settings,
-                                    detector=self._detector, turns_before=self.turns, on_turn=self._on_turn).run()
-        if self.turns == 0:
-            announce(self.assistant, "call.started", self.call)
-            if getattr(getattr(self.engine, "settings", None), "greet", True):
-                # The caller hears someone at once; what they say meanwhile already goes to the engine.
-                self._prompt_until = time.monotonic() + self._play_prompt("live-greeting") + LEAD_SECONDS
+            self._close_writer()
+            if not greeted:
+                return LiveConversation(self.leg, self.assistant, self.call, self.prompts, settings=self.settings,
+                                        detector=self._detector, turns_before=self.turns, on_turn=self._on_turn).run()
+            return self._cascade(TakeOver(self.engine.name, (), self._memory, started=self.started,
+                                          say_one_moment=False))
         reason: EndReason | None
         try:
             reason = self._loop()
@@ -165,16 +181,42 @@ class EngineConversation:
                 if now >= self._ending_until:
                     return self._ending
                 continue
-            while (engine_event := session.next_event(0)) is not None:
+            for _ in range(MAX_EVENTS_PER_TICK):  # the caller's own events are never starved
+                if (engine_event := session.next_event(0)) is None:
+                    break
+                self._last_engine_at = now
                 if not self._on_engine(engine_event, now):
                     return None
+            if self.leg.queued_seconds() > MAX_QUEUED_SECONDS:
+                self.log("ENGINE", f"{self.engine.name} sent more audio than an answer holds", logging.WARNING)
+                return None
             if self._answer is None and self._no_answer(now):
                 self.log("ENGINE", f"no answer within {self._response_timeout():.1f} s of the question",
                          logging.WARNING)
                 return None
-            if now - self.started >= self.settings.max_call_seconds and self._answer is None:
+            if self._answer is not None and self._stalled(self._answer, now):
+                return None
+            elapsed = now - self.started
+            if elapsed >= self.settings.max_call_seconds and (
+                    self._answer is None or elapsed >= self.settings.max_call_seconds + HARD_LIMIT_GRACE_SECONDS):
                 self.log("LIVE", f"call limit of {self.settings.max_call_seconds:.0f} s reached")
                 self._goodbye(EndReason.LIMIT, now)
+
+    def _stalled(self, answer: _Answer, now: float) -> bool:
+        """An answer the engine began and went quiet on, with nothing left to play: it failed
+        (True), unless its end was asked for and the transport never said it played (then it is
+        stored as played)."""
+        if self.leg.queued_seconds() > 0:
+            return False
+        quiet = now - max(self._last_engine_at, answer.first_audio_at or 0.0)
+        if answer.done_mark:
+            if quiet > MARK_GRACE_SECONDS:
+                self._on_mark(answer.done_mark, now)
+            return False
+        if quiet > self._response_timeout():
+            self.log("ENGINE", f"{self.engine.name} went quiet in the middle of an answer", logging.WARNING)
+            return True
+        return False
 
     def _no_answer(self, now: float) -> bool:
         """Whether the engine has let a question go unanswered for longer than its
@@ -215,6 +257,10 @@ class EngineConversation:
             voiced = self._detector.is_speech(pcm)
         except Exception:  # a frame of another length (a transport's last partial frame)
             voiced = False
+        if voiced and self._voice_ended_at is not None and at - self._voice_ended_at > QUESTION_GAP_SECONDS:
+            # A new utterance after a long pause: voice heard before it (noise, a word) is not its start.
+            self._voiced_ms = 0
+            self._since_answer.clear()
         if self._answer is None:  # words over an answer are the engine's to judge (barge-in)
             if voiced or self._voiced_ms:
                 self._since_answer += pcm
@@ -256,7 +302,9 @@ class EngineConversation:
                 self._answer.record.transcript = event.text  # the engine's transcript came late
             else:
                 self._question = f"{self._question} {event.text}".strip()[:MAX_REPLY_CHARS]
-                if self._answer is None:  # words during an answer may be a mere "uh-huh"
+                # Waited on only when the caller spoke since the last answer began: words during
+                # an answer may be a mere "uh-huh", and a transcript may come after its answer.
+                if self._answer is None and self._voiced_ms >= MIN_QUESTION_MS:
                     self._waiting_since = self._waiting_since or now
         elif kind is EngineEventKind.ASSISTANT_SAID:
             answer = self._answer or self._start_answer()
@@ -297,7 +345,10 @@ class EngineConversation:
             self.leg.stop_playing()
             self._prompt_until = 0.0
             return
-        if answer is None or answer.first_audio_at is None:
+        if answer is not None and answer.first_audio_at is None:
+            self._answer = None  # words the engine had not begun to speak: the caller goes on
+            return
+        if answer is None:
             return
         unsent = self.leg.queued_seconds()
         self.leg.stop_playing()
@@ -375,8 +426,11 @@ class EngineConversation:
             self._writer.add(record)
 
     def _close_session(self) -> None:
+        """Close the engine's session on a thread of its own (a server that stopped reading may
+        take seconds to let go), so the caller does not wait for it."""
         if self._session is not None:
-            self._session.close()
+            threading.Thread(target=self._session.close, daemon=True,
+                             name=f"voiceassist-engine-close-{self.call.uniqueid}").start()
             self._session = None
 
     def _finish(self, reason: EndReason) -> None:
@@ -401,16 +455,25 @@ class EngineConversation:
                 answer.record.error = "the engine failed during the answer"
                 self._store(answer, max(0.0, answer.queued_seconds - unsent), interrupted=True,
                             now=time.monotonic())
-            elif answer.record.transcript:
-                question = answer.record.transcript
+            # The answer was cut short (or never spoken): the cascade answers the question again.
+            question = question or answer.record.transcript or ""
         self._close_session()
-        self._writer.close(timeout=10.0)
+        self._close_writer()
         self.log("ENGINE", f"{self.engine.name} failed mid-call; the cascade answers from here")
         unheard = bytes(self._since_answer) if not question and self._voiced_ms >= MIN_QUESTION_MS else b""
-        taking_over = TakeOver(self.engine.name, tuple(self.exchanges), self._memory, question, unheard)
+        return self._cascade(TakeOver(self.engine.name, tuple(self.exchanges), self._memory, question, unheard,
+                                      started=self.started))
+
+    def _cascade(self, taking_over: TakeOver) -> LiveOutcome:
         return LiveConversation(self.leg, self.assistant, self.call, self.prompts, settings=self.settings,
                                 detector=self._detector, turns_before=self.turns, taking_over=taking_over,
                                 on_turn=self._on_turn).run()
+
+    def _close_writer(self) -> None:
+        """Let the engine's turns be written on their own thread (the turns carry their numbers):
+        a slow database must not keep the caller waiting for the cascade."""
+        threading.Thread(target=self._writer.close, args=(10.0,), daemon=True,
+                         name=f"voiceassist-store-end-{self.call.uniqueid}").start()
 
 
 def _heard_part(reply: str, played: float, queued: float) -> str:

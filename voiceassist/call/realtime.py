@@ -100,8 +100,9 @@ class LiveOutcome:
 
 @dataclass(frozen=True)
 class TakeOver:
-    """What a conversation engine that failed mid-call leaves the cascade: the call so far, what
-    is known of the caller, and the question it did not answer (empty: none)."""
+    """What a conversation engine that failed leaves the cascade: the call so far, what is known of
+    the caller, and the question it did not answer (empty: none). The call has been announced
+    (``call.started``) and greeted."""
 
     engine: str
     history: tuple[Exchange, ...] = ()
@@ -110,6 +111,8 @@ class TakeOver:
     # The caller's audio of that question when the engine never said what it heard (PCM at the
     # leg's rate): the cascade's recogniser hears it instead.
     audio: bytes = b""
+    started: float = 0.0          # time.monotonic() the call began ([live] max_call_seconds counts from it)
+    say_one_moment: bool = True   # False: the engine never spoke (the greeting has played)
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,8 @@ class LiveConversation:
         self._last = LiveOutcome(EndReason.HANGUP)
         self._taking_over = taking_over
         self._on_turn = on_turn  # told each turn as it is stored (the AI server's transcripts)
+        if taking_over is not None and taking_over.started:
+            self.started = taking_over.started
         if taking_over is not None:
             self.exchanges = list(taking_over.history)
             self._memory = taking_over.memory
@@ -247,7 +252,8 @@ class LiveConversation:
     def _take_over(self, taking_over: TakeOver) -> None:
         """Go on from a conversation engine that failed: "one moment", then the caller's question
         it left unanswered, if any, is answered here."""
-        self._play_prompt("one-moment")
+        if taking_over.say_one_moment:
+            self._play_prompt("one-moment")
         now = time.monotonic()
         if taking_over.question:
             answering = self._start_answer(taking_over.question, None, now, held=False)

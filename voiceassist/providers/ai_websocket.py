@@ -24,9 +24,13 @@ import binascii
 import ipaddress
 import json
 import queue
+import socket
+import struct
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from ..config import seconds, setting
@@ -40,6 +44,10 @@ NAME = "ai_websocket"
 MAX_MESSAGE_BYTES = 1 << 20
 # Events not yet taken by the conversation before the server is considered to flood us.
 MAX_QUEUED_EVENTS = 2000
+# Messages that are not the protocol's before the server counts as broken.
+MAX_SKIPPED = 10000
+# Seconds a send to the server may block (its receive buffer full: it stopped reading).
+SEND_TIMEOUT = 2.0
 # The most of one transcript message kept (a turn's words, not a document).
 MAX_TEXT_CHARS = 2000
 
@@ -111,6 +119,7 @@ class AIWebSocketSession:
         self._connection: Any = None
         self._closed = threading.Event()
         self._send_lock = threading.Lock()
+        self._skipped = 0
 
     def start(self, system_prompt: str) -> None:
         from websockets import exceptions  # a dependency of voiceassist itself (the media server)
@@ -133,6 +142,9 @@ class AIWebSocketSession:
             raise ProviderTimeout(f"{NAME}: no connection within {timeout:.1f} s", provider=NAME) from None
         except (OSError, exceptions.WebSocketException) as exc:
             raise ProviderUnavailable(f"{NAME}: cannot connect to {self.settings.url}: {exc}", provider=NAME) from None
+        # A server that stops reading must not block the call: a send that cannot go out within
+        # SEND_TIMEOUT fails (the websockets library's own send has no timeout).
+        set_send_timeout(self._connection.socket, SEND_TIMEOUT)
         try:
             self._send({"type": "session.init", "config": {
                 "audio_format": "g711_ulaw", "sample_rate": 8000, "channels": 1,
@@ -147,9 +159,10 @@ class AIWebSocketSession:
         threading.Thread(target=self._read, daemon=True, name="voiceassist-ai-websocket").start()
 
     def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         try:
             while True:
-                message = _parse(self._connection.recv(timeout=timeout))
+                message = _parse(self._connection.recv(timeout=max(0.0, deadline - time.monotonic())), self._skip)
                 if message is None:
                     continue
                 kind = message.get("type")
@@ -194,7 +207,10 @@ class AIWebSocketSession:
                 if self._events.qsize() > MAX_QUEUED_EVENTS:
                     why = "the server sent more than the call could take"
                     break
-                event = _event(_parse(raw))
+                event = _event(_parse(raw, self._skip), self._skip)
+                if self._skipped > MAX_SKIPPED:
+                    why = f"the server sent {self._skipped} messages that are not the protocol's"
+                    break
                 if event is not None:
                     self._events.put(event)
                     if event.kind is EngineEventKind.ERROR and event.fatal:
@@ -204,6 +220,12 @@ class AIWebSocketSession:
         if not self._closed.is_set():
             self._events.put(EngineEvent(EngineEventKind.ERROR, text=why, fatal=True))
 
+    def _skip(self, why: str) -> None:
+        """A message that is not the protocol's: logged the first few times, then every 1000th."""
+        self._skipped += 1
+        if self._skipped <= 5 or self._skipped % 1000 == 0:
+            logger.warning("[ENGINE] %s sent %s: skipped (%d so far this call)", NAME, why, self._skipped)
+
     def close(self) -> None:
         self._closed.set()
         if self._connection is not None:
@@ -211,6 +233,12 @@ class AIWebSocketSession:
                 self._connection.close()
             except Exception:  # already gone
                 pass
+
+
+def set_send_timeout(sock: socket.socket, seconds: float) -> None:
+    """Make a blocking socket's sends fail after ``seconds`` (SO_SNDTIMEO; its reads unchanged)."""
+    whole = int(seconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
 
 
 def _loopback(host: str) -> bool:
@@ -222,18 +250,22 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _parse(raw: str | bytes) -> dict[str, Any] | None:
-    """One server message, or None (logged) when it is not a JSON object."""
+def _log_skip(why: str) -> None:
+    logger.warning("[ENGINE] %s sent %s: skipped", NAME, why)
+
+
+def _parse(raw: str | bytes, skip: Callable[[str], None] = _log_skip) -> dict[str, Any] | None:
+    """One server message, or None (``skip`` is told why) when it is not a JSON object."""
     if isinstance(raw, bytes):
-        logger.warning("[ENGINE] %s sent a binary message; the protocol is JSON text: skipped", NAME)
+        skip("a binary message (the protocol is JSON text)")
         return None
     try:
         message = json.loads(raw)
     except ValueError:
-        logger.warning("[ENGINE] %s sent a message that is not JSON: skipped", NAME)
+        skip("a message that is not JSON")
         return None
     if not isinstance(message, dict):
-        logger.warning("[ENGINE] %s sent a JSON message that is not an object: skipped", NAME)
+        skip("a JSON message that is not an object")
         return None
     return message
 
@@ -242,7 +274,7 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _event(message: dict[str, Any] | None) -> EngineEvent | None:
+def _event(message: dict[str, Any] | None, skip: Callable[[str], None] = _log_skip) -> EngineEvent | None:
     """A server message as an engine event (None: nothing the conversation needs)."""
     if message is None:
         return None
@@ -254,7 +286,7 @@ def _event(message: dict[str, Any] | None) -> EngineEvent | None:
         except (binascii.Error, ValueError):
             audio = b""
         if not audio:
-            logger.warning("[ENGINE] %s sent %s without base64 audio: skipped", NAME, kind)
+            skip(f"{kind} without base64 audio")
             return None
         return EngineEvent(EngineEventKind.AUDIO, audio=audio)
     if kind in _TRANSCRIPT:
@@ -272,5 +304,5 @@ def _event(message: dict[str, Any] | None) -> EngineEvent | None:
         fatal = message.get("fatal") is True
         return EngineEvent(EngineEventKind.ERROR, text=_text(message.get("message"))[:300] or "error", fatal=fatal)
     if kind not in _READY:
-        logger.info("[ENGINE] %s sent an unknown message type %r: skipped", NAME, str(kind)[:40])
+        skip(f"an unknown message type {str(kind)[:40]!r}")
     return None
