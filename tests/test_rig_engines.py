@@ -12,22 +12,12 @@ import pytest
 from harness.emulators.openai_api import tone_for
 from harness.helpers import rig_conf, streaming_providers
 from harness.rig.asterisk import SHARED
-from harness.rig.calls import make_question, place_call, stored_call, tone_seconds
+from harness.rig.calls import place_call, stored_call, tone_seconds
 from harness.servers import FastAGIProcess
-from tests.test_rig_live import TRANSPORTS, no_tracebacks
+from tests.test_rig_live import (HOURS, HOURS_HZ, SUNDAY, SUNDAY_HZ, TRANSPORTS, no_tracebacks, questions,
+                                 reply_to)
 
-HOURS, HOURS_HZ = "What are your opening hours?", 2200
-SUNDAY, SUNDAY_HZ = "Are you open on Sunday?", 2500
-
-
-def reply_to(question: str, turn: int = 1) -> str:
-    return f"Answer {turn}: you asked, {question}"
-
-
-@pytest.fixture(scope="module")
-def questions():
-    return {"hours": make_question("live-hours", HOURS, HOURS_HZ),
-            "sunday": make_question("live-sunday", SUNDAY, SUNDAY_HZ)}
+__all__ = ["questions"]  # the module fixture: the real-time tests' spoken questions
 
 
 @pytest.fixture(autouse=True)
