@@ -239,3 +239,15 @@ greet = no""")
     assert tone_spans(leg.heard_pcm(), RATE, tone_for(reply(QUESTION, 1))), "the answer was not heard"
     (turn,) = stored_turns(caller_side)
     assert (turn["transcript"], turn["reply"], turn["llm_provider"]) == (QUESTION, reply(QUESTION, 1), "ai_websocket")
+
+
+def test_a_peer_outside_allow_is_refused_before_the_token_is_read(emulators, speech_grpc, tmp_path):
+    assistant = live_assistant(emulators, speech_grpc, tmp_path)
+    ai = AIProtocolServer(assistant, AIServer(token=TOKEN, allow=("10.0.0.0/8",)), port=0)
+    ai.start()
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            Connector(ai.port)  # from 127.0.0.1, with the right token
+        assert refused.value.response.status_code == 403
+    finally:
+        ai.shutdown()
