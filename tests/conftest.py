@@ -13,6 +13,7 @@ from harness.emulators import (
     SpeechGrpcEmulator,
 )
 from harness.emulators.ai_server import AIServerEmulator
+from harness.emulators.gemini_live import GeminiLiveEmulator
 from harness.emulators.google_tts_grpc import GoogleTTSGrpcEmulator
 
 
@@ -85,6 +86,21 @@ def ai_server():
 def _reset_ai_server(request):
     if "ai_server" in request.fixturenames:
         request.getfixturevalue("ai_server").reset()
+
+
+@pytest.fixture(scope="session")
+def gemini_live():
+    """Gemini's Live API (BidiGenerateContent over TLS WebSocket: the SDK always uses wss), with a
+    certificate of its own for 127.0.0.1 (harness/emulators/gemini_live.py)."""
+    server = GeminiLiveEmulator()
+    yield server
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_gemini_live(request):
+    if "gemini_live" in request.fixturenames:
+        request.getfixturevalue("gemini_live").reset()
 
 
 # -- real database servers ------------------------------------------------------------------------

@@ -184,9 +184,11 @@ class Live:
     # websocket (chan_websocket: Asterisk 20.16, 21.11, 22.6 and later; JSON control since 22.8).
     transport: str = setting("audiosocket", choices=("audiosocket", "websocket"))
     # Who holds the conversation: cascade ([stt], [llm] and [tts], streamed), or a conversation
-    # engine: ai_websocket (the business's own AI server, [ai_websocket]). An engine that cannot
-    # be reached or fails mid-call hands the call to the cascade.
-    engine: str = setting("cascade", choices=("cascade", "ai_websocket"))
+    # engine: ai_websocket (the business's own AI server, [ai_websocket]), openai_realtime (OpenAI's
+    # speech-to-speech Realtime API, [openai_realtime]) or gemini_live (Gemini's Live API,
+    # [gemini_live]). An engine that cannot be reached or fails mid-call hands the call to the cascade.
+    engine: str = setting("cascade", choices=("cascade", "ai_websocket", "websocket", "openai_realtime",
+                                              "gemini_live"))
     # Where `serve` listens for the media connections Asterisk opens (worker k of `serve` on port + k).
     host: str = setting("127.0.0.1", pattern=r"[0-9A-Za-z.:_-]+")
     audiosocket_port: int = setting(4575, minimum=1, maximum=65535)

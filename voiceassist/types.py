@@ -201,6 +201,7 @@ class EngineEventKind(enum.StrEnum):
     ASSISTANT_SAID = "assistant_said"  # the engine's transcript of its own answer
     SPEECH_STARTED = "speech_started"  # the caller started talking (over the answer: barge-in)
     DONE = "done"                    # the answer is complete
+    TOOL_CALL = "tool_call"          # the engine asks for an action or one of the business's tools
     ERROR = "error"                  # ``fatal``: the engine cannot go on (the cascade takes over)
 
 
@@ -210,3 +211,4 @@ class EngineEvent:
     audio: bytes = b""
     text: str = ""
     fatal: bool = False
+    tool: ToolCall | None = None

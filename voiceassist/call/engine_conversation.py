@@ -30,15 +30,17 @@ from ..audio.prompts import PromptSounds
 from ..errors import AudioError, ProviderError, VoiceAssistError
 from ..logs import logger
 from ..providers.base import ConversationEngine, EngineSession
-from ..types import CallInfo, EngineEvent, EngineEventKind, Exchange, TurnRecord, TurnStatus
+from ..types import CallInfo, EngineEvent, EngineEventKind, Exchange, ToolCall, TurnRecord, TurnStatus
+from .actions import TOOL_APOLOGY, Action, ActionKind, decide
 from .assistant import Assistant
 from .call_events import CallerLookup, announce
 from .channel import CallLog
 from .conversation import conversation_for
 from .media import FRAME_SECONDS, MediaEventKind, MediaLeg
-from .realtime import (GOODBYE_GRACE_SECONDS, HARD_LIMIT_GRACE_SECONDS, NO_FRAMES_GAP_SECONDS, EndReason, LiveConversation, LiveOutcome, LiveSettings, TakeOver,
-                       TurnWriter)
+from .realtime import (ACTION_ENDS, GOODBYE_GRACE_SECONDS, HARD_LIMIT_GRACE_SECONDS, NO_FRAMES_GAP_SECONDS, EndReason,
+                       LiveConversation, LiveOutcome, LiveSettings, TakeOver, TurnWriter)
 from .summary import recall
+from .tools import HttpTool, find_tool, run_tool
 
 ENGINE_RATE = 8000  # the engines' audio: 8 kHz μ-law both ways
 # The most of an answer's words kept for its turn (a server repeating itself must not fill the disk).
@@ -112,6 +114,14 @@ class EngineConversation:
         self._ending_until = 0.0
         self._writer = TurnWriter(assistant, call, self.log)
         self._outcome = LiveOutcome(EndReason.HANGUP)
+        # An action the engine asked for and the configuration allows (a transfer, a message, the
+        # end of the call): it is carried out once the engine's confirmation has played.
+        self._action: Action | None = None
+        self._action_at = 0.0
+        self._action_say = ""
+        self._action_stored = False     # a turn carries it (the confirmation, played or cut short)
+        self._notes: list[str] = []     # tools that failed, for the turn's error
+        self._tool_calls = 0            # the business's tools called since the caller last spoke
 
     # -- the call ------------------------------------------------------------------------------------
     def run(self) -> LiveOutcome:
@@ -130,8 +140,8 @@ class EngineConversation:
             lookup = CallerLookup(self.assistant, self.call)
             self._memory = "\n\n".join(part for part in (lookup.text(), recall(self.assistant, self.call, self.log))
                                        if part)
-            instructions = conversation_for(self.assistant.config, [], "", None, self._memory).system
-            self._session = self.engine.open(instructions, [])
+            conversation = conversation_for(self.assistant.config, [], "", None, self._memory)
+            self._session = self.engine.open(conversation.system, [], conversation.tools)
         except Exception as exc:  # ProviderError, OSError, a knowledge file gone: the cascade answers
             self.log("ENGINE", f"{self.engine.name} unavailable at the start of the call: {exc}; "
                                "the cascade answers", logging.WARNING)
@@ -147,6 +157,9 @@ class EngineConversation:
         except Exception:  # a bug: the cascade still gets the call
             logger.exception("[LIVE] %s unexpected error in the engine conversation", self.call.uniqueid)
             reason = None
+        if reason is None and self._action is not None:  # what the engine decided is still done
+            self._carry_out(time.monotonic())
+            reason = self._ending
         if reason is None:
             return self._hand_over()
         self._finish(reason)
@@ -190,6 +203,10 @@ class EngineConversation:
             if self.leg.queued_seconds() > MAX_QUEUED_SECONDS:
                 self.log("ENGINE", f"{self.engine.name} sent more audio than an answer holds", logging.WARNING)
                 return None
+            if self._action is not None and self._answer is None and (
+                    self._action_stored or now - self._action_at > self._response_timeout()):
+                self._carry_out(now)
+                continue
             if self._answer is None and self._no_answer(now):
                 self.log("ENGINE", f"no answer within {self._response_timeout():.1f} s of the question",
                          logging.WARNING)
@@ -312,6 +329,8 @@ class EngineConversation:
                 answer.reply.append(event.text)
         elif kind is EngineEventKind.SPEECH_STARTED:
             self._barge_in(now)
+        elif kind is EngineEventKind.TOOL_CALL and event.tool is not None:
+            self._on_tool_call(event.tool, now)
         elif kind is EngineEventKind.DONE:
             if self._answer is not None and not self._answer.done_mark:
                 self._marks += 1
@@ -323,6 +342,74 @@ class EngineConversation:
                 return False
             self.log("ENGINE", f"{self.engine.name} reported: {event.text}", logging.WARNING)
         return True
+
+    # -- actions and tools -------------------------------------------------------------------------
+    def _on_tool_call(self, call: ToolCall, now: float) -> None:
+        """The engine asks for a tool: one of the business's HTTP tools is called (on a thread of
+        its own: the caller's audio keeps flowing) and its result sent back; an action is checked
+        against the configuration (:func:`~.actions.decide`), and one that is allowed is carried
+        out once the engine has told the caller (a refused one is explained by the engine)."""
+        assert self._session is not None
+        config = self.assistant.config
+        session = self._session
+        self.log("ENGINE", f"{self.engine.name} asks for {call.name}")
+        if self._action is not None:
+            self._tell(session, call, "Already being done. Say nothing more.")
+            return
+        tool = find_tool(config, call.name)
+        if tool is not None:
+            self._tool_calls += 1
+            if self._tool_calls > config.tools.max_calls_per_turn:
+                self._notes.append(f"{call.name} not called: more than {config.tools.max_calls_per_turn} tool "
+                                   "calls for one question")
+                self._tell(session, call, f"Not called: too many lookups for one question. Tell the caller: "
+                                          f"{TOOL_APOLOGY}")
+                return
+            self._waiting_since = self._waiting_since or now  # the answer now waits on the tool
+            threading.Thread(target=self._run_tool, args=(session, tool, call), daemon=True,
+                             name=f"voiceassist-tool-{self.call.uniqueid}").start()
+            return
+        decision = decide(config, call)
+        if decision.action.kind is ActionKind.REFUSED:
+            self._tell(session, call, f"Not done: that is not allowed. Tell the caller: {decision.say}")
+            return
+        self._action, self._action_at = decision.action, now
+        self._action_say = decision.say
+        self._tell(session, call, f"Done. Tell the caller only this, in a few words: {decision.say}")
+
+    def _run_tool(self, session: EngineSession, tool: HttpTool, call: ToolCall) -> None:
+        result = run_tool(tool, call, self.assistant.config.tools.max_response_chars)
+        self.log("TOOL", f"{call.name} {'answered' if result.ok else f'failed: {result.error}'}")
+        if not result.ok:
+            self._notes.append(f"{call.name} failed: {result.error}")
+        self._tell(session, call, result.content if result.ok else f"The lookup failed. Tell the caller: {TOOL_APOLOGY}")
+
+    def _tell(self, session: EngineSession, call: ToolCall, output: str) -> None:
+        try:
+            session.send_tool_result(call, output)
+        except ProviderError as exc:  # the engine is gone: its reader reports it
+            self.log("ENGINE", f"{exc}", logging.WARNING)
+
+    def _carry_out(self, now: float) -> None:
+        """End the conversation with the action (the engine told the caller, or said nothing
+        within ``response_timeout``)."""
+        action = self._action
+        assert action is not None
+        if not self._action_stored:
+            record = TurnRecord(turn_number=self.turns + 1, transcript=self._question or None,
+                                reply=self._action_say or None, status=TurnStatus.OK,
+                                stt_provider=self.engine.name, llm_provider=self.engine.name)
+            record.action, record.action_target = action.kind.value, action.stored_target()
+            self._question = ""
+            self.turns = record.turn_number
+            self._writer.add(record)
+            if self._on_turn is not None:
+                self._on_turn(record)
+        self.log("ACTION", f"{action.kind} {action.stored_target() or ''}")
+        self.leg.stop_playing()
+        self._outcome.action = action
+        self._ending = ACTION_ENDS[action.kind]
+        self._ending_until = now
 
     def _start_answer(self) -> _Answer:
         record = TurnRecord(turn_number=self.turns + 1, transcript=self._question or None,
@@ -354,6 +441,11 @@ class EngineConversation:
         self.leg.stop_playing()
         played = max(0.0, answer.queued_seconds - unsent)
         self._answer = None
+        if self._session is not None:
+            try:  # the engine stops the answer and keeps only what was heard of it
+                self._session.answer_cut(played)
+            except ProviderError as exc:  # gone: its reader reports it
+                self.log("ENGINE", f"{exc}", logging.WARNING)
         self._store(answer, played, interrupted=True, now=now)
         self.log("LIVE", f"barge-in: the caller spoke {played:.1f} s into the engine's answer")
 
@@ -371,6 +463,13 @@ class EngineConversation:
         record.interrupted = interrupted
         record.heard_reply = heard if interrupted else None
         record.timings["played"] = int(played * 1000)
+        if self._action is not None and not self._action_stored:  # the engine's confirmation of it
+            record.action, record.action_target = self._action.kind.value, self._action.stored_target()
+            self._action_stored = True
+        if self._notes:
+            record.error = "; ".join([record.error, *self._notes] if record.error else self._notes)[:500]
+            self._notes = []
+        self._tool_calls = 0
         if answer.first_audio_at is not None:
             record.timings["total"] = int((now - answer.first_audio_at) * 1000) + \
                 record.timings.get("speech_to_audio", 0)

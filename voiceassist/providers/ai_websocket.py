@@ -23,33 +23,23 @@ import base64
 import binascii
 import ipaddress
 import json
-import queue
-import socket
-import struct
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import Any
 
 from ..config import seconds, setting
 from ..errors import ConfigError, ProviderAuthError, ProviderError, ProviderTimeout, ProviderUnavailable
 from ..logs import logger
-from ..types import EngineEvent, EngineEventKind, Exchange
+from ..types import EngineEvent, EngineEventKind, Exchange, ToolSpec
 from .base import Provider
+from .engine_session import MAX_TEXT_CHARS, SEND_TIMEOUT, EngineSessionBase, set_send_timeout, with_history
 
 NAME = "ai_websocket"
 # A server message larger than this is refused (an answer's audio comes in many small messages).
 MAX_MESSAGE_BYTES = 1 << 20
-# Events not yet taken by the conversation before the server is considered to flood us.
-MAX_QUEUED_EVENTS = 2000
-# Messages that are not the protocol's before the server counts as broken.
-MAX_SKIPPED = 10000
-# Seconds a send to the server may block (its receive buffer full: it stopped reading).
-SEND_TIMEOUT = 2.0
-# The most of one transcript message kept (a turn's words, not a document).
-MAX_TEXT_CHARS = 2000
 
 _AUDIO = {"audio_delta": "audio", "audio_chunk": "data"}
 _TRANSCRIPT = {"transcript": "role", "transcription": "speaker"}
@@ -94,32 +84,27 @@ class AIWebSocketEngine(Provider[AIWebSocketSettings]):
             raise ConfigError(f"[{NAME}] url is ws:// to {host}: the token and the caller's audio would cross the "
                               "network unencrypted; use wss:// (or a server on this machine)")
 
-    def open(self, instructions: str, history: list[Exchange]) -> AIWebSocketSession:
+    def open(self, instructions: str, history: list[Exchange], tools: Sequence[ToolSpec] = ()) -> AIWebSocketSession:
         """Connect, start a session with ``instructions`` (the system prompt, knowledge and what is
         known of the caller; earlier exchanges of this call are appended for servers that keep no
         history of their own), and wait for the server to say it started. Raises
-        ``ProviderUnavailable`` (refused, 5xx, closed), ``ProviderTimeout`` or ``ProviderAuthError``."""
-        prompt = instructions
-        if history:
-            said = "\n".join(f"Caller: {e.question}\nAssistant: {e.answer}" for e in history)
-            prompt = f"{instructions}\n\nThe conversation so far:\n{said}".strip()
+        ``ProviderUnavailable`` (refused, 5xx, closed), ``ProviderTimeout`` or ``ProviderAuthError``.
+        The protocol has no tools: ``tools`` are not offered (the server acts on its own)."""
         session = AIWebSocketSession(self.settings, self.language)
-        session.start(prompt)
+        session.start(with_history(instructions, history))
         return session
 
 
-class AIWebSocketSession:
+class AIWebSocketSession(EngineSessionBase):
     """One call's session: :meth:`send_audio` from the conversation's thread, events through
     :meth:`next_event` (read by a thread of its own)."""
 
     def __init__(self, settings: AIWebSocketSettings, language: str) -> None:
+        super().__init__(NAME)
         self.settings = settings
         self.language = language
-        self._events: queue.Queue[EngineEvent] = queue.Queue()
         self._connection: Any = None
-        self._closed = threading.Event()
         self._send_lock = threading.Lock()
-        self._skipped = 0
 
     def start(self, system_prompt: str) -> None:
         from websockets import exceptions  # a dependency of voiceassist itself (the media server)
@@ -142,8 +127,6 @@ class AIWebSocketSession:
             raise ProviderTimeout(f"{NAME}: no connection within {timeout:.1f} s", provider=NAME) from None
         except (OSError, exceptions.WebSocketException) as exc:
             raise ProviderUnavailable(f"{NAME}: cannot connect to {self.settings.url}: {exc}", provider=NAME) from None
-        # A server that stops reading must not block the call: a send that cannot go out within
-        # SEND_TIMEOUT fails (the websockets library's own send has no timeout).
         set_send_timeout(self._connection.socket, SEND_TIMEOUT)
         try:
             self._send({"type": "session.init", "config": {
@@ -156,7 +139,7 @@ class AIWebSocketSession:
         except BaseException:
             self.close()
             raise
-        threading.Thread(target=self._read, daemon=True, name="voiceassist-ai-websocket").start()
+        self.start_reading()
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -194,51 +177,17 @@ class AIWebSocketSession:
             raise ProviderUnavailable(f"{NAME}: the connection is gone: {exc}", provider=NAME) from None
 
     # -- from the server -----------------------------------------------------------------------------
-    def next_event(self, timeout: float) -> EngineEvent | None:
-        try:
-            return self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def _read(self) -> None:
-        why = "the server closed the connection"
-        try:
-            for raw in self._connection:
-                if self._events.qsize() > MAX_QUEUED_EVENTS:
-                    why = "the server sent more than the call could take"
-                    break
-                event = _event(_parse(raw, self._skip), self._skip)
-                if self._skipped > MAX_SKIPPED:
-                    why = f"the server sent {self._skipped} messages that are not the protocol's"
-                    break
-                if event is not None:
-                    self._events.put(event)
-                    if event.kind is EngineEventKind.ERROR and event.fatal:
-                        return
-        except Exception as exc:
-            why = f"the connection broke: {exc}"
-        if not self._closed.is_set():
-            self._events.put(EngineEvent(EngineEventKind.ERROR, text=why, fatal=True))
-
-    def _skip(self, why: str) -> None:
-        """A message that is not the protocol's: logged the first few times, then every 1000th."""
-        self._skipped += 1
-        if self._skipped <= 5 or self._skipped % 1000 == 0:
-            logger.warning("[ENGINE] %s sent %s: skipped (%d so far this call)", NAME, why, self._skipped)
+    def _receive(self) -> Iterator[EngineEvent | None]:
+        for raw in self._connection:
+            yield _event(_parse(raw, self._skip), self._skip)
 
     def close(self) -> None:
-        self._closed.set()
+        super().close()
         if self._connection is not None:
             try:
                 self._connection.close()
             except Exception:  # already gone
                 pass
-
-
-def set_send_timeout(sock: socket.socket, seconds: float) -> None:
-    """Make a blocking socket's sends fail after ``seconds`` (SO_SNDTIMEO; its reads unchanged)."""
-    whole = int(seconds)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1e6)))
 
 
 def _loopback(host: str) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -21,7 +21,8 @@ from .. import deadline
 from ..config import retries, seconds
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, TurnDeadlineExceeded
 from ..text.knowledge import read_knowledge
-from ..types import Conversation, EngineEvent, Exchange, Recording, SpeechAudio, ToolCall, Transcript, TranscriptEvent
+from ..types import (Conversation, EngineEvent, Exchange, Recording, SpeechAudio, ToolCall, ToolSpec, Transcript,
+                     TranscriptEvent)
 from .sdk_errors import map_sdk_error
 
 __all__ = ["ChatModel", "Conversation", "Exchange", "Provider", "ProviderContext", "Recording", "RequestSettings",
@@ -182,6 +183,15 @@ class EngineSession(Protocol):
         """Something the caller did without speaking (a key pressed), told to the engine."""
         ...
 
+    def answer_cut(self, played_seconds: float) -> None:
+        """The caller talked over the answer in progress and heard ``played_seconds`` of it:
+        an engine that keeps the conversation's context stops the answer and trims it to that."""
+        ...
+
+    def send_tool_result(self, call: ToolCall, output: str) -> None:
+        """The outcome of a ``TOOL_CALL`` event the engine sent, for it to answer from."""
+        ...
+
     def next_event(self, timeout: float) -> EngineEvent | None:
         """The engine's next event, waiting at most ``timeout`` (None: nothing yet). A lost
         connection is an ``ERROR`` event with ``fatal`` set."""
@@ -198,8 +208,9 @@ class ConversationEngine(Protocol):
 
     name: str
 
-    def open(self, instructions: str, history: list[Exchange]) -> EngineSession:
-        """Start a session; raises ``ProviderError`` when the engine cannot be reached."""
+    def open(self, instructions: str, history: list[Exchange], tools: Sequence[ToolSpec] = ()) -> EngineSession:
+        """Start a session; raises ``ProviderError`` when the engine cannot be reached. ``tools``:
+        what the engine may call (an engine that cannot call tools ignores them)."""
         ...
 
 

@@ -22,7 +22,9 @@ _VERTEX_HINT = "set [gemini] credentials_file or GOOGLE_APPLICATION_CREDENTIALS,
 
 
 @dataclass(frozen=True)
-class GeminiSettings(RequestSettings):
+class GeminiConnection:
+    """How a Gemini provider reaches Google (``[gemini_live]`` falls back to ``[gemini]``'s)."""
+
     backend: str = setting("api", choices=("api", "vertex"))  # api key | Vertex AI service account
     api_key: str = setting("", secret=True)  # api: else GEMINI_API_KEY or GOOGLE_API_KEY
     project: str = ""             # vertex
@@ -30,6 +32,10 @@ class GeminiSettings(RequestSettings):
     credentials_file: str = ""    # vertex: else GOOGLE_APPLICATION_CREDENTIALS
     base_url: str = ""            # default: generativelanguage.googleapis.com / {location}-aiplatform...
     api_version: str = ""         # default: v1beta (api), the SDK's own (vertex)
+
+
+@dataclass(frozen=True)
+class GeminiSettings(RequestSettings, GeminiConnection):
     model: str = "gemini-2.5-flash"
     max_output_tokens: int = setting(256, minimum=1, maximum=65536)
     temperature: float = setting(0.3, minimum=0, maximum=2)
@@ -44,28 +50,9 @@ class GeminiChatModel(Provider[GeminiSettings]):
     Settings = GeminiSettings
 
     def setup(self) -> None:
-        settings = self.settings
-        self.vertex = settings.backend == "vertex"
+        self.vertex = self.settings.backend == "vertex"
         self.hint = _VERTEX_HINT if self.vertex else _KEY_HINT
-        genai = import_sdk(NAME, "google.genai", package="google-genai", extra="google")
-        self._types = types = genai.types
-        # No retry_options: the SDK's retries ignore Retry-After and our turn deadline; ours do not.
-        http_options = types.HttpOptions(api_version=settings.api_version or None)
-        if settings.base_url:
-            http_options.base_url = settings.base_url
-        if self.vertex:
-            if not settings.project or not settings.location:
-                # Without both, a custom base_url makes the SDK switch to an unauthenticated proxy mode.
-                raise ProviderAuthError(f"{NAME}: Vertex AI needs [gemini] project and location", provider=NAME)
-            credentials = service_account_credentials(NAME, settings.credentials_file, _VERTEX_HINT)
-            self._client = genai.Client(vertexai=True, http_options=http_options, project=settings.project,
-                                        location=settings.location, credentials=credentials)
-        else:
-            if not settings.api_key:
-                raise ProviderAuthError(f"{NAME}: no API key ({_KEY_HINT})", provider=NAME)
-            if http_options.api_version is None:
-                http_options.api_version = "v1beta"
-            self._client = genai.Client(api_key=settings.api_key, http_options=http_options)
+        self._client, self._types = gemini_client(NAME, self.settings)
 
     def _tools(self, conversation: Conversation) -> list[Any]:
         types = self._types
@@ -157,3 +144,27 @@ def _finish_reason(response: Any) -> str:
     except (AttributeError, IndexError, TypeError):
         feedback = getattr(response, "prompt_feedback", None)
         return str(getattr(feedback, "block_reason", "") or "no candidates")
+
+
+def gemini_client(name: str, settings: GeminiConnection) -> tuple[Any, Any]:
+    """A ``google.genai.Client`` for the provider ``name`` (its section's connection settings),
+    and the SDK's ``types`` module."""
+    genai = import_sdk(name, "google.genai", package="google-genai", extra="google")
+    types = genai.types
+    # No retry_options: the SDK's retries ignore Retry-After and our turn deadline; ours do not.
+    http_options = types.HttpOptions(api_version=settings.api_version or None)
+    if settings.base_url:
+        http_options.base_url = settings.base_url
+    if settings.backend == "vertex":
+        if not settings.project or not settings.location:
+            # Without both, a custom base_url makes the SDK switch to an unauthenticated proxy mode.
+            raise ProviderAuthError(f"{name}: Vertex AI needs [{name}] project and location", provider=name)
+        hint = _VERTEX_HINT.replace("[gemini]", f"[{name}]")
+        credentials = service_account_credentials(name, settings.credentials_file, hint)
+        return genai.Client(vertexai=True, http_options=http_options, project=settings.project,
+                            location=settings.location, credentials=credentials), types
+    if not settings.api_key:
+        raise ProviderAuthError(f"{name}: no API key ({_KEY_HINT.replace('[gemini]', f'[{name}]')})", provider=name)
+    if http_options.api_version is None:
+        http_options.api_version = "v1beta"
+    return genai.Client(api_key=settings.api_key, http_options=http_options), types

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import seconds
+from ..config import seconds, setting
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, ProviderTimeout
 from ..types import SpeechAudio
 from .base import call_sdk, synthesize_in_parts
@@ -29,11 +29,32 @@ _ERROR_STATUS = {"rate_limit_exceeded": 429, "invalid_api_key": 401, "authentica
 
 @dataclass(frozen=True)
 class OpenAIRealtimeSettings(OpenAIConnection):
+    """``[openai_realtime]``: OpenAI's Realtime API, as text-to-speech (``[tts] provider``) and as
+    the real-time calls' conversation engine (``[live] engine``)."""
+
     timeout: float = seconds(10.0)
     model: str = "gpt-realtime-2.1-mini"
     voice: str = "marin"
+    # Text-to-speech only: the model is told to read the text, not to answer it.
     instructions: str = ("Read the user's message aloud exactly as written, word for word, in a warm and "
                          "clear voice. Do not answer it, add to it or comment on it.")
+    # -- the conversation engine ----------------------------------------------------------------------
+    # Play voiceassist's own greeting when the call starts (no: the model greets nobody; the
+    # caller speaks first).
+    greet: bool = True
+    # Where the caller stops: server_vad (silence of vad_silence_duration_ms) or semantic_vad
+    # (the model judges whether the caller finished; eagerness sets how soon it answers).
+    turn_detection: str = setting("server_vad", choices=("server_vad", "semantic_vad"))
+    vad_threshold: float = setting(0.5, minimum=0, maximum=1)
+    vad_silence_duration_ms: int = setting(500, minimum=100, maximum=5000)
+    vad_prefix_padding_ms: int = setting(300, minimum=0, maximum=2000)
+    eagerness: str = setting("auto", choices=("auto", "low", "medium", "high"))
+    # The model that writes down what the caller said (stored with each turn; empty: not stored).
+    transcription_model: str = "gpt-4o-mini-transcribe"
+    # Seconds to connect and have the session set up.
+    connect_timeout: float = seconds(5.0)
+    # Seconds after the caller stopped talking within which the model must begin its answer.
+    response_timeout: float = seconds(8.0)
 
 
 class OpenAIRealtimeTextToSpeech(OpenAIProvider[OpenAIRealtimeSettings]):
@@ -85,12 +106,12 @@ class OpenAIRealtimeTextToSpeech(OpenAIProvider[OpenAIRealtimeSettings]):
                     if event.type == "response.output_audio.delta":
                         chunks.append(base64.b64decode(event.delta))
                     elif event.type == "error":
-                        raise _event_error(getattr(event, "error", None), self.hint)
+                        raise event_error(getattr(event, "error", None), self.hint)
                     elif event.type == "response.done":
                         response = event.response
                         if response.status != "completed":
                             details = getattr(response, "status_details", None)
-                            raise _event_error(getattr(details, "error", None), self.hint,
+                            raise event_error(getattr(details, "error", None), self.hint,
                                                f"response {response.status}")
                         break
                 else:
@@ -109,7 +130,7 @@ class OpenAIRealtimeTextToSpeech(OpenAIProvider[OpenAIRealtimeSettings]):
         return audio
 
 
-def _event_error(error: Any, hint: str, default: str = "error event") -> ProviderError:
+def event_error(error: Any, hint: str, default: str = "error event") -> ProviderError:
     """A Realtime ``error`` event (or a failed response's error) as one of our errors."""
     kind = str(getattr(error, "code", None) or getattr(error, "type", None) or default)
     message = f"{kind}: {getattr(error, 'message', '') or default}"

@@ -34,6 +34,10 @@ from .openai_client import SHARED_SETTINGS as OPENAI_SHARED
 from .openai_client import OpenAISettings
 
 _GOOGLE_CREDENTIALS = {"credentials_file": ("GOOGLE_APPLICATION_CREDENTIALS",)}
+_GEMINI_ENVIRONMENT = {"api_key": ("GEMINI_API_KEY", "GOOGLE_API_KEY"), **_GOOGLE_CREDENTIALS}
+# [gemini_live] reaches Google as [gemini] does unless it says otherwise.
+_GEMINI_SHARED = {key: "gemini" for key in ("backend", "api_key", "project", "location", "credentials_file",
+                                            "base_url", "api_version")}
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,7 @@ PROVIDERS: tuple[ProviderSpec, ...] = (
     ProviderSpec("google_speech", STT, "google_speech:GoogleSpeechToText", ("google",), environment=_GOOGLE_CREDENTIALS),
     ProviderSpec("openai_stt", STT, "openai_stt:OpenAISpeechToText", ("openai",), OPENAI_SHARED, OPENAI_ENVIRONMENT),
     ProviderSpec("pocketsphinx", STT, "pocketsphinx:PocketSphinxSpeechToText"),
-    ProviderSpec("gemini", LLM, "gemini:GeminiChatModel", environment={
-        "api_key": ("GEMINI_API_KEY", "GOOGLE_API_KEY"), **_GOOGLE_CREDENTIALS}),
+    ProviderSpec("gemini", LLM, "gemini:GeminiChatModel", environment=_GEMINI_ENVIRONMENT),
     ProviderSpec("openai_chat", LLM, "openai_chat:OpenAIChatModel", ("openai",), OPENAI_SHARED, OPENAI_ENVIRONMENT),
     ProviderSpec("knowledge", LLM, "knowledge:KnowledgeChatModel"),
     ProviderSpec("llama_cpp", LLM, "llama_cpp:LlamaCppChatModel"),
@@ -69,6 +72,10 @@ PROVIDERS: tuple[ProviderSpec, ...] = (
     ProviderSpec("espeak", TTS, "espeak:EspeakTextToSpeech"),
     # Real-time calls only ([live] engine; the cascade of the three above is the default).
     ProviderSpec("ai_websocket", ENGINE, "ai_websocket:AIWebSocketEngine", ("websocket",)),
+    # Shares [openai_realtime] (model, voice, key) with the Realtime text-to-speech above.
+    ProviderSpec("openai_realtime", ENGINE, "openai_realtime_engine:OpenAIRealtimeEngine", (), OPENAI_SHARED,
+                 OPENAI_ENVIRONMENT),
+    ProviderSpec("gemini_live", ENGINE, "gemini_live:GeminiLiveEngine", (), _GEMINI_SHARED, _GEMINI_ENVIRONMENT),
 )
 # Sections of settings several providers share.
 SHARED_SECTIONS: dict[str, type] = {"openai": OpenAISettings}
@@ -117,12 +124,13 @@ def settings(provider: ProviderSpec, config: Config) -> Any:
     """The provider's typed settings: its section, with the shared and environment fallbacks for
     settings it leaves empty. A bad value is a :class:`ConfigError` naming it."""
     raw = dict(config.sections.get(provider.name, {}))
+    # A fallback that is empty too leaves the setting out (its default applies).
     for key, section in provider.shared.items():
-        if not raw.get(key):
-            raw[key] = config.sections.get(section, {}).get(key, "")
+        if not raw.get(key) and (value := config.sections.get(section, {}).get(key, "")):
+            raw[key] = value
     for key, variables in provider.environment.items():
-        if not raw.get(key):
-            raw[key] = next((os.environ[v] for v in variables if os.environ.get(v)), "")
+        if not raw.get(key) and (value := next((os.environ[v] for v in variables if os.environ.get(v)), "")):
+            raw[key] = value
     source = str(config.path) if config.path else "built-in defaults"
     values, problems, _ = parse_section(provider_class(provider).Settings, provider.name, raw, source)
     if problems:
