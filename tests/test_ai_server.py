@@ -137,6 +137,42 @@ def test_a_connector_holds_a_two_question_conversation(server, questions):
     assert [t["transcript"] for t in turns] == [QUESTION, SECOND_QUESTION]
 
 
+def test_a_speech_to_speech_model_can_be_the_ai_behind_the_server(emulators, speech_grpc, tmp_path, questions):
+    """[live] engine = openai_realtime: the connector's caller is answered by the Realtime model
+    (the openai SDK against its emulator), through this server."""
+    from tests.test_realtime_conversation import MARKER_HZ
+
+    realtime = emulators["realtime"]
+    realtime.transcripts = {MARKER_HZ: QUESTION}
+    assistant = live_assistant(emulators, speech_grpc, tmp_path, extra=f"""engine = openai_realtime
+[openai_realtime]
+base_url = {realtime.base_url}
+vad_silence_duration_ms = 400
+""")
+    ai = AIProtocolServer(assistant, AIServer(token=TOKEN), port=0)
+    ai.start()
+    try:
+        connector = Connector(ai.port)
+        connector.init()
+        connector.say(questions["first"], 4.0)
+        typed_at = 4.0 + len(questions["first"]) / 2 / RATE + 3.5
+        threading.Timer(typed_at, lambda: connector.send({"type": "text.input", "text": "Thank you"})).start()
+        connector.stream(typed_at + 3.5)
+        connector.close()
+        assert tone_spans(connector.heard(), RATE, tone_for(reply(QUESTION, 1))), "the model's answer was not sent"
+        typed_answer = "Answer 2: you said, Thank you"
+        assert tone_spans(connector.heard(), RATE, tone_for(typed_answer)), "the typed words were not answered"
+        said = [(m["role"], m["text"]) for _, m in connector.of_type("transcript")]
+        assert said == [("user", QUESTION), ("assistant", reply(QUESTION, 1)), ("user", "Thank you"),
+                        ("assistant", typed_answer)]
+        turns = stored_turns_of(ai)
+        assert {t["llm_provider"] for t in turns} == {"openai_realtime"}
+        assert realtime.connections[-1]["questions"] == [QUESTION]
+        assert realtime.connections[-1]["texts"] == ["Thank you"]
+    finally:
+        ai.shutdown()
+
+
 def stored_turns_of(server: AIProtocolServer) -> list[dict]:
     store = server.assistant.journal().store()
     uniqueid = store.recent_calls(1)[0]["uniqueid"]
@@ -193,6 +229,26 @@ def test_malformed_messages_get_an_error_and_the_session_goes_on(server, questio
     errors = connector.of_type("error")
     assert len(errors) == 5 and not any(m["fatal"] for _, m in errors)
     assert tone_spans(connector.heard(), RATE, tone_for(reply(QUESTION, 1)))
+
+
+def test_a_connectors_typed_text_is_answered_as_a_question(server):
+    """text.input: the words are answered as if spoken (control characters made spaces); text
+    that is empty or too long gets a non-fatal error."""
+    connector = Connector(server.port)
+    connector.init()
+    connector.send({"type": "text.input", "text": ""})
+    connector.send({"type": "text.input", "text": "x" * 1001})
+    typed = QUESTION.replace(" ", "\x00\n ", 1)  # "Can\x00\n a plumber …"
+    threading.Timer(4.0, lambda: connector.send({"type": "text.input", "text": typed})).start()
+    connector.stream(9.0)
+    connector.close()
+    errors = [m["message"] for _, m in connector.of_type("error")]
+    assert len(errors) == 2 and all("text.input needs text" in e for e in errors)
+    assert tone_spans(connector.heard(), RATE, tone_for(reply(QUESTION, 1))), "the typed question was not answered"
+    said = [(m["role"], m["text"]) for _, m in connector.of_type("transcript")]
+    assert said == [("user", QUESTION), ("assistant", reply(QUESTION, 1))]
+    (turn,) = stored_turns_of(server)
+    assert turn["transcript"] == QUESTION and turn["stt_provider"] == "text"
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token"])

@@ -118,6 +118,6 @@ def test_other_keys_are_told_to_the_model_when_asked(emulators, speech_grpc, tmp
     leg.hang_up_at(GREETING_S + 4.0)
     converse(assistant, leg)
     (turn,) = stored_turns(assistant)
-    assert turn["transcript"] == "(The caller pressed 3 on the phone's keypad.)"
+    assert turn["transcript"] == "(The caller pressed 3 on the phone's keypad.)" and turn["stt_provider"] == "keys"
     assert turn["reply"] == "Option three: our opening hours." and turn["llm_provider"] == "gemini"
     assert tone_spans(leg.heard_pcm(), RATE, tone_for("Option three: our opening hours."))

@@ -35,7 +35,7 @@ from ..call.media import FRAME_SECONDS, MediaEvent, MediaEventKind, frame_bytes
 from ..call.realtime import NO_FRAMES_GAP_SECONDS, LiveConversation, LiveOutcome
 from ..config import AIServer
 from ..errors import ConfigError
-from ..providers.ai_websocket import SEND_TIMEOUT, set_send_timeout
+from ..providers.engine_session import SEND_TIMEOUT, set_send_timeout
 from ..logs import logger
 from ..types import CallInfo, TurnRecord
 from .access import is_allowed, is_loopback_host, parse_allow
@@ -50,6 +50,8 @@ INIT_TIMEOUT = 5.0
 MAX_MESSAGE_BYTES = 1 << 20
 # Seconds of caller audio in one audio.input message at most (the protocol streams small pieces).
 MAX_AUDIO_SECONDS = 2.0
+# Characters of one text.input at most (a typed question, not a document).
+MAX_TEXT_CHARS = 1000
 
 
 class ProtocolLeg:
@@ -171,7 +173,11 @@ class ProtocolLeg:
                 return
             self._caller_audio(ulaw_to_pcm(audio, RATE, RATE), now)
         elif kind == "text.input":
-            self.error("text.input is not supported by this server")
+            text = _text(message)
+            if text is None:
+                self.error(f"text.input needs text of 1 to {MAX_TEXT_CHARS} characters")
+                return
+            self._events.put(MediaEvent(MediaEventKind.TEXT, text=text, at=now))
         elif kind == "session.init":
             self.error("the session has already started")
         else:
@@ -212,6 +218,16 @@ def _message(raw: str | bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return message if isinstance(message, dict) else None
+
+
+def _text(message: dict[str, Any]) -> str | None:
+    """A text.input's words, control characters made spaces (they go to a model and the
+    database), or None when there are none or too many."""
+    data = message.get("text")
+    if not isinstance(data, str) or len(data) > MAX_TEXT_CHARS:
+        return None
+    text = " ".join("".join(c if c.isprintable() else " " for c in data).split())
+    return text or None
 
 
 def _audio(message: dict[str, Any]) -> bytes | None:

@@ -190,6 +190,8 @@ class EngineConversation:
                     self._on_mark(event.mark, now)
                 elif event.kind is MediaEventKind.DTMF:
                     self._on_digit(event.digit, now)
+                elif event.kind is MediaEventKind.TEXT and self._ending is None:
+                    self._on_text(event.text)
             if self._ending is not None:
                 if now >= self._ending_until:
                     return self._ending
@@ -495,6 +497,17 @@ class EngineConversation:
                 self._session.send_text(f"(The caller pressed {digit} on the phone's keypad.)")
             except ProviderError as exc:
                 self.log("ENGINE", f"{exc}", logging.WARNING)
+
+    def _on_text(self, text: str) -> None:
+        """Words the caller's side typed: the engine answers them as it would speech (the
+        engine's transcript of them, or the text itself, is the turn's question)."""
+        if self._session is None:
+            return
+        self._question = f"{self._question} {text}".strip()[:MAX_REPLY_CHARS]
+        try:
+            self._session.send_text(text)
+        except ProviderError as exc:
+            self.log("ENGINE", f"{exc}", logging.WARNING)
 
     def _goodbye(self, reason: EndReason, now: float) -> None:
         if self._answer is not None:

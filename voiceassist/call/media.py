@@ -24,6 +24,7 @@ def frame_bytes(sample_rate: int) -> int:
 class MediaEventKind(enum.StrEnum):
     AUDIO = "audio"      # a frame of the caller's audio
     DTMF = "dtmf"        # the caller pressed a key
+    TEXT = "text"        # words the caller's side typed rather than said (an AI-server connector's text.input)
     MARK = "mark"        # a point in the assistant's audio reached the caller (see MediaLeg.mark)
     CLOSED = "closed"    # the leg is gone: the caller hung up, or Asterisk closed it
 
@@ -34,6 +35,7 @@ class MediaEvent:
     audio: bytes = b""   # AUDIO: PCM at the leg's rate (normally one 20 ms frame)
     digit: str = ""      # DTMF: 0-9, *, #, A-D
     mark: str = ""       # MARK: the name given to MediaLeg.mark
+    text: str = ""       # TEXT: the words
     at: float = 0.0      # time.monotonic() when it arrived
 
 

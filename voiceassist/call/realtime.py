@@ -288,6 +288,8 @@ class LiveConversation:
                     self._on_mark(event.mark, now)
                 elif event.kind is MediaEventKind.DTMF:
                     self._on_digit(event.digit)
+                elif event.kind is MediaEventKind.TEXT and self._ending is None:
+                    self._answer_text(event.text, "text", now)
             if self._ending is not None:
                 if not self._prompt_mark or now >= self._ending_until:
                     return self._ending
@@ -649,13 +651,18 @@ class LiveConversation:
 
     def _told_to_model(self, digit: str, now: float) -> None:
         """A key the model is told about, as a question of its own ([actions] keys_to_model)."""
+        self._answer_text(f"(The caller pressed {digit} on the phone's keypad.)", "keys", now)
+
+    def _answer_text(self, text: str, source: str, now: float) -> None:
+        """Words that were not spoken (a key, a connector's typed text), answered as a question of
+        their own: what is playing stops, and ``source`` is stored as who "heard" them."""
         self._interrupt_for_goodbye(now)
         self._prompt_mark = ""
-        pressed = f"(The caller pressed {digit} on the phone's keypad.)"
-        answering = self._start_answer(pressed, None, now, held=False)
-        answering.heard = Heard(pressed, None, "keys", b"", now)
+        answering = self._start_answer(text, None, now, held=False)
+        answering.heard = Heard(text, None, source, b"", now)
         answering.speech_ended = now
-        answering.record.transcript = pressed
+        answering.record.transcript = text
+        answering.record.stt_provider = source
 
     def _watch_silence(self, now: float) -> None:
         quiet = now - self._quiet_since
