@@ -41,6 +41,7 @@ voice = alloy
 vad_silence_duration_ms = 400
 response_timeout = 3
 connect_timeout = 2
+reconnect = 0
 {extra}""")
 
 
@@ -388,3 +389,33 @@ def test_a_non_fatal_error_is_logged_and_the_session_goes_on(emulators, speech_g
         server.shutdown()
     assert [e.kind.value for e in seen] == ["error", "assistant_said", "done"]
     assert not seen[0].fatal and seen[1].text == "Still here."
+
+
+def test_a_session_that_fails_mid_call_is_opened_again_with_the_call_so_far(
+        emulators, speech_grpc, tmp_path, questions, ai_server):
+    """[ai_websocket] reconnect = 1: the connection closes as the second question ends; a new
+    session is told the first exchange and hears the unanswered question again (the caller's
+    audio, kept: the server never said what it heard), and answers it. No "one moment", no cascade."""
+    ai_server.close_at_question = 2
+    assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server, extra="reconnect = 1")
+    leg = PhoneLeg(RATE)
+    first_at = GREETING_S + 0.5
+    second_at = first_at + len(questions["first"]) / 2 / RATE + 3.5
+    leg.say(questions["first"], at=first_at)
+    leg.say(questions["second"], at=second_at)
+    leg.hang_up_at(second_at + 9.0)
+    outcome = converse(assistant, leg)
+
+    assert outcome.turns == 2
+    assert spans_of(leg, engine_answer(QUESTION))
+    # The new session's first answer.
+    assert spans_of(leg, engine_answer(SECOND_QUESTION, 1)), "the new session did not answer"
+    assert not any("one-moment" in name for name, _ in leg.marks_fired)
+    first, second = ai_server.sessions
+    assert first.questions == [QUESTION, SECOND_QUESTION] and second.questions == [SECOND_QUESTION]
+    said_so_far = second.init["system_prompt"].split("The conversation so far:")[1]
+    assert QUESTION in said_so_far and engine_answer(QUESTION) in said_so_far
+    turns = stored_turns(assistant)
+    assert [t["transcript"] for t in turns] == [QUESTION, SECOND_QUESTION]
+    assert {t["llm_provider"] for t in turns} == {"ai_websocket"}
+

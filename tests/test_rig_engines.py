@@ -42,6 +42,7 @@ goodbye_after = 4
 url = {ai_server.url}
 token = {ai_server.token}
 response_timeout = 3
+reconnect = 0
 """))
             servers[transport] = FastAGIProcess(path, port=port)
         yield servers

@@ -19,12 +19,13 @@ from harness.phone_leg import PhoneLeg
 from harness.speech import speech_end_seconds
 from tests.test_conversation_engines import converse, engine_answer, spans_of
 from tests.test_http_tools import Shop, order_tool, tools_file
+from tests.test_provider_alternatives import service_account
 from tests.test_realtime_conversation import (GREETING_S, MARKER_HZ, QUESTION, RATE, SECOND_MARKER_HZ,
                                               SECOND_QUESTION, live_assistant, questions, stored_turns)
 from voiceassist.call.assistant import Assistant
 from voiceassist.call.realtime import EndReason
 
-__all__ = ["questions"]  # the module fixture, shared with the cascade's tests
+__all__ = ["questions", "service_account"]  # fixtures shared with the cascade's tests
 
 ENGINES = ["openai_realtime", "gemini_live"]
 DESTINATIONS = """[destinations]
@@ -58,6 +59,7 @@ base_url = {self.emulator.base_url}
 vad_silence_duration_ms = 400
 response_timeout = 3
 connect_timeout = 2
+reconnect = 0
 {section}"""
         else:
             settings = f"""[gemini_live]
@@ -67,6 +69,7 @@ model = gemini-live-2.5-flash-native-audio
 vad_silence_duration_ms = 400
 response_timeout = 3
 connect_timeout = 2
+reconnect = 0
 {section}"""
         return live_assistant(*self._args, extra=f"engine = {self.name}\n{settings}\n{extra}")
 
@@ -305,3 +308,55 @@ def test_gemini_answers_keep_their_pitch_through_the_resampling(gemini_live, emu
     frequency = tone_for(engine_answer(QUESTION))
     band = int(round(frequency * len(piece) / RATE))
     assert spectrum[band - 8: band + 9].sum() / spectrum.sum() > 0.98
+
+
+def test_a_model_session_that_closes_mid_call_is_opened_again(engine, questions):
+    """reconnect = 1: the connection closes as the second question ends; a new session, told the
+    first exchange, hears the question again and answers it: no cascade."""
+    engine.emulator.close_at_question = 2
+    assistant = engine.assistant(section="reconnect = 1\n")
+    leg = PhoneLeg(RATE)
+    first_at = GREETING_S + 0.5
+    second_at = first_at + len(questions["first"]) / 2 / RATE + 3.5
+    leg.say(questions["first"], at=first_at)
+    leg.say(questions["second"], at=second_at)
+    leg.hang_up_at(second_at + 9.0)
+    outcome = converse(assistant, leg)
+    assert outcome.turns == 2
+    assert spans_of(leg, engine_answer(SECOND_QUESTION, 1)), "the new session did not answer"
+    assert not any("one-moment" in name for name, _ in leg.marks_fired)
+    turns = stored_turns(assistant)
+    assert [t["transcript"] for t in turns] == [QUESTION, SECOND_QUESTION]
+    assert {t["llm_provider"] for t in turns} == {engine.name}
+    sessions = engine.sessions()
+    assert len(sessions) == 2
+    if engine.name == "openai_realtime":
+        update = next(e for e in sessions[1]["events"] if e["type"] == "session.update")["session"]
+        assert engine_answer(QUESTION) in update["instructions"].split("The conversation so far:")[1]
+    else:
+        assert engine_answer(QUESTION) in sessions[1].system_instruction.split("The conversation so far:")[1]
+
+
+
+def test_gemini_live_on_vertex_ai_uses_the_service_accounts_token(gemini_live, emulators, speech_grpc, tmp_path,
+                                                                 monkeypatch, questions, service_account):
+    """backend = vertex: the service account is exchanged for a token (the Gemini emulator's token
+    endpoint), and the Live session is Vertex AI's (its path, its model name, the token)."""
+    engine = Engine("gemini_live", gemini_live, emulators, speech_grpc, tmp_path, monkeypatch)
+    assistant = engine.assistant(section=f"""backend = vertex
+project = test-proj
+location = europe-west1
+credentials_file = {service_account}
+""")
+    leg = PhoneLeg(RATE)
+    asked_at = GREETING_S + 0.5
+    leg.say(questions["first"], at=asked_at)
+    leg.hang_up_at(asked_at + 6.0)
+    converse(assistant, leg)
+    assert spans_of(leg, engine_answer(QUESTION))
+    (session,) = gemini_live.sessions
+    assert session.path.startswith("/ws/google.cloud.aiplatform.")
+    assert session.headers["authorization"].startswith("Bearer ya29.")
+    assert session.model == ("projects/test-proj/locations/europe-west1/publishers/google/models/"
+                             "gemini-live-2.5-flash-native-audio")
+    assert len(emulators["gemini"].token_requests) == 1

@@ -122,6 +122,7 @@ class EngineConversation:
         self._action_stored = False     # a turn carries it (the confirmation, played or cut short)
         self._notes: list[str] = []     # tools that failed, for the turn's error
         self._tool_calls = 0            # the business's tools called since the caller last spoke
+        self._reconnects = 0            # sessions opened again after a failure
 
     # -- the call ------------------------------------------------------------------------------------
     def run(self) -> LiveOutcome:
@@ -151,12 +152,9 @@ class EngineConversation:
                                         detector=self._detector, turns_before=self.turns, on_turn=self._on_turn).run()
             return self._cascade(TakeOver(self.engine.name, (), self._memory, started=self.started,
                                           say_one_moment=False))
-        reason: EndReason | None
-        try:
-            reason = self._loop()
-        except Exception:  # a bug: the cascade still gets the call
-            logger.exception("[LIVE] %s unexpected error in the engine conversation", self.call.uniqueid)
-            reason = None
+        reason = self._converse()
+        while reason is None and self._action is None and self._reconnect():
+            reason = self._converse()
         if reason is None and self._action is not None:  # what the engine decided is still done
             self._carry_out(time.monotonic())
             reason = self._ending
@@ -165,6 +163,13 @@ class EngineConversation:
         self._finish(reason)
         self._outcome.reason, self._outcome.turns = reason, self.turns
         return self._outcome
+
+    def _converse(self) -> EndReason | None:
+        try:
+            return self._loop()
+        except Exception:  # a bug: the cascade still gets the call
+            logger.exception("[LIVE] %s unexpected error in the engine conversation", self.call.uniqueid)
+            return None
 
     def _loop(self) -> EndReason | None:
         """Until the call ends (its reason) or the engine fails (None)."""
@@ -556,19 +561,59 @@ class EngineConversation:
         self.log("LIVE", f"conversation ended ({reason}) after {self.turns} turns, "
                          f"{time.monotonic() - self.started:.0f} s")
 
-    def _hand_over(self) -> LiveOutcome:
-        """The cascade takes the call on this leg (see the module's docstring)."""
+    def _unanswered(self) -> str:
+        """After a failure: the answer the engine had begun is kept as far as the caller heard it,
+        and the question it was answering (or the one it left unanswered) is returned, to be
+        answered again."""
         question = self._question
         answer, self._answer = self._answer, None
-        if answer is not None:  # what the engine had begun is kept, as far as the caller heard it
+        if answer is not None:
             unsent = self.leg.queued_seconds()
             self.leg.stop_playing()
             if answer.first_audio_at is not None:
                 answer.record.error = "the engine failed during the answer"
                 self._store(answer, max(0.0, answer.queued_seconds - unsent), interrupted=True,
                             now=time.monotonic())
-            # The answer was cut short (or never spoken): the cascade answers the question again.
             question = question or answer.record.transcript or ""
+        return question
+
+    def _reconnect(self) -> bool:
+        """A session that failed mid-call is opened again ([engine] reconnect times a call), told
+        the call so far; the question left unanswered is put to it again, as words or, if the
+        engine never said what it heard, as the caller's audio. False: the cascade takes over."""
+        if self._closed or self._reconnects >= int(self._engine_setting("reconnect", 0)):
+            return False
+        self._reconnects += 1
+        question = self._unanswered()
+        self._close_session()
+        try:
+            conversation = conversation_for(self.assistant.config, [], "", None, self._memory)
+            self._session = self.engine.open(conversation.system, list(self.exchanges), conversation.tools)
+        except Exception as exc:
+            self.log("ENGINE", f"{self.engine.name} could not be reached again: {exc}", logging.WARNING)
+            return False
+        now = time.monotonic()
+        self.log("ENGINE", f"{self.engine.name} failed mid-call; a new session goes on with the call "
+                           f"({self._reconnects} of {int(self._engine_setting('reconnect', 0))})")
+        self._last_engine_at = self._last_frame_at = now
+        try:
+            if question:
+                self._question = ""
+                self._on_text(question)
+                self._waiting_since = now
+            elif self._voiced_ms >= MIN_QUESTION_MS and self._since_answer:
+                frame = 2 * int(self.rate * FRAME_SECONDS)
+                for start in range(0, len(self._since_answer), frame):  # as a line would carry it
+                    self._session.send_audio(self._encoder.encode(bytes(self._since_answer[start:start + frame])))
+                self._voice_ended_at = now
+        except ProviderError as exc:
+            self.log("ENGINE", f"{exc}", logging.WARNING)
+            return False
+        return True
+
+    def _hand_over(self) -> LiveOutcome:
+        """The cascade takes the call on this leg (see the module's docstring)."""
+        question = self._unanswered()
         self._close_session()
         self._close_writer()
         self.log("ENGINE", f"{self.engine.name} failed mid-call; the cascade answers from here")

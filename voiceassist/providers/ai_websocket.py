@@ -68,6 +68,9 @@ class AIWebSocketSettings:
     connect_timeout: float = seconds(5.0)
     # Seconds after the caller stopped talking within which the server must begin its answer.
     response_timeout: float = seconds(8.0)
+    # Times a session that fails mid-call is opened again (with the call so far) before the cascade
+    # takes over (0: the cascade at once).
+    reconnect: int = setting(1, minimum=0, maximum=5)
 
 
 class AIWebSocketEngine(Provider[AIWebSocketSettings]):

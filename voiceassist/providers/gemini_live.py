@@ -58,6 +58,9 @@ class GeminiLiveSettings(GeminiConnection):
     connect_timeout: float = seconds(5.0)
     # Seconds after the caller stopped talking within which the model must begin its answer.
     response_timeout: float = seconds(8.0)
+    # Times a session that fails mid-call is opened again (with the call so far) before the cascade
+    # takes over (0: the cascade at once).
+    reconnect: int = setting(1, minimum=0, maximum=5)
 
 
 class GeminiLiveEngine(Provider[GeminiLiveSettings]):
