@@ -54,6 +54,8 @@ BARGE_IN_FRAMES = 10  # 200 ms of the caller's voice over the answer
 DEFAULT_QUESTION = "What are your opening hours?"
 PATH = re.compile(r"^/ws/google\.ai\.generativelanguage\.(?P<version>v1|v1beta|v1alpha)"
                   r"\.GenerativeService\.BidiGenerateContent$")
+# Vertex AI's: the SDK sends a service account's access token (from the Gemini emulator's token endpoint).
+VERTEX_PATH = re.compile(r"^/ws/google\.cloud\.aiplatform\.(v1|v1beta1)\.LlmBidiService/BidiGenerateContent$")
 _RATE = re.compile(r"rate=(\d+)")
 
 
@@ -258,10 +260,17 @@ class GeminiLiveEmulator:
         return response
 
     def _authorize(self, connection: ServerConnection, request: Any) -> Response | None:
-        if not PATH.match(urlsplit(request.path).path):
+        path = urlsplit(request.path).path
+        if not PATH.match(path) and not VERTEX_PATH.match(path):
             return self._refuse(connection, 404, "Not Found")
         if self.refuse_status is not None:
             return self._refuse(connection, self.refuse_status, "emulated refusal")
+        if VERTEX_PATH.match(path):
+            from .gemini import ACCESS_TOKEN
+
+            if request.headers.get("Authorization") != f"Bearer {ACCESS_TOKEN}":
+                return self._refuse(connection, 401, "Request had invalid authentication credentials.")
+            return None
         key = request.headers.get("x-goog-api-key") or parse_qs(urlsplit(request.path).query).get("key", [None])[0]
         if not key:
             return self._refuse(connection, 401, "Method doesn't allow unregistered callers. Please use an API key.")
