@@ -419,3 +419,51 @@ def test_a_session_that_fails_mid_call_is_opened_again_with_the_call_so_far(
     assert [t["transcript"] for t in turns] == [QUESTION, SECOND_QUESTION]
     assert {t["llm_provider"] for t in turns} == {"ai_websocket"}
 
+
+
+KEYS = """[destinations]
+reception = from-internal,200,1 | The front desk
+[actions]
+operator = reception
+"""
+
+
+def test_the_operator_key_transfers_even_when_the_engine_says_nothing(
+        emulators, speech_grpc, tmp_path, questions, ai_server):
+    """Key 0 ([actions] key_operator): the transfer to the operator is decided by voiceassist; the
+    engine is asked to tell the caller (this server ignores text), and within response_timeout
+    the call goes on to the dialplan anyway."""
+    assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server, extra=KEYS)
+    leg = PhoneLeg(RATE)
+    leg.press("0", at=GREETING_S + 0.5)
+    outcome = converse(assistant, leg, timeout=20)
+    assert outcome.reason is EndReason.TRANSFER and outcome.action is not None
+    assert outcome.action.target == "from-internal,200,1"
+    assert ai_server.sessions[0].texts == ["(The caller pressed the operator key. Tell them only this: "
+                                           "Transferring you to reception.)"]
+    (turn,) = stored_turns(assistant)
+    assert (turn["transcript"], turn["reply"], turn["action"]) == ("[key 0]", "Transferring you to reception.",
+                                                                   "transfer")
+
+
+def test_the_repeat_key_plays_the_last_answer_again_and_skip_stops_one(
+        emulators, speech_grpc, tmp_path, questions, ai_server):
+    ai_server.answer_seconds = 3.0
+    assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server)
+    leg = PhoneLeg(RATE)
+    first_at = GREETING_S + 0.5
+    first_end = first_at + len(questions["first"]) / 2 / RATE
+    leg.say(questions["first"], at=first_at)
+    repeat_at = first_end + 0.6 + 3.5
+    leg.press("*", at=repeat_at)           # the whole first answer again
+    skip_at = repeat_at + 1.0
+    leg.press("#", at=skip_at)             # the repeat is cut short; the call goes on
+    leg.hang_up_at(skip_at + 3.0)
+    outcome = converse(assistant, leg)
+    assert outcome.reason is EndReason.HANGUP
+    spans = spans_of(leg, engine_answer(QUESTION))
+    assert len(spans) == 2, spans
+    assert spans[0][1] - spans[0][0] == pytest.approx(3.0, abs=0.08)
+    turns = stored_turns(assistant)
+    assert [t["transcript"] for t in turns] == [QUESTION, "[key *]"]
+    assert turns[1]["reply"] == engine_answer(QUESTION) and turns[1]["llm_provider"] == "keys"

@@ -360,3 +360,21 @@ credentials_file = {service_account}
     assert session.model == ("projects/test-proj/locations/europe-west1/publishers/google/models/"
                              "gemini-live-2.5-flash-native-audio")
     assert len(emulators["gemini"].token_requests) == 1
+
+
+def test_the_operator_key_is_confirmed_by_the_model_then_transfers(emulators, speech_grpc, tmp_path, monkeypatch,
+                                                                  questions):
+    """Key 0 with the Realtime model: it is told to say the transfer, says it (its answer to that
+    text), and once that has played the call goes on to the dialplan."""
+    engine = Engine("openai_realtime", emulators["realtime"], emulators, speech_grpc, tmp_path, monkeypatch)
+    assistant = engine.assistant(extra=DESTINATIONS + "[actions]\noperator = reception\n")
+    leg = PhoneLeg(RATE)
+    leg.press("0", at=GREETING_S + 0.5)
+    outcome = converse(assistant, leg, timeout=25)
+    assert outcome.reason is EndReason.TRANSFER and outcome.action.target == "from-internal,200,1"
+    said = ("Answer 1: you said, (The caller pressed the operator key. Tell them only this: "
+            "Transferring you to reception.)")
+    (heard,) = spans_of(leg, said)
+    assert heard[1] - heard[0] == pytest.approx(engine.emulator.answer_seconds, abs=0.08)
+    (turn,) = stored_turns(assistant)
+    assert (turn["transcript"], turn["reply"], turn["action"]) == ("[key 0]", said, "transfer")

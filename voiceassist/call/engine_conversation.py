@@ -31,11 +31,12 @@ from ..errors import AudioError, ProviderError, VoiceAssistError
 from ..logs import logger
 from ..providers.base import ConversationEngine, EngineSession
 from ..types import CallInfo, EngineEvent, EngineEventKind, Exchange, ToolCall, TurnRecord, TurnStatus
-from .actions import TOOL_APOLOGY, Action, ActionKind, decide
+from .actions import TOOL_APOLOGY, TRANSFER, Action, ActionKind, decide
 from .assistant import Assistant
 from .call_events import CallerLookup, announce
 from .channel import CallLog
 from .conversation import conversation_for
+from .keys import KeyAction, key_map
 from .media import FRAME_SECONDS, MediaEventKind, MediaLeg
 from .realtime import (ACTION_ENDS, GOODBYE_GRACE_SECONDS, HARD_LIMIT_GRACE_SECONDS, NO_FRAMES_GAP_SECONDS, EndReason,
                        LiveConversation, LiveOutcome, LiveSettings, TakeOver, TurnWriter)
@@ -54,6 +55,8 @@ MAX_QUEUED_SECONDS = 120.0
 MARK_GRACE_SECONDS = 2.0
 # A transport may hold this much of what was queued before the caller hears it.
 LEAD_SECONDS = 0.2
+# The most of an answer's audio kept for the repeat key (60 s at 16 kHz).
+MAX_REPEAT_BYTES = 60 * 16000 * 2
 # Voice on the line that counts as a question the engine must answer (a cough does not).
 MIN_QUESTION_MS = 700
 # A pause this long between voiced frames starts a new utterance.
@@ -71,6 +74,7 @@ class _Answer:
     done_mark: str = ""
     # The caller had spoken before it began (else the engine spoke on its own: a greeting).
     prompted: bool = True
+    audio: bytearray = field(default_factory=bytearray)  # what was played of it (for the repeat key)
 
     def text(self) -> str:
         return " ".join(self.reply).strip()
@@ -123,6 +127,10 @@ class EngineConversation:
         self._notes: list[str] = []     # tools that failed, for the turn's error
         self._tool_calls = 0            # the business's tools called since the caller last spoke
         self._reconnects = 0            # sessions opened again after a failure
+        self._keys = key_map(assistant.config)
+        self._last_audio = bytearray()  # the last answer played in full, and its words (the repeat key)
+        self._last_reply = ""
+        self._repeat_until = 0.0        # when the repeated answer has played
 
     # -- the call ------------------------------------------------------------------------------------
     def run(self) -> LiveOutcome:
@@ -321,6 +329,8 @@ class EngineConversation:
             self._since_answer.clear()
             self.leg.play(pcm)
             answer.queued_seconds += len(pcm) / 2 / self.rate
+            if len(answer.audio) < MAX_REPEAT_BYTES:
+                answer.audio += pcm
         elif kind is EngineEventKind.CALLER_SAID:
             if self._answer is not None and not self._answer.record.transcript:
                 self._answer.record.transcript = event.text  # the engine's transcript came late
@@ -435,9 +445,9 @@ class EngineConversation:
 
     def _barge_in(self, now: float) -> None:
         answer = self._answer
-        if answer is None and now < self._prompt_until:  # the caller talks over our greeting
-            self.leg.stop_playing()
-            self._prompt_until = 0.0
+        if answer is None and (now < self._prompt_until or now < self._repeat_until):
+            self.leg.stop_playing()  # the caller talks over our greeting, or a repeated answer
+            self._prompt_until = self._repeat_until = 0.0
             return
         if answer is not None and answer.first_audio_at is None:
             self._answer = None  # words the engine had not begun to speak: the caller goes on
@@ -485,6 +495,8 @@ class EngineConversation:
         if self._on_turn is not None:
             self._on_turn(record)
         self.exchanges.append(Exchange(record.transcript or "", heard))
+        if not interrupted and answer.audio:
+            self._last_audio, self._last_reply = answer.audio, reply
         self._outcome.transcript, self._outcome.reply = record.transcript or "", reply
         self.log("LIVE", f"turn {record.turn_number} ({self.engine.name}): "
                          f"{'interrupted after' if interrupted else 'played'} {played:.1f} s; end of speech to "
@@ -492,16 +504,60 @@ class EngineConversation:
 
     # -- keys, limits and the end ------------------------------------------------------------------------
     def _on_digit(self, digit: str, now: float) -> None:
-        self.log("LIVE", f"key {digit!r} pressed")
-        if self._ending is not None or self._session is None:
+        """A key ([actions] key_*), as in the cascade's calls: skip the rest of the answer (with no
+        answer playing: end the call politely), hear the last answer again, or be transferred to
+        the operator once the engine has said so; other keys go to the engine as words with
+        ``keys_to_model``."""
+        what = self._keys.get(digit)
+        self.log("LIVE", f"key {digit!r} pressed: {what or 'nothing to do'}")
+        if self._ending is not None or self._session is None or self._action is not None:
             return
-        if digit == "#":
-            self._goodbye(EndReason.CALLER_ENDED, now)
-        elif self.assistant.config.actions.keys_to_model and digit in "0123456789*":
-            try:
-                self._session.send_text(f"(The caller pressed {digit} on the phone's keypad.)")
-            except ProviderError as exc:
-                self.log("ENGINE", f"{exc}", logging.WARNING)
+        if what is KeyAction.SKIP:
+            if self._answer is not None and self._answer.first_audio_at is not None:
+                self._barge_in(now)
+            elif now < self._repeat_until:  # the repeated answer stops; the call goes on
+                self.leg.stop_playing()
+                self._repeat_until = 0.0
+            else:
+                self._goodbye(EndReason.CALLER_ENDED, now)
+        elif what is KeyAction.REPEAT:
+            self._repeat(digit, now)
+        elif what is KeyAction.OPERATOR:
+            self._to_operator(digit, now)
+        elif self.assistant.config.actions.keys_to_model and digit in "0123456789*#":
+            self._on_text(f"(The caller pressed {digit} on the phone's keypad.)")
+
+    def _repeat(self, digit: str, now: float) -> None:
+        """The last answer again, as it was heard the first time (its audio is kept)."""
+        if not self._last_audio:
+            return
+        if self._answer is not None:
+            self._barge_in(now)
+        self.leg.stop_playing()
+        self.leg.play(bytes(self._last_audio))
+        self._repeat_until = now + len(self._last_audio) / 2 / self.rate + LEAD_SECONDS
+        record = TurnRecord(turn_number=self.turns + 1, transcript=f"[key {digit}]", reply=self._last_reply or None,
+                            status=TurnStatus.OK, stt_provider="keys", llm_provider="keys",
+                            tts_provider=self.engine.name)
+        self.turns = record.turn_number
+        self._writer.add(record)
+
+    def _to_operator(self, digit: str, now: float) -> None:
+        """The operator key: the transfer is decided here (the operator destination); the engine
+        is asked to tell the caller, and the call goes on to the dialplan once it has (or within
+        ``response_timeout`` if it says nothing)."""
+        decision = decide(self.assistant.config, ToolCall(TRANSFER, {"destination": self.assistant.config.actions.operator}))
+        if decision.action.kind is ActionKind.REFUSED:
+            return
+        if self._answer is not None:
+            self._barge_in(now)
+        self._action, self._action_at, self._action_say = decision.action, now, decision.say
+        self._question = f"[key {digit}]"
+        assert self._session is not None
+        try:
+            self._session.send_text(f"(The caller pressed the operator key. Tell them only this: {decision.say})")
+        except ProviderError as exc:
+            self.log("ENGINE", f"{exc}", logging.WARNING)
 
     def _on_text(self, text: str) -> None:
         """Words the caller's side typed: the engine answers them as it would speech (the
