@@ -30,12 +30,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import seconds, setting
+from ..config import setting
 from ..errors import ConfigError, ProviderAuthError, ProviderError, ProviderTimeout, ProviderUnavailable
 from ..logs import logger
 from ..types import EngineEvent, EngineEventKind, Exchange, ToolSpec
 from .base import Provider
-from .engine_session import MAX_TEXT_CHARS, SEND_TIMEOUT, EngineSessionBase, set_send_timeout, with_history
+from .engine_session import (MAX_TEXT_CHARS, SEND_TIMEOUT, EngineSessionBase, EngineSettings, set_send_timeout,
+                             with_history)
 
 NAME = "ai_websocket"
 # A server message larger than this is refused (an answer's audio comes in many small messages).
@@ -50,7 +51,7 @@ _ASSISTANT_ROLES = ("assistant", "agent", "ai", "bot", "model")
 
 
 @dataclass(frozen=True)
-class AIWebSocketSettings:
+class AIWebSocketSettings(EngineSettings):
     """``[ai_websocket]``: where the AI server is and what the session asks of it."""
 
     # ws://host:port/path or wss://… (wss for anything not on this machine).
@@ -59,18 +60,8 @@ class AIWebSocketSettings:
     token: str = setting("", secret=True)
     voice: str = ""
     language: str = ""            # empty: [general] language
-    # Play voiceassist's own greeting when the call starts (no: the server greets the caller itself).
-    greet: bool = True
     vad_enabled: bool = True      # the server finds where the caller stops
     vad_threshold: float = setting(0.5, minimum=0, maximum=1)
-    vad_silence_duration_ms: int = setting(500, minimum=100, maximum=5000)
-    # Seconds to connect and be told the session started.
-    connect_timeout: float = seconds(5.0)
-    # Seconds after the caller stopped talking within which the server must begin its answer.
-    response_timeout: float = seconds(8.0)
-    # Times a session that fails mid-call is opened again (with the call so far) before the cascade
-    # takes over (0: the cascade at once).
-    reconnect: int = setting(1, minimum=0, maximum=5)
 
 
 class AIWebSocketEngine(Provider[AIWebSocketSettings]):

@@ -16,7 +16,9 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
+from ..config import seconds, setting
 from ..logs import logger
 from ..types import EngineEvent, EngineEventKind, Exchange, ToolCall
 
@@ -28,6 +30,23 @@ MAX_SKIPPED = 10000
 SEND_TIMEOUT = 2.0
 # The most of one transcript kept (a turn's words, not a document).
 MAX_TEXT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What every conversation engine's section has (read by the call's conversation)."""
+
+    # Play voiceassist's own greeting when the call starts (no: the engine greets the caller itself).
+    greet: bool = True
+    # The caller's pause that ends a question, for the engine's end-of-speech detection.
+    vad_silence_duration_ms: int = setting(500, minimum=100, maximum=5000)
+    # Seconds to connect and have the session set up.
+    connect_timeout: float = seconds(5.0)
+    # Seconds after the caller stopped talking within which the engine must begin its answer.
+    response_timeout: float = seconds(8.0)
+    # Times a session that fails mid-call is opened again (with the call so far) before the cascade
+    # takes over (0: the cascade at once).
+    reconnect: int = setting(1, minimum=0, maximum=5)
 
 
 class EngineSessionBase:

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..audio.conversion import SpeechStream, UlawEncoder
-from ..config import seconds, setting
+from ..config import setting
 from ..errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from ..types import EngineEvent, EngineEventKind, Exchange, SpeechAudio, ToolCall, ToolSpec
 from .base import Provider
-from .engine_session import MAX_TEXT_CHARS, EngineSessionBase, with_history
+from .engine_session import MAX_TEXT_CHARS, EngineSessionBase, EngineSettings, with_history
 from .gemini import GeminiConnection, gemini_client
 from .sdk_errors import map_sdk_error
 
@@ -40,27 +40,17 @@ _END = object()  # the server's messages end here (the connection closed)
 
 
 @dataclass(frozen=True)
-class GeminiLiveSettings(GeminiConnection):
+class GeminiLiveSettings(GeminiConnection, EngineSettings):
     """``[gemini_live]``: the Live API session of a real-time call (``[live] engine = gemini_live``)."""
 
     # The Gemini API's native-audio Live model; on Vertex AI: gemini-live-2.5-flash-native-audio.
     model: str = "gemini-2.5-flash-native-audio-preview-09-2025"
     voice: str = ""               # e.g. Puck, Kore, Aoede (empty: the model's own)
     language: str = ""            # empty: [general] language
-    # Play voiceassist's own greeting when the call starts.
-    greet: bool = True
     # How readily the server decides the caller started and stopped talking.
     start_sensitivity: str = setting("high", choices=("high", "low"))
     end_sensitivity: str = setting("high", choices=("high", "low"))
-    vad_silence_duration_ms: int = setting(500, minimum=100, maximum=5000)
     vad_prefix_padding_ms: int = setting(100, minimum=0, maximum=2000)
-    # Seconds to connect and have the session set up.
-    connect_timeout: float = seconds(5.0)
-    # Seconds after the caller stopped talking within which the model must begin its answer.
-    response_timeout: float = seconds(8.0)
-    # Times a session that fails mid-call is opened again (with the call so far) before the cascade
-    # takes over (0: the cascade at once).
-    reconnect: int = setting(1, minimum=0, maximum=5)
 
 
 class GeminiLiveEngine(Provider[GeminiLiveSettings]):

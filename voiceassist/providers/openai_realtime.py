@@ -18,6 +18,7 @@ from ..config import seconds, setting
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, ProviderTimeout
 from ..types import SpeechAudio
 from .base import call_sdk, synthesize_in_parts
+from .engine_session import EngineSettings
 from .openai_client import OpenAIConnection, OpenAIProvider
 from .sdk_errors import from_http_status
 
@@ -28,7 +29,7 @@ _ERROR_STATUS = {"rate_limit_exceeded": 429, "invalid_api_key": 401, "authentica
 
 
 @dataclass(frozen=True)
-class OpenAIRealtimeSettings(OpenAIConnection):
+class OpenAIRealtimeSettings(OpenAIConnection, EngineSettings):
     """``[openai_realtime]``: OpenAI's Realtime API, as text-to-speech (``[tts] provider``) and as
     the real-time calls' conversation engine (``[live] engine``)."""
 
@@ -38,26 +39,16 @@ class OpenAIRealtimeSettings(OpenAIConnection):
     # Text-to-speech only: the model is told to read the text, not to answer it.
     instructions: str = ("Read the user's message aloud exactly as written, word for word, in a warm and "
                          "clear voice. Do not answer it, add to it or comment on it.")
-    # -- the conversation engine ----------------------------------------------------------------------
-    # Play voiceassist's own greeting when the call starts (no: the model greets nobody; the
-    # caller speaks first).
-    greet: bool = True
-    # Where the caller stops: server_vad (silence of vad_silence_duration_ms) or semantic_vad
-    # (the model judges whether the caller finished; eagerness sets how soon it answers).
-    turn_detection: str = setting("server_vad", choices=("server_vad", "semantic_vad"))
+    # -- the conversation engine (and EngineSettings' greet, connect_timeout, response_timeout, ...) --
+    # Where the caller stops: server_vad (silence of vad_silence_duration_ms), semantic_vad (the
+    # model judges whether the caller finished; eagerness sets how soon it answers), or local
+    # (voiceassist's own voice detector: it commits the question and stops an answer talked over).
+    turn_detection: str = setting("server_vad", choices=("server_vad", "semantic_vad", "local"))
     vad_threshold: float = setting(0.5, minimum=0, maximum=1)
-    vad_silence_duration_ms: int = setting(500, minimum=100, maximum=5000)
     vad_prefix_padding_ms: int = setting(300, minimum=0, maximum=2000)
     eagerness: str = setting("auto", choices=("auto", "low", "medium", "high"))
     # The model that writes down what the caller said (stored with each turn; empty: not stored).
     transcription_model: str = "gpt-4o-mini-transcribe"
-    # Seconds to connect and have the session set up.
-    connect_timeout: float = seconds(5.0)
-    # Seconds after the caller stopped talking within which the model must begin its answer.
-    response_timeout: float = seconds(8.0)
-    # Times a session that fails mid-call is opened again (with the call so far) before the cascade
-    # takes over (0: the cascade at once).
-    reconnect: int = setting(1, minimum=0, maximum=5)
 
 
 class OpenAIRealtimeTextToSpeech(OpenAIProvider[OpenAIRealtimeSettings]):
@@ -68,9 +59,7 @@ class OpenAIRealtimeTextToSpeech(OpenAIProvider[OpenAIRealtimeSettings]):
     Settings = OpenAIRealtimeSettings
 
     def setup(self) -> None:
-        if importlib.util.find_spec("websockets") is None:  # the SDK's realtime client needs it
-            raise ProviderNotInstalled("websockets is not installed: pip install 'voiceassist[openai]'",
-                                       provider=NAME)
+        require_websockets(NAME)
         super().setup()
 
     def synthesize(self, text: str) -> SpeechAudio:
@@ -131,6 +120,12 @@ class OpenAIRealtimeTextToSpeech(OpenAIProvider[OpenAIRealtimeSettings]):
         if not audio:
             raise ProviderBadResponse(f"{NAME}: the response held no audio", provider=NAME)
         return audio
+
+
+def require_websockets(provider: str) -> None:
+    """The SDK's Realtime client needs ``websockets``, which the SDK does not require itself."""
+    if importlib.util.find_spec("websockets") is None:
+        raise ProviderNotInstalled("websockets is not installed: pip install 'voiceassist[openai]'", provider=provider)
 
 
 def event_error(error: Any, hint: str, default: str = "error event") -> ProviderError:
