@@ -17,7 +17,7 @@ import pytest
 from harness.emulators.openai_api import tone_for
 from harness.phone_leg import PhoneLeg
 from harness.speech import speech_end_seconds
-from tests.test_conversation_engines import converse, engine_answer, spans_of
+from tests.test_conversation_engines import ask_twice, converse, engine_answer, spans_of
 from tests.test_http_tools import Shop, order_tool, tools_file
 from tests.test_provider_alternatives import service_account
 from tests.test_realtime_conversation import (GREETING_S, MARKER_HZ, QUESTION, RATE, SECOND_MARKER_HZ,
@@ -89,12 +89,7 @@ def engine(request, emulators, speech_grpc, tmp_path, monkeypatch):
 
 def test_the_model_answers_the_caller_and_both_sides_are_stored(engine, questions):
     assistant = engine.assistant()
-    leg = PhoneLeg(RATE)
-    first_at = GREETING_S + 0.5
-    second_at = first_at + len(questions["first"]) / 2 / RATE + 3.5
-    leg.say(questions["first"], at=first_at)
-    leg.say(questions["second"], at=second_at)
-    leg.hang_up_at(second_at + 7.0)
+    leg, first_at, second_at = ask_twice(questions, hang_up_after=7.0)
     outcome = converse(assistant, leg)
 
     assert outcome.reason is EndReason.HANGUP and outcome.turns == 2
@@ -249,12 +244,7 @@ def test_a_model_failing_mid_call_is_followed_by_one_moment_and_the_cascade(engi
     else:
         engine.emulator.fatal_at_question = 2
     assistant = engine.assistant()
-    leg = PhoneLeg(RATE)
-    first_at = GREETING_S + 0.5
-    second_at = first_at + len(questions["first"]) / 2 / RATE + 3.5
-    leg.say(questions["first"], at=first_at)
-    leg.say(questions["second"], at=second_at)
-    leg.hang_up_at(second_at + 14.0)
+    leg, first_at, second_at = ask_twice(questions, hang_up_after=14.0)
     outcome = converse(assistant, leg)
 
     assert spans_of(leg, engine_answer(QUESTION)), "the model's first answer was not heard"
@@ -315,12 +305,7 @@ def test_a_model_session_that_closes_mid_call_is_opened_again(engine, questions)
     first exchange, hears the question again and answers it: no cascade."""
     engine.emulator.close_at_question = 2
     assistant = engine.assistant(section="reconnect = 1\n")
-    leg = PhoneLeg(RATE)
-    first_at = GREETING_S + 0.5
-    second_at = first_at + len(questions["first"]) / 2 / RATE + 3.5
-    leg.say(questions["first"], at=first_at)
-    leg.say(questions["second"], at=second_at)
-    leg.hang_up_at(second_at + 9.0)
+    leg, first_at, second_at = ask_twice(questions, hang_up_after=9.0)
     outcome = converse(assistant, leg)
     assert outcome.turns == 2
     assert spans_of(leg, engine_answer(SECOND_QUESTION, 1)), "the new session did not answer"
@@ -378,3 +363,39 @@ def test_the_operator_key_is_confirmed_by_the_model_then_transfers(emulators, sp
     assert heard[1] - heard[0] == pytest.approx(engine.emulator.answer_seconds, abs=0.08)
     (turn,) = stored_turns(assistant)
     assert (turn["transcript"], turn["reply"], turn["action"]) == ("[key 0]", said, "transfer")
+
+
+def test_our_own_voice_detection_can_replace_the_servers_and_cancels_an_answer_being_made(
+        emulators, speech_grpc, tmp_path, monkeypatch, questions):
+    """[openai_realtime] turn_detection = local: the server is given no turn detection; our voice
+    detector commits each question and asks for the answer, and when the caller talks over an
+    answer the model is still making, the session sends response.cancel and truncates the answer
+    to what was heard."""
+    realtime = emulators["realtime"]
+    realtime.answer_seconds = 6.0
+    realtime.generating_seconds = 8.0   # response.done long after the audio: it is still "being made"
+    engine = Engine("openai_realtime", realtime, emulators, speech_grpc, tmp_path, monkeypatch)
+    assistant = engine.assistant(section="turn_detection = local\n")
+    leg = PhoneLeg(RATE)
+    first_at = GREETING_S + 0.5
+    barge_at = first_at + len(questions["first"]) / 2 / RATE + 0.6 + 1.5
+    leg.say(questions["first"], at=first_at)
+    leg.say(questions["second"], at=barge_at)
+    leg.hang_up_at(barge_at + 10.0)
+    converse(assistant, leg)
+
+    (connection,) = realtime.connections
+    update = next(e for e in connection["events"] if e["type"] == "session.update")["session"]
+    assert update["audio"]["input"]["turn_detection"] is None
+    kinds = [e["type"] for e in connection["events"]]
+    assert kinds.count("input_audio_buffer.commit") == 2 and kinds.count("response.create") == 2
+    assert connection["questions"] == [QUESTION, SECOND_QUESTION]
+    first = spans_of(leg, engine_answer(QUESTION))
+    stopped = first[-1][1]
+    assert 0.0 < stopped - barge_at < 0.45, (stopped, barge_at)
+    (cancel,) = connection["cancels"]
+    ((item, end_ms),) = connection["truncates"]
+    turns = stored_turns(assistant)
+    assert turns[0]["interrupted"] and end_ms == pytest.approx(turns[0]["played_ms"], abs=60)
+    assert turns[1]["transcript"] == SECOND_QUESTION
+    assert spans_of(leg, engine_answer(SECOND_QUESTION, 2)), "the second question was not answered"

@@ -30,6 +30,12 @@ pieces, ``response.output_audio.delta`` 200 ms chunks of the answer's tone (``to
 until then + ``answer_seconds``. The caller talking 200 ms over it is a barge-in
 (``speech_started``; with ``interrupt_response``, a response still being made is cancelled).
 
+Without turn detection (``turn_detection`` null: the client finds where the caller stops), the
+caller's audio is kept from its first voiced frame and becomes the question at the client's
+``input_audio_buffer.commit``; its ``response.create`` gets the answer. ``generating_seconds``
+keeps an answer's response active that long after its audio (``response.done`` comes with the
+first client event after then), as a long answer still being made would be.
+
 A question (or a text message) that is a key of ``tool_calls`` (question → (function, args)), in a
 session with function tools, gets a ``function_call`` item instead of audio; the client's
 ``function_call_output`` item and ``response.create`` get ``Answer N: <output>``. A
@@ -116,6 +122,7 @@ class _Conversation:
     active: _Response | None = None
     last_item: str | None = None
     audio_items: dict[str, int] = field(default_factory=dict)  # assistant item id -> audio ms
+    finish_at: float = 0.0                      # generating_seconds: when the active response is done
 
 
 class RealtimeEmulator:
@@ -152,6 +159,7 @@ class RealtimeEmulator:
             self.latency = 0.0                         # text-to-speech: before the audio
             self.answer_seconds = 2.0                  # conversation: each answer's audio
             self.answer_delay = 0.15                   # conversation: from the end of the question
+            self.generating_seconds = 0.0              # conversation: response.done this long after the audio
             self.opening = "How can I help?"           # the answer to a response.create with nothing to answer
             self.tool_calls: dict[str, tuple[str, dict[str, Any]]] = {}  # question -> (function, arguments)
             self.close_at_question: int | None = None  # close the connection when question N ends
@@ -227,6 +235,8 @@ class RealtimeEmulator:
                     continue
                 kind = event.get("type")
                 event_id = event.get("event_id")
+                if state.active is not None and state.finish_at and time.monotonic() >= state.finish_at:
+                    self._finish(connection, session, state, "completed")  # generating_seconds have passed
                 if kind == "input_audio_buffer.append":
                     record["appends"] += 1
                     try:
@@ -252,7 +262,7 @@ class RealtimeEmulator:
                     item = dict(event.get("item") or {})
                     text = self._item(connection, record, state, item)
                 elif kind == "response.create":
-                    if _turn_detection(session) is None:
+                    if _turn_detection(session) is None and not record["appends"]:
                         if not self._tts(connection, session, text):
                             return
                     elif state.active is not None:
@@ -278,7 +288,7 @@ class RealtimeEmulator:
                     state.audio_items.pop(item_id, None)
                     self._send(connection, {"type": "conversation.item.deleted", "item_id": item_id})
                 elif kind == "input_audio_buffer.commit":
-                    if state.in_question and _turn_detection(session) is not None:
+                    if state.in_question:
                         self._end_question(connection, record, session, state, vad=False)
                     else:
                         self._error(connection, "input_audio_buffer_commit_empty",
@@ -341,7 +351,13 @@ class RealtimeEmulator:
             state.quiet_run, state.voiced_run = state.quiet_run + 1, 0
         state.recent.append(samples)
         detection = _turn_detection(session)
-        if detection is None:
+        if detection is None:  # the client finds where the caller stops, and commits the buffer
+            if voiced and not state.in_question:
+                run = min(state.voiced_run, len(state.recent))
+                state.in_question, state.heard = True, list(state.recent)[-run:]
+                state.user_item = self._id("item")
+            elif state.in_question and len(state.heard) < HEARD_FRAMES:
+                state.heard.append(samples)
             return
         now = time.monotonic()
         if voiced and not state.in_question and now < state.speaking_until and state.voiced_run >= BARGE_IN_FRAMES:
@@ -409,8 +425,8 @@ class RealtimeEmulator:
             time.sleep(self.answer_delay)
             self._stall(connection, record, session, state, question)
             return
-        detection = _turn_detection(session) or {}
-        if detection.get("create_response", True) is not False and state.active is None:
+        detection = _turn_detection(session)
+        if detection is not None and detection.get("create_response", True) is not False and state.active is None:
             time.sleep(self.answer_delay)
             self._turn(connection, record, session, state)
 
@@ -520,6 +536,9 @@ class RealtimeEmulator:
         response = self._begin(connection, session, state, reply)
         self._say(connection, response, re.findall(r"\S+\s*", reply))
         self._play(connection, session, state, response, self.answer_seconds, cut=isinstance(action, Cut))
+        if self.generating_seconds:  # still being made: done at the first client event after then
+            state.finish_at = time.monotonic() + self.generating_seconds
+            return
         self._finish(connection, session, state, "completed")
 
     def _stall(self, connection: ServerConnection, record: dict[str, Any], session: dict[str, Any],
@@ -538,6 +557,7 @@ class RealtimeEmulator:
         response = state.active
         assert response is not None
         state.active = None
+        state.finish_at = 0.0
         where = self._where(response)
         self._send(connection, {"type": "response.output_audio.done", **where})
         self._send(connection, {"type": "response.output_audio_transcript.done", **where, "transcript": response.said})

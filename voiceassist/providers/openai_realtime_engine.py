@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib.util
+import enum
 import json
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..errors import ProviderError, ProviderNotInstalled, ProviderTimeout, ProviderUnavailable
+from ..errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from ..types import EngineEvent, EngineEventKind, Exchange, ToolCall, ToolSpec
 from .engine_session import MAX_TEXT_CHARS, SEND_TIMEOUT, EngineSessionBase, set_send_timeout, with_history
 from .openai_client import OpenAIProvider
-from .openai_realtime import OpenAIRealtimeSettings, event_error
+from .openai_realtime import OpenAIRealtimeSettings, event_error, require_websockets
 from .sdk_errors import map_sdk_error
 
 NAME = "openai_realtime"
@@ -47,9 +47,7 @@ class OpenAIRealtimeEngine(OpenAIProvider[OpenAIRealtimeSettings]):
     Settings = OpenAIRealtimeSettings
 
     def setup(self) -> None:
-        if importlib.util.find_spec("websockets") is None:  # the SDK's realtime client needs it
-            raise ProviderNotInstalled("websockets is not installed: pip install 'voiceassist[openai]'",
-                                       provider=NAME)
+        require_websockets(NAME)
         super().setup()
 
     def open(self, instructions: str, history: list[Exchange],
@@ -72,6 +70,7 @@ class OpenAIRealtimeSession(EngineSessionBase):
         self._responding = False        # a response is being generated
         # The current answer's audio items and how many ms of audio each had, in order.
         self._items: list[list[Any]] = []
+        self._local = LocalTurns(settings.vad_silence_duration_ms) if settings.turn_detection == "local" else None
 
     # -- start ----------------------------------------------------------------------------------------
     def start(self, instructions: str, tools: Sequence[ToolSpec]) -> None:
@@ -125,7 +124,9 @@ class OpenAIRealtimeSession(EngineSessionBase):
                              prefix_padding_ms=settings.vad_prefix_padding_ms)
         else:
             detection["eagerness"] = settings.eagerness
-        audio_in: dict[str, Any] = {"format": {"type": "audio/pcmu"}, "turn_detection": detection}
+        audio_in: dict[str, Any] = {"format": {"type": "audio/pcmu"},
+                                    # local: none on the server (LocalTurns commits each question)
+                                    "turn_detection": None if self._local is not None else detection}
         if settings.transcription_model:
             audio_in["transcription"] = {"model": settings.transcription_model}
             if language := self.language.split("-")[0].lower():
@@ -144,6 +145,16 @@ class OpenAIRealtimeSession(EngineSessionBase):
         # 50 appends a second: sent as the event's JSON directly, not through the SDK's typed
         # (and validated) path, which costs far more than the audio's own encoding.
         self._send_raw({"type": "input_audio_buffer.append", "audio": base64.b64encode(mulaw).decode("ascii")})
+        if self._local is None:
+            return
+        for turn in self._local.hear(mulaw):
+            if turn is Turn.STARTED:  # as the server's speech_started: a barge-in if an answer plays
+                self._events.put(EngineEvent(EngineEventKind.SPEECH_STARTED))
+            elif turn is Turn.ENDED:
+                self._send_raw({"type": "input_audio_buffer.commit"})
+                self._send_raw({"type": "response.create"})
+            else:  # a quiet line: the server need not keep it
+                self._send_raw({"type": "input_audio_buffer.clear"})
 
     def send_text(self, text: str) -> None:
         self._send_raw({"type": "conversation.item.create", "item": {
@@ -244,6 +255,50 @@ class OpenAIRealtimeSession(EngineSessionBase):
                 self._connection.close()
             except Exception:  # already gone
                 pass
+
+
+class Turn(enum.Enum):
+    STARTED = "started"   # the caller began to speak
+    ENDED = "ended"       # and stopped: the question is complete
+    QUIET = "quiet"       # nobody has spoken for a while
+
+
+class LocalTurns:
+    """voiceassist's own end-of-speech detection for the Realtime session (``turn_detection =
+    local``): WebRTC's voice detector on the caller's 20 ms μ-law frames. 200 ms of voice start a
+    turn, ``silence_ms`` of quiet end it; each second of quiet outside a turn is reported too."""
+
+    START_FRAMES = 10
+    QUIET_FRAMES = 50
+
+    def __init__(self, silence_ms: int) -> None:
+        from ..audio.conversion import ulaw_to_pcm
+        from ..audio.endpointing import webrtc_detector
+
+        self._detector = webrtc_detector(2, 8000)
+        self._to_pcm = ulaw_to_pcm
+        self._end_frames = max(1, silence_ms // 20)
+        self._pending = b""
+        self._voiced = self._quiet = 0
+        self.speaking = False
+
+    def hear(self, mulaw: bytes) -> list[Turn]:
+        turns: list[Turn] = []
+        data = self._pending + mulaw
+        whole = len(data) // 160 * 160
+        self._pending = data[whole:]
+        for start in range(0, whole, 160):
+            voiced = self._detector.is_speech(self._to_pcm(data[start:start + 160], 8000, 8000))
+            self._voiced, self._quiet = (self._voiced + 1, 0) if voiced else (0, self._quiet + 1)
+            if not self.speaking and self._voiced >= self.START_FRAMES:
+                self.speaking = True
+                turns.append(Turn.STARTED)
+            elif self.speaking and self._quiet >= self._end_frames:
+                self.speaking = False
+                turns.append(Turn.ENDED)
+            elif not self.speaking and self._quiet and self._quiet % self.QUIET_FRAMES == 0:
+                turns.append(Turn.QUIET)
+        return turns
 
 
 def _text(value: Any) -> str:
