@@ -62,6 +62,19 @@ def engine_answer(question: str, turn: int = 1) -> str:
     return f"Answer {turn}: you asked, {question}"
 
 
+def ask_twice(questions: dict, hang_up_after: float) -> tuple[PhoneLeg, float, float]:
+    """A line on which the caller asks the first question after the greeting and the second 3.5 s
+    after the first ends, and hangs up ``hang_up_after`` s after the second began; with the
+    times each question began."""
+    leg = PhoneLeg(RATE)
+    first_at = GREETING_S + 0.5
+    second_at = first_at + len(questions["first"]) / 2 / RATE + 3.5
+    leg.say(questions["first"], at=first_at)
+    leg.say(questions["second"], at=second_at)
+    leg.hang_up_at(second_at + hang_up_after)
+    return leg, first_at, second_at
+
+
 def spans_of(leg: PhoneLeg, text: str) -> list[tuple[float, float]]:
     return tone_spans(leg.heard_pcm(), RATE, tone_for(text))
 
@@ -69,12 +82,7 @@ def spans_of(leg: PhoneLeg, text: str) -> list[tuple[float, float]]:
 def test_the_ai_server_answers_the_caller_and_both_sides_are_stored(
         emulators, speech_grpc, tmp_path, questions, ai_server):
     assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server)
-    leg = PhoneLeg(RATE)
-    first_at = GREETING_S + 0.5
-    second_at = first_at + len(questions["first"]) / 2 / RATE + 3.5
-    leg.say(questions["first"], at=first_at)
-    leg.say(questions["second"], at=second_at)
-    leg.hang_up_at(second_at + 7.0)
+    leg, first_at, second_at = ask_twice(questions, hang_up_after=7.0)
     outcome = converse(assistant, leg)
 
     assert outcome.reason is EndReason.HANGUP and outcome.turns == 2
@@ -398,12 +406,7 @@ def test_a_session_that_fails_mid_call_is_opened_again_with_the_call_so_far(
     audio, kept: the server never said what it heard), and answers it. No "one moment", no cascade."""
     ai_server.close_at_question = 2
     assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server, extra="reconnect = 1")
-    leg = PhoneLeg(RATE)
-    first_at = GREETING_S + 0.5
-    second_at = first_at + len(questions["first"]) / 2 / RATE + 3.5
-    leg.say(questions["first"], at=first_at)
-    leg.say(questions["second"], at=second_at)
-    leg.hang_up_at(second_at + 9.0)
+    leg, first_at, second_at = ask_twice(questions, hang_up_after=9.0)
     outcome = converse(assistant, leg)
 
     assert outcome.turns == 2
