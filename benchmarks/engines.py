@@ -1,5 +1,6 @@
 """Conversation engines side by side: end of the caller's speech -> first answer audio at the caller,
-for the cascade and for the business's own AI server (``[live] engine = ai_websocket``), in one run.
+for the cascade, the business's own AI server (``[live] engine = ai_websocket``) and the two
+speech-to-speech models (``openai_realtime``, ``gemini_live``), in one run.
 
     python -m benchmarks.engines [--calls N]
 
@@ -13,7 +14,11 @@ chosen so that both engines must spend the same time on the path to the first au
 * ai_websocket: the AI server (harness/emulators/ai_server.py, a real WebSocket server on loopback)
   finds the end of the question after 500 ms of silence and answers 250 ms later: 750 ms;
 * ai_websocket to `voiceassist ai-server`: the engine's server is another voiceassist serving the
-  protocol with the cascade above behind it (750 ms, plus the protocol hop both ways).
+  protocol with the cascade above behind it (750 ms, plus the protocol hop both ways);
+* openai_realtime: the Realtime API emulator (the openai SDK's WebSocket client, μ-law both ways)
+  ends the question after 500 ms of silence (server_vad) and answers 250 ms later: 750 ms;
+* gemini_live: the Live API emulator (google-genai over TLS; 8 kHz up to 16 kHz, its 24 kHz answer
+  down to 8 kHz) ends the question after 500 ms and answers 250 ms later: 750 ms.
 
 Calls alternate between the engines. "Overhead" is the measured time less those 750 ms: what
 voiceassist, the SDKs, the line and the measurement add.
@@ -22,6 +27,7 @@ voiceassist, the SDKs, the line and the measurement add.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import threading
@@ -29,6 +35,7 @@ from pathlib import Path
 
 from harness.emulators import GeminiEmulator, GoogleTTSEmulator, OpenAIEmulator, RealtimeEmulator, SpeechEmulator
 from harness.emulators.ai_server import AIServerEmulator
+from harness.emulators.gemini_live import GeminiLiveEmulator
 from harness.emulators.openai_api import tone_for
 from harness.emulators.speech_grpc import SpeechGrpcEmulator
 from harness.helpers import config_for, streaming_providers
@@ -53,12 +60,7 @@ GREETING_S = len((REPO / "sounds/live-greeting.ulaw").read_bytes()) / 8000
 
 def one_call(assistant: Assistant, engine: str, question: bytes, number: int) -> float | None:
     """Seconds from the end of the question's speech to the first answer audio the caller heard."""
-    return _call(assistant, "cascade" if engine == "cascade" else "ai_websocket", question, number,
-                 greeting=engine != "ai_websocket")
-
-
-def _call(assistant: Assistant, engine: str, question: bytes, number: int, *, greeting: bool) -> float | None:
-    """Seconds from the end of the question's speech to the first answer audio the caller heard."""
+    greeting = engine != "ai-server"
     leg = PhoneLeg(RATE, call_id=f"bench-{number}")
     asked_at = (GREETING_S if greeting else 0.0) + 0.5
     leg.say(question, at=asked_at)
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                  "google_tts": GoogleTTSEmulator(), "realtime": RealtimeEmulator()}
     grpc = SpeechGrpcEmulator()
     ai_server = AIServerEmulator()
+    live = GeminiLiveEmulator()
+    os.environ["SSL_CERT_FILE"] = live.ca_file  # google-genai always connects over TLS
     try:
         grpc.final_delay = STREAM_FINAL_S
         grpc.transcripts[MARKER_HZ] = QUESTION
@@ -101,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         ai_server.transcripts = {MARKER_HZ: QUESTION}
         ai_server.answer_delay = SERVER_ANSWER_S
         ai_server.answer_seconds = 1.0
+        for speech_to_speech in (emulators["realtime"], live):
+            speech_to_speech.transcripts = {MARKER_HZ: QUESTION}
+            speech_to_speech.answer_delay = SERVER_ANSWER_S
+            speech_to_speech.answer_seconds = 1.0
+        live.silence_ms = SERVER_SILENCE_MS
         with tempfile.TemporaryDirectory() as directory:
             base = Path(directory)
             question = spoken_question(base / "question", QUESTION, MARKER_HZ, RATE)
@@ -111,18 +120,24 @@ def main(argv: list[str] | None = None) -> int:
             ours.start()
             urls = {"ai_websocket": (ai_server.url, ai_server.token),
                     "ai-server": (f"ws://127.0.0.1:{ours.port}/", "bench-token")}
-            for engine in ("cascade", "ai_websocket", "ai-server"):
+            for engine in ("cascade", "ai_websocket", "ai-server", "openai_realtime", "gemini_live"):
                 url, token = urls.get(engine, ("", ""))
                 assistants[engine] = Assistant(config_for(emulators, base / engine, extra=f"""
 {streaming_providers(grpc.endpoint)}
 [live]
-engine = {"cascade" if engine == "cascade" else "ai_websocket"}
+engine = {"ai_websocket" if engine == "ai-server" else engine}
 end_silence_ms = 500
 [ai_websocket]
 url = {url}
 token = {token}
 vad_silence_duration_ms = {SERVER_SILENCE_MS}
 greet = {"no" if engine == "ai-server" else "yes"}
+[openai_realtime]
+vad_silence_duration_ms = {SERVER_SILENCE_MS}
+[gemini_live]
+base_url = {live.base_url}
+api_key = {live.api_key}
+vad_silence_duration_ms = {SERVER_SILENCE_MS}
 """))
                 assistants[engine].prepare()
             measured: dict[str, list[float]] = {engine: [] for engine in assistants}
@@ -139,21 +154,22 @@ greet = {"no" if engine == "ai-server" else "yes"}
             ours.shutdown()
     finally:
         ai_server.close()
+        live.close()
         grpc.close()
         for server in emulators.values():
             server.close()
     print(f"End of speech -> first answer audio at the caller, {args.calls} calls per engine "
           f"(emulated path: {PATH_S * 1000:.0f} ms for each)")
-    print(f"{'engine':<14}{'median':>9}{'p90':>9}{'overhead':>10}{'x cascade':>11}{'unanswered':>12}")
+    print(f"{'engine':<16}{'median':>9}{'p90':>9}{'overhead':>10}{'x cascade':>11}{'unanswered':>12}")
     cascade_median = statistics.median(measured["cascade"]) if measured["cascade"] else float("nan")
     for engine, values in measured.items():
         if not values:
-            print(f"{engine:<14}{'-':>9}{'-':>9}{'-':>10}{'-':>11}{lost[engine]:>12}")
+            print(f"{engine:<16}{'-':>9}{'-':>9}{'-':>10}{'-':>11}{lost[engine]:>12}")
             continue
         ordered = sorted(values)
         median = statistics.median(ordered)
         p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
-        print(f"{engine:<14}{median * 1000:>7.0f}ms{p90 * 1000:>7.0f}ms{(median - PATH_S) * 1000:>8.0f}ms"
+        print(f"{engine:<16}{median * 1000:>7.0f}ms{p90 * 1000:>7.0f}ms{(median - PATH_S) * 1000:>8.0f}ms"
               f"{median / cascade_median:>10.2f}x{lost[engine]:>12}")
     return 0
 
