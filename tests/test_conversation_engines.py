@@ -470,3 +470,17 @@ def test_the_repeat_key_plays_the_last_answer_again_and_skip_stops_one(
     turns = stored_turns(assistant)
     assert [t["transcript"] for t in turns] == [QUESTION, "[key *]"]
     assert turns[1]["reply"] == engine_answer(QUESTION) and turns[1]["llm_provider"] == "keys"
+
+
+def test_words_that_come_after_the_answer_has_played_are_stored_with_it(
+        emulators, speech_grpc, tmp_path, questions, ai_server):
+    """The protocol does not order transcripts before response_complete: a server that sends both
+    sides' words only once its answer has played still gets them stored with that turn."""
+    ai_server.late_transcripts = True
+    assistant = engine_assistant(emulators, speech_grpc, tmp_path, ai_server)
+    leg, first_at, second_at = ask_twice(questions, hang_up_after=7.0)
+    outcome = converse(assistant, leg)
+    assert outcome.turns == 2
+    turns = stored_turns(assistant)
+    assert [t["transcript"] for t in turns] == [QUESTION, SECOND_QUESTION]
+    assert [t["reply"] for t in turns] == [engine_answer(QUESTION), engine_answer(SECOND_QUESTION, 2)]

@@ -69,6 +69,7 @@ class AIServerEmulator:
     def __init__(self) -> None:
         self.transcripts: dict[float, str] = {}
         self.sessions: list[Session] = []
+        self._send_lock = threading.Lock()
         self.reset()
         self.server = serve(self._handle, "127.0.0.1", 0, process_request=self._authorize, compression=None)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="emulator-ai-server")
@@ -85,6 +86,7 @@ class AIServerEmulator:
         self.silent = False                        # transcribe the question, never answer it
         self.malformed = False                     # bad messages before each answer
         self.stall_at_question: int | None = None  # begin answer N, then say nothing more
+        self.late_transcripts = False              # both sides' words only after the answer has played
         self.sessions = []
 
     @property
@@ -102,7 +104,8 @@ class AIServerEmulator:
         return None
 
     def _send(self, connection: ServerConnection, message: dict[str, Any]) -> None:
-        connection.send(json.dumps(message))
+        with self._send_lock:  # late transcripts come from a timer's thread
+            connection.send(json.dumps(message))
 
     def _handle(self, connection: ServerConnection) -> None:
         headers = connection.request.headers if connection.request else {}
@@ -191,12 +194,22 @@ class AIServerEmulator:
             self._send(connection, {"type": "audio_delta", "audio": "***not base64***"})
             self._send(connection, {"type": "mystery_event"})
         reply = f"Answer {number}: you asked, {question}"
-        if alt:
+        words = [{"type": "transcript", "text": question, "role": "user"},
+                 {"type": "transcript", "text": reply, "role": "assistant"}]
+        if self.late_transcripts:
+            def late() -> None:
+                try:
+                    for message in words:
+                        self._send(connection, message)
+                except Exception:  # the call is over
+                    pass
+            threading.Timer(self.answer_seconds + 0.4, late).start()
+        elif alt:
             self._send(connection, {"type": "transcription", "text": question, "speaker": "user"})
             self._send(connection, {"type": "transcription", "text": reply, "speaker": "assistant"})
         else:
-            self._send(connection, {"type": "transcript", "text": question, "role": "user"})
-            self._send(connection, {"type": "transcript", "text": reply, "role": "assistant"})
+            for message in words:
+                self._send(connection, message)
         audio = answer_ulaw(reply, self.answer_seconds)
         step = int(CHUNK_SECONDS * RATE)
         for start in range(0, len(audio), step):

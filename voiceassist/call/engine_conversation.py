@@ -55,6 +55,9 @@ MAX_QUEUED_SECONDS = 120.0
 MARK_GRACE_SECONDS = 2.0
 # A transport may hold this much of what was queued before the caller hears it.
 LEAD_SECONDS = 0.2
+# An answer that has played with none of its words known yet waits this long for them (the
+# protocol does not order an engine's transcripts before its end of answer).
+LATE_WORDS_SECONDS = 1.0
 # The most of an answer's audio kept for the repeat key (60 s at 16 kHz).
 MAX_REPEAT_BYTES = 60 * 16000 * 2
 # Voice on the line that counts as a question the engine must answer (a cough does not).
@@ -109,6 +112,7 @@ class EngineConversation:
         self._max_kept = int(self.settings.listening.max_s * self.rate) * 2
         self._waiting_since: float | None = None    # the caller finished a question; no answer yet
         self._answer: _Answer | None = None
+        self._played: tuple[_Answer, float] | None = None  # played, its words awaited until then
         self._marks = 0
         self._prompt_until = 0.0        # when our own prompt (the greeting) has played
         self._last_frame_at = time.monotonic()
@@ -228,6 +232,8 @@ class EngineConversation:
                 return None
             if self._answer is not None and self._stalled(self._answer, now):
                 return None
+            if self._played is not None and now >= self._played[1]:
+                self._flush_played(now)
             elapsed = now - self.started
             if elapsed >= self.settings.max_call_seconds and (
                     self._answer is None or elapsed >= self.settings.max_call_seconds + HARD_LIMIT_GRACE_SECONDS):
@@ -332,7 +338,9 @@ class EngineConversation:
             if len(answer.audio) < MAX_REPEAT_BYTES:
                 answer.audio += pcm
         elif kind is EngineEventKind.CALLER_SAID:
-            if self._answer is not None and not self._answer.record.transcript:
+            if self._answer is None and self._played is not None and not self._played[0].record.transcript:
+                self._played[0].record.transcript = event.text  # the words of an answer that has played
+            elif self._answer is not None and not self._answer.record.transcript:
                 self._answer.record.transcript = event.text  # the engine's transcript came late
             else:
                 self._question = f"{self._question} {event.text}".strip()[:MAX_REPLY_CHARS]
@@ -341,6 +349,10 @@ class EngineConversation:
                 if self._answer is None and self._voiced_ms >= MIN_QUESTION_MS:
                     self._waiting_since = self._waiting_since or now
         elif kind is EngineEventKind.ASSISTANT_SAID:
+            if self._answer is None and self._played is not None:
+                self._played[0].reply.append(event.text[:MAX_REPLY_CHARS])
+                self._flush_played(now)
+                return True
             answer = self._answer or self._start_answer()
             if sum(len(part) for part in answer.reply) < MAX_REPLY_CHARS:
                 answer.reply.append(event.text)
@@ -429,6 +441,7 @@ class EngineConversation:
         self._ending_until = now
 
     def _start_answer(self) -> _Answer:
+        self._flush_played(time.monotonic())
         record = TurnRecord(turn_number=self.turns + 1, transcript=self._question or None,
                             stt_provider=self.engine.name, llm_provider=self.engine.name,
                             tts_provider=self.engine.name)
@@ -441,6 +454,16 @@ class EngineConversation:
         answer = self._answer
         if answer is not None and name == answer.done_mark:
             self._answer = None
+            self._flush_played(now)
+            if answer.reply:
+                self._store(answer, answer.queued_seconds, interrupted=False, now=now)
+            else:  # its words may still come (see LATE_WORDS_SECONDS)
+                self._played = (answer, now + LATE_WORDS_SECONDS)
+
+    def _flush_played(self, now: float) -> None:
+        """Store the answer that played while its words were awaited, with what came of them."""
+        if self._played is not None:
+            answer, self._played = self._played[0], None
             self._store(answer, answer.queued_seconds, interrupted=False, now=now)
 
     def _barge_in(self, now: float) -> None:
@@ -571,6 +594,7 @@ class EngineConversation:
             self.log("ENGINE", f"{exc}", logging.WARNING)
 
     def _goodbye(self, reason: EndReason, now: float) -> None:
+        self._flush_played(now)
         if self._answer is not None:
             self._barge_in(now)
         self.leg.stop_playing()
@@ -588,6 +612,7 @@ class EngineConversation:
         return len(pcm) / 2 / self.rate
 
     def _caller_gone(self, now: float) -> None:
+        self._flush_played(now)
         answer, self._answer = self._answer, None
         if answer is not None and answer.first_audio_at is not None:
             answer.record.error = "caller hung up during the answer"
@@ -607,6 +632,7 @@ class EngineConversation:
             self._session = None
 
     def _finish(self, reason: EndReason) -> None:
+        self._flush_played(time.monotonic())
         self._close_session()
         if not self._closed:
             try:
@@ -621,6 +647,7 @@ class EngineConversation:
         """After a failure: the answer the engine had begun is kept as far as the caller heard it,
         and the question it was answering (or the one it left unanswered) is returned, to be
         answered again."""
+        self._flush_played(time.monotonic())
         question = self._question
         answer, self._answer = self._answer, None
         if answer is not None:
