@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import importlib.util
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,17 +77,7 @@ class OpenAIRealtimeTextToSpeech(OpenAIProvider[OpenAIRealtimeSettings]):
         manager = self._client.realtime.connect(
             model=self.settings.model, max_retries=0,
             websocket_connection_options={"open_timeout": timeout, "close_timeout": 1.0})
-        with manager as connection:
-            # The SDK's recv() has no timeout; closing the socket from a timer ends the wait.
-            expired = threading.Event()
-
-            def expire() -> None:
-                expired.set()
-                connection.close()
-
-            timer = threading.Timer(timeout, expire)
-            timer.daemon = True
-            timer.start()
+        with manager as connection, closed_after(timeout, connection.close) as expired:
             try:
                 connection.session.update(session={
                     "type": "realtime", "output_modalities": ["audio"], "instructions": self.settings.instructions,
@@ -114,12 +106,29 @@ class OpenAIRealtimeTextToSpeech(OpenAIProvider[OpenAIRealtimeSettings]):
                 if expired.is_set():
                     raise ProviderTimeout(f"{NAME}: no complete answer within {timeout:.1f} s", provider=NAME) from None
                 raise
-            finally:
-                timer.cancel()
         audio = b"".join(chunks)
         if not audio:
             raise ProviderBadResponse(f"{NAME}: the response held no audio", provider=NAME)
         return audio
+
+
+@contextmanager
+def closed_after(seconds: float, close: Callable[[], None]) -> Iterator[threading.Event]:
+    """The SDK's Realtime ``recv()`` has no timeout: ``close`` (the connection's) is called if the
+    block has not ended within ``seconds``, which ends the wait; the event says whether it was."""
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        close()
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield expired
+    finally:
+        timer.cancel()
 
 
 def require_websockets(provider: str) -> None:

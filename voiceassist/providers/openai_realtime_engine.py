@@ -29,7 +29,7 @@ from ..errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from ..types import EngineEvent, EngineEventKind, Exchange, ToolCall, ToolSpec
 from .engine_session import MAX_TEXT_CHARS, SEND_TIMEOUT, EngineSessionBase, set_send_timeout, with_history
 from .openai_client import OpenAIProvider
-from .openai_realtime import OpenAIRealtimeSettings, event_error, require_websockets
+from .openai_realtime import OpenAIRealtimeSettings, closed_after, event_error, require_websockets
 from .sdk_errors import map_sdk_error
 
 NAME = "openai_realtime"
@@ -75,7 +75,6 @@ class OpenAIRealtimeSession(EngineSessionBase):
     # -- start ----------------------------------------------------------------------------------------
     def start(self, instructions: str, tools: Sequence[ToolSpec]) -> None:
         timeout = self.settings.connect_timeout
-        expired = threading.Event()
         try:
             self._connection = self.client.realtime.connect(
                 model=self.settings.model, max_retries=0,
@@ -86,33 +85,23 @@ class OpenAIRealtimeSession(EngineSessionBase):
         transport = getattr(self._connection, "_connection", None)
         if transport is not None and getattr(transport, "socket", None) is not None:
             set_send_timeout(transport.socket, SEND_TIMEOUT)
-
-        # The SDK's recv() has no timeout: closing the connection from a timer ends the wait.
-        def expire() -> None:
-            expired.set()
-            self._close_connection()
-
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
-        try:
-            self._connection.session.update(session=self._session_config(instructions, tools))
-            for event in self._connection:
-                if event.type == "session.updated":
-                    break
-                if event.type == "error":
-                    raise event_error(getattr(event, "error", None), self.hint)
-            else:
-                raise ProviderUnavailable(f"{NAME}: the connection closed while the session was set up",
-                                          provider=NAME)
-        except Exception as exc:
-            self.close()
-            if expired.is_set():
-                raise ProviderTimeout(f"{NAME}: the session was not set up within {timeout:.1f} s",
-                                      provider=NAME) from None
-            raise exc if isinstance(exc, ProviderError) else map_sdk_error(NAME, exc, hint=self.hint) from None
-        finally:
-            timer.cancel()
+        with closed_after(timeout, self._close_connection) as expired:
+            try:
+                self._connection.session.update(session=self._session_config(instructions, tools))
+                for event in self._connection:
+                    if event.type == "session.updated":
+                        break
+                    if event.type == "error":
+                        raise event_error(getattr(event, "error", None), self.hint)
+                else:
+                    raise ProviderUnavailable(f"{NAME}: the connection closed while the session was set up",
+                                              provider=NAME)
+            except Exception as exc:
+                self.close()
+                if expired.is_set():
+                    raise ProviderTimeout(f"{NAME}: the session was not set up within {timeout:.1f} s",
+                                          provider=NAME) from None
+                raise exc if isinstance(exc, ProviderError) else map_sdk_error(NAME, exc, hint=self.hint) from None
         self.start_reading()
 
     def _session_config(self, instructions: str, tools: Sequence[ToolSpec]) -> dict[str, Any]:
