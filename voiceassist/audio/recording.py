@@ -42,3 +42,27 @@ def speech_frames(recording: Recording, threshold: int = SILENCE_THRESHOLD) -> i
         if frame and sum(map(abs, frame)) / len(frame) > threshold:
             loud += 1
     return loud
+
+
+def write_wav(directory: str | os.PathLike[str], name: str, pcm: bytes, rate: int) -> str:
+    """Write 16-bit mono ``pcm`` as ``directory/name`` (a WAV file a browser or sox can play);
+    the directory is made if missing. Neither it nor the file may be a symbolic link."""
+    if "/" in name or name.startswith("."):
+        raise ValueError(f"not a file name: {name!r}")
+    os.makedirs(directory, mode=0o750, exist_ok=True)
+    if os.path.islink(directory):
+        raise ValueError(f"{directory} is a symbolic link")
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    with os.fdopen(fd, "wb") as file, wave.open(file, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm if sys.byteorder == "little" else _swapped(pcm))
+    return path
+
+
+def _swapped(pcm: bytes) -> bytes:
+    samples = array.array("h", pcm)
+    samples.byteswap()
+    return samples.tobytes()

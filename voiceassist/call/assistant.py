@@ -21,6 +21,7 @@ from ..storage.journal import Journal
 from ..types import Capability
 
 if TYPE_CHECKING:
+    from ..events.live import LiveFeed
     from ..events.outbox import Outbox
 
 CAPABILITIES = (Capability.STT, Capability.LLM, Capability.TTS)
@@ -36,6 +37,7 @@ class Assistant:
         self._journal: Journal | None = None
         self._outbox: Outbox | None = None
         self._outbox_failed = False
+        self._live_feed: LiveFeed | None = None
 
     def check_providers(self) -> None:
         """Raise :class:`ConfigError` when a capability names a provider that does not exist
@@ -82,6 +84,15 @@ class Assistant:
                 self._journal = Journal(self.config)
             return self._journal
 
+
+    def live_feed(self) -> LiveFeed:
+        """Where calls tell the web console what happens ([web] live_socket)."""
+        with self._lock:
+            if self._live_feed is None:
+                from ..events.live import LiveFeed
+
+                self._live_feed = LiveFeed(self.config.web.live_socket)
+            return self._live_feed
 
     def outbox(self) -> Outbox | None:
         """The webhook events' outbox ([webhooks] outbox_dir), made on first use; None (logged

@@ -40,8 +40,39 @@ def turn_data(record: TurnRecord) -> dict[str, Any]:
             "timings_ms": dict(record.timings)}
 
 
+def tell_console(assistant: Assistant, type: str, call: CallInfo, **data: Any) -> None:
+    """Tell the web console's live view (``[web] live_socket``); dropped when no console listens."""
+    try:
+        assistant.live_feed().publish(type, call.uniqueid, **data)
+    except Exception as exc:  # the console is never worth the call
+        logger.debug("[EVENTS] %s %s not told to the console: %s", call.uniqueid, type, exc)
+
+
+class LiveWords:
+    """One call's words for the console as they come: the caller's (a guess until final) and the
+    assistant's reply as it is generated."""
+
+    def __init__(self, assistant: Assistant, call: CallInfo) -> None:
+        self.assistant = assistant
+        self.call = call
+
+    def caller(self, turn_number: int, text: str, final: bool) -> None:
+        if text:
+            tell_console(self.assistant, "caller.words", self.call, turn=turn_number, text=text, final=final)
+
+    def reply(self, turn_number: int, text: str) -> None:
+        if text:
+            tell_console(self.assistant, "reply.words", self.call, turn=turn_number, text=text)
+
+    def provider_failed(self, capability: str, provider: str, exc: BaseException) -> None:
+        tell_console(self.assistant, "provider.failed", self.call, capability=capability, provider=provider,
+                     kind=type(exc).__name__)
+
+
 def announce(assistant: Assistant, type: str, call: CallInfo, **data: Any) -> None:
-    """Queue event ``type`` about ``call`` (nothing when webhooks are not configured)."""
+    """Queue event ``type`` about ``call`` for the webhooks (nothing when they are not configured),
+    and tell the console."""
+    tell_console(assistant, type, call, **({"from": call_data(call)} if type == "call.started" else {}), **data)
     settings = assistant.config.webhooks
     if not settings.urls or type not in settings.events:
         return

@@ -18,10 +18,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import ProviderError, VoiceAssistError
+from ..logs import logger
 from ..providers.base import StreamingSpeechToText
 from ..types import Recording, TranscriptEvent
 from .assistant import Assistant
@@ -82,6 +83,8 @@ class _Stream:
             if event.confidence is not None:
                 self.confidences.append(event.confidence)
             self._utterance.final_words()
+        elif event.text.strip():
+            self._utterance.guessed_words(event.text.strip())
 
     def close(self) -> None:
         self.audio.put(_END)
@@ -92,8 +95,9 @@ class Utterance:
     the result comes from :meth:`finish` once :meth:`done` is set."""
 
     def __init__(self, assistant: Assistant, sample_rate: int, log: CallLog, before: bytes = b"",
-                 said_before: str = "") -> None:
+                 said_before: str = "", on_words: Callable[[str, bool], None] | None = None) -> None:
         self.assistant = assistant
+        self._on_words = on_words  # told the words so far as the recogniser hears them (the console)
         self.sample_rate = sample_rate
         self.log = log
         self.said_before = said_before   # words of an earlier utterance this one continues
@@ -199,6 +203,18 @@ class Utterance:
     def final_words(self) -> None:
         self._final_at = time.monotonic()
         self.words_changed.set()
+        self._tell_words("")
+
+    def guessed_words(self, guess: str) -> None:
+        """The recogniser's current guess at the words after the final ones (interim results)."""
+        self._tell_words(guess)
+
+    def _tell_words(self, guess: str) -> None:
+        if self._on_words is not None:
+            try:
+                self._on_words(" ".join(part for part in (self.words_so_far(), guess) if part), False)
+            except Exception as exc:  # the console never costs the caller their words
+                logger.debug("[STT] words not told: %s", exc)
 
     def stream_ended(self) -> None:
         """A stream ended; once the utterance is finished and every stream is over, the result is in."""

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from ..audio.endpointing import BargeIn, LiveListening, SpeechTracker, VoiceDetector, VoiceOnset, level_dbfs, webrtc_detector
 from ..audio.prompts import PromptSounds
+from ..audio.recording import write_wav
 from ..config import Live
 from ..deadline import turn_deadline
 from ..errors import AudioError, ProviderError
@@ -43,11 +44,12 @@ from ..types import CallInfo, Exchange, Stage, ToolCall, TurnRecord, TurnStatus
 from .actions import TRANSFER, Action, ActionKind
 from .keys import KeyAction, key_map
 from .assistant import Assistant
-from .call_events import CallerLookup, announce
+from .call_events import CallerLookup, LiveWords, announce
 from .channel import CallLog
 from .listening import Heard, Utterance
 from .media import FRAME_SECONDS, MediaEventKind, MediaLeg
 from .records import store_turn
+from .requests import call_directory
 from .speaking import SpokenAnswer
 from .summary import recall
 
@@ -149,21 +151,46 @@ class _Answering:
     filler_played: bool = False
 
 
+@dataclass(frozen=True)
+class TurnAudio:
+    """A turn's audio to keep ([general] keep_recordings): the question and the answer as heard."""
+
+    question: bytes
+    answer: bytes
+    rate: int
+
+
 class TurnWriter:
-    """Stores turns in order on a thread of its own (a database timing out must not hold the call)."""
+    """Stores turns in order on a thread of its own (a database timing out must not hold the call);
+    their audio is written there too, as WAV files in the call's directory."""
 
     def __init__(self, assistant: Assistant, call: CallInfo, log: CallLog) -> None:
-        self._queue: queue.Queue[TurnRecord | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[TurnRecord, TurnAudio | None] | None] = queue.Queue()
         self._assistant, self._call, self._log = assistant, call, log
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"voiceassist-store-{call.uniqueid}")
         self._thread.start()
 
     def _run(self) -> None:
-        while (record := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            record, audio = item
+            if audio is not None:
+                self._keep(record, audio)
             store_turn(self._assistant, self._call, record, self._log)
 
-    def add(self, record: TurnRecord) -> None:
-        self._queue.put(record)
+    def _keep(self, record: TurnRecord, audio: TurnAudio) -> None:
+        try:
+            directory = call_directory(self._assistant.config.general.answer_dir, self._call.uniqueid)
+            if audio.question:
+                record.recording_path = str(write_wav(directory, f"question-{record.turn_number}.wav",
+                                                      audio.question, audio.rate))
+            if audio.answer:
+                record.answer_path = str(write_wav(directory, f"answer-{record.turn_number}.wav",
+                                                   audio.answer, audio.rate))
+        except (OSError, ValueError) as exc:  # the turn is stored without its audio
+            self._log("AUDIO", f"turn {record.turn_number}'s audio not kept: {exc}", logging.WARNING)
+
+    def add(self, record: TurnRecord, audio: TurnAudio | None = None) -> None:
+        self._queue.put((record, audio))
 
     def close(self, timeout: float) -> None:
         """Wait (at most ``timeout``) for the turns still to be written."""
@@ -191,6 +218,7 @@ class LiveConversation:
         self.onset = VoiceOnset(self._detector, self.settings.barge_in)
         self.exchanges: list[Exchange] = []
         self.turns = turns_before  # a call resumed after a transfer nobody answered numbers on
+        self.words = LiveWords(assistant, call)  # the console's live view
         self.failures = 0
         self.digits: list[str] = []
         self._keys = key_map(assistant.config)
@@ -363,7 +391,8 @@ class LiveConversation:
             self._drop_answer()
         before = b"".join(self._pre_roll)
         self._pre_roll.clear()
-        self._utterance = Utterance(self.assistant, self.rate, self.log, before=before, said_before=said_before)
+        self._utterance = Utterance(self.assistant, self.rate, self.log, before=before, said_before=said_before,
+                                    on_words=lambda text, final: self.words.caller(self.turns + 1, text, final))
         self._utterance_started = now - len(before) / 2 / self.rate
 
     def _caller_finished(self, now: float) -> None:
@@ -435,6 +464,7 @@ class LiveConversation:
         answering.answer.commit()
         record = answering.record
         record.transcript = heard.text
+        self.words.caller(record.turn_number, heard.text, final=True)
         record.stt_provider = heard.provider
         record.stt_confidence = heard.confidence
         record.timings["recording"] = int(utterance.seconds * 1000)
@@ -450,7 +480,8 @@ class LiveConversation:
         # first audio (then the filler and the apology keep the line alive), as in the AGI flow.
         with turn_deadline(self.assistant.config.general.turn_deadline):
             answer = SpokenAnswer(self.assistant, self.leg, question, record, self.log, history=lambda: history,
-                                  held=held, name=self.call.uniqueid, scripted=scripted, memory=self._memory)
+                                  held=held, name=self.call.uniqueid, scripted=scripted, memory=self._memory,
+                                  on_reply=lambda text: self.words.reply(record.turn_number, text))
         self._answering = _Answering(answer, record, heard, speech_started)
         return self._answering
 
@@ -516,16 +547,20 @@ class LiveConversation:
         if progress.first_audio_at is not None and answering.speech_ended is not None:
             record.timings["speech_to_audio"] = max(0, int((progress.first_audio_at - answering.speech_ended) * 1000))
         record.timings["total"] = int((now - answering.speech_started) * 1000)
-        self._store(record)
+        audio = None
+        if self.assistant.config.general.keep_recordings:
+            audio = TurnAudio(answering.heard.audio if answering.heard is not None else b"",
+                              answer.spoken_audio(played), self.rate)
+        self._store(record, audio)
         self.exchanges.append(Exchange(record.transcript or "", heard_text))
         self.failures = 0
         self._last.transcript, self._last.reply = record.transcript or "", record.reply or ""
         self.log("LIVE", f"turn {record.turn_number}: {'interrupted after' if interrupted else 'played'} "
                          f"{played:.1f} s; end of speech to first audio {record.timings.get('speech_to_audio')} ms")
 
-    def _store(self, record: TurnRecord) -> None:
+    def _store(self, record: TurnRecord, audio: TurnAudio | None = None) -> None:
         self.turns = max(self.turns, record.turn_number)
-        self._writer.add(record)
+        self._writer.add(record, audio)
         if self._on_turn is not None:
             self._on_turn(record)
 

@@ -38,6 +38,8 @@ from .media import MediaLeg
 BYTES_PER_SAMPLE = 2
 
 
+# An answer's audio kept with its turn, at most this long (the rest is still played).
+MAX_KEPT_SECONDS = 120
 # A sentence's audio goes to the caller once this much of it is ready (or all of it, if shorter):
 # a streamed voice's first chunk is short, and handed over alone it would leave the caller a gap
 # whenever the next chunk comes a moment late (seen with twenty calls at once).
@@ -89,8 +91,9 @@ class SpokenAnswer:
     def __init__(self, assistant: Assistant, leg: MediaLeg, question: str, record: TurnRecord, log: CallLog, *,
                  history: Callable[[], list[Exchange]], held: bool = False, name: str = "",
                  on_done: Callable[[], None] = lambda: None, scripted: str | ToolCall | None = None,
-                 memory: str = "") -> None:
+                 memory: str = "", on_reply: Callable[[str], None] | None = None) -> None:
         self.assistant = assistant
+        self._on_reply = on_reply  # told the reply so far, sentence by sentence (the console's live view)
         self.leg = leg
         self.question = question
         self.record = record
@@ -105,6 +108,7 @@ class SpokenAnswer:
         self._lock = threading.Lock()
         self._held = held
         self._held_audio: list[bytes] = []
+        self._spoken = bytearray()  # the answer's audio as sent to the caller (kept with the turn)
         self._held_seconds = 0.0
         self._cancelled = threading.Event()
         self._streams: list[object] = []
@@ -161,6 +165,15 @@ class SpokenAnswer:
             copied = [SpokenSentence(s.text, s.seconds) for s in p.sentences] if sentences else []
             return AnswerProgress(copied, p.queued_seconds, p.first_audio_at, p.finished, p.error, p.level_dbfs)
 
+    def spoken_audio(self, seconds: float | None = None) -> bytes:
+        """The answer's audio (16-bit PCM at the leg's rate), or its first ``seconds`` (what an
+        interrupted caller heard)."""
+        with self._lock:
+            audio = bytes(self._spoken)
+        if seconds is not None:
+            audio = audio[:int(seconds * self.leg.sample_rate) * BYTES_PER_SAMPLE]
+        return audio
+
     def reply_text(self) -> str:
         with self._lock:
             return " ".join(s.text for s in self.progress.sentences)
@@ -205,6 +218,8 @@ class SpokenAnswer:
             if self._cancelled.is_set():
                 raise _Cancelled("the answer was cancelled")
             sentence.seconds += seconds
+            if len(self._spoken) < MAX_KEPT_SECONDS * self.leg.sample_rate * BYTES_PER_SAMPLE:
+                self._spoken += pcm
             if self._held:
                 self._held_audio.append(pcm)
                 self._held_seconds += seconds
@@ -283,6 +298,8 @@ class SpokenAnswer:
         self._track(chunks)
         with self._lock:
             self.progress.sentences.append(spoken)
+        if self._on_reply is not None:
+            self._on_reply(self.reply_text())
         first = True
         converter = SpeechStream(rate, gain_db=audio.volume_gain_db, ffmpeg=audio.ffmpeg, timeout=audio.timeout)
         first_piece = int(FIRST_PIECE_SECONDS * rate) * BYTES_PER_SAMPLE

@@ -26,7 +26,7 @@ from ..logs import logger
 from ..text.speakable import speakable
 from ..types import CallState, Exchange, Stage, ToolCall, TurnRecord, TurnStatus
 from .assistant import Assistant
-from .call_events import FACTS_FILE, CallerLookup, announce
+from .call_events import FACTS_FILE, CallerLookup, LiveWords, announce
 from .channel import CallChannel, CallLog
 from .actions import TRANSFER, ActingReply, Action, decide
 from .keys import KeyAction, escape_keys, key_map
@@ -92,6 +92,7 @@ class Turn:
         self.call = request.call.call_info()
         self.speech_ended = request.speech_ended
         self.log = CallLog(channel, self.call.uniqueid)
+        self.words = LiveWords(assistant, self.call)  # the console's live view
         general = self.config.general
         self.prompts = general.prompts.rstrip("/")
         self.record = TurnRecord(turn_number=self.turn_number, recording_path=self.recording_path or None)
@@ -177,6 +178,7 @@ class Turn:
     def _fallback_logger(self, tag: str) -> Callable[[str, VoiceAssistError], None]:
         def on_failure(name: str, exc: VoiceAssistError) -> None:
             self.log(tag, f"{name} failed, trying the next provider: {exc}", logging.WARNING)
+            self.words.provider_failed(tag.lower(), name, exc)
         return on_failure
 
     # -- stages -------------------------------------------------------------------------------
@@ -198,6 +200,7 @@ class Turn:
         if not transcript.text.strip():
             raise _NoSpeech("speech-to-text found no words")
         self.record.transcript = text = str(transcript.text)
+        self.words.caller(self.turn_number, text, final=True)
         self.record.stt_confidence = transcript.confidence
         return text
 
@@ -223,6 +226,7 @@ class Turn:
             raise ProviderBadResponse(f"{self.record.llm_provider}: nothing sayable in the reply {raw_reply[:80]!r}",
                                       provider=self.record.llm_provider)
         self.record.reply = reply
+        self.words.reply(self.turn_number, reply)
         self.log("LLM", f"{len(reply)} chars in {self.record.timings['llm']} ms by {self.record.llm_provider} "
                         f"(history {len(history)} turns)")
         return reply
@@ -277,7 +281,11 @@ class Turn:
                             f"(history {len(history)} turns)")
             return pieces
 
+        said: list[str] = []
+
         def synthesize(sentence: str, number: int) -> Path:
+            said.append(sentence)
+            self.words.reply(self.turn_number, " ".join(said))
             path = self._answer_path(number)
             self._synthesize(sentence, path)
             return path
