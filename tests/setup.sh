@@ -10,8 +10,9 @@ purpose=${1:-tests}
 # questions; python3-venv: .venv; cmake, g++, make: llama-cpp-python compiles llama.cpp.
 packages=(debootstrap ffmpeg sox espeak-ng python3-venv ca-certificates cmake g++ make)
 case "$purpose" in
-    # mariadb-server and postgresql: the storage tests start their own servers from these binaries.
-    tests) packages+=(mariadb-server postgresql) ;;
+    # mariadb-server and postgresql: the storage tests start their own servers from these binaries;
+    # chromium and chromium-driver: the web console's pages are tested in a real headless browser.
+    tests) packages+=(mariadb-server postgresql chromium chromium-driver) ;;
     main-job) ;;
     *) echo "usage: tests/setup.sh [tests|main-job]" >&2; exit 2 ;;
 esac
@@ -46,7 +47,7 @@ if [ ! -e "$stamp" ]; then
     # Not quiet: the llama.cpp compile takes minutes and pip reports progress while it runs.
     .venv/bin/pip install --disable-pip-version-check --progress-bar off -e ".[$extras]" 2>&1 \
         | grep --line-buffered -v -E "is ignored|^Requirement already|^  Using cached|^Collecting|^  Downloading" || true
-    .venv/bin/python -c "import llama_cpp, pocketsphinx, piper, google.genai, openai, pymysql, psycopg, alembic, rich, webrtcvad, soxr, numpy, mypy" \
+    .venv/bin/python -c "import llama_cpp, pocketsphinx, piper, google.genai, openai, pymysql, psycopg, alembic, rich, webrtcvad, soxr, numpy, mypy, flask, waitress, prometheus_client, selenium" \
         || { echo "[setup] pip install failed" >&2; exit 1; }
     touch "$stamp"
 fi

@@ -3,7 +3,7 @@
 ``voiceassist agi`` (process AGI, what Asterisk runs), ``serve`` (FastAGI), ``ai-server`` (the
 external-AI WebSocket protocol), ``ask``,
 ``install``/``uninstall``/``doctor``, ``db upgrade|status|flush|prune``,
-``calls [show|export|stats]``. Errors are one line on stderr and an exit status
+``calls [show|export|stats]``, ``web [adduser|deluser|users]`` (the web console). Errors are one line on stderr and an exit status
 (:class:`~voiceassist.errors.VoiceAssistError` carries it: 2 for a configuration problem).
 """
 
@@ -42,8 +42,57 @@ def run_serve(args: argparse.Namespace) -> int:
     assistant.check_providers()  # an unknown provider name stops the server before it listens
     for warning in assistant.config.warnings:
         print(f"voiceassist serve: warning: {warning}", file=sys.stderr)
-    serve(assistant, args.host, args.port, args.max_calls, workers=args.workers)
+    console = None
+    if assistant.config.web.enabled:
+        from .admin.console.server import start_console_process
+
+        console = start_console_process(_config_path(args))
+    try:
+        serve(assistant, args.host, args.port, args.max_calls, workers=args.workers)
+    finally:
+        if console is not None:
+            console.terminate()
+            console.wait(10)
     return 0
+
+
+def run_web(args: argparse.Namespace) -> int:
+    from .admin.console.server import run_console
+
+    assistant = _assistant(args)  # as root: the console runs as the asterisk user
+    for warning in assistant.config.warnings:
+        print(f"voiceassist web: warning: {warning}", file=sys.stderr)
+    return run_console(assistant.config)
+
+
+def run_web_adduser(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .admin.console.server import add_user
+    from .providers import load_full_config
+
+    config = load_full_config(args.config)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise VoiceAssistError("the passwords differ; nothing was changed")
+    return add_user(config, args.name, args.role, password)
+
+
+def run_web_deluser(args: argparse.Namespace) -> int:
+    from .admin.console.server import delete_user
+    from .providers import load_full_config
+
+    return delete_user(load_full_config(args.config), args.name)
+
+
+def run_web_users(args: argparse.Namespace) -> int:
+    from .admin.console.server import list_users
+    from .providers import load_full_config
+
+    return list_users(load_full_config(args.config))
 
 
 def run_ai_server(args: argparse.Namespace) -> int:
@@ -241,6 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
     ask = command(commands, "ask", run_ask, "run one turn on a recorded question, without Asterisk")
     ask.add_argument("question", help="the question: a WAV (or any audio file ffmpeg reads)")
     ask.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    web = command(commands, "web", run_web, "run the web console ([web]); `web adduser|deluser|users` for its accounts")
+    web_commands = web.add_subparsers(dest="web_command", metavar="ACTION")
+    adduser = command(web_commands, "adduser", run_web_adduser, "add a console account, or set its password and role")
+    adduser.add_argument("name", help="the account's name (letters, digits, . _ -)")
+    adduser.add_argument("--role", choices=("admin", "viewer"), default="viewer",
+                         help="viewer: calls, transcripts, statistics; admin: also audio, deleting calls (default viewer)")
+    adduser.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    deluser = command(web_commands, "deluser", run_web_deluser, "delete a console account")
+    deluser.add_argument("name")
+    command(web_commands, "users", run_web_users, "list the console's accounts")
 
     db = commands.add_parser("db", help="the database: schema upgrades, spool replay, retention")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")

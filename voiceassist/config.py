@@ -237,6 +237,34 @@ class AIServer:
 
 
 @dataclass(frozen=True)
+class Web:
+    """The web console (``voiceassist web``): calls, live transcripts, statistics and /metrics."""
+
+    # serve also starts the console (as its own process); the voiceassist-web unit is the other way.
+    enabled: bool = False
+    host: str = setting("127.0.0.1", pattern=r"[0-9A-Za-z.:_-]+")
+    port: int = setting(4580, minimum=1, maximum=65535)
+    # Peers allowed to open a page: addresses or CIDR networks (a reverse proxy on this machine is loopback).
+    allow: tuple[str, ...] = setting(("127.0.0.1", "::1"), pattern=r"[0-9A-Fa-f.:/]+")
+    # A reverse proxy gives TLS (and the path, X-Forwarded-Prefix): its X-Forwarded-Proto/Host/Prefix
+    # are believed, and the session cookie is Secure when the proxy says https.
+    behind_proxy: bool = False
+    # The console speaks plain HTTP; a bind beyond loopback needs this (or behind_proxy) said out loud.
+    allow_plain_http: bool = False
+    # Who may read /metrics (Prometheus): addresses or CIDR networks; never through the proxy.
+    metrics_allow: tuple[str, ...] = setting(("127.0.0.1", "::1"), pattern=r"[0-9A-Fa-f.:/]+")
+    # Console accounts (`voiceassist web adduser`): written by root, read by the console.
+    users_file: str = setting("/etc/voiceassist/web-users", pattern=r"/.*")
+    # Where calls tell the console what happens as it happens (a Unix datagram socket the console
+    # binds; every call process, FastAGI, real-time or process AGI, sends to it).
+    live_socket: str = setting("/run/voiceassist-web/live.sock", pattern=r"/.*")
+    session_hours: float = setting(12.0, minimum=0.1, maximum=720)
+    page_size: int = setting(50, minimum=5, maximum=500)
+    # Failed logins per address (and per account) within 5 minutes before more are refused.
+    max_login_failures: int = setting(5, minimum=1, maximum=100)
+
+
+@dataclass(frozen=True)
 class Email:
     """E-mail about calls through the local mail server (``voiceassist.call.mail``)."""
 
@@ -382,7 +410,7 @@ CORE_SECTIONS: dict[str, type] = {
     "general": General, "stt": ProviderChoice, "llm": LLMChoice, "tts": ProviderChoice, "audio": Audio,
     "database": Database, "privacy": Privacy, "fastagi": FastAGI, "live": Live, "actions": Actions,
     "destinations": Destinations, "tools": Tools, "webhooks": Webhooks, "memory": Memory, "email": Email,
-    "ai_server": AIServer, "logging": Logging,
+    "ai_server": AIServer, "web": Web, "logging": Logging,
 }
 
 
@@ -621,6 +649,10 @@ class Config:
     @property
     def memory(self) -> Memory:
         return self.typed["memory"]  # type: ignore[no-any-return]
+
+    @property
+    def web(self) -> Web:
+        return self.typed["web"]  # type: ignore[no-any-return]
 
     @property
     def logging(self) -> Logging:

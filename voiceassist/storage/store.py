@@ -325,6 +325,87 @@ class Store:
             query = query.where(self.turns.c.started_at >= since)
         return self._transaction("cannot read turns", lambda conn: [dict(r) for r in conn.execute(query).mappings()])
 
+    # -- the web console ------------------------------------------------------------------------
+    def call_page(self, *, offset: int = 0, limit: int = 50, since: dt.datetime | None = None,
+                  until: dt.datetime | None = None, caller: str = "", status: str = "", provider: str = "",
+                  text: str = "") -> tuple[list[dict[str, Any]], bool]:
+        """One page of calls, newest first, and whether there are more.
+
+        The page is chosen from the calls table alone (its started_at index); the turns are
+        summarised only for the calls on the page, so a large database costs one page's turns.
+        ``caller`` matches the number or name (a substring), ``status`` and ``provider`` any turn
+        of the call, ``text`` a substring of any transcript or reply.
+        """
+        calls, turns = self.calls, self.turns
+        query = sa.select(calls).order_by(calls.c.started_at.desc(), calls.c.id.desc())
+        if since is not None:
+            query = query.where(calls.c.started_at >= since)
+        if until is not None:
+            query = query.where(calls.c.started_at < until)
+        if caller:
+            pattern = f"%{_like_escaped(caller)}%"
+            query = query.where(sa.or_(calls.c.caller_number.like(pattern, escape="\\"),
+                                       calls.c.caller_name.like(pattern, escape="\\")))
+        conditions = []
+        if status:
+            conditions.append(turns.c.status == status)
+        if provider:
+            conditions.append(sa.or_(turns.c.stt_provider == provider, turns.c.llm_provider == provider,
+                                     turns.c.tts_provider == provider))
+        if text:
+            pattern = f"%{_like_escaped(text)}%"
+            conditions.append(sa.or_(turns.c.transcript.like(pattern, escape="\\"),
+                                     turns.c.reply.like(pattern, escape="\\")))
+        if conditions:
+            query = query.where(sa.exists().where(turns.c.call_id == calls.c.id, *conditions))
+        query = query.offset(max(0, offset)).limit(limit + 1)
+
+        def work(conn: Any) -> list[dict[str, Any]]:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+            ids = [row["id"] for row in rows]
+            summary: dict[int, dict[str, Any]] = {i: {"turns": 0, "answered": 0, "status": None,
+                                                      "first_transcript": None, "speech_to_audio_ms": []} for i in ids}
+            if ids:
+                for turn in conn.execute(sa.select(turns.c.call_id, turns.c.turn_number, turns.c.status,
+                                                   turns.c.transcript, turns.c.speech_to_audio_ms)
+                                         .where(turns.c.call_id.in_(ids)).order_by(turns.c.turn_number)).mappings():
+                    entry = summary[turn["call_id"]]
+                    entry["turns"] += 1
+                    entry["answered"] += turn["status"] == "ok"
+                    entry["status"] = turn["status"]
+                    if entry["first_transcript"] is None and turn["transcript"]:
+                        entry["first_transcript"] = turn["transcript"]
+                    if turn["speech_to_audio_ms"] is not None:
+                        entry["speech_to_audio_ms"].append(turn["speech_to_audio_ms"])
+            for row in rows:
+                row.update(summary[row["id"]])
+            return rows
+
+        rows = self._transaction("cannot list calls", work)
+        return rows[:limit], len(rows) > limit
+
+    def delete_call(self, uniqueid: str) -> list[str] | None:
+        """Delete one call and its turns; returns their audio paths (None: no such call)."""
+        def work(conn: Any) -> list[str] | None:
+            call_id = conn.execute(sa.select(self.calls.c.id).where(self.calls.c.uniqueid == uniqueid)).scalar()
+            if call_id is None:
+                return None
+            rows = conn.execute(sa.select(self.turns.c.recording_path, self.turns.c.answer_path)
+                                .where(self.turns.c.call_id == call_id)).all()
+            conn.execute(self.turns.delete().where(self.turns.c.call_id == call_id))
+            conn.execute(self.calls.delete().where(self.calls.c.id == call_id))
+            return [path for row in rows for path in row if path]
+
+        return self._transaction("cannot delete the call", work)
+
+    def timing_rows(self, since: dt.datetime) -> list[dict[str, Any]]:
+        """What the statistics need of each turn since ``since``: start, status, providers, timings."""
+        columns = [self.turns.c.started_at, self.turns.c.status, self.turns.c.stt_provider,
+                   self.turns.c.llm_provider, self.turns.c.tts_provider, self.turns.c.call_id,
+                   *[self.turns.c[f"{stage}_ms"] for stage in TIMED_STAGES]]
+        query = sa.select(*columns).where(self.turns.c.started_at >= since).order_by(self.turns.c.started_at)
+        return self._transaction("cannot read turns", lambda conn: [dict(r) for r in conn.execute(query).mappings()])
+
     # -- retention ----------------------------------------------------------------------------
     def prune(self, older_than: dt.datetime, dry_run: bool = False) -> tuple[int, int, list[str]]:
         """Delete calls that started before ``older_than`` with their turns.
@@ -393,6 +474,11 @@ def _schema_mismatch(exc: sa.exc.SQLAlchemyError) -> bool:
         return True
     text = str(getattr(exc, "orig", exc)).lower()
     return isinstance(exc, sa.exc.OperationalError) and ("column" in text or "no such table" in text)
+
+
+def _like_escaped(text: str) -> str:
+    """``text`` matched literally inside a LIKE pattern (its % and _ are not wildcards)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
