@@ -453,6 +453,7 @@ class LiveConversation:
             else:
                 self.log("STT", f"no words in {utterance.seconds:.1f} s of sound (a noise?); listening on")
             return
+        self.words.caller(self.turns + 1, heard.text, final=True)  # before the reply a held answer shows on commit
         if answering is not None and answering.answer.held and answering.answer.question == heard.text:
             answering.answer.commit()
         else:
@@ -464,7 +465,6 @@ class LiveConversation:
         answering.answer.commit()
         record = answering.record
         record.transcript = heard.text
-        self.words.caller(record.turn_number, heard.text, final=True)
         record.stt_provider = heard.provider
         record.stt_confidence = heard.confidence
         record.timings["recording"] = int(utterance.seconds * 1000)

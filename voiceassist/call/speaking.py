@@ -134,6 +134,7 @@ class SpokenAnswer:
             seconds, self._held_seconds = self._held_seconds, 0.0
             if audio:
                 self._to_leg(b"".join(audio), seconds)
+        self._tell_reply()
 
     def cancel(self) -> None:
         """Stop: nothing more is queued; the model's and the voice's streams are closed."""
@@ -173,6 +174,13 @@ class SpokenAnswer:
         if seconds is not None:
             audio = audio[:int(seconds * self.leg.sample_rate) * BYTES_PER_SAMPLE]
         return audio
+
+    def _tell_reply(self) -> None:
+        """The reply so far to whoever watches, once the answer is for the caller (not while it is
+        prepared in a pause that may turn out not to be the end of the question)."""
+        text = self.reply_text()
+        if self._on_reply is not None and text and not self.held:
+            self._on_reply(text)
 
     def reply_text(self) -> str:
         with self._lock:
@@ -298,8 +306,7 @@ class SpokenAnswer:
         self._track(chunks)
         with self._lock:
             self.progress.sentences.append(spoken)
-        if self._on_reply is not None:
-            self._on_reply(self.reply_text())
+        self._tell_reply()
         first = True
         converter = SpeechStream(rate, gain_db=audio.volume_gain_db, ffmpeg=audio.ffmpeg, timeout=audio.timeout)
         first_piece = int(FIRST_PIECE_SECONDS * rate) * BYTES_PER_SAMPLE
