@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+from harness.console import HTTPClient, wait_for_port
 from harness.emulators.openai_api import tone_for
 from harness.helpers import rig_conf
 from harness.rig.asterisk import PIP_ENV, REPO, SHARED
@@ -38,6 +39,7 @@ WRAPPER = "/usr/share/asterisk/agi-bin/voiceassist"
 PROMPTS = "/usr/share/asterisk/sounds/custom/voiceassist"
 INSTALLED_DB = "/var/lib/asterisk/voiceassist/voiceassist.db"  # the template's default (astvarlibdir)
 UNIT = "/etc/systemd/system/voiceassist.service"
+WEB_UNIT = "/etc/systemd/system/voiceassist-web.service"
 ASTERISK_UID = 101  # the chroot's asterisk user
 QUESTION = "What are your opening hours?"
 
@@ -256,6 +258,54 @@ def test_call_through_the_installed_fastagi_unit(chroot, question):
     assert "Traceback" not in remaining
 
 
+def test_the_installed_web_console_sees_a_process_agi_call(chroot, question):
+    """install --web, then the unit's command as its User=: a process-AGI call (Asterisk runs as
+    asterisk) tells the console through the live feed, and its page and audio are there."""
+    rig = chroot
+    out = text(run(rig, "install", "--web"))
+    assert f"write systemd unit {WEB_UNIT}" in out and "systemd is not running here" in out
+    settings = dict(line.split("=", 1) for line in rig.host_path(WEB_UNIT).read_text().splitlines()
+                    if "=" in line and not line.startswith("#"))
+    assert settings["User"] == "asterisk" and settings["ProtectSystem"] == "strict"
+    assert settings["RuntimeDirectory"] == "voiceassist-web" and settings["ExecStart"].endswith(" web")
+    runtime = rig.host_path("/run/voiceassist-web")  # what systemd makes for RuntimeDirectory=
+    runtime.mkdir(mode=0o750, exist_ok=True)
+    os.chown(runtime, ASTERISK_UID, ASTERISK_UID)
+    added = subprocess.run([*as_user(rig), VENV_BIN, "web", "adduser", "admin", "--role", "admin", "--password-stdin"],
+                           input=b"a long admin password\n", capture_output=True, timeout=60)
+    assert added.returncode == 0, text(added)
+    users = rig.host_path("/etc/voiceassist/web-users")
+    assert users.stat().st_uid == 0 and users.stat().st_gid == ASTERISK_UID and users.stat().st_mode & 0o777 == 0o640
+    console = subprocess.Popen([*as_user(rig, settings["User"]), "env", settings["Environment"],
+                                *settings["ExecStart"].split()], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(4580)
+        socket_info = rig.host_path("/run/voiceassist-web/live.sock").stat()
+        assert socket_info.st_uid == ASTERISK_UID and socket_info.st_mode & 0o777 == 0o660
+        client = HTTPClient("http://127.0.0.1:4580")
+        assert client.login("admin", "a long admin password") == 302
+        call = place_call(rig, "7603", [question], context="voiceassist")
+        assert_answered_as_asterisk(rig, call, "7603")
+        row, _ = installed_turns(rig, "7603")
+        deadline = time.monotonic() + 10
+        while True:
+            _, _, body = client.request("/metrics")
+            counted = [line for line in body.decode().splitlines()
+                       if line.startswith('voiceassist_turns_total{status="ok"}')]
+            if counted and float(counted[0].split()[-1]) >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert counted and float(counted[0].split()[-1]) >= 1, body.decode()
+        status, _, page = client.request(f"/calls/{row['uniqueid']}")
+        assert status == 200 and QUESTION.encode() in page
+        status, _, wav = client.request(f"/audio/{row['uniqueid']}/1/answer")
+        assert status == 200 and wav[:4] == b"RIFF"
+    finally:
+        console.terminate()
+        remaining, _ = console.communicate(timeout=30)
+    assert b"Traceback" not in remaining, remaining.decode(errors="replace")
+
+
 def test_doctor_names_what_is_broken_and_how_to_fix_it(chroot):
     rig = chroot
     conf, wrapper = rig.host_path(CONF), rig.host_path(WRAPPER)
@@ -283,6 +333,7 @@ def test_uninstall_removes_what_install_added_and_keeps_the_admins_lines(chroot)
     assert rig.host_path("/etc/asterisk/extensions_custom.conf").read_text() == ADMIN_LINES
     assert not list(rig.host_path(PROMPTS).glob("*.ulaw"))
     assert not rig.host_path(WRAPPER).exists() and not rig.host_path(UNIT).exists()
+    assert not rig.host_path(WEB_UNIT).exists()
     assert rig.host_path(CONF).exists()
     assert rig.host_path(INSTALLED_DB).exists(), "the calls stay (only --purge removes data)"
     assert "voiceassist-flow" not in rig.cli("dialplan show 8008@voiceassist")

@@ -141,7 +141,7 @@ def run_install(args: argparse.Namespace) -> int:
     from .admin.install import run_install as install
 
     return install(config_path=_config_path(args), dry_run=args.dry_run, reload=not args.no_reload,
-                   fastagi=args.fastagi)
+                   fastagi=args.fastagi, web=args.web)
 
 
 def run_uninstall(args: argparse.Namespace) -> int:
@@ -317,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--dry-run", action="store_true", help="print every change without making it")
     install.add_argument("--no-reload", action="store_true", help="do not reload the dialplan")
     install.add_argument("--fastagi", action="store_true", help="also install the systemd unit of `voiceassist serve`")
+    install.add_argument("--web", action="store_true", help="also install the systemd unit of the web console")
     uninstall = command(commands, "uninstall", run_uninstall, "remove what install added (keeps the config)")
     uninstall.add_argument("--purge", action="store_true", help="also remove the config, database and spool directories")
     uninstall.add_argument("--dry-run", action="store_true", help="print every change without making it")

@@ -171,7 +171,7 @@ class AsteriskRig:
         stamp = self.host_path(f"{VENV_IN_CHROOT}/.voiceassist-{key}")
         if stamp.exists():
             return
-        log("installing voiceassist[google,openai] into the chroot's venv (first run: about a minute)")
+        log("installing voiceassist[google,openai,web] into the chroot's venv (first run: about a minute)")
         # This machine may reach PyPI through a TLS proxy whose CA the host trusts: trust the same
         # local CAs inside the chroot (Python 3.13+ verifies strictly, pip uses the system store).
         local_cas = list(Path("/usr/local/share/ca-certificates").glob("*.crt"))
@@ -185,7 +185,7 @@ class AsteriskRig:
         run = ["chroot", str(self.chroot), *PIP_ENV]
         if not self.host_path(f"{VENV_IN_CHROOT}/bin/python").exists():
             subprocess.run([*run, "python3", "-m", "venv", VENV_IN_CHROOT], check=True)
-        subprocess.run([*run, f"{VENV_IN_CHROOT}/bin/pip", "install", "-q", "-e", f"{SRC_IN_CHROOT}[google,openai]"],
+        subprocess.run([*run, f"{VENV_IN_CHROOT}/bin/pip", "install", "-q", "-e", f"{SRC_IN_CHROOT}[google,openai,web]"],
                        check=True)
         stamp.touch()
 

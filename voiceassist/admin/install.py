@@ -45,6 +45,7 @@ END_MARK = "; END voiceassist"
 ASTERISK_USER = SERVICE_USER
 SYSTEMD_DIR = Path("/etc/systemd/system")
 UNIT_PATH = SYSTEMD_DIR / "voiceassist.service"
+WEB_UNIT_PATH = SYSTEMD_DIR / "voiceassist-web.service"
 PRUNE_SERVICE_PATH = SYSTEMD_DIR / "voiceassist-prune.service"
 PRUNE_TIMER_PATH = SYSTEMD_DIR / "voiceassist-prune.timer"
 CRON_PATH = Path("/etc/cron.d/voiceassist")
@@ -318,6 +319,44 @@ WantedBy=multi-user.target
 """
 
 
+def web_unit(executable: Path, config_path: Path, config: Config, writable: list[Path]) -> str:
+    web = config.web
+    read_write = " ".join(f"-{path}" for path in sorted(set(writable)))
+    runtime = Path(web.live_socket).parent
+    runtime_line = (f"# The live feed's socket ({web.live_socket}): systemd makes its directory for {ASTERISK_USER}.\n"
+                    f"RuntimeDirectory={runtime.name}\nRuntimeDirectoryMode=0750\n"
+                    if runtime.parent == Path("/run") else "")
+    return f"""# voiceassist web console, written by `voiceassist install --web`.
+[Unit]
+Description=voiceassist web console on {web.host}:{web.port} ([web] in {config_path})
+After=network.target mariadb.service postgresql.service
+
+[Service]
+Type=simple
+User={ASTERISK_USER}
+Group={ASTERISK_USER}
+{_environment_line(config_path)}ExecStart={executable} web
+{runtime_line}Restart=on-failure
+RestartSec=2
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+RestrictSUIDSGID=yes
+LockPersonality=yes
+# What it writes: deleting a call removes its audio; the SQLite database; its log.
+ReadWritePaths={read_write}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 def prune_service(executable: Path, config_path: Path) -> str:
     return f"""# voiceassist retention, written by `voiceassist install`: deletes calls older than
 # [privacy] retention_days (nothing while it is 0). Started daily by voiceassist-prune.timer.
@@ -452,8 +491,9 @@ class Installer:
     """Works out and makes the changes of ``voiceassist install`` (see the module docstring)."""
 
     def __init__(self, paths: AsteriskPaths, *, config_path: Path, executable: Path, config: Config,
-                 fastagi: bool = False, systemd: bool = False) -> None:
+                 fastagi: bool = False, web: bool = False, systemd: bool = False) -> None:
         self.paths = paths
+        self.web = web
         self.config_path = config_path
         self.config = config
         self.executable = executable
@@ -484,7 +524,7 @@ class Installer:
         paths[CONFIG_DIR] = DIRECTORY
         paths[self.log_file] = LOG
         paths[self.websocket_conf] = BLOCK
-        for unit in (UNIT_PATH, PRUNE_SERVICE_PATH, PRUNE_TIMER_PATH, CRON_PATH, LOGROTATE_PATH):
+        for unit in (UNIT_PATH, WEB_UNIT_PATH, PRUNE_SERVICE_PATH, PRUNE_TIMER_PATH, CRON_PATH, LOGROTATE_PATH):
             paths[unit] = FILE
         for directory in (CRON_PATH.parent, LOGROTATE_PATH.parent, SYSTEMD_DIR):
             paths.setdefault(directory, DIRECTORY)
@@ -571,6 +611,11 @@ class Installer:
             if _read_plain(UNIT_PATH) != unit.encode():
                 changes.append(Change(f"write systemd unit {UNIT_PATH} (voiceassist serve as {ASTERISK_USER})",
                                       lambda: self._root_file(UNIT_PATH, unit, 0o644), kind="unit"))
+        if self.web:
+            console = web_unit(self.executable, self.config_path, self.config, self.writable_paths())
+            if _read_plain(WEB_UNIT_PATH) != console.encode():
+                changes.append(Change(f"write systemd unit {WEB_UNIT_PATH} (voiceassist web as {ASTERISK_USER})",
+                                      lambda: self._root_file(WEB_UNIT_PATH, console, 0o644), kind="web-unit"))
         if self.systemd:
             for path, text in ((PRUNE_SERVICE_PATH, prune_service(self.executable, self.config_path)),
                                (PRUNE_TIMER_PATH, PRUNE_TIMER)):
@@ -792,7 +837,7 @@ def installed_config(config_path: Path) -> Config:
     return Config({name: dict(values) for name, values in DEFAULTS.items()})
 
 
-def run_install(*, config_path: Path, dry_run: bool, reload: bool, fastagi: bool,
+def run_install(*, config_path: Path, dry_run: bool, reload: bool, fastagi: bool, web: bool = False,
                 asterisk_conf: Path = Path("/etc/asterisk/asterisk.conf"), out: Callable[[str], None] = print) -> int:
     if os.geteuid() != 0 and not dry_run:
         raise InstallError("run `voiceassist install` as root (it writes to /etc/asterisk and Asterisk's directories); "
@@ -801,7 +846,7 @@ def run_install(*, config_path: Path, dry_run: bool, reload: bool, fastagi: bool
     config = installed_config(config_path)
     executable = Path(sys.prefix) / "bin" / "voiceassist"
     installer = Installer(paths, config_path=config_path, executable=executable, config=config, fastagi=fastagi,
-                          systemd=systemd_running())
+                          web=web, systemd=systemd_running())
     changes = installer.plan()
     if _asterisk_ids() is None:
         out(f"warning: no '{ASTERISK_USER}' user here; files stay owned by root")
@@ -840,15 +885,24 @@ def run_install(*, config_path: Path, dry_run: bool, reload: bool, fastagi: bool
             out(f"Asterisk is not running: it reads {installer.websocket_conf} when it starts")
     elif "websocket" in kinds:
         out(("would run" if dry_run else "run") + f' `asterisk -rx "module reload {WEBSOCKET_CLIENT_MODULE}"`')
-    if not dry_run and installer.systemd and ("unit" in kinds or "timer" in kinds):
+    if not dry_run and installer.systemd and ("unit" in kinds or "timer" in kinds or "web-unit" in kinds):
         subprocess.run(["systemctl", "daemon-reload"], check=False)
+        if "web-unit" in kinds:
+            subprocess.run(["systemctl", "enable", "--now", WEB_UNIT_PATH.name], check=False)
+            out(f"systemctl enable --now {WEB_UNIT_PATH.name}")
         if "timer" in kinds:
             subprocess.run(["systemctl", "enable", "--now", PRUNE_TIMER_PATH.name], check=False)
             out(f"systemctl enable --now {PRUNE_TIMER_PATH.name}")
         if "unit" in kinds:
             subprocess.run(["systemctl", "enable", "--now", UNIT_PATH.name], check=False)
             out(f"systemctl enable --now {UNIT_PATH.name}")
-    elif fastagi and not dry_run and "unit" in kinds:
+    elif web and not dry_run and "web-unit" in kinds:
+        out(f"systemd is not running here: start the console with  runuser -u {ASTERISK_USER} -- "
+            f"{executable} --config {config_path} web")
+    if web and not dry_run:
+        out(f"console accounts: voiceassist web adduser NAME --role admin   (then http://{config.web.host}:"
+            f"{config.web.port}/, or through the reverse proxy the README shows)")
+    if fastagi and not dry_run and "unit" in kinds and not installer.systemd:
         out(f"systemd is not running here: start the server with  runuser -u {ASTERISK_USER} -- "
             f"{executable} --config {config_path} serve")
     if config_path == LEGACY_CONFIG_PATH:
@@ -990,7 +1044,7 @@ def run_uninstall(*, purge: bool, dry_run: bool, reload: bool, config_path: Path
         actions.append((f"remove the voiceassist connection from {websocket_conf} (the rest of the file stays)",
                         functools.partial(_remove_our_lines, websocket_conf)))
     recorded = {Path(r.path) for r in usable}
-    for unit in (UNIT_PATH, PRUNE_TIMER_PATH):
+    for unit in (UNIT_PATH, WEB_UNIT_PATH, PRUNE_TIMER_PATH):
         if unit in recorded and _lstat(unit) is not None and systemd_running():
             actions.append((f"stop and disable {unit.name}", functools.partial(_disable_unit, unit)))
     removed: set[str] = set()
