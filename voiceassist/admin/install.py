@@ -280,6 +280,21 @@ def _environment_line(config_path: Path) -> str:
     return f"Environment=VOICEASSIST_CONFIG={config_path}\n"
 
 
+# What both services may not do: the asterisk user's files are all they touch.
+SERVICE_HARDENING = """NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+RestrictSUIDSGID=yes
+LockPersonality=yes
+"""
+
+
 def systemd_unit(executable: Path, config_path: Path, config: Config, writable: list[Path]) -> str:
     section = config.section("fastagi")
     read_write = " ".join(f"-{path}" for path in sorted(set(writable)))
@@ -300,18 +315,7 @@ KillSignal=SIGTERM
 TimeoutStopSec=90
 Restart=on-failure
 RestartSec=2
-NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
-PrivateDevices=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectControlGroups=yes
-RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
-RestrictSUIDSGID=yes
-LockPersonality=yes
-# What it writes: answers and recordings, the spool, the SQLite database, its log.
+{SERVICE_HARDENING}# What it writes: answers and recordings, the spool, the SQLite database, its log.
 ReadWritePaths={read_write}
 
 [Install]
@@ -338,18 +342,7 @@ Group={ASTERISK_USER}
 {_environment_line(config_path)}ExecStart={executable} web
 {runtime_line}Restart=on-failure
 RestartSec=2
-NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
-PrivateDevices=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectControlGroups=yes
-RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
-RestrictSUIDSGID=yes
-LockPersonality=yes
-# What it writes: deleting a call removes its audio; the SQLite database; its log.
+{SERVICE_HARDENING}# What it writes: deleting a call removes its audio; the SQLite database; its log.
 ReadWritePaths={read_write}
 
 [Install]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import ipaddress
 import os
 import queue
 import secrets
@@ -26,6 +25,7 @@ from urllib.parse import urlencode
 from flask import Flask, Response, abort, g, redirect, render_template, request, url_for
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ...asterisk.access import is_allowed, parse_allow
 from ...config import Config
 from ...errors import StorageError
 from ...logs import logger
@@ -58,24 +58,10 @@ class Console:
     metrics: ConsoleMetrics
 
 
-def _networks(entries: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(entry, strict=False) for entry in entries]
-
-
-def _peer_in(address: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    try:
-        peer = ipaddress.ip_address((address or "").split("%")[0])
-    except ValueError:
-        return False
-    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
-        peer = peer.ipv4_mapped
-    return any(peer in network for network in networks)
-
-
 def create_app(console: Console) -> Flask:
     app = Flask(__name__, static_folder="static", template_folder="templates")
     settings = console.config.web
-    allowed, metrics_allowed = _networks(settings.allow), _networks(settings.metrics_allow)
+    allowed, metrics_allowed = parse_allow(", ".join(settings.allow)), parse_allow(", ".join(settings.metrics_allow))
     page_size = settings.page_size
     if settings.behind_proxy:
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -88,10 +74,10 @@ def create_app(console: Console) -> Flask:
     @app.before_request
     def who_is_asking() -> Any:
         if request.path == "/metrics":
-            if not _peer_in(request.remote_addr, metrics_allowed) or "X-Forwarded-For" in request.headers:
+            if not is_allowed(request.remote_addr or "", metrics_allowed) or "X-Forwarded-For" in request.headers:
                 abort(403)
             return None
-        if not _peer_in(request.remote_addr, allowed):
+        if not is_allowed(request.remote_addr or "", allowed):
             abort(403)
         g.session = console.sessions.get(request.cookies.get(SESSION_COOKIE), console.accounts)
         if request.method not in ("GET", "HEAD"):

@@ -3,7 +3,6 @@ accounts commands (``web adduser``, ``web deluser``, ``web users``)."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import pwd
 import signal
@@ -13,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from ...asterisk.access import is_loopback_host
 from ...config import Config
 from ...errors import ConfigError
 from ...logs import logger
@@ -27,19 +27,10 @@ THREADS = 24  # each browser on the live page holds one while it watches
 SPOOL_SAMPLE_SECONDS = 60.0
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(config: Config) -> None:
     """A console beyond loopback must be behind a TLS proxy or explicitly allowed plain HTTP."""
     web = config.web
-    if not is_loopback(web.host) and not (web.behind_proxy or web.allow_plain_http):
+    if not is_loopback_host(web.host) and not (web.behind_proxy or web.allow_plain_http):
         raise ConfigError(f"[web] host = {web.host} is not loopback: the console speaks plain HTTP, so put it behind "
                           "a TLS reverse proxy (behind_proxy = yes) or say allow_plain_http = yes")
 
