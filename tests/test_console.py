@@ -344,3 +344,18 @@ def test_a_console_beyond_loopback_needs_a_proxy_or_plain_http_said_out_loud(tmp
                 check_bind(config)
         else:
             check_bind(config)
+
+
+def test_doctor_fails_an_accounts_file_others_can_change_and_sees_the_console_answer(console, tmp_path):
+    from voiceassist.admin.doctor import Doctor
+
+    doctor = Doctor(tmp_path / "voiceassist.conf", online=False)
+    doctor.config = console.config
+    users = tmp_path / "web-users"
+    users.chmod(0o666)
+    checks = {c.name: c for c in doctor.web_console()}
+    assert checks["web accounts"].status == "FAIL" and "admin" in checks["web accounts"].detail
+    assert checks["web console"].status == "OK" and "answers on" in checks["web console"].detail
+    users.chmod(0o640)
+    checks = {c.name: c for c in doctor.web_console()}
+    assert checks["web accounts"].status == "OK" and "2 accounts, 1 admin" in checks["web accounts"].detail

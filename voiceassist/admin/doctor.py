@@ -11,6 +11,7 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -75,6 +76,7 @@ class Doctor:
         yield from self.action_modules()
         yield from self.tools()
         yield self.fastagi()
+        yield from self.web_console()
 
     # -- individual checks --------------------------------------------------------------------
     def python(self) -> Check:
@@ -472,6 +474,55 @@ class Doctor:
         reach = "loopback only" if is_loopback_host(host) else "reachable from the network"
         protection = "secret and allow list" if secret else "allow list"
         return Check("fastagi", OK, f"{answer.detail} answers on {host}:{port} ({reach}; {protection})")
+
+    def web_console(self) -> Iterator[Check]:
+        """The console's bind, its accounts file (root's alone to change), and whether it answers."""
+        from .console.accounts import read_accounts
+        from .console.server import check_bind
+        from .install import WEB_UNIT_PATH
+
+        assert self.config is not None
+        web = self.config.web
+        users = Path(web.users_file)
+        if not (web.enabled or WEB_UNIT_PATH.exists() or users.exists()):
+            return  # not set up: nothing to say
+        try:
+            check_bind(self.config)
+        except VoiceAssistError as exc:
+            yield Check("web console", FAIL, str(exc), "[web] host = 127.0.0.1 behind a TLS reverse proxy (README)")
+            return
+        try:
+            info = users.lstat()
+        except FileNotFoundError:
+            yield Check("web accounts", WARN, f"{users} does not exist: nobody can log in",
+                        "voiceassist web adduser NAME --role admin")
+        else:
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+                yield Check("web accounts", FAIL, f"{users} can be changed by users other than root "
+                                                  f"({oct(info.st_mode & 0o777)}, uid {info.st_uid}): they could make "
+                                                  "themselves an admin", f"chown root: {users}; chmod 0640 {users}")
+            elif info.st_mode & 0o004:
+                yield Check("web accounts", FAIL, f"{users} is readable by every local user (password hashes)",
+                            f"chmod 0640 {users}")
+            else:
+                accounts = read_accounts(users)
+                admins = sum(1 for a in accounts.values() if a.role == "admin")
+                status = OK if admins else WARN
+                yield Check("web accounts", status, f"{len(accounts)} accounts, {admins} admin",
+                            "" if admins else "voiceassist web adduser NAME --role admin")
+        target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(web.host, web.host)
+        try:
+            with socket.create_connection((target, web.port), timeout=3) as connection:
+                connection.sendall(f"HEAD /login HTTP/1.0\r\nHost: {target}\r\n\r\n".encode())
+                answer = connection.recv(4096).decode("latin-1")
+        except OSError:
+            yield Check("web console", OK, f"not running on {web.host}:{web.port}",
+                        "voiceassist serve starts it ([web] enabled)" if web.enabled else "")
+            return
+        ours = "Server: voiceassist" in answer
+        yield Check("web console", OK if ours else FAIL,
+                    f"answers on {web.host}:{web.port}" if ours else f"something else listens on {web.host}:{web.port}",
+                    "" if ours else "[web] port: a free one; ss -ltnp shows what listens")
 
     def _user_exists(self) -> bool:
         try:
