@@ -188,6 +188,9 @@ class TurnRecord:
     # refused (the model or caller asked for something not allowed), and its target.
     action: str | None = None
     action_target: str | None = None
+    # A line of a transcribed call between people (the web console's live transcripts): who said
+    # it, caller or callee; None for the assistant's own turns.
+    speaker: str | None = None
     timings: dict[str, int] = field(default_factory=dict)
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     finished_at: dt.datetime | None = None

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 # The Alembic revision this schema is (the newest file in voiceassist/migrations/versions).
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 TURN_STATUSES = ("ok", "no_speech", "stt_error", "llm_error", "tts_error", "hangup", "error")
 
@@ -103,6 +103,8 @@ def build_metadata(prefix: str = "voiceassist_") -> sa.MetaData:
         # request for something not allowed), left_message (the message itself); and its target.
         sa.Column("action", sa.String(20)),
         sa.Column("action_target", sa.String(255)),
+        # A transcribed call between people: who said the line (caller, callee); else NULL.
+        sa.Column("speaker", sa.String(20)),
         *[sa.Column(f"{stage}_ms", sa.Integer) for stage in TIMED_STAGES],
         sa.Column("started_at", UTCDateTime, nullable=False),
         sa.Column("finished_at", UTCDateTime),
