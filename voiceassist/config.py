@@ -262,6 +262,18 @@ class Web:
     page_size: int = setting(50, minimum=5, maximum=500)
     # Failed logins per address (and per account) within 5 minutes before more are refused.
     max_login_failures: int = setting(5, minimum=1, maximum=100)
+    # Live transcripts of calls between people on the PBX, started by an admin on the live page.
+    transcribe_calls: bool = False
+    # Asterisk's manager interface, to list the calls and start listening to one:
+    # ami://user:secret@host:port, or freepbx (the login FreePBX keeps in /etc/freepbx.conf).
+    manager: str = setting("freepbx", secret=True)
+    # Where Asterisk sends the transcribed call's audio (AudioSocket), and who may connect there.
+    transcribe_host: str = setting("127.0.0.1", pattern=r"[0-9A-Za-z.:_-]+")
+    transcribe_port: int = setting(4590, minimum=0, maximum=65535)
+    transcribe_allow: tuple[str, ...] = setting(("127.0.0.1", "::1"), pattern=r"[0-9A-Fa-f.:/]+")
+    # What both parties hear when the transcript starts (e.g. where the law asks that both know):
+    # an Asterisk sound name (custom/transcribed-notice: its 8 kHz .wav or .ulaw) or a file's path.
+    transcribe_announcement: str = setting("", pattern=r"[A-Za-z0-9_./-]{0,255}")
 
 
 @dataclass(frozen=True)

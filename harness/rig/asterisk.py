@@ -74,6 +74,8 @@ load => res_http_websocket.so
 load => res_websocket_client.so
 load => chan_websocket.so
 load => app_dial.so
+; the console's live transcripts of calls between people: ChanSpy on an AudioSocket channel
+load => app_chanspy.so
 load => bridge_simple.so
 load => codec_resample.so
 ; call actions: a transfer's busy target, messages to a voicemail box, and the box's own prompts

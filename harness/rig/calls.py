@@ -64,6 +64,34 @@ exten => _X.,1,Set(KEY=${{EXTEN}})
  same => n,Hangup()
 exten => h,1,UserEvent(VATestDone,Key: ${{KEY}})
 
+[va-talk-a]
+; Two people talking, for the console's live transcripts: `channel originate Local/<key>@va-talk-a
+; extension <key>@va-talk-b`. Each side runs its script, VAT_<key>_A or _B: "&"-separated sound
+; names and "~<seconds>" pauses; the ;1 half runs B's script, the ;2 half A's. What each side
+; hears is recorded in calls/talk-<key>-a.wav and -b.wav.
+exten => _X.,1,Set(SCRIPT=${{GLOBAL(VAT_${{EXTEN}}_A)}})
+ same => n,Set(HEARD={CALLS_DIR}/talk-${{EXTEN}}-a.wav)
+ same => n,Goto(va-talk-script,s,1)
+
+[va-talk-b]
+exten => _X.,1,Set(SCRIPT=${{GLOBAL(VAT_${{EXTEN}}_B)}})
+ same => n,Set(HEARD={CALLS_DIR}/talk-${{EXTEN}}-b.wav)
+ same => n,Goto(va-talk-script,s,1)
+
+[va-talk-script]
+exten => s,1,Answer()
+ same => n,MixMonitor(${{HEARD}}.mix.wav,r(${{HEARD}}))
+ same => n,Set(I=1)
+ same => n(next),Set(STEP=${{CUT(SCRIPT,&,${{I}})}})
+ same => n,GotoIf($["${{STEP}}" = ""]?done)
+ same => n,GotoIf($["${{STEP:0:1}}" = "~"]?pause)
+ same => n,Playback(${{STEP}})
+ same => n(more),Set(I=$[${{I}} + 1])
+ same => n,Goto(next)
+ same => n(pause),Wait(${{STEP:1}})
+ same => n,Goto(more)
+ same => n(done),Hangup()
+
 [va-local]
 ; 8008 through a FastAGI server on port 4574 (the local-providers server of the tests and main job)
 exten => 8008,1,Set(VA_AGI=agi://127.0.0.1:4574/voiceassist)

@@ -510,6 +510,8 @@ class Doctor:
                 status = OK if admins else WARN
                 yield Check("web accounts", status, f"{len(accounts)} accounts, {admins} admin",
                             "" if admins else "voiceassist web adduser NAME --role admin")
+        if web.transcribe_calls:
+            yield self._transcripts()
         target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(web.host, web.host)
         try:
             with socket.create_connection((target, web.port), timeout=3) as connection:
@@ -523,6 +525,22 @@ class Doctor:
         yield Check("web console", OK if ours else FAIL,
                     f"answers on {web.host}:{web.port}" if ours else f"something else listens on {web.host}:{web.port}",
                     "" if ours else "[web] port: a free one; ss -ltnp shows what listens")
+
+    def _transcripts(self) -> Check:
+        """Live transcripts need the manager login and Asterisk's ChanSpy and AudioSocket channel."""
+        from ..asterisk.manager import Manager, manager_address
+
+        assert self.config is not None
+        try:
+            with Manager(manager_address(self.config.web.manager), timeout=3) as manager:
+                missing = [module for module in ("app_chanspy", "chan_audiosocket")
+                           if manager.action("ModuleCheck", Module=module)[0].get("Response") != "Success"]
+        except VoiceAssistError as exc:
+            return Check("web transcripts", FAIL, str(exc), "[web] manager: freepbx, or ami://user:secret@host:port")
+        if missing:
+            return Check("web transcripts", FAIL, f"Asterisk has not loaded {', '.join(missing)}",
+                         " ".join(f'asterisk -rx "module load {m}.so";' for m in missing))
+        return Check("web transcripts", OK, "the manager answers; app_chanspy and chan_audiosocket are loaded")
 
     def _user_exists(self) -> bool:
         try:

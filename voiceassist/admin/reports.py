@@ -124,7 +124,8 @@ def print_call(call: dict[str, Any], turns: Sequence[dict[str, Any]], out: IO[st
     for turn in turns:
         out.write(f"\nturn {turn['turn_number']}  {turn['status']}  at {local_time(turn['started_at'])}\n")
         if turn.get("transcript"):
-            out.write(f"  caller:    {_one_line(turn['transcript'])}\n")
+            who = f"{turn['speaker']}:" if turn.get("speaker") else "caller:"  # a transcribed call's line
+            out.write(f"  {who:<10} {_one_line(turn['transcript'])}\n")
         if turn.get("reply"):
             out.write(f"  assistant: {_one_line(turn['reply'])}\n")
         if turn.get("interrupted"):

@@ -31,7 +31,7 @@ from ..logs import logger
 # reply: the assistant's reply as generated; provider.failed: one provider's error (the chain may
 # have fallen back to the next).
 EVENT_TYPES = ("call.started", "caller.words", "reply.words", "turn.completed", "provider.failed",
-               "call.transferred", "message.taken", "call.ended")
+               "call.transferred", "message.taken", "call.ended", "transcript.words")
 MAX_DATAGRAM = 16384
 MAX_TEXT = 2000
 UNIQUEID = re.compile(r"[0-9A-Za-z._-]{1,64}")

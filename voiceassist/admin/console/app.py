@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ...asterisk.access import is_allowed, parse_allow
 from ...config import Config
-from ...errors import StorageError
+from ...errors import StorageError, VoiceAssistError
 from ...logs import logger
 from ...storage.retention import inside, remove_files
 from ...storage.schema import TURN_STATUSES
@@ -35,6 +35,7 @@ from .accounts import Accounts, LoginThrottle, Session, Sessions
 from .live import LiveCalls
 from .metrics import ConsoleMetrics
 from .statistics import statistics_page
+from .transcripts import CallTranscriber
 
 SESSION_COOKIE = "va_session"
 LOGIN_COOKIE = "va_login"
@@ -56,6 +57,7 @@ class Console:
     throttle: LoginThrottle
     live: LiveCalls
     metrics: ConsoleMetrics
+    transcriber: CallTranscriber | None = None  # [web] transcribe_calls
 
 
 def create_app(console: Console) -> Flask:
@@ -204,7 +206,26 @@ def create_app(console: Console) -> Flask:
     # -- live ---------------------------------------------------------------------------------------
     @app.get("/live")
     def live() -> Any:
-        return render_template("live.html")
+        session: Session = g.session
+        pbx_calls, problem = [], ""
+        if console.transcriber is not None and session.admin:
+            try:
+                pbx_calls = console.transcriber.calls()
+            except VoiceAssistError as exc:
+                problem = str(exc)
+        return render_template("live.html", transcribing=console.transcriber is not None and session.admin,
+                               pbx_calls=pbx_calls, problem=problem, notice=request.args.get("notice", "")[:200])
+
+    @app.post("/live/transcribe")
+    def transcribe() -> Any:
+        session = _admin()
+        if console.transcriber is None:
+            abort(404)
+        try:
+            call = console.transcriber.start(request.form.get("channel", "")[:200], session.account)
+        except VoiceAssistError as exc:
+            return redirect(url_for("live", notice=f"Not transcribed: {exc}"))
+        return redirect(url_for("live", notice=f"Transcribing {call.channel} and {call.peer}."))
 
     @app.get("/live/events")
     def live_events() -> Any:

@@ -47,13 +47,20 @@ class LiveCalls:
         if call is None:
             if kind == "call.ended":
                 return
-            call = {"call": uniqueid, "from": {}, "started": event["at"], "turns": {}, "ended": None, "state": None}
+            call = {"call": uniqueid, "from": {}, "started": event["at"], "turns": {}, "lines": {}, "ended": None,
+                    "state": None, "transcript": False}
             self._calls[uniqueid] = call
             while len(self._calls) > MAX_CALLS:
                 self._calls.popitem(last=False)
         call["seen"] = event["at"]
         if kind == "call.started" and isinstance(event.get("from"), dict):
-            call["from"] = event["from"]
+            call["from"], call["transcript"] = event["from"], bool(event.get("transcript"))
+        elif kind == "transcript.words":
+            number = event.get("line")
+            if isinstance(number, int) and 0 < number < 100000 and event.get("speaker") in ("caller", "callee"):
+                line = call["lines"].setdefault(str(number), {"speaker": event["speaker"], "text": "", "final": False})
+                if not line["final"]:
+                    line["text"], line["final"] = event.get("text") or "", bool(event.get("final"))
         elif kind == "call.ended":
             call["ended"], call["state"] = event["at"], event.get("state")
         elif kind in ("caller.words", "reply.words", "turn.completed"):

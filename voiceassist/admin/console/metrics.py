@@ -100,7 +100,7 @@ class ConsoleMetrics:
     def observe(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         self.events.labels(kind).inc()
-        if kind == "call.started":
+        if kind == "call.started" and not event.get("transcript"):  # a transcribed call is not the assistant's
             caller: dict[str, Any] = event["from"] if isinstance(event.get("from"), dict) else {}
             self.calls.labels(_label(caller.get("extension"))).inc()
         elif kind == "call.ended":

@@ -69,6 +69,10 @@ class ConsoleServer:
         self.config = config
         self.console = build_console(config)
         self.listener = LiveListener(config.web.live_socket, self.console.live.deliver)
+        if config.web.transcribe_calls:
+            from .transcripts import CallTranscriber
+
+            self.console.transcriber = CallTranscriber(config, self.console.live.deliver)
         app = create_app(self.console)
         self.server: Any = create_server(app, host=config.web.host, port=config.web.port, threads=THREADS,
                                          ident="voiceassist", clear_untrusted_proxy_headers=False)
@@ -77,6 +81,8 @@ class ConsoleServer:
 
     def run(self) -> None:
         self.listener.start()
+        if self.console.transcriber is not None:
+            self.console.transcriber.start_listening()
         threading.Thread(target=self._sample, daemon=True, name="voiceassist-web-spool").start()
         logger.info("[WEB] console on http://%s:%d/ (live feed %s)", self.config.web.host, self.port,
                     self.config.web.live_socket)
@@ -94,6 +100,8 @@ class ConsoleServer:
         self._stopped.set()
         self.console.live.close()
         self.listener.stop()
+        if self.console.transcriber is not None:
+            self.console.transcriber.stop()
         self.server.close()
 
 

@@ -19,9 +19,15 @@
     let call = calls[id];
     if (!call) {
       if (event.type === "call.ended") return;
-      call = calls[id] = {call: id, from: {}, started: event.at, turns: {}, ended: null, state: null};
+      call = calls[id] = {call: id, from: {}, started: event.at, turns: {}, lines: {}, ended: null, state: null,
+                          transcript: false};
     }
-    if (event.type === "call.started" && event.from) call.from = event.from;
+    if (event.type === "call.started" && event.from) { call.from = event.from; call.transcript = !!event.transcript; }
+    else if (event.type === "transcript.words") {
+      if (!Number.isInteger(event.line) || (event.speaker !== "caller" && event.speaker !== "callee")) return;
+      const line = call.lines[event.line] = call.lines[event.line] || {speaker: event.speaker, text: "", final: false};
+      if (!line.final) { line.text = event.text || ""; line.final = !!event.final; }
+    }
     else if (event.type === "call.ended") { call.ended = event.at; call.state = event.state || ""; }
     else if (event.type === "caller.words" || event.type === "reply.words" || event.type === "turn.completed") {
       const number = event.type === "turn.completed" ? (event.turn || {}).turn_number : event.turn;
@@ -47,7 +53,8 @@
       const heading = el("h2");
       const link = el("a", "caller", ((call.from.caller_name || "") + " " + (call.from.caller_number || "")).trim() || id);
       link.href = callLink.replace("UNIQUEID", encodeURIComponent(id));
-      heading.append(link, el("span", "muted", " → " + (call.from.extension || "")));
+      heading.append(link, el("span", "muted", " → " + (call.from.connected || call.from.extension || "")));
+      if (call.transcript) heading.append(el("span", "tag", "transcript"));
       heading.append(el("span", "tag", call.ended ? "ended" + (call.state ? ": " + call.state : "") : "in progress"));
       card.append(heading);
       const numbers = Object.keys(call.turns).map(Number).sort((a, b) => a - b);
@@ -65,6 +72,15 @@
         }
         if (turn.status) block.append(el("span", "status status-" + turn.status, turn.status));
         card.append(block);
+      }
+      const lines = Object.keys(call.lines || {}).map(Number).sort((a, b) => a - b);
+      for (const number of lines) {
+        const line = call.lines[number];
+        const said = el("p", "line " + line.speaker + (line.final ? " final" : " interim"));
+        said.dataset.line = number;
+        said.dataset.speaker = line.speaker;
+        said.append(el("b", null, (line.speaker === "caller" ? "Caller" : "Callee") + " "), el("span", "words", line.text || "…"));
+        card.append(said);
       }
       root.append(card);
     }
