@@ -398,13 +398,23 @@ class Store:
 
         return self._transaction("cannot delete the call", work)
 
-    def timing_rows(self, since: dt.datetime) -> list[dict[str, Any]]:
-        """What the statistics need of each turn since ``since``: start, status, providers, timings."""
-        columns = [self.turns.c.started_at, self.turns.c.status, self.turns.c.stt_provider,
-                   self.turns.c.llm_provider, self.turns.c.tts_provider, self.turns.c.call_id,
-                   *[self.turns.c[f"{stage}_ms"] for stage in TIMED_STAGES]]
-        query = sa.select(*columns).where(self.turns.c.started_at >= since).order_by(self.turns.c.started_at)
-        return self._transaction("cannot read turns", lambda conn: [dict(r) for r in conn.execute(query).mappings()])
+    def timing_columns(self, since: dt.datetime, stages: Sequence[str] = TIMED_STAGES) -> dict[str, list[Any]]:
+        """What the statistics need of each turn since ``since``, column by column (a list per
+        column: 100 000 turns are read in a fraction of the time rows as dicts take): start,
+        status, call, providers and the ``stages``' milliseconds; started_at in naive UTC."""
+        names = ["started_at", "status", "call_id", "stt_provider", "llm_provider", "tts_provider",
+                 *[f"{stage}_ms" for stage in stages]]
+        # started_at as the database's naive UTC time: no time zone attached to 100 000 values.
+        selected = [sa.type_coerce(self.turns.c.started_at, sa.DateTime()).label("started_at"),
+                    *[self.turns.c[name] for name in names[1:]]]
+        query = (sa.select(*selected).where(self.turns.c.started_at >= since)
+                 .where(self.turns.c.speaker.is_(None)))  # a transcribed call's lines are not turns
+
+        def work(conn: Any) -> dict[str, list[Any]]:
+            rows = conn.execute(query).all()
+            return {name: list(values) for name, values in zip(names, zip(*rows))} if rows else {n: [] for n in names}
+
+        return self._transaction("cannot read turns", work)
 
     # -- retention ----------------------------------------------------------------------------
     def prune(self, older_than: dt.datetime, dry_run: bool = False) -> tuple[int, int, list[str]]:

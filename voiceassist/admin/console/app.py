@@ -34,7 +34,7 @@ from ...storage.schema import TURN_STATUSES
 from .accounts import Accounts, LoginThrottle, Session, Sessions
 from .live import LiveCalls
 from .metrics import ConsoleMetrics
-from .statistics import statistics_page
+from .statistics import STAGES_READ, statistics_page
 from .transcripts import CallTranscriber
 
 SESSION_COOKIE = "va_session"
@@ -255,11 +255,11 @@ def create_app(console: Console) -> Flask:
         days = _int(request.args.get("days"), 7, 1, 90)
         since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
         try:
-            rows = console.store().timing_rows(since)
+            columns = console.store().timing_columns(since, STAGES_READ)
         except StorageError as exc:
             return render_template("stats.html", days=days, page=None, error=str(exc)), 503
         return render_template("stats.html", days=days, error="",
-                               page=statistics_page(rows, since, days, console.metrics))
+                               page=statistics_page(columns, since, days, console.metrics))
 
     @app.get("/metrics")
     def metrics() -> Any:

@@ -1,29 +1,34 @@
 """The statistics page's figures: latency percentiles per hour or day, calls and turns per day,
-error rates by provider and status, and the spool's depth, as SVG plots and small tables."""
+error rates by provider and status, and the spool's depth, as SVG plots and small tables.
+
+The turns arrive column by column and are counted with numpy: a month of a busy PBX (100 000
+turns) is a few hundred milliseconds, most of it reading them.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from markupsafe import Markup
 
 from .charts import bar_chart, line_chart
 from .metrics import ConsoleMetrics
 
 STAGES_SHOWN = ("stt", "llm_first", "tts", "first_audio")
+STAGES_READ = ("speech_to_audio", *STAGES_SHOWN)
 ERROR_STAGE = {"stt_error": "stt_provider", "llm_error": "llm_provider", "tts_error": "tts_provider"}
+STATUS_GROUPS = ("ok", "no_speech", "hangup")  # every other status counts as "error"
 
 
-def percentile(values: Sequence[float], fraction: float) -> float | None:
-    """The nearest-rank percentile of ``values`` (sorted here), or None for none."""
-    if not values:
+def percentile(values: Sequence[float] | np.ndarray, fraction: float) -> float | None:
+    """The nearest-rank percentile of ``values``, or None for none."""
+    if len(values) == 0:
         return None
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(round(fraction * len(ordered) + 0.5))))
-    return float(ordered[rank - 1])
+    return float(np.percentile(np.asarray(values, dtype=float), fraction * 100, method="inverted_cdf"))
 
 
 def _buckets(since: dt.datetime, days: int) -> tuple[list[dt.datetime], dt.timedelta, str]:
@@ -42,58 +47,70 @@ def _buckets(since: dt.datetime, days: int) -> tuple[list[dt.datetime], dt.timed
     return starts, step, fmt
 
 
-def statistics_page(rows: Sequence[dict[str, Any]], since: dt.datetime, days: int,
+def _numbers(values: Sequence[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def statistics_page(columns: dict[str, list[Any]], since: dt.datetime, days: int,
                     metrics: ConsoleMetrics | None = None) -> dict[str, Any]:
     starts, step, fmt = _buckets(since, days)
-    first = starts[0]
+    count = len(starts)
+    first, seconds = starts[0].replace(tzinfo=None), step.total_seconds()  # the column's times: naive UTC
+    moments = np.array(columns["started_at"], dtype="datetime64[ms]")
+    bucket = np.clip(((moments - np.datetime64(first, "ms")) // np.timedelta64(int(seconds), "s")).astype(int),
+                     0, count - 1)
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.searchsorted(bucket[order], np.arange(count + 1))
 
-    def bucket(moment: dt.datetime) -> int:
-        return min(len(starts) - 1, max(0, int((moment - first) / step)))
+    def per_bucket(values: np.ndarray, fraction: float) -> list[float | None]:
+        ordered = values[order]
+        found = []
+        for b in range(count):
+            chunk = ordered[bounds[b]:bounds[b + 1]]
+            chunk = chunk[~np.isnan(chunk)]
+            found.append(percentile(chunk, fraction))
+        return found
 
-    latency: list[list[float]] = [[] for _ in starts]
-    stages: dict[str, list[list[float]]] = {s: [[] for _ in starts] for s in STAGES_SHOWN}
-    turns_by_status: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(starts))
-    calls: list[set[int]] = [set() for _ in starts]
-    providers: dict[str, dict[str, int]] = defaultdict(lambda: {"turns": 0, "errors": 0})
-    for row in rows:
-        index = bucket(row["started_at"])
-        calls[index].add(row["call_id"])
-        status = row["status"] if row["status"] in ("ok", "no_speech", "hangup") else "error"
-        turns_by_status[status][index] += 1
-        if row.get("speech_to_audio_ms") is not None:
-            latency[index].append(row["speech_to_audio_ms"])
-        for stage in STAGES_SHOWN:
-            if row.get(f"{stage}_ms") is not None:
-                stages[stage][index].append(row[f"{stage}_ms"])
-        for column in ("stt_provider", "llm_provider", "tts_provider"):
-            if row.get(column):
-                providers[f"{column[:3]}: {row[column]}"]["turns"] += 1
-        failed = ERROR_STAGE.get(row["status"])
-        if failed and row.get(failed):
-            providers[f"{failed[:3]}: {row[failed]}"]["errors"] += 1
+    timings = {stage: _numbers(columns[f"{stage}_ms"]) for stage in STAGES_READ}
+    latency = timings["speech_to_audio"]
+    status = np.array(columns["status"], dtype=object)
+    grouped = np.where(np.isin(status, STATUS_GROUPS), status, "error")
+    turns_by_status = {name: np.bincount(bucket[grouped == name], minlength=count).astype(float)
+                       for name in sorted(set(grouped.tolist()))}
+    calls = np.zeros(count)
+    if len(bucket):
+        pairs = np.unique(np.stack([bucket, np.array(columns["call_id"], dtype=int)]), axis=1)
+        calls = np.bincount(pairs[0], minlength=count).astype(float)
     labels = [start.strftime(fmt) for start in starts]
     unit = "hour" if step == dt.timedelta(hours=1) else "day"
     charts = {
-        "latency": line_chart({name: list(zip(labels, [percentile(v, q) for v in latency]))
+        "latency": line_chart({name: list(zip(labels, per_bucket(latency, q)))
                                for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))},
                               title=f"End of speech → first audio, per {unit}", unit="ms"),
-        "stages": line_chart({stage: list(zip(labels, [percentile(v, 0.5) for v in stages[stage]]))
-                              for stage in STAGES_SHOWN},
+        "stages": line_chart({stage: list(zip(labels, per_bucket(timings[stage], 0.5))) for stage in STAGES_SHOWN},
                              title=f"Median time of each stage, per {unit}", unit="ms"),
-        "calls": bar_chart(list(zip(labels, [float(len(c)) for c in calls])), title=f"Calls per {unit}", unit="calls"),
-        "turns": bar_chart(list(zip(labels, [sum(v[i] for v in turns_by_status.values()) for i in range(len(starts))])),
+        "calls": bar_chart(list(zip(labels, calls.tolist())), title=f"Calls per {unit}", unit="calls"),
+        "turns": bar_chart(list(zip(labels, sum(turns_by_status.values(), np.zeros(count)).tolist())),
                            title=f"Turns per {unit}, by status", unit="turns",
-                           stacked={status: turns_by_status[status] for status in sorted(turns_by_status)}),
+                           stacked={name: values.tolist() for name, values in turns_by_status.items()}),
     }
     spool = metrics.spool_samples() if metrics is not None else []
     if spool:
         charts["spool"] = line_chart({"turns waiting": [(moment.strftime("%H:%M"), float(depth)) for moment, depth in spool]},
                                      title="Spool depth (turns waiting for the database), since the console started",
                                      unit="turns")
-    table = [{"provider": name, "turns": v["turns"], "errors": v["errors"],
-              "rate": f"{100 * v['errors'] / v['turns']:.1f} %" if v["turns"] else "–"}
-             for name, v in sorted(providers.items())]
-    statuses = {status: int(sum(values)) for status, values in sorted(turns_by_status.items())}
-    return {"charts": {name: Markup(svg) for name, svg in charts.items()}, "providers": table, "statuses": statuses,
-            "turns": len(rows), "latency_p50": percentile([v for b in latency for v in b], 0.5),
-            "latency_p90": percentile([v for b in latency for v in b], 0.9)}
+    used: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    for column in ("stt_provider", "llm_provider", "tts_provider"):
+        used.update(f"{column[:3]}: {name}" for name in columns[column] if name)
+    for index, state in enumerate(columns["status"]):
+        failing = ERROR_STAGE.get(state)
+        if failing and columns[failing][index]:
+            failed[f"{failing[:3]}: {columns[failing][index]}"] += 1
+    table = [{"provider": name, "turns": used[name], "errors": failed[name],
+              "rate": f"{100 * failed[name] / used[name]:.1f} %" if used[name] else "–"} for name in sorted(used)]
+    valid = latency[~np.isnan(latency)]
+    return {"charts": {name: Markup(svg) for name, svg in charts.items()}, "providers": table,
+            "statuses": {name: int(values.sum()) for name, values in turns_by_status.items()},
+            "turns": len(columns["status"]), "latency_p50": percentile(valid, 0.5),
+            "latency_p90": percentile(valid, 0.9)}
