@@ -26,19 +26,22 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import queue
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..audio.endpointing import BargeIn, LiveListening, SpeechTracker, VoiceDetector, VoiceOnset, level_dbfs, webrtc_detector
 from ..audio.prompts import PromptSounds
 from ..audio.recording import write_wav
 from ..config import Live
 from ..deadline import turn_deadline
-from ..errors import AudioError, ProviderError
+from ..errors import AudioError, ProviderError, RequestError
 from ..logs import logger
 from ..types import CallInfo, Exchange, Stage, ToolCall, TurnRecord, TurnStatus
 from .actions import TRANSFER, Action, ActionKind
@@ -179,14 +182,14 @@ class TurnWriter:
 
     def _keep(self, record: TurnRecord, audio: TurnAudio) -> None:
         try:
-            directory = call_directory(self._assistant.config.general.answer_dir, self._call.uniqueid)
+            directory = _audio_directory(self._assistant.config.general.answer_dir, self._call.uniqueid)
             if audio.question:
                 record.recording_path = str(write_wav(directory, f"question-{record.turn_number}.wav",
                                                       audio.question, audio.rate))
             if audio.answer:
                 record.answer_path = str(write_wav(directory, f"answer-{record.turn_number}.wav",
                                                    audio.answer, audio.rate))
-        except (OSError, ValueError) as exc:  # the turn is stored without its audio
+        except Exception as exc:  # the turn is stored without its audio, never lost for it
             self._log("AUDIO", f"turn {record.turn_number}'s audio not kept: {exc}", logging.WARNING)
 
     def add(self, record: TurnRecord, audio: TurnAudio | None = None) -> None:
@@ -196,6 +199,16 @@ class TurnWriter:
         """Wait (at most ``timeout``) for the turns still to be written."""
         self._queue.put(None)
         self._thread.join(timeout)
+
+
+def _audio_directory(answer_dir: str, uniqueid: str) -> Path:
+    """Where a call's kept audio goes: ``<answer_dir>/<uniqueid>`` for an Asterisk call, a safe
+    name for any other (an ai-server session's id): never a path outside the answer directory."""
+    try:
+        return call_directory(answer_dir, uniqueid)
+    except RequestError:
+        name = re.sub(r"[^0-9A-Za-z_-]", "_", uniqueid)[:64] or "call"
+        return Path(os.path.realpath(answer_dir)) / name
 
 
 class LiveConversation:
