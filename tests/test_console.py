@@ -240,6 +240,9 @@ def test_the_stats_page_shows_plots_of_latency_and_volume(console, browser, tmp_
     assert browser.find_elements(By.CSS_SELECTOR, '#chart-latency g.series[data-series="p50"] polyline')
     assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-calls rect.bar")) >= 3
     assert "61 turns" in browser.find_element(By.CSS_SELECTOR, "p.summary").text
+    # speech_to_audio of the 60 listed calls is 500 + 10 n ms, and 840 ms for the hostile caller's.
+    cells = [c.text for c in browser.find_elements(By.CSS_SELECTOR, '#stages tr[data-stage="speech_to_audio"] td')]
+    assert cells == ["speech_to_audio", "61", "800 ms", "1030 ms", "1090 ms"], cells
     screenshot(browser, tmp_path, "stats")
 
 
@@ -359,3 +362,15 @@ def test_doctor_fails_an_accounts_file_others_can_change_and_sees_the_console_an
     users.chmod(0o640)
     checks = {c.name: c for c in doctor.web_console()}
     assert checks["web accounts"].status == "OK" and "2 accounts, 1 admin" in checks["web accounts"].detail
+
+
+def test_an_admin_deletes_a_call_with_its_audio(console, tmp_path):
+    admin = HTTPClient(console.base)
+    admin.login(ADMIN, ADMIN_PASSWORD)
+    question = tmp_path / "answers" / "1765000000.7" / "question-1.wav"
+    assert question.exists()
+    status, headers, _ = admin.request("/calls/1765000000.7/delete", {"csrf": admin.csrf("/calls/1765000000.7")},
+                                       {"Origin": console.base})
+    assert status == 302 and headers["Location"] == "/calls"
+    assert admin.request("/calls/1765000000.7")[0] == 404
+    assert not question.exists() and not (tmp_path / "answers" / "1765000000.7" / "answer-1.ulaw").exists()

@@ -230,6 +230,8 @@ def create_app(console: Console) -> Flask:
     @app.get("/live/events")
     def live_events() -> Any:
         watcher = console.live.watch()
+        if watcher is None:
+            return Response("retry: 10000\n\n", status=503, mimetype="text/event-stream")
 
         def stream() -> Iterator[str]:
             try:

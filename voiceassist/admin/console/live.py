@@ -18,6 +18,8 @@ MAX_CALLS = 500
 ENDED_KEPT_SECONDS = 60.0       # an ended call stays on the live page this long
 SILENT_CALL_SECONDS = 4 * 3600  # a call never said to end (its process died) is forgotten after this
 WATCHER_QUEUE = 1000
+# Browsers on the live page at once: each holds one of the server's threads while it watches.
+MAX_WATCHERS = 16
 
 
 class LiveCalls:
@@ -93,9 +95,12 @@ class LiveCalls:
             self._forget_old(time.time())
             return json.loads(json.dumps(list(self._calls.values())))  # type: ignore[no-any-return]
 
-    def watch(self) -> queue.Queue[str | None]:
+    def watch(self) -> queue.Queue[str | None] | None:
+        """A queue of what to send one browser (None: too many are watching already)."""
         watcher: queue.Queue[str | None] = queue.Queue(WATCHER_QUEUE)
         with self._lock:
+            if len(self._watchers) >= MAX_WATCHERS:
+                return None
             watcher.put_nowait(_sse("snapshot", list(self._calls.values())))
             self._watchers.add(watcher)
         return watcher

@@ -110,7 +110,12 @@ def statistics_page(columns: dict[str, list[Any]], since: dt.datetime, days: int
     table = [{"provider": name, "turns": used[name], "errors": failed[name],
               "rate": f"{100 * failed[name] / used[name]:.1f} %" if used[name] else "–"} for name in sorted(used)]
     valid = latency[~np.isnan(latency)]
-    return {"charts": {name: Markup(svg) for name, svg in charts.items()}, "providers": table,
+    stage_table = []
+    for stage in STAGES_READ:
+        values = timings[stage][~np.isnan(timings[stage])]
+        stage_table.append({"stage": stage, "turns": len(values),
+                            **{name: percentile(values, q) for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}})
+    return {"charts": {name: Markup(svg) for name, svg in charts.items()}, "providers": table, "stages": stage_table,
             "statuses": {name: int(values.sum()) for name, values in turns_by_status.items()},
             "turns": len(columns["status"]), "latency_p50": percentile(valid, 0.5),
             "latency_p90": percentile(valid, 0.9)}

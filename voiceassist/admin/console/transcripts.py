@@ -143,6 +143,7 @@ class CallTranscriber:
         self.allowed = parse_allow(", ".join(self.web.transcribe_allow))
         self._expected: dict[str, _Expected] = {}
         self._sessions: dict[str, _Session] = {}
+        self._connected: set[str] = set()  # legs Asterisk has connected (their calls are under way)
         self._lock = threading.Lock()
         self._server = _TCPServer((self.web.transcribe_host, self.web.transcribe_port), _Handler, self)
         self.port = int(self._server.server_address[1])
@@ -166,6 +167,7 @@ class CallTranscriber:
         with self._manager() as manager:
             calls = pbx_calls(manager.channels())
         with self._lock:
+            self._expire()
             for call in calls:
                 call.transcribed = call.uniqueid in self._sessions
         return [c for c in calls if not c.channel.startswith("AudioSocket/")]
@@ -181,6 +183,7 @@ class CallTranscriber:
             if call.channel != channel:  # the listed side is the caller's
                 call = next(c for c in pbx_calls(manager.channels()) if c.channel == call.channel)
             with self._lock:
+                self._expire()
                 if call.uniqueid in self._sessions:
                     raise TranscribeError("that call is already being transcribed")
                 info = CallInfo(uniqueid=call.uniqueid, linkedid=call.linkedid, channel=call.channel,
@@ -248,16 +251,30 @@ class CallTranscriber:
     # -- Asterisk's side ----------------------------------------------------------------------------
     def accept(self, leg: str) -> _Expected | None:
         with self._lock:
-            now = time.monotonic()
-            for stale in [key for key, value in self._expected.items() if value.until < now]:
-                del self._expected[stale]
-            return self._expected.pop(leg, None)
+            self._expire()
+            expected = self._expected.pop(leg, None)
+            if expected is not None:
+                self._connected.add(leg)
+            return expected
+
+    def _expire(self) -> None:
+        """Forget legs Asterisk never connected, and a call none of whose legs ever came (it
+        can be transcribed again)."""
+        now = time.monotonic()
+        for stale in [key for key, value in self._expected.items() if value.until < now]:
+            del self._expected[stale]
+        for uniqueid, session in list(self._sessions.items()):
+            if session.legs and not session.legs & (self._connected | set(self._expected)):
+                del self._sessions[uniqueid]
+                logger.warning("[WEB] the live transcript of %s never started: Asterisk did not connect", uniqueid)
 
     def leg_ended(self, transcript: CallTranscript) -> None:
         if not transcript.speaker_done():
             return
         with self._lock:
-            self._sessions.pop(transcript.call.uniqueid, None)
+            session = self._sessions.pop(transcript.call.uniqueid, None)
+            if session is not None:
+                self._connected -= session.legs
         try:
             transcript.assistant.journal().end_call(transcript.call, "transcribed")
         except Exception as exc:
