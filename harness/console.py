@@ -18,17 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness.rig.asterisk import free_port
 from voiceassist.admin.console.server import ConsoleServer
 from voiceassist.config import Config
 
 ADMIN, ADMIN_PASSWORD = "alice", "correct horse battery"
 VIEWER, VIEWER_PASSWORD = "victor", "viewer's long password"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def console_conf(data_dir: Path, port: int, extra: str = "") -> str:
@@ -147,6 +142,18 @@ def chromium() -> Any:
         options.add_argument(argument)
     options.binary_location = "/usr/bin/chromium"
     return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+
+
+def audio_duration(browser: Any, selector: str, timeout: float = 10) -> float:
+    """The duration the browser found in the ``<audio>`` element ``selector`` once it loaded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        duration = browser.execute_script(
+            "const a = document.querySelector(arguments[0]); return a && a.readyState >= 1 ? a.duration : null;", selector)
+        if duration:
+            return float(duration)
+        time.sleep(0.1)
+    raise AssertionError(f"{selector} did not load")
 
 
 def browser_login(driver: Any, base: str, name: str, password: str) -> None:

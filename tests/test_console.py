@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.console import (ADMIN, ADMIN_PASSWORD, VIEWER, VIEWER_PASSWORD, HTTPClient, add_accounts, browser_login,
-                             chromium, console_conf, console_in_process, free_port)
+from harness.console import (ADMIN, ADMIN_PASSWORD, VIEWER, VIEWER_PASSWORD, HTTPClient, add_accounts, audio_duration,
+                             browser_login, chromium, console_conf, console_in_process, free_port)
 from voiceassist.admin.console.accounts import check_password, read_accounts
 from voiceassist.admin.console.server import check_bind
 from voiceassist.errors import ConfigError
@@ -212,22 +212,11 @@ def test_in_the_browser_a_hostile_caller_name_is_text_and_the_call_plays_its_aud
     assert HOSTILE_NAME in browser.find_element(By.ID, "caller").text
     durations = {}
     for kind in ("question", "answer"):
-        durations[kind] = _audio_duration(browser, f"audio.{kind}-audio")
+        durations[kind] = audio_duration(browser, f"audio.{kind}-audio")
     assert durations["question"] == pytest.approx(1.5, abs=0.05) and durations["answer"] == pytest.approx(2.0, abs=0.05)
     screenshot(browser, tmp_path, "call")
     logs = browser.get_log("browser") if hasattr(browser, "get_log") else []
     assert not [entry for entry in logs if "Content Security Policy" in entry.get("message", "")], logs
-
-
-def _audio_duration(browser, selector: str, timeout: float = 10) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        duration = browser.execute_script(
-            "const a = document.querySelector(arguments[0]); return a && a.readyState >= 1 ? a.duration : null;", selector)
-        if duration:
-            return float(duration)
-        time.sleep(0.1)
-    raise AssertionError(f"{selector} did not load")
 
 
 def test_the_stats_page_shows_plots_of_latency_and_volume(console, browser, tmp_path):
@@ -301,7 +290,11 @@ def test_live_events_from_another_local_user_or_malformed_are_refused(console, t
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_metrics_count_what_the_calls_told_the_console(console):
+def test_metrics_count_what_the_calls_told_the_console(console, tmp_path):
+    from voiceassist.events.outbox import Outbox
+    from voiceassist.events.webhooks import new_event
+
+    Outbox(tmp_path / "outbox").add(new_event("call.ended", {}), "http://127.0.0.1:9/hook")  # one event waiting
     feed = LiveFeed(console.config.web.live_socket)
     feed.publish("call.started", "1765000500.1", **{"from": {"extension": "8008"}})
     feed.publish("provider.failed", "1765000500.1", capability="llm", provider="gemini", kind="ProviderTimeout")
@@ -331,6 +324,7 @@ def test_metrics_count_what_the_calls_told_the_console(console):
                                                             ("provider", "openai_chat")))] == 1
     assert samples[("voiceassist_calls_ended_total", (("state", "done"),))] == 1
     assert samples[("voiceassist_spool_depth", ())] == 0
+    assert samples[("voiceassist_outbox_depth", ())] == 1
     # Through a proxy (it adds X-Forwarded-For) the metrics are not served.
     status, _, _ = client.request("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
     assert status == 403

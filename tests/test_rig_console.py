@@ -6,11 +6,11 @@ by ``serve`` itself (``[web] enabled``), as an admin without the systemd unit wo
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
-from harness.console import ADMIN, ADMIN_PASSWORD, add_accounts, browser_login, chromium, free_port, wait_for_port
+from harness.console import (ADMIN, ADMIN_PASSWORD, add_accounts, audio_duration, browser_login, chromium, free_port,
+                             wait_for_port)
 from harness.helpers import rig_conf, streaming_providers
 from harness.rig.asterisk import SHARED
 from harness.rig.calls import make_question, place_call, stored_call
@@ -93,7 +93,7 @@ def test_a_rig_call_is_seen_live_then_listed_with_both_audio_files(rig, watched_
         link = browser.find_element(By.CSS_SELECTOR, f'tr[data-call="{row["uniqueid"]}"] a')
         link.click()
         assert HOURS in browser.find_element(By.CSS_SELECTOR, "#turn-1 .transcript").text
-        durations = [_duration(browser, f"#turn-1 audio.{kind}-audio") for kind in ("question", "answer")]
+        durations = [audio_duration(browser, f"#turn-1 audio.{kind}-audio") for kind in ("question", "answer")]
         assert durations[0] > 1.0 and durations[1] == pytest.approx(turns[0]["played_ms"] / 1000, abs=0.1), durations
         browser.save_screenshot(str(tmp_path / "call-page.png"))
     finally:
@@ -101,13 +101,3 @@ def test_a_rig_call_is_seen_live_then_listed_with_both_audio_files(rig, watched_
     log = (SHARED / "voiceassist.log").read_text(errors="replace")
     assert "Traceback" not in log
 
-
-def _duration(browser, selector: str, timeout: float = 10) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        duration = browser.execute_script(
-            "const a = document.querySelector(arguments[0]); return a && a.readyState >= 1 ? a.duration : null;", selector)
-        if duration:
-            return float(duration)
-        time.sleep(0.1)
-    raise AssertionError(f"{selector} did not load")

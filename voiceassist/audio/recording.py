@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import io
 import os
 import sys
 import wave
@@ -54,12 +55,20 @@ def write_wav(directory: str | os.PathLike[str], name: str, pcm: bytes, rate: in
         raise ValueError(f"{directory} is a symbolic link")
     path = os.path.join(directory, name)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
-    with os.fdopen(fd, "wb") as file, wave.open(file, "wb") as wav:
+    with os.fdopen(fd, "wb") as file:
+        file.write(wav_bytes(pcm, rate))
+    return path
+
+
+def wav_bytes(pcm: bytes, rate: int) -> bytes:
+    """16-bit mono ``pcm`` (native byte order) as a WAV file's bytes."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(rate)
         wav.writeframes(pcm if sys.byteorder == "little" else _swapped(pcm))
-    return path
+    return out.getvalue()
 
 
 def _swapped(pcm: bytes) -> bytes:

@@ -84,7 +84,6 @@ class Assistant:
                 self._journal = Journal(self.config)
             return self._journal
 
-
     def live_feed(self) -> LiveFeed:
         """Where calls tell the web console what happens ([web] live_socket)."""
         with self._lock:

@@ -34,7 +34,7 @@ Tell = Callable[[dict[str, Any]], None]
 
 
 class CallTranscript:
-    """Both parties' lines of one call, numbered in the order they end, stored and told."""
+    """Both parties' lines of one call, numbered in the order they start, stored and told."""
 
     def __init__(self, assistant: Assistant, call: CallInfo, tell: Tell) -> None:
         self.assistant = assistant
@@ -44,7 +44,6 @@ class CallTranscript:
         self._lock = threading.Lock()
         self._lines = 0
         self._open = 0
-        self.stored: list[TurnRecord] = []
 
     def speaker(self, name: str, sample_rate: int) -> SpeakerTranscript:
         if name not in SPEAKERS:
@@ -69,8 +68,6 @@ class CallTranscript:
             self.assistant.journal().add_turn(self.call, record)
         except Exception as exc:  # StorageError, or a driver error: the transcript goes on
             self.log("DB", f"line {record.turn_number} NOT stored: {exc}", logging.ERROR)
-            return
-        self.stored.append(record)
 
     def speaker_done(self) -> bool:
         """One party's audio ended; True when it was the last."""
@@ -129,7 +126,7 @@ class SpeakerTranscript:
         worker = threading.Thread(target=self._settle, args=(utterance, self._line, self._started_at), daemon=True,
                                   name=f"voiceassist-transcript-{self.speaker}")
         worker.start()
-        self._workers.append(worker)
+        self._workers = [w for w in self._workers if w.is_alive()] + [worker]  # a long call: only the unsettled
 
     def _settle(self, utterance: Utterance, line: int, started_at: float) -> None:
         if not utterance.done.wait(30):

@@ -390,11 +390,7 @@ class Store:
             call_id = conn.execute(sa.select(self.calls.c.id).where(self.calls.c.uniqueid == uniqueid)).scalar()
             if call_id is None:
                 return None
-            rows = conn.execute(sa.select(self.turns.c.recording_path, self.turns.c.answer_path)
-                                .where(self.turns.c.call_id == call_id)).all()
-            conn.execute(self.turns.delete().where(self.turns.c.call_id == call_id))
-            conn.execute(self.calls.delete().where(self.calls.c.id == call_id))
-            return [path for row in rows for path in row if path]
+            return self._remove_calls(conn, [call_id])[1]
 
         return self._transaction("cannot delete the call", work)
 
@@ -424,20 +420,26 @@ class Store:
         """
         def work(conn: Any) -> tuple[int, int, list[str]]:
             old_ids = [r[0] for r in conn.execute(sa.select(self.calls.c.id).where(self.calls.c.started_at < older_than))]
-            paths: list[str] = []
-            turn_count = 0
-            for chunk in _chunks(old_ids, 500):
-                rows = conn.execute(sa.select(self.turns.c.recording_path, self.turns.c.answer_path)
-                                    .where(self.turns.c.call_id.in_(chunk))).all()
-                turn_count += len(rows)
-                paths += [p for row in rows for p in row if p]
-                if not dry_run:
-                    # Turns first: not every MariaDB table engine enforces ON DELETE CASCADE.
-                    conn.execute(self.turns.delete().where(self.turns.c.call_id.in_(chunk)))
-                    conn.execute(self.calls.delete().where(self.calls.c.id.in_(chunk)))
+            turn_count, paths = self._remove_calls(conn, old_ids, dry_run=dry_run)
             return len(old_ids), turn_count, paths
 
         return self._transaction("cannot prune old calls", work)
+
+    def _remove_calls(self, conn: Any, call_ids: list[int], *, dry_run: bool = False) -> tuple[int, list[str]]:
+        """Delete the calls ``call_ids`` with their turns (or only count them, ``dry_run``);
+        returns (turns, the turns' audio paths)."""
+        paths: list[str] = []
+        turn_count = 0
+        for chunk in _chunks(call_ids, 500):
+            rows = conn.execute(sa.select(self.turns.c.recording_path, self.turns.c.answer_path)
+                                .where(self.turns.c.call_id.in_(chunk))).all()
+            turn_count += len(rows)
+            paths += [p for row in rows for p in row if p]
+            if not dry_run:
+                # Turns first: not every MariaDB table engine enforces ON DELETE CASCADE.
+                conn.execute(self.turns.delete().where(self.turns.c.call_id.in_(chunk)))
+                conn.execute(self.calls.delete().where(self.calls.c.id.in_(chunk)))
+        return turn_count, paths
 
     def forget_audio(self, older_than: dt.datetime) -> int:
         """Clear the audio paths of turns that started before ``older_than`` (their files were

@@ -9,13 +9,11 @@ says so to the browser. Every state change is a POST with the session's CSRF tok
 from __future__ import annotations
 
 import datetime as dt
-import io
 import os
 import queue
 import secrets
 import stat
 import time
-import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +24,10 @@ from flask import Flask, Response, abort, g, redirect, render_template, request,
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ...asterisk.access import is_allowed, parse_allow
+from ...audio.recording import wav_bytes
 from ...config import Config
 from ...errors import StorageError, VoiceAssistError
+from ...events.live import UNIQUEID
 from ...logs import logger
 from ...storage.retention import inside, remove_files
 from ...storage.schema import TURN_STATUSES
@@ -39,7 +39,6 @@ from .transcripts import CallTranscriber
 
 SESSION_COOKIE = "va_session"
 LOGIN_COOKIE = "va_login"
-UNIQUEID_CHARS = set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz._-")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
 KEEPALIVE_SECONDS = 15.0
@@ -315,7 +314,7 @@ def _local_path(value: str) -> str:
 
 
 def _check_uniqueid(uniqueid: str) -> None:
-    if not 0 < len(uniqueid) <= 64 or not set(uniqueid) <= UNIQUEID_CHARS:
+    if not UNIQUEID.fullmatch(uniqueid):  # the live feed's rule for a call's id
         abort(404, "No such call.")
 
 
@@ -370,18 +369,7 @@ def _browser_audio(path: str, answer_dir: str) -> bytes | None:
     if suffix in (".ulaw", ".ul"):
         from ...audio.conversion import ulaw_to_pcm
 
-        return _wav(ulaw_to_pcm(data, 8000, 8000), 8000)
+        return wav_bytes(ulaw_to_pcm(data, 8000, 8000), 8000)
     if suffix in (".sln", ".sln16"):
-        return _wav(data, 16000 if suffix == ".sln16" else 8000)
+        return wav_bytes(data, 16000 if suffix == ".sln16" else 8000)
     return None
-
-
-def _wav(pcm: bytes, rate: int) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm)
-    return out.getvalue()
-

@@ -9,7 +9,6 @@ Gauges of the spool and the outbox are read when scraped.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -140,12 +139,3 @@ def _milliseconds(value: Any) -> float | None:
         return float(value) / 1000
     return None
 
-
-def directory_depth(path: str, pattern: str = "*.json") -> Callable[[], int | None]:
-    """How many entries wait in a spool-like directory (None when it cannot be read)."""
-    def depth() -> int | None:
-        try:
-            return sum(1 for entry in os.scandir(path) if entry.is_file() and not entry.name.startswith("."))
-        except OSError:
-            return None
-    return depth

@@ -21,7 +21,7 @@ from ...system.safe_files import open_directory
 from .accounts import Account, Accounts, LoginThrottle, Sessions, accounts_text, check_new_account, hash_password, read_accounts
 from .app import Console, create_app
 from .live import LiveCalls
-from .metrics import ConsoleMetrics, directory_depth
+from .metrics import ConsoleMetrics
 
 THREADS = 24  # each browser on the live page holds one while it watches
 SPOOL_SAMPLE_SECONDS = 60.0
@@ -36,22 +36,28 @@ def check_bind(config: Config) -> None:
 
 
 def build_console(config: Config) -> Console:
+    from ...events.outbox import PENDING, SENDING, Outbox
     from ...storage.journal import Journal
-    from ...storage.spool import Spool
 
     journal = Journal(config)
-    spool = Spool(Path(config.database.spool_dir))
+    outbox = Outbox(config.webhooks.outbox_dir)
 
     def spool_depth() -> int | None:
         try:
-            return len(spool)
+            return len(journal.spool)
         except Exception:
             return None
 
-    live = LiveCalls()
-    metrics = ConsoleMetrics(spool_depth=spool_depth, outbox_depth=directory_depth(config.webhooks.outbox_dir),
-                             calls_in_progress=live.in_progress)
-    live._observe = metrics.observe  # counted as they arrive, before any page reads them
+    def outbox_depth() -> int | None:
+        try:
+            counts = outbox.counts()
+        except Exception:
+            return None
+        return counts[PENDING] + counts[SENDING]
+
+    metrics = ConsoleMetrics(spool_depth=spool_depth, outbox_depth=outbox_depth,
+                             calls_in_progress=lambda: live.in_progress())
+    live = LiveCalls(observe=metrics.observe)  # counted as they arrive, before any page reads them
     return Console(config=config, store=journal.store, accounts=Accounts(config.web.users_file),
                    sessions=Sessions(config.web.session_hours), throttle=LoginThrottle(config.web.max_login_failures),
                    live=live, metrics=metrics)
