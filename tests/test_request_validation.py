@@ -260,3 +260,15 @@ def test_a_spoofed_uniqueid_from_another_channel_gets_no_history(served, emulato
     third = call_recording(answer_dir, UID, 3)
     served(turn_args(str(third), "3", str(int(time.time())), "8008", UID), channel=victim)
     assert "4417" in emulators["gemini"].requests[-1].body.decode()
+
+
+def test_kept_audio_of_any_call_id_stays_inside_the_answer_directory(tmp_path):
+    """Real-time turns keep their audio in the call's directory; an id that is not Asterisk's
+    (an ai-server session's, or a hostile one) gets a plain name inside the answer directory."""
+    from voiceassist.call.realtime import _audio_directory
+
+    assert _audio_directory(str(tmp_path), "1700000000.1") == tmp_path.resolve() / "1700000000.1"
+    for hostile in ("..", "../../etc", "ai-1/../../x", ".hidden", "a\nb", "x" * 500):
+        directory = _audio_directory(str(tmp_path), hostile)
+        assert directory.parent == tmp_path.resolve() and directory.name not in (".", "..")
+        assert "/" not in directory.name and not directory.name.startswith(".") and len(directory.name) <= 64
