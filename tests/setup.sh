@@ -47,7 +47,7 @@ if [ ! -e "$stamp" ]; then
     # Not quiet: the llama.cpp compile takes minutes and pip reports progress while it runs.
     .venv/bin/pip install --disable-pip-version-check --progress-bar off -e ".[$extras]" 2>&1 \
         | grep --line-buffered -v -E "is ignored|^Requirement already|^  Using cached|^Collecting|^  Downloading" || true
-    .venv/bin/python -c "import llama_cpp, pocketsphinx, piper, google.genai, openai, pymysql, psycopg, alembic, rich, webrtcvad, soxr, numpy, mypy, flask, waitress, prometheus_client, selenium" \
+    .venv/bin/python -c "import llama_cpp, moonshine_voice, pocketsphinx, piper, snowballstemmer, google.genai, openai, pymysql, psycopg, alembic, rich, webrtcvad, soxr, numpy, mypy, flask, waitress, prometheus_client, selenium" \
         || { echo "[setup] pip install failed" >&2; exit 1; }
     touch "$stamp"
 fi

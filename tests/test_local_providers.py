@@ -1,4 +1,5 @@
-"""The offline stack: PocketSphinx, llama.cpp (SmolLM2 from PyPI), Piper and espeak-ng; `voiceassist ask`."""
+"""The offline stack: Moonshine, PocketSphinx, the knowledge model, llama.cpp (SmolLM2 from PyPI), Piper and
+espeak-ng; `voiceassist ask`."""
 
 from __future__ import annotations
 
@@ -65,6 +66,32 @@ def test_pocketsphinx_hears_nothing_in_silence(tmp_path):
     assert stt.transcribe(Recording(b"\0\0" * 16000)).text == ""
 
 
+@pytest.mark.parametrize("voice", ["en-us", "en-us+m3"])
+def test_moonshine_hears_a_question_in_the_callers_own_words_on_the_phone_line(tmp_path, voice):
+    stt = providers.create_named("stt", "moonshine", load_config(local_conf(tmp_path), environ={}))
+    for question in ("How much do you charge?", "Where can I find you?", "What is the capital of France?"):
+        heard = stt.transcribe(read_recording(spoken(question, voice, tmp_path), 55)).text
+        assert heard.lower().strip("?.! ").endswith(question.lower().strip("?")), (question, heard)
+
+
+def test_moonshine_hears_nothing_in_silence_and_shares_one_model_per_process(tmp_path):
+    from voiceassist.providers.base import Recording
+
+    config = load_config(local_conf(tmp_path), environ={})
+    first, second = (providers.create_named("stt", "moonshine", config) for _ in range(2))
+    assert first._model is second._model  # FastAGI's threads share it; process AGI loads it once
+    assert first.transcribe(Recording(b"\0\0" * 16000)).text == ""
+
+
+def test_moonshine_refuses_a_model_directory_without_its_files(tmp_path):
+    from voiceassist.errors import ConfigError
+
+    conf = tmp_path / "bad.conf"
+    conf.write_text(f"[moonshine]\nmodel_path = {tmp_path}\narch = base\n")
+    with pytest.raises(ConfigError, match="lacks encoder_model.ort"):
+        providers.create_named("stt", "moonshine", load_config(conf, environ={}))
+
+
 @pytest.mark.parametrize("engine", ["piper", "espeak"])
 def test_local_voices_produce_phone_audio(tmp_path, engine):
     tts = providers.create("tts", load_config(local_conf(tmp_path, tts=engine), environ={}))
@@ -105,7 +132,7 @@ def test_ask_without_a_config_says_so_names_the_providers_and_keeps_out_of_aster
     """This machine has no Asterisk: ask must not create /var/spool/asterisk and friends."""
     import os
 
-    question = spoken("Where is your office?", "en-us", tmp_path)
+    question = spoken("Where can I find you?", "en-us", tmp_path)
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("VOICEASSIST_", "XDG_"))}
     environ.update(HOME=str(tmp_path / "home"), OPENAI_API_KEY="", GEMINI_API_KEY="", GOOGLE_APPLICATION_CREDENTIALS="")
     out = subprocess.run([sys.executable, "-m", "voiceassist", "ask", str(question)], capture_output=True, text=True,
@@ -113,7 +140,10 @@ def test_ask_without_a_config_says_so_names_the_providers_and_keeps_out_of_aster
     assert out.returncode == 0, out.stdout + out.stderr
     base = tmp_path / "home/.local/share/voiceassist"
     assert "no config file" in out.stderr and f"answers, database and log go to {base}" in out.stderr
-    assert "providers   stt pocketsphinx  llm llama_cpp  tts piper" in out.stdout
+    # The sample knowledge file answers the new user's question, heard by Moonshine.
+    assert "sample knowledge file" in out.stderr
+    assert "providers   stt moonshine  llm knowledge  tts piper" in out.stdout
+    assert "Twelve Main Street" in out.stdout
     assert "config      built-in defaults" in out.stdout
     assert (base / "voiceassist.db").exists() and list((base / "answers").glob("*/answer-1.ulaw"))
     assert not Path("/var/spool/asterisk").exists() and not Path("/var/lib/asterisk").exists()

@@ -48,7 +48,7 @@ def test_auto_picks_cloud_with_credentials_and_local_without(emulators, tmp_path
     assert [providers.resolve(c, config) for c in ("stt", "llm", "tts")] == ["google_speech", "gemini", "openai_tts"]
     for section, key in (("google_speech", "credentials_file"), ("gemini", "api_key"), ("openai", "api_key")):
         config.sections[section][key] = ""
-    assert [providers.resolve(c, config) for c in ("stt", "llm")] == ["pocketsphinx", "llama_cpp"]
+    assert [providers.resolve(c, config) for c in ("stt", "llm")] == ["moonshine", "llama_cpp"]
     assert providers.resolve("tts", config) in ("piper", "espeak")
 
 

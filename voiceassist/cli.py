@@ -229,18 +229,24 @@ def _assistant(args: argparse.Namespace) -> Assistant:
 def _ask_config(config: Config, explicit: str | None) -> Config:
     """The configuration a call would use, with the files moved to the user's own directory on a
     machine without Asterisk; says on stderr what it found."""
-    from .admin.ask import per_user_locations
+    from .admin.ask import SAMPLE_KNOWLEDGE, per_user_locations
     from .config import DEFAULT_CONFIG_PATH
     from .providers import load_full_config
 
+    overrides: dict[str, dict[str, str]] = {}
     if config.path is None:
-        print(f"voiceassist ask: no config file ({DEFAULT_CONFIG_PATH} does not exist): built-in defaults, "
-              "so no knowledge file; give one with --config", file=sys.stderr)
+        # What a new user tries first: with the sample facts the offline stack gives real answers.
+        overrides["general"] = {"knowledge_file": str(SAMPLE_KNOWLEDGE)}
+        print(f"voiceassist ask: no config file ({DEFAULT_CONFIG_PATH} does not exist): built-in defaults with the "
+              f"sample knowledge file {SAMPLE_KNOWLEDGE} (a plumber's hours, address and prices); "
+              "give your own with --config", file=sys.stderr)
     base, moved = per_user_locations(config)
-    if base is None:
-        return config
-    print(f"voiceassist ask: Asterisk is not installed here: answers, database and log go to {base}", file=sys.stderr)
-    return load_full_config(explicit, overrides=moved)
+    if base is not None:
+        print(f"voiceassist ask: Asterisk is not installed here: answers, database and log go to {base}",
+              file=sys.stderr)
+        for section, values in moved.items():
+            overrides.setdefault(section, {}).update(values)
+    return load_full_config(explicit, overrides=overrides) if overrides else config
 
 
 def _work_as_service_user(args: argparse.Namespace) -> None:

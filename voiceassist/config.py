@@ -101,7 +101,7 @@ class General:
 
 # "auto": the cloud provider when its credentials are configured, else the local one.
 # A comma-separated list is a fallback chain, tried in order: "openai, google, espeak".
-# stt: google | openai | pocketsphinx     llm: gemini | openai | knowledge | llama_cpp
+# stt: google | openai | moonshine | pocketsphinx     llm: gemini | openai | knowledge | llama_cpp
 # tts: openai | openai_realtime | google | piper | espeak
 @dataclass(frozen=True)
 class ProviderChoice:
@@ -113,6 +113,11 @@ class LLMChoice(ProviderChoice):
     system_prompt: str = (
         "You are a friendly assistant answering a telephone call. Reply in one to three short "
         "sentences of plain spoken language: no lists, no markdown, no emojis, no URLs.")
+    # What the assistant says to a question its facts do not cover: every chat model is told to
+    # say it rather than invent an answer, and the offline knowledge model says it.
+    unknown_answer: str = setting(
+        "I'm sorry, I don't know that. I can take a message, or put you through to someone who can help.",
+        pattern=r"[^\x00-\x1f]{1,400}")
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ RULES = "rules"
 # ... and of an answer given for a key the caller pressed.
 KEYS = "keys"
 
-GROUNDING = ("\n\nAnswer from these facts when they are relevant; if they do not cover the question, say "
-             "you do not know.\n\nFACTS:\n")
+# With facts, a question they do not cover gets the admin's honest answer, not an invented one.
+GROUNDING = ("\n\nAnswer from these facts. If they do not cover the question, do not guess: say "
+             "\"{unknown}\"\n\nFACTS:\n")
 
 
 def conversation_for(config: Config, history: Sequence[Exchange], question: str,
@@ -38,7 +39,7 @@ def conversation_for(config: Config, history: Sequence[Exchange], question: str,
     if facts and max_fact_chars is not None and len(facts) > max_fact_chars:
         facts = relevant_facts(facts, question, max_fact_chars)
     if facts:
-        system += GROUNDING + facts
+        system += GROUNDING.format(unknown=config.llm.unknown_answer) + facts
     if memory:
         system += "\n\n" + memory
     tools = tools_for(config) + tuple(tool.spec() for tool in configured_tools(config))

@@ -47,6 +47,7 @@ class ProviderContext:
     language: str = "en-US"
     knowledge_file: str = ""
     ffmpeg: str = "ffmpeg"
+    unknown_answer: str = "I'm sorry, I don't know that."  # [llm] unknown_answer
 
     def knowledge(self) -> str:
         """The knowledge file's text ("" when none is configured)."""

@@ -1,31 +1,39 @@
-"""A chat model that answers from the knowledge file: the answer under the question that matches.
+"""A chat model that answers from the knowledge file: the entry whose question the caller asked.
 
-Offline, instant and always right about what the admin wrote, which small local LLMs are not. A
-question the file does not cover is handed to the next chat model of the fallback chain (the
-registry puts ``[knowledge] fallback``, default ``llama_cpp``, after it), or gets "I don't know"
-when the fallback is ``none``.
+Offline, instant and always right about what the admin wrote, which small local LLMs are not.
+Questions are matched by meaning (:mod:`..text.matching`: stems and synonyms, weighted), so a
+caller's own words find the entry. A question the file does not cover gets ``[llm]
+unknown_answer`` ("I don't know that; I can take a message...") rather than the nearest entry or
+an invented answer; or, with ``[knowledge] fallback`` set, is handed to that chat model (the
+registry puts it after this one in the chain).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..config import setting
 from ..errors import ConfigError, ProviderCannotAnswer
-from ..text.knowledge import best_faq_answer, faq
+from ..text.knowledge import faq
+from ..text.matching import KnowledgeIndex
 from ..types import Conversation
 from .base import Provider
 
 NAME = "knowledge"
-NO_ANSWER = "Sorry, I don't have an answer to that. Please call back during office hours."
 
 
 @dataclass(frozen=True)
 class KnowledgeSettings:
-    # Share of content words two questions must have in common to count as the same question.
+    # Share of a question's meaning (its weighted concepts) an entry must cover to answer it.
     match_threshold: float = setting(0.5, minimum=0.01, maximum=1.0)
-    # Chat model for questions the knowledge file does not answer ("none": say so).
-    fallback: str = setting("llama_cpp", choices=("none", "llama_cpp", "gemini", "openai_chat", "openai"))
+    # Chat model for questions the knowledge file does not answer ("none": [llm] unknown_answer).
+    fallback: str = setting("none", choices=("none", "llama_cpp", "gemini", "openai_chat", "openai"))
+
+
+@lru_cache(maxsize=8)
+def _index(text: str) -> KnowledgeIndex:
+    return KnowledgeIndex(faq(text))
 
 
 class KnowledgeChatModel(Provider[KnowledgeSettings]):
@@ -38,9 +46,9 @@ class KnowledgeChatModel(Provider[KnowledgeSettings]):
                               "(headings or 'Q:' lines ending in '?') and their answers")
 
     def reply(self, conversation: Conversation) -> str:
-        answer = best_faq_answer(self.context.knowledge(), conversation.question, self.settings.match_threshold)
-        if answer:
-            return answer
+        match = _index(self.context.knowledge()).best(conversation.question, self.settings.match_threshold)
+        if match:
+            return match.answer
         if self.settings.fallback == "none":
-            return NO_ANSWER
+            return self.context.unknown_answer
         raise ProviderCannotAnswer(f"{NAME}: the knowledge file does not answer this question", provider=NAME)

@@ -58,6 +58,7 @@ STT, LLM, TTS, ENGINE = Capability.STT, Capability.LLM, Capability.TTS, Capabili
 PROVIDERS: tuple[ProviderSpec, ...] = (
     ProviderSpec("google_speech", STT, "google_speech:GoogleSpeechToText", ("google",), environment=_GOOGLE_CREDENTIALS),
     ProviderSpec("openai_stt", STT, "openai_stt:OpenAISpeechToText", ("openai",), OPENAI_SHARED, OPENAI_ENVIRONMENT),
+    ProviderSpec("moonshine", STT, "moonshine:MoonshineSpeechToText"),
     ProviderSpec("pocketsphinx", STT, "pocketsphinx:PocketSphinxSpeechToText"),
     ProviderSpec("gemini", LLM, "gemini:GeminiChatModel", environment=_GEMINI_ENVIRONMENT),
     ProviderSpec("openai_chat", LLM, "openai_chat:OpenAIChatModel", ("openai",), OPENAI_SHARED, OPENAI_ENVIRONMENT),
@@ -141,7 +142,8 @@ def settings(provider: ProviderSpec, config: Config) -> Any:
 def context(config: Config) -> ProviderContext:
     general = config.section("general")
     return ProviderContext(language=general.get("language"), knowledge_file=general.get("knowledge_file", ""),
-                           ffmpeg=config.section("audio").get("ffmpeg"))
+                           ffmpeg=config.section("audio").get("ffmpeg"),
+                           unknown_answer=config.llm.unknown_answer)
 
 
 def _today() -> datetime.date:
@@ -161,7 +163,10 @@ def _auto(capability: Capability, config: Config) -> list[str]:
         return bool(getattr(settings(spec(capability, name), config), key))
 
     if capability is STT:
-        return ["google_speech" if configured("google_speech", "credentials_file") else "pocketsphinx"]
+        if configured("google_speech", "credentials_file"):
+            return ["google_speech"]
+        # Moonshine hears callers' own words; PocketSphinx only the knowledge file's wording.
+        return ["moonshine" if importlib.util.find_spec("moonshine_voice") is not None else "pocketsphinx"]
     if capability is LLM:
         if configured("gemini", "api_key") or settings(spec(LLM, "gemini"), config).backend == "vertex":
             return ["gemini"]

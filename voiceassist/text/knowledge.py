@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import ConfigError
+from .matching import concepts
 
 MAX_KNOWLEDGE_CHARS = 20000
 
@@ -57,10 +58,6 @@ def questions(text: str) -> list[str]:
     return found
 
 
-_STOPWORDS = frozenset("a an the is are do does you your we our i to of in on for and or what where when how "
-                       "can could would it this that be at".split())
-
-
 def sections(text: str) -> list[str]:
     """The knowledge text split at markdown headings (or blank lines when it has none)."""
     parts = re.split(r"\n(?=#+\s)", text) if re.search(r"^#+\s", text, re.MULTILINE) else re.split(r"\n\s*\n", text)
@@ -70,10 +67,10 @@ def sections(text: str) -> list[str]:
 def relevant_facts(text: str, question: str, max_chars: int = 1200) -> str:
     """The sections sharing the most words with ``question``, within ``max_chars``: grounding for a
     small local model whose context cannot hold (or whose attention cannot use) the whole file."""
-    wanted = content_words(question)
+    wanted = concepts(question)
     scored = []
     for index, part in enumerate(sections(text)):
-        scored.append((len(wanted & set(_words(part))), -index, part))
+        scored.append((len(wanted & concepts(part)), -index, part))
     chosen, used = [], 0
     for score, _index, part in sorted(scored, reverse=True):
         if score == 0 or used + len(part) > max_chars:
@@ -97,22 +94,3 @@ def faq(text: str) -> list[tuple[str, str]]:
         answer = re.sub(r"^\s*A\s*[:.]\s*", "", match["a"].strip())
         pairs.append((match["q"].strip(), " ".join(answer.split())))
     return pairs
-
-
-def content_words(text: str) -> set[str]:
-    return set(_words(text)) - _STOPWORDS
-
-
-def best_faq_answer(text: str, question: str, threshold: float = 0.5) -> str | None:
-    """The answer whose question shares the most content words with ``question`` (Jaccard), if any
-    reaches ``threshold``."""
-    asked = content_words(question)
-    if not asked:
-        return None
-    best, best_score = None, 0.0
-    for known, answer in faq(text):
-        words = content_words(known)
-        score = len(asked & words) / len(asked | words) if words else 0.0
-        if score > best_score:
-            best, best_score = answer, score
-    return best if best_score >= threshold else None

@@ -1,0 +1,79 @@
+"""Offline open-vocabulary speech-to-text with Moonshine (tiny-en, MIT; the model is in the wheel).
+
+``moonshine-voice`` 0.1.0 ships the tiny English model inside its wheel and runs it on its own
+onnxruntime: nothing is downloaded when a call comes in (its later releases fetch models at run
+time, hence the exact pin in setup.cfg). It hears what callers say in their own words, which a
+grammar of the knowledge file's questions cannot. One model per process, shared by FastAGI's
+threads behind a lock: a question decodes in about a tenth of a second.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+
+from ..config import setting
+from ..errors import ConfigError, ProviderBadResponse
+from ..types import Recording, Transcript
+from .base import Provider, import_sdk
+
+NAME = "moonshine"
+MODEL_RATE = 16000  # the model hears 16 kHz; the phone line's 8 kHz is upsampled (soxr) first
+_MODELS: dict[tuple[str, str], tuple[Any, threading.Lock]] = {}
+_MODELS_LOCK = threading.Lock()
+_MODEL_FILES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
+
+
+@dataclass(frozen=True)
+class MoonshineSettings:
+    # "" : the tiny English model bundled in moonshine-voice; or a directory holding a Moonshine
+    # model's encoder_model.ort, decoder_model_merged.ort and tokenizer.bin.
+    model_path: str = setting("", pattern=r"(/.*)?")
+    # The architecture of model_path's model.
+    arch: str = setting("tiny", choices=("tiny", "base"))
+
+
+def _load(model_path: str, arch: str) -> tuple[Any, threading.Lock]:
+    voice = import_sdk(NAME, "moonshine_voice", package="moonshine-voice", extra="local")
+    transcriber = import_sdk(NAME, "moonshine_voice.transcriber", package="moonshine-voice", extra="local")
+    if not model_path:
+        model_path, arch = str(voice.get_model_path("tiny-en")), "tiny"
+    missing = [name for name in _MODEL_FILES if not (Path(model_path) / name).is_file()]
+    if missing:
+        raise ConfigError(f"[{NAME}] model_path = {model_path} lacks {', '.join(missing)}")
+    model = transcriber.Transcriber(model_path=model_path, model_arch=voice.ModelArch[arch.upper()])
+    return model, threading.Lock()
+
+
+class MoonshineSpeechToText(Provider[MoonshineSettings]):
+    name = NAME
+    Settings = MoonshineSettings
+
+    def setup(self) -> None:
+        key = (self.settings.model_path, self.settings.arch)
+        with _MODELS_LOCK:  # loaded once per process, whichever thread asks first
+            if key not in _MODELS:
+                _MODELS[key] = _load(*key)
+        self._model, self._lock = _MODELS[key]
+
+    def transcribe(self, recording: Recording) -> Transcript:
+        samples = np.frombuffer(recording.pcm[: len(recording.pcm) // 2 * 2], dtype="<i2").astype(np.float32)
+        if not samples.size or np.abs(samples).max() < 64:  # digital silence: no words, and no guesses
+            return Transcript("")
+        audio = samples / 32768.0
+        if recording.sample_rate != MODEL_RATE:
+            audio = soxr.resample(audio, recording.sample_rate, MODEL_RATE)
+        try:
+            with self._lock:  # one decoder, not safe to share between threads at once
+                result = self._model.transcribe_without_streaming(audio.tolist(), sample_rate=MODEL_RATE)
+        except Exception as exc:  # the library raises its own error types for a failed decode
+            raise ProviderBadResponse(f"{NAME}: the model could not decode the recording ({exc})",
+                                      provider=NAME) from None
+        text = " ".join(line.text.strip() for line in result.lines if line.text.strip())
+        return Transcript(re.sub(r"\s+", " ", text).strip())
