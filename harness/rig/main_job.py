@@ -25,6 +25,10 @@ from .asterisk import REPO, SHARED, AsteriskRig, log
 from .calls import QUESTIONS_DIR, RIG_DIALPLAN, place_call
 
 LOCAL_PORT = 4574  # the [va-local] context of the rig's dialplan
+# A caller's own words, not the knowledge file's ("What are your opening hours?"), and the start
+# of the file's answer to it.
+SAMPLE_QUESTION = "When are you open during the week?"
+SAMPLE_ANSWER = "Monday to Friday from eight in the morning"
 
 
 def main_job_conf() -> str:
@@ -53,8 +57,7 @@ def prepare_question(source: str | None) -> str:
                         "-acodec", "pcm_s16le", str(target)], check=True)
     else:
         raw = QUESTIONS_DIR / "main-job.espeak.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), "What are your opening hours?"],
-                       check=True)
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), SAMPLE_QUESTION], check=True)
         subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(target)], check=True)
         raw.unlink()
     return str(target.with_suffix(""))
@@ -117,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"answer audio {turn['answer_path']}")
         print(f"caller heard {call.heard_path}")
         print(f"database     {SHARED / 'voiceassist.db'} (voiceassist_calls id {row['id']}, voiceassist_turns id {turn['id']})")
+        if not args.question:
+            right = (turn["reply"] or "").startswith(SAMPLE_ANSWER)
+            print(f"answer       {'correct' if right else 'WRONG'}: asked {SAMPLE_QUESTION!r}, "
+                  f"the knowledge file answers {SAMPLE_ANSWER!r}...")
+            return 0 if turn["status"] == "ok" and right else 1
         return 0 if turn["status"] == "ok" else 1
     finally:
         if server is not None:
