@@ -50,6 +50,14 @@ def test_a_question_sharing_one_word_with_an_entry_is_not_answered_by_it():
     assert index.best("are you closed on the weekend", 0.5).question == "Are you open on Sunday?"
 
 
+def test_a_misheard_word_spelled_almost_like_a_known_one_counts_as_it():
+    index = KnowledgeIndex(faq(KNOWLEDGE.read_text()))
+    # Moonshine's hearing of espeak-ng voices on the phone line (benchmarks/stt_accuracy.py).
+    assert index.best("What time do you clone in the evening?", 0.5).question == "What are your opening hours?"
+    assert index.best("What does a callop cost?", 0.5).question == "How much does a visit cost?"
+    assert index.best("What is the capital of France?", 0.5) is None  # unknown words stay unknown
+
+
 def test_the_knowledge_model_says_the_configured_unknown_answer(emulators, tmp_path):
     config = config_for(emulators, tmp_path, extra=f"[general]\nknowledge_file = {KNOWLEDGE}\n[llm]\nprovider = knowledge\n"
                                                    "unknown_answer = Not in my notes; shall I take a message?\n")
