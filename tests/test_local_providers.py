@@ -69,7 +69,7 @@ def test_pocketsphinx_hears_nothing_in_silence(tmp_path):
 @pytest.mark.parametrize("voice", ["en-us", "en-us+m3"])
 def test_moonshine_hears_a_question_in_the_callers_own_words_on_the_phone_line(tmp_path, voice):
     stt = providers.create_named("stt", "moonshine", load_config(local_conf(tmp_path), environ={}))
-    for question in ("How much do you charge?", "Where can I find you?", "What is the capital of France?"):
+    for question in ("When are you open during the week?", "Where can I find you?", "What is the capital of France?"):
         heard = stt.transcribe(read_recording(spoken(question, voice, tmp_path), 55)).text
         assert heard.lower().strip("?.! ").endswith(question.lower().strip("?")), (question, heard)
 
