@@ -58,6 +58,16 @@ def test_a_misheard_word_spelled_almost_like_a_known_one_counts_as_it():
     assert index.best("What is the capital of France?", 0.5) is None  # unknown words stay unknown
 
 
+def test_a_huge_hostile_question_is_matched_quickly_on_its_first_words():
+    import time
+
+    index = KnowledgeIndex(faq(KNOWLEDGE.read_text()))
+    question = "boiler " + " ".join(f"zzxqv{n}" for n in range(200_000))
+    started = time.perf_counter()
+    assert index.best(question, 0.5) is None
+    assert time.perf_counter() - started < 2.0
+
+
 def test_the_knowledge_model_says_the_configured_unknown_answer(emulators, tmp_path):
     config = config_for(emulators, tmp_path, extra=f"[general]\nknowledge_file = {KNOWLEDGE}\n[llm]\nprovider = knowledge\n"
                                                    "unknown_answer = Not in my notes; shall I take a message?\n")

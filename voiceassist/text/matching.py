@@ -16,6 +16,7 @@ spelled almost like one it does ("clone" for close, "callop" for callout) is tak
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -55,6 +56,9 @@ ANSWER_WEIGHT = 0.6    # ... only in its answer
 # How alike (difflib's ratio) a misheard word must be to a known one to count as it; at 0.8 the
 # benchmark's transcripts found 5 % more entries and no wrong one (0.75: 1.7 % wrong).
 MISHEARD_RATIO = 0.8
+# A spoken question has a few dozen words; a longer text (a model's or a hostile one) is matched on
+# its first words, so the fuzzy lookup's cost stays bounded.
+MAX_WORDS = 80
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
@@ -89,7 +93,8 @@ def concepts(text: str) -> set[str]:
 
 
 def _content_words(text: str) -> list[str]:
-    return [word for word in _WORD.findall(text.lower()) if word not in STOPWORDS]
+    words = (match[0] for match in _WORD.finditer(text.lower()))
+    return list(itertools.islice((word for word in words if word not in STOPWORDS), MAX_WORDS))
 
 
 def _word_concepts(word: str) -> tuple[str, ...]:
