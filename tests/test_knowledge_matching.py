@@ -68,6 +68,12 @@ def test_a_huge_hostile_question_is_matched_quickly_on_its_first_words():
     assert time.perf_counter() - started < 2.0
 
 
+def test_a_long_answer_is_indexed_whole():
+    answer = " ".join(f"detail{n}" for n in range(200)) + " parking behind the building."
+    index = KnowledgeIndex([("Where do I leave the van?", answer), ("Do you fix boilers?", "Yes.")])
+    assert index.best("is there parking", 0.5).question == "Where do I leave the van?"
+
+
 def test_the_knowledge_model_says_the_configured_unknown_answer(emulators, tmp_path):
     config = config_for(emulators, tmp_path, extra=f"[general]\nknowledge_file = {KNOWLEDGE}\n[llm]\nprovider = knowledge\n"
                                                    "unknown_answer = Not in my notes; shall I take a message?\n")

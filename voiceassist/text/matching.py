@@ -56,8 +56,9 @@ ANSWER_WEIGHT = 0.6    # ... only in its answer
 # How alike (difflib's ratio) a misheard word must be to a known one to count as it; at 0.8 the
 # benchmark's transcripts found 5 % more entries and no wrong one (0.75: 1.7 % wrong).
 MISHEARD_RATIO = 0.8
-# A spoken question has a few dozen words; a longer text (a model's or a hostile one) is matched on
-# its first words, so the fuzzy lookup's cost stays bounded.
+# A spoken question has a few dozen words; a longer one (hostile, or a recogniser gone wrong) is
+# matched on its first words, so the fuzzy lookup's cost stays bounded. The file's own entries are
+# read whole.
 MAX_WORDS = 80
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
@@ -92,9 +93,9 @@ def concepts(text: str) -> set[str]:
     return found
 
 
-def _content_words(text: str) -> list[str]:
+def _content_words(text: str, limit: int | None = None) -> list[str]:
     words = (match[0] for match in _WORD.finditer(text.lower()))
-    return list(itertools.islice((word for word in words if word not in STOPWORDS), MAX_WORDS))
+    return list(itertools.islice((word for word in words if word not in STOPWORDS), limit))
 
 
 def _word_concepts(word: str) -> tuple[str, ...]:
@@ -131,7 +132,7 @@ class KnowledgeIndex:
         """The concepts of ``question``, a word the file does not know read as the known word it
         is spelled almost like."""
         found: set[str] = set()
-        for word in _content_words(question):
+        for word in _content_words(question, MAX_WORDS):
             meaning = _word_concepts(word)
             if len(word) >= 4 and not any(concept in self._weights for concept in meaning):
                 alike = difflib.get_close_matches(word, self._vocabulary, n=1, cutoff=MISHEARD_RATIO)
