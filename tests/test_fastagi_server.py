@@ -122,9 +122,17 @@ def test_worker_processes_share_the_port_and_all_drain_on_sigterm(emulators, tmp
     config = config_for(emulators, tmp_path)
     emulators["gemini"].latency = 1.0
     port = free_port()
-    process = FastAGIProcess(config.path, port=port, max_calls=8, workers=2)
-    workers = subprocess.run(["pgrep", "-P", str(process.process.pid)], capture_output=True, text=True).stdout.split()
-    assert len(workers) == 2
+    # 6 calls per worker: the kernel spreads connections over the workers at random (SO_REUSEPORT
+    # hashes each connection), and with 4 per worker 5 of the 6 on one worker got the busy prompt.
+    process = FastAGIProcess(config.path, port=port, max_calls=12, workers=2)
+
+    def workers() -> list[str]:
+        return subprocess.run(["pgrep", "-P", str(process.process.pid)], capture_output=True, text=True).stdout.split()
+
+    deadline = time.monotonic() + 20  # the server is ready once one worker listens; the other may still be forking
+    while len(workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(workers()) == 2
 
     def serving_pids() -> set[str]:
         log = tmp_path / "voiceassist.log"
