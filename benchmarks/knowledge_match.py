@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.knowledge_match
 
 The 50 questions of ``benchmarks/data/paraphrases.tsv`` (30 paraphrases of the 5 entries of the
-sample knowledge file tests/data/acme-knowledge.md, 20 questions it does not answer: names,
+sample knowledge file voiceassist/templates/sample-knowledge.md, 20 questions it does not answer: names,
 numbers, off-topic), as clean text, are given to the matcher the ``knowledge`` chat model uses
 (:mod:`voiceassist.text.matching` through ``voiceassist.providers.knowledge._index``). Side by side
 for thresholds 0.30 to 0.70 (``[knowledge] match_threshold``, default 0.50):

@@ -12,10 +12,10 @@ import numpy as np
 
 from voiceassist.audio.recording import read_recording
 from voiceassist.config import load_config
-from voiceassist.text.knowledge import questions
+from voiceassist.text.knowledge import SAMPLE_KNOWLEDGE, questions
 
 REPO = Path(__file__).resolve().parents[1]
-KNOWLEDGE = REPO / "tests/data/acme-knowledge.md"
+KNOWLEDGE = SAMPLE_KNOWLEDGE
 VOICES = ("en-us", "en-us+m3", "en-us+f2", "en-gb", "en-us+m7")
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from harness.helpers import config_for, talk
 from voiceassist import providers
-from voiceassist.text.knowledge import faq
+from voiceassist.text.knowledge import SAMPLE_KNOWLEDGE, faq
 from voiceassist.text.matching import KnowledgeIndex, concepts
 
 REPO = Path(__file__).resolve().parents[1]
-KNOWLEDGE = REPO / "tests/data/acme-knowledge.md"
+KNOWLEDGE = SAMPLE_KNOWLEDGE
 PARAPHRASES = REPO / "benchmarks/data/paraphrases.tsv"
 
 

@@ -16,9 +16,10 @@ from voiceassist import providers
 from voiceassist.audio.conversion import write_phone_audio
 from voiceassist.audio.recording import read_recording
 from voiceassist.config import load_config
+from voiceassist.text.knowledge import SAMPLE_KNOWLEDGE
 from voiceassist.types import Exchange
 
-KNOWLEDGE = Path(__file__).parent / "data/acme-knowledge.md"
+KNOWLEDGE = SAMPLE_KNOWLEDGE
 
 
 def local_conf(tmp_path: Path, knowledge: bool = True, tts: str = "piper") -> Path:

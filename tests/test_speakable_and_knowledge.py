@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from harness.helpers import config_for, talk
 from voiceassist import providers
-from voiceassist.text.knowledge import faq, questions, relevant_facts
+from voiceassist.text.knowledge import SAMPLE_KNOWLEDGE, faq, questions, relevant_facts
 from voiceassist.text.speakable import first_sentences, speakable
 
 
@@ -58,7 +56,7 @@ def test_repeated_sentences_are_dropped_and_the_count_capped():
 
 
 def test_relevant_facts_pick_the_matching_section():
-    text = (Path(__file__).parent / "data/acme-knowledge.md").read_text()
+    text = SAMPLE_KNOWLEDGE.read_text()
     facts = relevant_facts(text, "when are your opening hours", max_chars=300)
     assert "Monday to Friday from eight" in facts and "Main Street" not in facts
 
@@ -71,7 +69,7 @@ def test_faq_pairs_from_headings_and_q_lines():
 def test_knowledge_model_answers_from_the_file_and_falls_back(emulators, tmp_path, monkeypatch):
     for var in ("GEMINI_API_KEY", "GOOGLE_API_KEY"):
         monkeypatch.delenv(var, raising=False)
-    knowledge = Path(__file__).parent / "data/acme-knowledge.md"
+    knowledge = SAMPLE_KNOWLEDGE
     config = config_for(emulators, tmp_path, extra=f"[general]\nknowledge_file = {knowledge}\n"
                                                    "[knowledge]\nfallback = gemini\n")
     config.sections["gemini"]["api_key"] = ""

@@ -229,9 +229,10 @@ def _assistant(args: argparse.Namespace) -> Assistant:
 def _ask_config(config: Config, explicit: str | None) -> Config:
     """The configuration a call would use, with the files moved to the user's own directory on a
     machine without Asterisk; says on stderr what it found."""
-    from .admin.ask import SAMPLE_KNOWLEDGE, per_user_locations
+    from .admin.ask import per_user_locations
     from .config import DEFAULT_CONFIG_PATH
     from .providers import load_full_config
+    from .text.knowledge import SAMPLE_KNOWLEDGE
 
     overrides: dict[str, dict[str, str]] = {}
     if config.path is None:

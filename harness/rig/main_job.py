@@ -21,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from .asterisk import REPO, SHARED, AsteriskRig, log
+from voiceassist.text.knowledge import SAMPLE_KNOWLEDGE
+
+from .asterisk import SHARED, AsteriskRig, log
 from .calls import QUESTIONS_DIR, RIG_DIALPLAN, place_call
 
 LOCAL_PORT = 4574  # the [va-local] context of the rig's dialplan
@@ -38,7 +40,7 @@ def main_job_conf() -> str:
 ; --- main job: data in the rig's shared directory ---
 [general]
 answer_dir = {SHARED}/spool/voiceassist
-knowledge_file = {REPO}/tests/data/acme-knowledge.md
+knowledge_file = {SAMPLE_KNOWLEDGE}
 max_turns = 1
 
 [database]

@@ -36,10 +36,6 @@ class AskResult:
     config: str = ""  # the file the settings came from (or "built-in defaults")
 
 
-# The knowledge file ``ask`` uses when there is no config file at all.
-SAMPLE_KNOWLEDGE = Path(__file__).resolve().parents[1] / "templates" / "sample-knowledge.md"
-
-
 def per_user_locations(config: Config, home: Path | None = None) -> tuple[Path | None, dict[str, dict[str, str]]]:
     """Where ``ask`` keeps its files on a machine without Asterisk: under the user's own data
     directory (``$XDG_DATA_HOME/voiceassist``) instead of creating Asterisk's directories.

@@ -16,6 +16,9 @@ from ..errors import ConfigError
 from .matching import concepts
 
 MAX_KNOWLEDGE_CHARS = 20000
+# An imaginary plumber's facts: what `ask` answers from when there is no config file, and what the
+# main job, the tests and the benchmarks ask about.
+SAMPLE_KNOWLEDGE = Path(__file__).resolve().parents[1] / "templates" / "sample-knowledge.md"
 
 
 @lru_cache(maxsize=8)
