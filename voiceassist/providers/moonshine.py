@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import soxr
 
+from ..audio.recording import speech_frames
 from ..config import setting
 from ..errors import ConfigError, ProviderBadResponse
 from ..types import Recording, Transcript
@@ -67,10 +68,9 @@ class MoonshineSpeechToText(Provider[MoonshineSettings]):
         self._model, self._lock = _MODELS[key]
 
     def transcribe(self, recording: Recording) -> Transcript:
-        samples = np.frombuffer(recording.pcm[: len(recording.pcm) // 2 * 2], dtype="<i2").astype(np.float32)
-        if not samples.size or np.abs(samples).max() < 64:  # digital silence: no words, and no guesses
+        if speech_frames(recording) == 0:  # the model "hears" words in silence and line hiss
             return Transcript("")
-        audio = samples / 32768.0
+        audio = np.frombuffer(recording.pcm[: len(recording.pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
         if recording.sample_rate != MODEL_RATE:
             audio = soxr.resample(audio, recording.sample_rate, MODEL_RATE)
         edge = np.zeros(int(EDGE_SECONDS * MODEL_RATE), dtype=np.float32)
