@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from .. import deadline
-from ..config import retries, seconds
+from ..config import LLMChoice, retries, seconds
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled, TurnDeadlineExceeded
 from ..text.knowledge import read_knowledge
 from ..types import (Conversation, EngineEvent, Exchange, Recording, SpeechAudio, ToolCall, ToolSpec, Transcript,
@@ -47,7 +47,7 @@ class ProviderContext:
     language: str = "en-US"
     knowledge_file: str = ""
     ffmpeg: str = "ffmpeg"
-    unknown_answer: str = "I'm sorry, I don't know that."  # [llm] unknown_answer
+    unknown_answer: str = LLMChoice.unknown_answer  # [llm] unknown_answer
 
     def knowledge(self) -> str:
         """The knowledge file's text ("" when none is configured)."""

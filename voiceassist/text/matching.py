@@ -19,6 +19,7 @@ import difflib
 import itertools
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -117,13 +118,10 @@ class KnowledgeIndex:
         self.entries = tuple(entries)
         self._fields = [(concepts(question), concepts(answer)) for question, answer in self.entries]
         count = len(self._fields)
-        self._weights: dict[str, float] = {}
-        for asked, answered in self._fields:
-            for concept in asked | answered:
-                self._weights[concept] = self._weights.get(concept, 0) + 1
+        entries_with = Counter(concept for asked, answered in self._fields for concept in asked | answered)
         # Inverse document frequency; a concept no entry has gets the highest weight.
         self._unknown = math.log(1 + (count + 1) / 0.5)
-        self._weights = {c: math.log(1 + (count + 1) / (n + 0.5)) for c, n in self._weights.items()}
+        self._weights = {c: math.log(1 + (count + 1) / (n + 0.5)) for c, n in entries_with.items()}
         # The words a misheard one may have been: the entries' own and the synonyms'.
         self._vocabulary = sorted({word for question, answer in self.entries for word in _content_words(question + " " + answer)}
                                   | {word for group in SYNONYMS for word in group})
