@@ -32,8 +32,8 @@ class KnowledgeSettings:
 
 
 @lru_cache(maxsize=8)
-def _index(text: str) -> KnowledgeIndex:
-    return KnowledgeIndex(faq(text))
+def _index(text: str, language: str) -> KnowledgeIndex:
+    return KnowledgeIndex(faq(text), language)
 
 
 class KnowledgeChatModel(Provider[KnowledgeSettings]):
@@ -46,7 +46,7 @@ class KnowledgeChatModel(Provider[KnowledgeSettings]):
                               "(headings or 'Q:' lines ending in '?') and their answers")
 
     def reply(self, conversation: Conversation) -> str:
-        match = _index(self.context.knowledge()).best(conversation.question, self.settings.match_threshold)
+        match = _index(self.context.knowledge(), self.context.language).best(conversation.question, self.settings.match_threshold)
         if match:
             return match.answer
         if self.settings.fallback == "none":

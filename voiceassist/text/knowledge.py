@@ -67,13 +67,13 @@ def sections(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def relevant_facts(text: str, question: str, max_chars: int = 1200) -> str:
+def relevant_facts(text: str, question: str, max_chars: int = 1200, language: str = "en") -> str:
     """The sections sharing the most words with ``question``, within ``max_chars``: grounding for a
     small local model whose context cannot hold (or whose attention cannot use) the whole file."""
-    wanted = concepts(question)
+    wanted = concepts(question, language)
     scored = []
     for index, part in enumerate(sections(text)):
-        scored.append((len(wanted & concepts(part)), -index, part))
+        scored.append((len(wanted & concepts(part, language)), -index, part))
     chosen, used = [], 0
     for score, _index, part in sorted(scored, reverse=True):
         if score == 0 or used + len(part) > max_chars:

@@ -19,38 +19,14 @@ import difflib
 import itertools
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
-# Words that carry no topic in a spoken question (English); the rest are content words.
-STOPWORDS = frozenset("""
-a about after again all also am an and any anybody anyone anything are as at be been being but by can could
-did do does doing don done for from get got had has have having he her here hi him his how i if i'm in into
-is it it's its just know let like ll me might mine more most much must my need no not now of off ok okay on
-one only or other our ours out over please really right say she should so some somebody someone something
-still tell today during until than thank thanks that that's the their them then there these they thing this those to too
-up us very want wanted was way we well were what what's when where which while who why will with would yes
-yet you you're your yours hello hey sir madam maybe wondering wonder question ask asking
-""".split())
-
-# Concepts a caller names in many ways, for a business's phone line. The first word names the
-# concept; a stem of any word of the group maps to it.
-SYNONYMS: tuple[tuple[str, ...], ...] = (
-    ("cost", "price", "prices", "pricing", "charge", "charges", "fee", "fees", "rate", "rates", "expensive",
-     "cheap", "costs", "pay", "quote", "tariff"),
-    ("open", "opening", "hours", "close", "closed", "closing", "business", "time", "times"),
-    ("where", "address", "located", "location", "find", "street", "directions", "situated", "based"),
-    ("office", "shop", "store", "premises", "branch", "workshop"),
-    ("boiler", "boilers", "heating", "heater", "furnace"),
-    ("fix", "repair", "repairs", "mend", "service", "servicing", "broken", "working", "help", "look"),
-    ("visit", "callout", "call-out", "house", "home", "visiting"),
-    ("weekday", "week", "weekdays", "weekly", "monday", "tuesday", "wednesday", "thursday", "friday"),
-    ("weekend", "weekends", "sunday", "sundays"),
-    ("near", "next", "nearby", "beside", "opposite"),
-    ("station", "railway", "train"),
-)
+from .languages import LanguageRules, rules_for
 
 QUESTION_WEIGHT = 1.0  # a concept found in an entry's question
 ANSWER_WEIGHT = 0.6    # ... only in its answer
@@ -61,47 +37,56 @@ MISHEARD_RATIO = 0.8
 # matched on its first words, so the fuzzy lookup's cost stays bounded. The file's own entries are
 # read whole.
 MAX_WORDS = 80
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# Letters of any script (German's ä and ß, Spanish's ñ and accents) and digits; an apostrophe
+# inside a word ("what's") keeps it one word.
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 
 
-@lru_cache(maxsize=1)
-def _stemmer():  # type: ignore[no-untyped-def]
+@lru_cache(maxsize=16)
+def _stemmer(algorithm: str) -> Any:
     import snowballstemmer
-    return snowballstemmer.stemmer("english")
+    return snowballstemmer.stemmer(algorithm)
 
 
-def _stem(word: str) -> str:
-    return str(_stemmer().stemWord(word))
+def _plain(word: str) -> str:
+    """``word`` without accents: a recogniser may write "dias" where the file has "días"."""
+    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
 
 
-@lru_cache(maxsize=1)
-def _concept_of() -> dict[str, tuple[str, ...]]:
+def _stem(word: str, rules: LanguageRules) -> str:
+    stem = str(_stemmer(rules.stemmer).stemWord(word)) if rules.stemmer else word
+    return _plain(stem)
+
+
+@lru_cache(maxsize=16)
+def _concept_of(rules: LanguageRules) -> dict[str, tuple[str, ...]]:
     table: dict[str, list[str]] = {}
-    for group in SYNONYMS:
+    for group in rules.synonyms:
         for word in group:
-            concepts = table.setdefault(_stem(word), [])
+            concepts = table.setdefault(_stem(word, rules), [])
             if group[0] not in concepts:
                 concepts.append(group[0])
     return {stem: tuple(concepts) for stem, concepts in table.items()}
 
 
-def concepts(text: str) -> set[str]:
-    """The concepts of ``text``: its content words stemmed, synonyms folded ("Where's your shop?"
-    → {where, office})."""
+def concepts(text: str, language: str = "en") -> set[str]:
+    """The concepts of ``text`` in ``language`` (a tag: en-US, de-DE, es): its content words
+    stemmed, synonyms folded ("Where's your shop?" → {where, office})."""
+    rules = rules_for(language)
     found: set[str] = set()
-    for word in _content_words(text):
-        found.update(_word_concepts(word))
+    for word in _content_words(text, rules):
+        found.update(_word_concepts(word, rules))
     return found
 
 
-def _content_words(text: str, limit: int | None = None) -> list[str]:
+def _content_words(text: str, rules: LanguageRules, limit: int | None = None) -> list[str]:
     words = (match[0] for match in _WORD.finditer(text.lower()))
-    return list(itertools.islice((word for word in words if word not in STOPWORDS), limit))
+    return list(itertools.islice((word for word in words if word not in rules.stopwords), limit))
 
 
-def _word_concepts(word: str) -> tuple[str, ...]:
-    stem = _stem(word.replace("'", ""))
-    return _concept_of().get(stem, (stem,))
+def _word_concepts(word: str, rules: LanguageRules) -> tuple[str, ...]:
+    stem = _stem(word.replace("'", ""), rules)
+    return _concept_of(rules).get(stem, (stem,))
 
 
 @dataclass(frozen=True)
@@ -114,27 +99,29 @@ class Match:
 class KnowledgeIndex:
     """The knowledge file's (question, answer) entries, ready to be matched to callers' questions."""
 
-    def __init__(self, entries: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, entries: Sequence[tuple[str, str]], language: str = "en") -> None:
         self.entries = tuple(entries)
-        self._fields = [(concepts(question), concepts(answer)) for question, answer in self.entries]
+        self.rules = rules_for(language)
+        self._fields = [(concepts(question, language), concepts(answer, language)) for question, answer in self.entries]
         count = len(self._fields)
         entries_with = Counter(concept for asked, answered in self._fields for concept in asked | answered)
         # Inverse document frequency; a concept no entry has gets the highest weight.
         self._unknown = math.log(1 + (count + 1) / 0.5)
         self._weights = {c: math.log(1 + (count + 1) / (n + 0.5)) for c, n in entries_with.items()}
         # The words a misheard one may have been: the entries' own and the synonyms'.
-        self._vocabulary = sorted({word for question, answer in self.entries for word in _content_words(question + " " + answer)}
-                                  | {word for group in SYNONYMS for word in group})
+        self._vocabulary = sorted({word for question, answer in self.entries
+                                   for word in _content_words(question + " " + answer, self.rules)}
+                                  | {word for group in self.rules.synonyms for word in group})
 
     def _heard(self, question: str) -> set[str]:
         """The concepts of ``question``, a word the file does not know read as the known word it
         is spelled almost like."""
         found: set[str] = set()
-        for word in _content_words(question, MAX_WORDS):
-            meaning = _word_concepts(word)
+        for word in _content_words(question, self.rules, MAX_WORDS):
+            meaning = _word_concepts(word, self.rules)
             if len(word) >= 4 and not any(concept in self._weights for concept in meaning):
                 alike = difflib.get_close_matches(word, self._vocabulary, n=1, cutoff=MISHEARD_RATIO)
-                meaning = _word_concepts(alike[0]) if alike else meaning
+                meaning = _word_concepts(alike[0], self.rules) if alike else meaning
             found.update(meaning)
         return found
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from .languages import rules_for
+
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _MARKDOWN_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 # Emphasis marks around text (**bold**, __bold__, *it*, _it_, ~~struck~~, `code`) are dropped, the
@@ -21,11 +23,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\x1b\[[0-9;]*[A-Za
 MAX_REPLY_CHARS = 1200
 
 
-def speakable(text: str, max_chars: int = MAX_REPLY_CHARS) -> str:
-    """Plain sentences from ``text``; cut after the last full sentence within ``max_chars``."""
+def speakable(text: str, max_chars: int = MAX_REPLY_CHARS, language: str = "en") -> str:
+    """Plain sentences from ``text`` (a URL is said as the link on our website, in ``language``);
+    cut after the last full sentence within ``max_chars``."""
     text = _CONTROL.sub(" ", text.replace("\r", "\n"))
     text = _MARKDOWN_LINK.sub(r"\1", text)
-    text = _URL.sub("the link on our website", text)
+    text = _URL.sub(rules_for(language).link, text)
     text = _HEADING.sub("", text)
     text = _BULLET.sub("", text)
     text = _PAIRED_EMPHASIS.sub(lambda m: m[2] or m[4] or m[5] or "", text)
