@@ -120,13 +120,13 @@ def run_ai_server(args: argparse.Namespace) -> int:
 def run_ask(args: argparse.Namespace) -> int:
     from .admin.ask import ask
 
-    result = ask(_assistant(args), Path(args.question))
+    result = ask(_assistant(args), Path(args.question), language=args.language or "")
     data = dataclasses.asdict(result)
     if args.json:
         print(json.dumps(data, indent=2))
     else:
         print(f"config      {data['config']}")
-        print(f"call        {data['uniqueid']}  status {data['status']}")
+        print(f"call        {data['uniqueid']}  status {data['status']}  language {data['language']}")
         print(f"transcript  {data['transcript']}")
         print(f"reply       {data['reply']}")
         print("providers   " + "  ".join(f"{capability} {name or '-'}" for capability, name in data["providers"].items()))
@@ -206,6 +206,14 @@ def run_calls_stats(args: argparse.Namespace) -> int:
 
 
 # -- what the commands share -------------------------------------------------------------------------
+def _language_argument(value: str) -> str:
+    from .call.requests import channel_language
+
+    if not channel_language(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a language (e.g. de, es-ES, pt_BR)")
+    return value
+
+
 def _config_path(args: argparse.Namespace) -> Path:
     from .config import default_config_path
 
@@ -297,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask = command(commands, "ask", run_ask, "run one turn on a recorded question, without Asterisk")
     ask.add_argument("question", help="the question: a WAV (or any audio file ffmpeg reads)")
     ask.add_argument("--json", action="store_true", help="print the result as JSON")
+    ask.add_argument("--language", metavar="TAG", type=_language_argument,
+                     help="the call's language, as a channel's (de, es-ES); default [general] language")
 
     web = command(commands, "web", run_web, "run the web console ([web]); `web adduser|deluser|users` for its accounts")
     web_commands = web.add_subparsers(dest="web_command", metavar="ACTION")

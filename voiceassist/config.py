@@ -75,6 +75,11 @@ OPTIONAL_LANGUAGE_TAG = rf"({LANGUAGE_TAG})?"
 @dataclass(frozen=True)
 class General:
     language: str = setting("en-US", pattern=LANGUAGE_TAG)
+    # Other languages calls may be in. A call's channel language (CHANNEL(language): FreePBX's
+    # Languages module sets it per inbound route, or VA_LANGUAGE before the Goto) picks one ("de"
+    # or "de_DE" picks de-DE); a call in a language not listed is served in `language`. A setting
+    # that differs for one language goes in [<section>.<language>], e.g. [llm.de-DE] system_prompt.
+    languages: tuple[str, ...] = setting((), pattern=LANGUAGE_TAG)
     max_turns: int = setting(5, minimum=1, maximum=100)
     max_call_seconds: int = setting(300, minimum=10, maximum=86400)
     # Sound names for Playback, relative to Asterisk's sounds directory (no extension).
@@ -431,6 +436,13 @@ CORE_SECTIONS: dict[str, type] = {
 }
 
 
+# Sections that cannot differ per language ([<section>.<language>]): the machine's listeners,
+# storage, logging and what is sent elsewhere are the same for every call.
+NOT_PER_LANGUAGE = frozenset({"database", "privacy", "fastagi", "live", "ai_server", "web", "logging",
+                              "webhooks", "email", "memory"})
+_LANGUAGE_SECTION = re.compile(rf"(?P<base>[a-z_]+)\.(?P<tag>{LANGUAGE_TAG})")
+
+
 # -- reading settings ---------------------------------------------------------------------------
 
 _TRUE = {"1", "yes", "true", "on", "y"}
@@ -598,6 +610,42 @@ class Config:
     typed: Mapping[str, Any] = field(default_factory=dict)
     problems: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
+    # [<section>.<language>]: per language tag, the settings that differ for its calls.
+    overlays: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
+
+    def language_for(self, channel_language: str) -> str:
+        """The configured language a call whose channel language is ``channel_language`` (Asterisk's
+        CHANNEL(language): en, de, de_DE, es-MX) is served in: the listed tag spelled the same,
+        else the first listed one of the same language, else ``[general] language``."""
+        general = self.general
+        listed = (general.language, *general.languages)
+        wanted = channel_language.replace("_", "-").lower()
+        if not re.fullmatch(LANGUAGE_TAG, wanted):
+            return general.language
+        for tag in listed:
+            if tag.lower() == wanted:
+                return tag
+        for tag in listed:
+            if tag.lower().split("-")[0] == wanted.split("-")[0]:
+                return tag
+        return general.language
+
+    def for_language(self, tag: str) -> Config:
+        """This configuration as a call in language ``tag`` sees it: ``[general] language`` is
+        ``tag`` and the settings of its ``[<section>.<tag>]`` sections win."""
+        if tag == self.general.language and tag not in self.overlays:
+            return self
+        merged = {name: dict(values) for name, values in self.sections.items()}
+        changed = {"general"}
+        for base, values in self.overlays.get(tag, {}).items():
+            merged.setdefault(base, {}).update(values)
+            changed.add(base)
+        merged["general"]["language"] = tag
+        typed = dict(self.typed)
+        source = str(self.path) if self.path else "built-in defaults"
+        for name in changed & typed.keys():
+            typed[name] = parse_section(type(typed[name]), name, merged[name], source)[0]
+        return dataclasses.replace(self, sections=merged, typed=typed)
 
     def section(self, name: str) -> Section:
         source = str(self.path) if self.path else "built-in defaults"
@@ -732,6 +780,7 @@ def load_config(
     merged: dict[str, dict[str, str]] = {name: dict(values) for name, values in section_defaults.items()}
     from_file: dict[str, set[str]] = {}
 
+    overlays: dict[str, dict[str, dict[str, str]]] = {}
     used_path: Path | None = None
     if file_path.exists() or explicit:
         parser = _parser()
@@ -746,6 +795,12 @@ def load_config(
             raise ConfigError(f"config file {file_path} cannot be parsed: {' '.join(str(exc).split())}") from None
         for name in parser.sections():
             items = {k: v.strip() for k, v in parser.items(name)}
+            # [<section>.<language>]; with only the core sections known (complete is False), a
+            # provider's too: it is checked where the provider's settings are read.
+            if (per_language := _LANGUAGE_SECTION.fullmatch(name)) and (per_language["base"] in sections
+                                                                        or not complete):
+                overlays.setdefault(per_language["tag"], {}).setdefault(per_language["base"], {}).update(items)
+                continue
             merged.setdefault(name, {}).update(items)
             from_file.setdefault(name, set()).update(items)
         used_path = file_path
@@ -764,6 +819,8 @@ def load_config(
     for name, values in (overrides or {}).items():
         merged.setdefault(name, {}).update(values)
     require_trusted_files(used_path, merged["general"].get("knowledge_file", ""))
+    for language_sections in overlays.values():
+        require_trusted_files(None, language_sections.get("general", {}).get("knowledge_file", ""))
 
     source = str(used_path) if used_path else "built-in defaults"
     typed: dict[str, Any] = {}
@@ -779,6 +836,7 @@ def load_config(
         problems += refused
         warnings += [f"unknown setting [{name}] {key} in {source} (ignored; a typo?)" for key in unknown]
     problems += _unknown_destinations(typed, source)
+    problems += _check_overlays(overlays, merged, sections, typed, source, warnings)
     webhooks = typed.get("webhooks")
     if webhooks is not None and (webhooks.urls or webhooks.lookup_url) and not webhooks.secret:
         problems.append(f"[webhooks] secret (in {source}) must be set when [webhooks] urls is: every request is signed")
@@ -789,4 +847,35 @@ def load_config(
         for name, cls in sections.items():
             merged[name].update({spec.name: section_defaults[name][spec.name] for spec in dataclasses.fields(cls)
                                  if any(p.startswith(f"[{name}] {spec.name} = ") for p in problems)})
-    return Config(merged, used_path, tuple(sorted(applied)), typed, tuple(problems), tuple(warnings))
+    return Config(merged, used_path, tuple(sorted(applied)), typed, tuple(problems), tuple(warnings), overlays)
+
+
+def _check_overlays(overlays: dict[str, dict[str, dict[str, str]]], merged: Mapping[str, Mapping[str, str]],
+                    sections: Mapping[str, type], typed: Mapping[str, Any], source: str,
+                    warnings: list[str]) -> list[str]:
+    """The problems of the ``[<section>.<language>]`` sections (each checked as its section with
+    those settings); a refused setting is dropped from its section, so the section's own applies."""
+    problems: list[str] = []
+    general = typed.get("general")
+    listed = {tag.lower() for tag in (general.language, *general.languages)} if general else set()
+    for tag, per_section in overlays.items():
+        if tag.lower() not in listed:
+            warnings.append(f"[...{tag}] sections in {source}: {tag} is not [general] language or in "
+                            "[general] languages, so no call uses them")
+        for base, values in per_section.items():
+            name = f"{base}.{tag}"
+            if base in NOT_PER_LANGUAGE:
+                problems.append(f"[{name}] (in {source}): [{base}] is the same for every language")
+                values.clear()
+                continue
+            if base == "general":  # the section's name says which language
+                values.pop("language", None)
+                values.pop("languages", None)
+            if base not in sections:
+                continue  # a provider's section, checked when its settings are read
+            _, refused, unknown = parse_section(sections[base], name, {**merged[base], **values}, source)
+            problems += refused
+            warnings += [f"unknown setting [{name}] {key} in {source} (ignored; a typo?)" for key in unknown]
+            for problem in refused:
+                values.pop(problem.split(" = ", 1)[0].split("] ", 1)[-1], None)
+    return problems

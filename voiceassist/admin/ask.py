@@ -15,7 +15,7 @@ from pathlib import Path
 from ..audio.conversion import run_ffmpeg
 from ..call.assistant import Assistant
 from ..call.channel import LocalChannel
-from ..call.requests import CallIdentity, TurnRequest, validate_uniqueid
+from ..call.requests import CallIdentity, TurnRequest, channel_language, validate_uniqueid
 from ..call.turn import Turn
 from ..config import DEFAULTS, Config
 from ..errors import AudioError
@@ -34,6 +34,7 @@ class AskResult:
     answer_wav: str | None
     providers: dict[str, str | None] = field(default_factory=dict)  # which one answered, per capability
     config: str = ""  # the file the settings came from (or "built-in defaults")
+    language: str = ""  # the configured language the turn was served in
 
 
 def per_user_locations(config: Config, home: Path | None = None) -> tuple[Path | None, dict[str, dict[str, str]]]:
@@ -67,8 +68,9 @@ def _to_phone_wav(source: Path, ffmpeg: str, directory: Path) -> Path:
     return target
 
 
-def ask(assistant: Assistant, question: Path, caller: str = "cli") -> AskResult:
-    """Run one turn on ``question`` (any audio format ffmpeg reads) and store it."""
+def ask(assistant: Assistant, question: Path, caller: str = "cli", language: str = "") -> AskResult:
+    """Run one turn on ``question`` (any audio format ffmpeg reads) and store it; ``language``: the
+    call's language as a channel's would be (de, es-ES ...; "": [general] language)."""
     ffmpeg = assistant.config.section("audio").get("ffmpeg")
     uniqueid = f"ask-{int(time.time())}.{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="voiceassist-ask-") as tmp:
@@ -76,7 +78,8 @@ def ask(assistant: Assistant, question: Path, caller: str = "cli") -> AskResult:
         # Built here, not parsed: the recording is our own converted copy, outside the answer
         # directory; the uniqueid still passes the check that makes it a safe directory name.
         request = TurnRequest(call=CallIdentity(uniqueid=validate_uniqueid(uniqueid), channel="voiceassist-ask",
-                                                caller_number=caller, caller_name=caller, extension="ask"),
+                                                caller_number=caller, caller_name=caller, extension="ask",
+                                                language=channel_language(language)),
                               recording=recording, turn_number=1, call_started=time.time())
         turn = Turn(LocalChannel(), assistant, request)
         turn.record.recording_path = str(question)
@@ -98,4 +101,4 @@ def ask(assistant: Assistant, question: Path, caller: str = "cli") -> AskResult:
     return AskResult(uniqueid, record.status, record.transcript or "", record.reply or "", record.error,
                      dict(record.timings), record.answer_path, wav,
                      {"stt": record.stt_provider, "llm": record.llm_provider, "tts": record.tts_provider},
-                     str(assistant.config.path or "built-in defaults"))
+                     str(assistant.config.path or "built-in defaults"), turn.config.general.language)

@@ -38,6 +38,7 @@ from ..call.requests import (
     MessageRequest,
     TurnRequest,
     call_file,
+    channel_language,
     decimal,
     epoch,
     shown,
@@ -275,6 +276,7 @@ def parse_call(env: Mapping[str, str], extension: str = "", linkedid: str = "") 
         caller_name=caller("agi_calleridname"),
         extension=text_value(extension or env.get("agi_extension", ""), "extension", MAX_EXTENSION_CHARS),
         linkedid=validate_uniqueid(linkedid, "linkedid") if linkedid else "",
+        language=channel_language(env.get("agi_language", "")),
     )
 
 

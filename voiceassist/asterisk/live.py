@@ -68,6 +68,7 @@ class _LiveCall:
     data_dir: str = ""               # Asterisk's ASTDATADIR, where the admin's prompts are
     sample_rate: int = 8000          # the rate the route asked Asterisk for
     turns_before: int = 0            # exchanges the call had before this conversation
+    language: str = ""               # the channel's language, checked ("": the config's)
     claimed: bool = False
     thread: threading.Thread | None = None
     outcome: LiveOutcome | None = None
@@ -85,10 +86,11 @@ class LiveCalls:
         self._calls: dict[str, _LiveCall] = {}
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.settings.max_calls)
-        self._prompts: dict[str, PromptSounds] = {}
+        self._prompts: dict[tuple[str, str], PromptSounds] = {}
         self.server: MediaServer | None = None
-        # [live] engine, made once (its SDK client serves every call); None: the cascade.
+        # [live] engine, made once per language (its SDK client serves every call); None: the cascade.
         self.engine = engine_for(assistant)
+        self._engines: dict[str, Any] = {assistant.config.general.language: self.engine}
 
     # -- the media server ---------------------------------------------------------------------------
     @property
@@ -134,12 +136,21 @@ class LiveCalls:
     def end(self) -> None:
         self._slots.release()
 
-    def announce(self, call: CallInfo, data_dir: str = "", sample_rate: int = 8000, turns_before: int = 0) -> str:
+    def announce(self, call: CallInfo, data_dir: str = "", sample_rate: int = 8000, turns_before: int = 0,
+                 language: str = "") -> str:
         """A new id for ``call``'s media connection (32 hex digits)."""
         call_id = uuid.uuid4().hex
         with self._lock:
-            self._calls[call_id] = _LiveCall(call, time.monotonic(), data_dir, sample_rate, turns_before)
+            self._calls[call_id] = _LiveCall(call, time.monotonic(), data_dir, sample_rate, turns_before, language)
         return call_id
+
+    def engine_in(self, assistant: Assistant) -> Any:
+        """The conversation engine of ``assistant``'s language (made on first use)."""
+        language = assistant.config.general.language
+        with self._lock:
+            if language not in self._engines:
+                self._engines[language] = engine_for(assistant)
+            return self._engines[language]
 
     def withdraw(self, call_id: str) -> _LiveCall | None:
         with self._lock:
@@ -166,11 +177,13 @@ class LiveCalls:
             # AudioSocket says its rate only with the first audio frame: the one the route asked for.
             leg.sample_rate = live.sample_rate
         conversation: LiveConversation | EngineConversation
-        if self.engine is not None:
-            conversation = EngineConversation(leg, self.assistant, live.call, self.prompts_for(live), self.engine,
+        assistant = self.assistant.in_language(live.language)
+        engine = self.engine_in(assistant)
+        if engine is not None:
+            conversation = EngineConversation(leg, assistant, live.call, self.prompts_for(live), engine,
                                               turns_before=live.turns_before)
         else:
-            conversation = LiveConversation(leg, self.assistant, live.call, self.prompts_for(live),
+            conversation = LiveConversation(leg, assistant, live.call, self.prompts_for(live),
                                             turns_before=live.turns_before)
         thread = threading.Thread(target=self._converse, args=(conversation, live), daemon=True,
                                   name=f"voiceassist-live-{live.call.uniqueid}")
@@ -185,13 +198,21 @@ class LiveCalls:
             live.done.set()
 
     def prompts_for(self, live: _LiveCall) -> PromptSounds:
+        """The call's prompts, looked up as Playback does: in the channel's language (de_DE, then
+        de), then English; the admin's copies in Asterisk's sounds directory before ours."""
+        key = (live.data_dir, live.language)
         with self._lock:
-            if live.data_dir not in self._prompts:
+            if key not in self._prompts:
                 prompts = self.assistant.config.general.prompts.strip("/")
-                directories = [Path(live.data_dir) / "sounds" / prompts] if live.data_dir.startswith("/") else []
-                shipped = shipped_path("sounds")
-                self._prompts[live.data_dir] = PromptSounds(directories + ([shipped] if shipped else []))
-            return self._prompts[live.data_dir]
+                languages = list(dict.fromkeys(filter(None, (live.language, live.language.split("_")[0]))))
+                directories = []
+                if live.data_dir.startswith("/"):
+                    sounds = Path(live.data_dir) / "sounds"
+                    directories += [sounds / language / prompts for language in languages] + [sounds / prompts]
+                if shipped := shipped_path("sounds"):
+                    directories += [shipped / language for language in languages] + [shipped]
+                self._prompts[key] = PromptSounds(directories)
+            return self._prompts[key]
 
 
 def serve_live(session: AGISession, assistant: Assistant, live: LiveCalls | None) -> None:
@@ -212,17 +233,19 @@ def serve_live(session: AGISession, assistant: Assistant, live: LiveCalls | None
         tell_live_end(session, "busy", 0)
         return
     try:
-        _converse(session, assistant, live, call, request.turns_before)
+        _converse(session, assistant, live, call, request.turns_before, request.call.language)
     finally:
         live.end()
 
 
-def _converse(session: AGISession, assistant: Assistant, live: LiveCalls, call: CallInfo, turns_before: int) -> None:
+def _converse(session: AGISession, assistant: Assistant, live: LiveCalls, call: CallInfo, turns_before: int,
+              language: str = "") -> None:
     settings = live.settings
     # The conversation engines speak 8 kHz μ-law: a wideband leg would only be resampled for them.
     wideband = settings.wideband and live.engine is None and is_wideband(session.variable("CHANNEL(audionativeformat)") or "")
     # Prompts from Asterisk's own sounds directory (when it is on this machine), else ours.
-    call_id = live.announce(call, session.variable("ASTDATADIR") or "", 16000 if wideband else 8000, turns_before)
+    call_id = live.announce(call, session.variable("ASTDATADIR") or "", 16000 if wideband else 8000, turns_before,
+                            language)
     try:
         if settings.transport == "websocket":
             give_media_id(session, call_id)

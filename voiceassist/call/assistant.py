@@ -30,7 +30,7 @@ CAPABILITIES = (Capability.STT, Capability.LLM, Capability.TTS)
 class Assistant:
     """The config, and the provider chains and journal built from it when first needed (thread-safe)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, shares_with: Assistant | None = None) -> None:
         self.config = config
         self._lock = threading.Lock()
         self._chains: dict[Capability, ProviderChain] = {}
@@ -38,18 +38,42 @@ class Assistant:
         self._outbox: Outbox | None = None
         self._outbox_failed = False
         self._live_feed: LiveFeed | None = None
+        # The assistant of the config's main language: a language's assistant shares its journal,
+        # outbox and live feed (one database, one console), and has provider chains of its own.
+        self._main = shares_with or self
+        self._languages: dict[str, Assistant] = {}
+
+    def in_language(self, channel_language: str) -> Assistant:
+        """The assistant for a call whose channel language is ``channel_language`` (Asterisk's
+        CHANNEL(language), already checked): the providers, prompts and settings of the configured
+        language it picks (:meth:`~voiceassist.config.Config.language_for`); made once per language."""
+        main = self._main
+        tag = main.config.language_for(channel_language)
+        if tag == main.config.general.language and tag not in main.config.overlays:
+            return main
+        with main._lock:
+            if tag not in main._languages:
+                main._languages[tag] = Assistant(main.config.for_language(tag), shares_with=main)
+            return main._languages[tag]
+
+    def languages(self) -> list[Assistant]:
+        """This assistant and one per other configured language."""
+        general = self.config.general
+        return [self] + [self.in_language(tag) for tag in general.languages if tag != general.language]
 
     def check_providers(self) -> None:
-        """Raise :class:`ConfigError` when a capability names a provider that does not exist
-        (the providers themselves are not created: that needs their SDKs and credentials)."""
+        """Raise :class:`ConfigError` when a capability names a provider that does not exist, in
+        any configured language (the providers themselves are not created: that needs their SDKs
+        and credentials)."""
         problems = []
-        for capability in CAPABILITIES:
-            try:
-                providers.resolve_all(capability, self.config)
-            except ConfigError as exc:
-                problems.append(str(exc))
+        for assistant in self.languages():
+            for capability in CAPABILITIES:
+                try:
+                    providers.resolve_all(capability, assistant.config)
+                except ConfigError as exc:
+                    problems.append(str(exc))
         if problems:
-            raise ConfigError("\n".join(problems))
+            raise ConfigError("\n".join(dict.fromkeys(problems)))
 
     def providers(self, capability: Capability | str) -> ProviderChain:
         """The providers configured for ``capability``, as a fallback chain (raises
@@ -60,25 +84,31 @@ class Assistant:
                 self._chains[capability] = providers.create_chain(capability, self.config)
             return self._chains[capability]
 
-    def prepare(self, every_provider: bool = True) -> list[str]:
+    def prepare(self, every_provider: bool = True, every_language: bool = True) -> list[str]:
         """Create the providers (SDK imports, clients) now instead of during the first call:
-        every provider of each chain, or only the first. Returns the problems found, one line each."""
+        every provider of each chain, or only the first; of every configured language, or only
+        this assistant's. Returns the problems found, one line each."""
         problems = []
-        for capability in CAPABILITIES:
-            try:
-                chain = self.providers(capability)
-            except VoiceAssistError as exc:
-                problems.append(f"{capability} providers not configured: {exc}")
-                continue
-            for name in chain.names if every_provider else chain.names[:1]:
+        for assistant in self.languages() if every_language else [self]:
+            language = assistant.config.general.language
+            where = "" if assistant is self else f" ({language} calls)"
+            for capability in CAPABILITIES:
                 try:
-                    chain.provider(name)
+                    chain = assistant.providers(capability)
                 except VoiceAssistError as exc:
-                    problems.append(f"{capability} provider {name} not ready: {exc}")
+                    problems.append(f"{capability} providers{where} not configured: {exc}")
+                    continue
+                for name in chain.names if every_provider else chain.names[:1]:
+                    try:
+                        chain.provider(name)
+                    except VoiceAssistError as exc:
+                        problems.append(f"{capability} provider {name}{where} not ready: {exc}")
         return problems
 
     def journal(self) -> Journal:
         """The journal: the database, with the spool behind it (SQLAlchemy is imported on first use)."""
+        if self._main is not self:
+            return self._main.journal()
         with self._lock:
             if self._journal is None:
                 self._journal = Journal(self.config)
@@ -86,6 +116,8 @@ class Assistant:
 
     def live_feed(self) -> LiveFeed:
         """Where calls tell the web console what happens ([web] live_socket)."""
+        if self._main is not self:
+            return self._main.live_feed()
         with self._lock:
             if self._live_feed is None:
                 from ..events.live import LiveFeed
@@ -96,6 +128,8 @@ class Assistant:
     def outbox(self) -> Outbox | None:
         """The webhook events' outbox ([webhooks] outbox_dir), made on first use; None (logged
         once) when it cannot be."""
+        if self._main is not self:
+            return self._main.outbox()
         with self._lock:
             if self._outbox is None and not self._outbox_failed:
                 from ..events.outbox import Outbox

@@ -1,6 +1,6 @@
 """The conversation a chat model is asked to continue, built in one place for every model.
 
-Its instructions are ``[llm] system_prompt`` with the admin's knowledge file as grounding: all of
+Its instructions are ``[llm] system_prompt`` (told the call's language when it is not English) with the admin's knowledge file as grounding: all of
 it for the cloud models, only the sections that match the question for a model with a small
 context (``max_fact_chars``); then the call's earlier exchanges and the new question.
 """
@@ -14,6 +14,7 @@ from ..config import Config
 from ..errors import VoiceAssistError
 from ..providers.base import ChatModel, StreamingChatModel, ToolCallingChatModel
 from ..text.knowledge import knowledge_text, relevant_facts
+from ..text.languages import answer_in, unknown_answer
 from ..types import Conversation, Exchange, ToolCall, ToolStep
 from .actions import ActingReply, match_intent, tools_for
 from .assistant import Assistant
@@ -34,12 +35,15 @@ def conversation_for(config: Config, history: Sequence[Exchange], question: str,
     """The conversation for a model that takes at most ``max_fact_chars`` of facts (None: all);
     ``memory``: what is known about the caller (their earlier calls, the business's records:
     :mod:`.summary`), with its own headings."""
+    language = config.general.language
     system = config.llm.system_prompt
+    if speak := answer_in(language):
+        system += "\n\n" + speak
     facts = knowledge_text(config).strip()
     if facts and max_fact_chars is not None and len(facts) > max_fact_chars:
-        facts = relevant_facts(facts, question, max_fact_chars)
+        facts = relevant_facts(facts, question, max_fact_chars, language)
     if facts:
-        system += GROUNDING.format(unknown=config.llm.unknown_answer) + facts
+        system += GROUNDING.format(unknown=unknown_answer(config.llm.unknown_answer, language)) + facts
     if memory:
         system += "\n\n" + memory
     tools = tools_for(config) + tuple(tool.spec() for tool in configured_tools(config))

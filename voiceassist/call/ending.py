@@ -66,6 +66,7 @@ def announce_end(assistant: Assistant, call: CallInfo, state: str, turns: int, r
 def end_call(channel: CallChannel | None, assistant: Assistant, request: HangupRequest) -> None:
     """The call is over (the ``h`` extension): store a question cut short while it was being
     recorded, and the call's end time and state; replay the spool if the database is back."""
+    assistant = assistant.in_language(request.call.language)  # the summary is in the call's language
     state, turn_number = request.state, request.turn_number
     recording_path = str(request.recording) if request.recording else ""
     call = request.call.call_info()

@@ -48,8 +48,9 @@ class SentencePipeline:
     """
 
     def __init__(self, open_reply: OpenReply, synthesize: Synthesize, *,
-                 on_reply_done: Callable[[], None] = lambda: None, name: str = "") -> None:
+                 on_reply_done: Callable[[], None] = lambda: None, name: str = "", language: str = "en") -> None:
         self._open_reply = open_reply
+        self._language = language
         self._synthesize = synthesize
         self._on_reply_done = on_reply_done
         self.sentences: list[str] = []
@@ -91,7 +92,7 @@ class SentencePipeline:
         try:
             spoken = 0
             for raw in self._sentences():
-                sentence = speakable(raw)
+                sentence = speakable(raw, language=self._language)
                 if not sentence:
                     continue
                 spoken += len(sentence) + 1

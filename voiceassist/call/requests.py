@@ -88,6 +88,16 @@ def epoch(value: str, what: str) -> float:
     return decimal(value, what, *EPOCH_RANGE)
 
 
+# Asterisk's channel language (agi_language, CHANNEL(language)): en, de, de_DE, es-419, pt_BR.
+_CHANNEL_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8}){0,3}", re.ASCII)
+
+
+def channel_language(value: str) -> str:
+    """The channel's language if it looks like one, else "" (the config's main language serves the
+    call: an odd language is no reason to refuse a caller)."""
+    return value if len(value) <= 40 and _CHANNEL_LANGUAGE.fullmatch(value) else ""
+
+
 def call_directory(answer_dir: str | os.PathLike[str], uniqueid: str) -> Path:
     """This call's own directory: ``<answer_dir>/<uniqueid>``, with the answer directory's links
     resolved (what a file of the call must resolve into)."""
@@ -132,6 +142,7 @@ class CallIdentity:
     caller_name: str = ""
     extension: str = ""
     linkedid: str = ""
+    language: str = ""  # the channel's language ("" when unknown): picks the configured language
 
     def call_info(self) -> CallInfo:
         return CallInfo(uniqueid=self.uniqueid, linkedid=self.linkedid, channel=self.channel,

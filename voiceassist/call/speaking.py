@@ -280,8 +280,9 @@ class SpokenAnswer:
             yield from splitter.finish()
             self.record.timings["llm"] = int((time.monotonic() - t0) * 1000)
 
+        language = self.assistant.config.general.language
         for raw in sentences():
-            sentence = speakable(raw)
+            sentence = speakable(raw, language=language)
             if not sentence:
                 continue
             spoken += len(sentence) + 1

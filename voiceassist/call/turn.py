@@ -82,7 +82,8 @@ class Turn:
 
     def __init__(self, channel: CallChannel, assistant: Assistant, request: TurnRequest) -> None:
         self.channel = channel
-        self.assistant = assistant
+        # The call's language picks its providers, prompts and settings.
+        self.assistant = assistant = assistant.in_language(request.call.language)
         self.config = assistant.config
         self.request = request
         self.recording_path = str(request.recording)
@@ -221,7 +222,7 @@ class Turn:
         raw_reply = "".join(pieces)
         self._reply_ended(pieces)
         self.record.timings["llm"] = self._elapsed_ms(t0)
-        reply = speakable(raw_reply)
+        reply = speakable(raw_reply, language=self.config.general.language)
         if not reply:
             raise ProviderBadResponse(f"{self.record.llm_provider}: nothing sayable in the reply {raw_reply[:80]!r}",
                                       provider=self.record.llm_provider)
@@ -299,7 +300,8 @@ class Turn:
             # A hang-up from now on is "during the answer", as in file mode.
             self.channel.set_state(CallState.ANSWERING)
 
-        pipeline = SentencePipeline(start_reply, synthesize, on_reply_done=reply_done, name=self.call.uniqueid)
+        pipeline = SentencePipeline(start_reply, synthesize, on_reply_done=reply_done, name=self.call.uniqueid,
+                                    language=self.config.general.language)
         parts: list[Path] = []
         keys = escape_keys(self.config)
         try:

@@ -15,8 +15,19 @@ NAME = "espeak"
 
 @dataclass(frozen=True)
 class EspeakSettings:
-    voice: str = setting("en-us", pattern=r"[A-Za-z0-9_+-]+")
+    # An espeak-ng voice (espeak-ng --voices); empty: the call's language's (en-US: en-us, de-DE: de).
+    voice: str = setting("", pattern=r"[A-Za-z0-9_+-]*")
     words_per_minute: int = setting(160, minimum=80, maximum=450)
+
+
+# espeak-ng voices named by language and region; for other tags the language alone is the voice.
+_REGIONAL_VOICES = frozenset({"en-us", "en-gb", "es-419", "pt-br", "fr-be", "fr-ch", "vi-vn-x-central"})
+
+
+def voice_for(language: str) -> str:
+    """espeak-ng's voice for a language tag: en-US → en-us, es-419 → es-419, de-DE → de."""
+    tag = language.replace("_", "-").lower()
+    return tag if tag in _REGIONAL_VOICES else tag.split("-")[0]
 
 
 class EspeakTextToSpeech(Provider[EspeakSettings]):
@@ -28,7 +39,7 @@ class EspeakTextToSpeech(Provider[EspeakSettings]):
             raise ProviderBadResponse(f"{NAME}: nothing to say", provider=NAME)
         try:
             # The text goes on stdin, never on the command line (it may start with "-").
-            result = subprocess.run(["espeak-ng", "-v", self.settings.voice, "-s", str(self.settings.words_per_minute),
+            result = subprocess.run(["espeak-ng", "-v", self.settings.voice or voice_for(self.language), "-s", str(self.settings.words_per_minute),
                                      "--stdout"],
                                     input=text.encode("utf-8"), capture_output=True, timeout=20, check=False)
         except FileNotFoundError:

@@ -26,6 +26,7 @@ from typing import Any
 from ..config import CORE_SECTIONS, Config, load_config, parse_section
 from ..errors import ConfigError
 from ..text.knowledge import faq
+from ..text.languages import is_english, unknown_answer
 from ..types import Capability
 from .base import ProviderContext
 from .chain import ProviderChain
@@ -140,10 +141,13 @@ def settings(provider: ProviderSpec, config: Config) -> Any:
 
 
 def context(config: Config) -> ProviderContext:
-    general = config.section("general")
-    return ProviderContext(language=general.get("language"), knowledge_file=general.get("knowledge_file", ""),
-                           ffmpeg=config.section("audio").get("ffmpeg"),
-                           unknown_answer=config.llm.unknown_answer)
+    """What every provider of ``config``'s chains shares: the call's language (a config made by
+    :meth:`~voiceassist.config.Config.for_language` is one language's), the knowledge file,
+    ffmpeg and what to say to a question nobody can answer, in that language."""
+    general = config.general
+    return ProviderContext(language=general.language, knowledge_file=general.knowledge_file,
+                           ffmpeg=config.audio.ffmpeg,
+                           unknown_answer=unknown_answer(config.llm.unknown_answer, general.language))
 
 
 def _today() -> datetime.date:
@@ -162,9 +166,14 @@ def _auto(capability: Capability, config: Config) -> list[str]:
     def configured(name: str, key: str) -> bool:
         return bool(getattr(settings(spec(capability, name), config), key))
 
+    language = config.general.language
     if capability is STT:
         if configured("google_speech", "credentials_file"):
             return ["google_speech"]
+        if not is_english(language):
+            raise ConfigError(f"[stt] provider = auto: no offline recogniser hears {language} calls (Moonshine and "
+                              "PocketSphinx are English); set [google_speech] credentials_file, or "
+                              f"[stt.{language}] provider = openai_stt with an OpenAI key")
         # Moonshine hears callers' own words; PocketSphinx only the knowledge file's wording.
         return ["moonshine" if importlib.util.find_spec("moonshine_voice") is not None else "pocketsphinx"]
     if capability is LLM:
@@ -175,7 +184,12 @@ def _auto(capability: Capability, config: Config) -> list[str]:
     if configured("openai_tts", "api_key"):
         # The design card's /v1/audio/speech while its model lives, then OpenAI's successor.
         return ["openai_realtime" if openai_speech_retired(config) else "openai_tts"]
-    return ["piper" if importlib.util.find_spec("piper") is not None else "espeak"]
+    # The bundled Piper voice speaks English; espeak-ng speaks the other languages (a Piper voice
+    # for one is [piper.<language>] model_path).
+    piper = importlib.util.find_spec("piper") is not None
+    if piper and (is_english(language) or configured("piper", "model_path")):
+        return ["piper"]
+    return ["espeak"]
 
 
 def resolve_all(capability: Capability | str, config: Config) -> list[str]:
