@@ -231,6 +231,27 @@ class Doctor:
         else:
             yield Check("spool", OK, f"{journal.spool.directory} empty")
 
+    def _language_prompts(self, sounds_in: Callable[[str], Path], shipped: set[str]) -> Iterator[Check]:
+        """Each configured language other than English: its prompts where Playback looks for a
+        channel in it (else its callers hear the English ones)."""
+        if self.config is None:
+            return
+        general = self.config.general
+        for tag in dict.fromkeys((general.language, *general.languages)):
+            code = tag.split("-")[0].lower()
+            if code == "en":
+                continue
+            directory = sounds_in(code)
+            found = {p.name for p in directory.glob("*.ulaw")} if directory.is_dir() else set()
+            if not found:
+                yield Check(f"sounds {code}", WARN, f"no prompts in {directory}: {tag} callers hear the English ones",
+                            "voiceassist install (it has de and es), or record them there with the English names")
+            elif missing := shipped - found:
+                yield Check(f"sounds {code}", WARN, f"{len(missing)} prompts missing in {directory} (English plays instead)",
+                            "voiceassist install")
+            else:
+                yield Check(f"sounds {code}", OK, str(directory))
+
     def asterisk_files(self) -> Iterator[Check]:
         from .install import asterisk_paths, wrapper_target
 
@@ -249,6 +270,7 @@ class Doctor:
                         f"chmod 0755 {paths.sounds}")
         else:
             yield Check("sounds", OK, str(paths.sounds))
+        yield from self._language_prompts(paths.sounds_in, shipped)
         wrapper = paths.agi_bin / "voiceassist"
         if not wrapper.exists():
             yield Check("agi wrapper", FAIL, f"{wrapper} missing", "voiceassist install")
