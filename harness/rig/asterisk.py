@@ -253,13 +253,17 @@ writeprotect = no
         self.write_voiceassist_conf(voiceassist_conf)
         # Our prompts, where `voiceassist install` puts them on a real system. Whatever an earlier,
         # interrupted test planted there (links, a linked directory) goes first.
-        sounds = self.host_path(f"{SOUNDS_IN_CHROOT}/custom/voiceassist")
-        if sounds.is_symlink():
-            sounds.unlink()
-        sounds.mkdir(parents=True, exist_ok=True)
-        sounds.chmod(0o755)  # Asterisk (running as asterisk in some tests) must reach the prompts
-        for prompt in (REPO / "sounds").glob("*.ulaw"):
-            fresh_copy(prompt, sounds / prompt.name)
+        # English in sounds/custom/voiceassist, the other languages in sounds/<language>/custom/voiceassist.
+        languages = [""] + sorted(d.name for d in (REPO / "sounds").iterdir() if d.is_dir())
+        for language in languages:
+            sounds = self.host_path(f"{SOUNDS_IN_CHROOT}/{language}/custom/voiceassist".replace("//", "/"))
+            if sounds.is_symlink():
+                sounds.unlink()
+            sounds.mkdir(parents=True, exist_ok=True)
+            for directory in (sounds, sounds.parent, sounds.parent.parent):
+                directory.chmod(0o755)  # Asterisk (running as asterisk in some tests) must reach the prompts
+            for prompt in (REPO / "sounds" / language).glob("*.ulaw"):
+                fresh_copy(prompt, sounds / prompt.name)
         agi_bin = self.host_path("/usr/share/asterisk/agi-bin")
         agi_bin.mkdir(parents=True, exist_ok=True)
         fresh_copy(REPO / "agi-bin/voiceassist", agi_bin / "voiceassist")

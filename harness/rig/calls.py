@@ -29,6 +29,7 @@ exten => _X.,1,Set(KEY=${{EXTEN}})
  same => n,ExecIf($["${{NAME64}}" != ""]?Set(CALLERID(name)=${{BASE64_DECODE(${{NAME64}})}}))
  same => n,Set(VA_GRACE_S=${{GLOBAL(VAT_${{KEY}}_GRACE)}})
  same => n,Set(VA_LISTEN=${{GLOBAL(VAT_${{KEY}}_ENDING)}})
+ same => n,Set(VA_LANGUAGE=${{GLOBAL(VAT_${{KEY}}_LANGUAGE)}})
  same => n,Goto(${{GLOBAL(VAT_${{KEY}}_CONTEXT)}},8008,1)
 
 [va-test-caller]
@@ -155,13 +156,13 @@ def make_target_tone() -> None:
                         "synth", "2", "sine", str(TARGET_TONE_HZ), "vol", "0.4"], check=True)
 
 
-def make_question(name: str, text: str, marker_hz: float) -> str:
-    """A spoken question (espeak-ng, 8 kHz) preceded by a 300 ms marker tone; returns the sound name."""
+def make_question(name: str, text: str, marker_hz: float, voice: str = "en-us") -> str:
+    """A spoken question (espeak-ng's ``voice``, 8 kHz) preceded by a 300 ms marker tone; returns the sound name."""
     QUESTIONS_DIR.mkdir(parents=True, exist_ok=True)
     target = QUESTIONS_DIR / f"{name}.wav"
     if not target.exists():
         raw = QUESTIONS_DIR / f"{name}.espeak.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), text], check=True)
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
         marker = QUESTIONS_DIR / f"{name}.marker.wav"
         subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(marker),
                         "synth", "0.3", "sine", str(marker_hz), "vol", "0.4"], check=True)
@@ -200,13 +201,14 @@ class TestCall:
 def place_call(rig: AsteriskRig, key: str, questions: list[str], *, context: str = "voiceassist",
                caller_number: str = "", caller_name: bytes | str = b"", listen: int = 60,
                grace: int = 3, ending: str = "", dial: bool = True, caller_number_bytes: bytes = b"",
-               agi: str = "") -> TestCall:
+               agi: str = "", language: str = "") -> TestCall:
     """Call 8008 from a test caller who asks ``questions`` (sound names, or "silence") in turn.
 
     ``ending``: how the assistant finds the end of each question (VA_LISTEN: "silence" or "vad";
     empty = the dialplan's default). ``caller_number_bytes``: a caller number that may hold
     anything (set from base64, over ``caller_number``). ``agi``: the FastAGI URL of the
-    ``va-test-agi`` context. ``dial=False`` only prepares the call (each setting is an
+    ``va-test-agi`` context. ``language``: the 8008 side's VA_LANGUAGE (its CHANNEL(language)).
+    ``dial=False`` only prepares the call (each setting is an
     ``asterisk -rx`` run, about 0.3 s); :meth:`TestCall.dial` then places it, so simultaneous calls start together instead of while
     the CLI is still busy preparing the next one.
     """
@@ -221,6 +223,7 @@ def place_call(rig: AsteriskRig, key: str, questions: list[str], *, context: str
         "LISTEN": str(listen),
         "GRACE": str(grace),
         "ENDING": ending,
+        "LANGUAGE": language,
     }
     # Set only when given (each is an `asterisk -rx`; a key that uses them is not reused without).
     if caller_number_bytes:
@@ -270,6 +273,31 @@ def tone_seconds(path: Path, frequency: float) -> float:
         if spectrum[max(0, index - 2): index + 3].sum() / total > 0.6:
             found += 1
     return found * window / rate
+
+
+def sound_heard(path: Path, sound: Path) -> float:
+    """How surely the caller's recording ``path`` (8 kHz WAV) holds the prompt ``sound`` (our 8 kHz
+    .ulaw): the best normalised cross-correlation of the prompt's middle second with any stretch
+    of the recording, 0..1 (Local channels pass μ-law unchanged: a prompt played is close to 1)."""
+    import numpy as np
+
+    from voiceassist.audio.conversion import ulaw_to_pcm
+
+    with wave.open(str(path), "rb") as wav:
+        heard = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
+    prompt = np.frombuffer(ulaw_to_pcm(sound.read_bytes(), 8000, 8000), dtype="<i2").astype(np.float64)
+    middle = len(prompt) // 2
+    template = prompt[max(0, middle - 4000): middle + 4000]
+    template = template - template.mean()
+    template /= np.linalg.norm(template) or 1.0
+    if len(heard) < len(template):
+        return 0.0
+    size = 1 << int(np.ceil(np.log2(len(heard) + len(template))))
+    correlation = np.fft.irfft(np.fft.rfft(heard, size) * np.conj(np.fft.rfft(template, size)), size)
+    correlation = correlation[: len(heard) - len(template) + 1]
+    energy = np.concatenate(([0.0], np.cumsum(heard ** 2)))
+    window = np.sqrt(np.maximum(energy[len(template):] - energy[: -len(template)], 1e-9))
+    return float(np.max(correlation / np.maximum(window, 1.0)))
 
 
 def stored_call(caller_number: str, *, wait_for_end: bool = True, timeout: float = 30) -> tuple[dict, list[dict]]:
