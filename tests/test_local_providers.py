@@ -84,6 +84,46 @@ def test_moonshine_hears_nothing_in_silence_and_shares_one_model_per_process(tmp
     assert first.transcribe(Recording(b"\0\0" * 16000)).text == ""
 
 
+def test_moonshine_streams_the_words_as_they_are_said_and_settles_each_line_at_its_pause(tmp_path):
+    stt = providers.create_named("stt", "moonshine", load_config(local_conf(tmp_path), environ={}))
+    said = "When are you open during the week? I need a plumber for my kitchen sink."
+    recording = read_recording(spoken(said, "en-us", tmp_path), 55)
+    pieces = [recording.pcm[i:i + 320] for i in range(0, len(recording.pcm), 320)]  # 20 ms, as a live call's
+    events = list(stt.stream(iter(pieces), 8000))
+    end_ms = len(recording.pcm) // 16
+    finals = [event for event in events if event.is_final]
+    assert [e for e in events if not e.is_final and e.offset_ms < end_ms - 1000], events  # words while speaking
+    assert "open during the week" in finals[0].text.lower() and finals[0].offset_ms < end_ms - 1000, finals
+    assert "plumber" in " ".join(e.text for e in finals).lower()
+    assert list(stt.stream(iter([b"\0\0" * 160] * 100), 8000)) == []  # silence: no words
+
+
+def test_a_live_call_offline_has_the_first_sentence_before_the_caller_stops(tmp_path):
+    import time
+
+    from voiceassist.call.assistant import Assistant
+    from voiceassist.call.channel import CallLog
+    from voiceassist.call.listening import Utterance
+
+    conf = local_conf(tmp_path)
+    conf.write_text(conf.read_text().replace("provider = pocketsphinx", "provider = moonshine"))
+    recording = read_recording(spoken("When are you open during the week? I need a plumber for my kitchen sink.",
+                                      "en-us", tmp_path), 55)
+    told: list[str] = []
+    utterance = Utterance(Assistant(load_config(conf, environ={})), 8000, CallLog(None, "test"),
+                          on_words=lambda text, _final: told.append(text))
+    for start in range(0, len(recording.pcm), 320):  # 20 ms frames, twice as fast as a caller speaks
+        utterance.feed(recording.pcm[start:start + 320])
+        time.sleep(0.01)
+    # The first sentence was settled at its pause: the conversation may prepare its answer already.
+    assert utterance.words_changed.is_set() and "open during the week" in utterance.words_so_far().lower()
+    assert told  # the console saw the words as they came
+    utterance.finish()
+    assert utterance.done.wait(10)
+    heard = utterance.result()
+    assert heard.provider == "moonshine" and "plumber" in heard.text.lower() and "week" in heard.text.lower()
+
+
 def test_moonshine_refuses_a_model_directory_without_its_files(tmp_path):
     from voiceassist.errors import ConfigError
 

@@ -4,13 +4,16 @@
 onnxruntime: nothing is downloaded when a call comes in (its later releases fetch models at run
 time, hence the exact pin in setup.cfg). It hears what callers say in their own words, which a
 grammar of the knowledge file's questions cannot. One model per process, shared by FastAGI's
-threads behind a lock: a question decodes in about a tenth of a second.
+threads behind a lock: a question decodes in about a tenth of a second. In the real-time
+conversation it streams: the words of the line being spoken as they come, each line final once the
+model hears its pause.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,8 @@ import soxr
 
 from ..audio.recording import speech_frames
 from ..config import setting
-from ..errors import ConfigError, ProviderBadResponse
-from ..types import Recording, Transcript
+from ..errors import AudioError, ConfigError, ProviderBadResponse
+from ..types import Recording, Transcript, TranscriptEvent
 from .base import Provider, import_sdk
 
 NAME = "moonshine"
@@ -30,6 +33,9 @@ MODEL_RATE = 16000  # the model hears 16 kHz; the phone line's 8 kHz is upsample
 # the edge ("do you work on sundays" heard as "D work on Sundays"). On the benchmark's 250
 # espeak-ng clips word accuracy was 68.1 % with none, 72.5 % with 0.1 s, 70.3 % with 0.5 s.
 EDGE_SECONDS = 0.1
+# A live call's words are updated this often (interim results; lines the model completes at a
+# pause are final at once): each update decodes the line being spoken again.
+STREAM_UPDATE_SECONDS = 0.5
 _MODELS: dict[tuple[str, str], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
 _MODEL_FILES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
@@ -83,3 +89,75 @@ class MoonshineSpeechToText(Provider[MoonshineSettings]):
                                       provider=NAME) from None
         text = " ".join(line.text.strip() for line in result.lines if line.text.strip())
         return Transcript(re.sub(r"\s+", " ", text).strip())
+
+    # -- streaming -----------------------------------------------------------------------------
+    def stream(self, audio: Iterable[bytes], sample_rate: int) -> Iterator[TranscriptEvent]:
+        """Words while the caller speaks (see
+        :meth:`~voiceassist.providers.base.StreamingSpeechToText.stream`), from Moonshine's own
+        stream: its guess at the line being spoken every :data:`STREAM_UPDATE_SECONDS` of audio
+        (interim), and each line it completes at a pause (final), the last one when the audio ends.
+        A stream whose audio never rose above the line's silence level gives no words."""
+        if not 8000 <= sample_rate <= 48000:
+            raise AudioError(f"{NAME}: cannot stream audio at {sample_rate} Hz (8000 to 48000 Hz)")
+        with self._lock:
+            stream = self._model.create_stream(update_interval=1e9)  # updated here, not by add_audio
+            stream.start()
+        resampler = soxr.ResampleStream(sample_rate, MODEL_RATE, 1, dtype="float32") \
+            if sample_rate != MODEL_RATE else None
+        edge = [0.0] * int(EDGE_SECONDS * MODEL_RATE)
+        heard = bytearray()
+        completed: set[int] = set()
+        guess, unsent = "", 0.0
+        try:
+            self._add(stream, edge)
+            for piece in audio:
+                heard += piece
+                samples = np.frombuffer(piece[: len(piece) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
+                if resampler is not None:
+                    samples = resampler.resample_chunk(samples)
+                self._add(stream, samples.tolist())
+                unsent += len(piece) / 2 / sample_rate
+                if unsent >= STREAM_UPDATE_SECONDS:
+                    unsent = 0.0
+                    with self._lock:
+                        lines = stream.update_transcription().lines
+                    offset_ms = int(len(heard) / 2 / sample_rate * 1000)
+                    for event in self._line_events(lines, completed, offset_ms, final=False):
+                        if event.is_final or event.text != guess:
+                            guess = "" if event.is_final else event.text
+                            yield event
+            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True).tolist() if resampler else []
+            self._add(stream, tail + edge)
+            with self._lock:
+                lines = stream.stop().lines
+            if speech_frames(Recording(bytes(heard), sample_rate)) == 0:
+                return  # the model "hears" words in silence and line hiss
+            yield from self._line_events(lines, completed, int(len(heard) / 2 / sample_rate * 1000), final=True)
+        except Exception as exc:
+            if isinstance(exc, (AudioError, ProviderBadResponse)):
+                raise
+            if not type(exc).__module__.startswith("moonshine_voice"):
+                raise  # the audio's own error ends the stream and is raised again
+            raise ProviderBadResponse(f"{NAME}: the model could not decode the stream ({exc})", provider=NAME) from None
+        finally:
+            with self._lock:
+                stream.close()
+
+    def _add(self, stream: Any, samples: list[float]) -> None:
+        if samples:
+            with self._lock:
+                stream.add_audio(samples, MODEL_RATE)
+
+    @staticmethod
+    def _line_events(lines: Any, completed: set[int], offset_ms: int, *, final: bool) -> Iterator[TranscriptEvent]:
+        """A final event for each line completed since the last update (every line when the audio
+        has ended), then an interim one for the line still being spoken."""
+        for line in lines:
+            text = re.sub(r"\s+", " ", line.text).strip()
+            if line.line_id in completed or not text:
+                continue
+            if line.is_complete or final:
+                completed.add(line.line_id)
+                yield TranscriptEvent(text, is_final=True, offset_ms=offset_ms)
+            else:
+                yield TranscriptEvent(text, offset_ms=offset_ms)
