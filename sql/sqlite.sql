@@ -1,4 +1,4 @@
--- voiceassist schema (revision 0005) for sqlite.
+-- voiceassist schema (revision 0006) for sqlite.
 -- Written by `python -m voiceassist.storage.schema`; tests/test_storage.py keeps it equal to the
 -- models. Later changes arrive as migrations: `voiceassist db upgrade`.
 
@@ -48,6 +48,7 @@ CREATE TABLE voiceassist_turns (
 	action VARCHAR(20),
 	action_target VARCHAR(255),
 	speaker VARCHAR(20),
+	language VARCHAR(40),
 	recording_ms INTEGER,
 	stt_ms INTEGER,
 	llm_ms INTEGER,
@@ -65,4 +66,4 @@ CREATE TABLE voiceassist_turns (
 	FOREIGN KEY(call_id) REFERENCES voiceassist_calls (id) ON DELETE CASCADE
 );
 
-INSERT INTO voiceassist_alembic_version (version_num) VALUES ('0005');
+INSERT INTO voiceassist_alembic_version (version_num) VALUES ('0006');

@@ -95,7 +95,7 @@ def test_provider_clients_are_created_once_and_reused(server, tmp_path, monkeypa
     created = []
     real_create = registry.create_named
     monkeypatch.setattr(registry, "create_named",
-                        lambda cap, name, cfg: created.append(cap) or real_create(cap, name, cfg))
+                        lambda cap, name, cfg, *more: created.append(cap) or real_create(cap, name, cfg, *more))
     for n in range(3):
         FakeAsterisk(server.server_address[1], turn_env(tmp_path, f"1700000001.{n}")).run()
     assert sorted(created) == ["llm", "stt", "tts"]

@@ -225,3 +225,35 @@ def test_ask_answers_in_the_language_it_is_given(emulators, tmp_path):
     assert emulators["speech"].requests[-1].json()["config"]["languageCode"] == "de-DE"
     with wave.open(str(result.answer_wav)) as answer:
         assert answer.getnframes() > 0
+
+
+def test_the_first_question_tells_the_callers_language_and_the_call_goes_on_in_it(emulators, tmp_path):
+    from harness.speech import spoken_question
+    from voiceassist.admin.ask import ask
+    from voiceassist.call.assistant import Assistant
+    from voiceassist.storage.journal import Journal
+
+    question = tmp_path / "question.wav"
+    with wave.open(str(question), "wb") as wav:
+        wav.setnchannels(1), wav.setsampwidth(2), wav.setframerate(8000)
+        wav.writeframes(spoken_question(tmp_path / "q", "Wo ist Ihr Büro?", 3700, 8000))
+    emulators["speech"].transcripts = {3700: "Wo ist Ihr Büro?"}
+    emulators["speech"].languages = {3700: "de-DE"}
+    config = full_config(emulators, tmp_path, LANGUAGES + "[general]\ndetect_language = yes\n")
+    result = ask(Assistant(config), question)  # an English route
+    asked = emulators["speech"].requests[-1].json()["config"]
+    assert (asked["languageCode"], asked["alternativeLanguageCodes"]) == ("en-US", ["de-DE", "es-ES"])
+    assert result.status == "ok" and result.language == "de-DE", result.error
+    sent = emulators["gemini"].requests[-1].json()["systemInstruction"]["parts"][0]["text"]
+    assert "Always answer in German" in sent and "Hauptstraße zwölf" in sent  # German's knowledge file
+    assert result.providers["tts"] == "google_tts"  # [tts.de-DE]
+    _, turns = Journal(config).store().call_rows(result.uniqueid)
+    assert turns[0]["language"] == "de-DE"
+
+
+def test_without_detection_no_other_language_is_offered(emulators, tmp_path):
+    from voiceassist.types import Recording
+
+    config = full_config(emulators, tmp_path)
+    Assistant(config).providers("stt").call(lambda stt: stt.transcribe(Recording(b"\x00\x10" * 16000, 8000)))
+    assert "alternativeLanguageCodes" not in emulators["speech"].requests[-1].json()["config"]

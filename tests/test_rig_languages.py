@@ -92,3 +92,25 @@ def test_an_english_call_on_the_same_server_stays_english(rig, language_server, 
     assert "Always answer in" not in system_prompts(emulators)[-1]
     prompt_played_english = sound_heard(call.heard_path, SOUNDS / "greeting.ulaw")
     assert prompt_played_english > 0.9 and sound_heard(call.heard_path, SOUNDS / "de" / "greeting.ulaw") < 0.6
+
+
+def test_a_caller_speaking_german_on_an_english_route_is_answered_in_german_from_the_first_question(
+        rig, rig_config, emulators):
+    rig_config(languages_conf(Path(SRC_IN_CHROOT) / "voiceassist" / "templates") + "[general]\ndetect_language = yes\n")
+    office = make_question("de-office", "Wo ist Ihr Büro?", 3550, voice="de")
+    weekdays = make_question("de-weekdays", GERMAN_QUESTION, 3700, voice="de")
+    emulators["speech"].transcripts = {3550: "Wo ist Ihr Büro?", 3700: GERMAN_QUESTION}
+    emulators["speech"].languages = {3550: "de-DE", 3700: "de-DE"}
+    call = place_call(rig, "6104", [office, weekdays], context="voiceassist")  # the route sets no language
+    call.wait()
+    _, turns = db_rows("6104")
+    assert [(t["status"], t["language"]) for t in turns][:2] == [("ok", "de-DE"), ("ok", "de-DE")], turns
+    first, second = (r.json()["config"] for r in emulators["speech"].requests[-2:])
+    # The first question is offered every configured language; the second is asked in German.
+    assert (first["languageCode"], first["alternativeLanguageCodes"]) == ("en-US", ["de-DE", "es-ES"])
+    assert second["languageCode"] == "de-DE" and "alternativeLanguageCodes" not in second
+    assert all("Always answer in German" in sent for sent in system_prompts(emulators)[-2:])
+    assert turns[0]["tts_provider"] == turns[1]["tts_provider"] == "google_tts"  # [tts.de-DE]
+    # The greeting was English (nothing was known yet); after the first answer, German prompts.
+    assert sound_heard(call.heard_path, SOUNDS / "greeting.ulaw") > 0.9
+    prompt_played(call.heard_path, "anything-else", "de")

@@ -80,6 +80,10 @@ class General:
     # or "de_DE" picks de-DE); a call in a language not listed is served in `language`. A setting
     # that differs for one language goes in [<section>.<language>], e.g. [llm.de-DE] system_prompt.
     languages: tuple[str, ...] = setting((), pattern=LANGUAGE_TAG)
+    # Tell the caller's language from their first question (a recogniser that can: google_speech,
+    # offered up to three of `languages` besides the call's) and go on in it: the answer, the
+    # prompts (the call's CHANNEL(language) is changed) and the later questions.
+    detect_language: bool = False
     max_turns: int = setting(5, minimum=1, maximum=100)
     max_call_seconds: int = setting(300, minimum=10, maximum=86400)
     # Sound names for Playback, relative to Asterisk's sounds directory (no extension).

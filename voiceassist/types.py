@@ -73,6 +73,8 @@ class Transcript:
 
     text: str
     confidence: float | None = None
+    # The language the recogniser heard, as it names it (e.g. "de-de"), when it says; "" otherwise.
+    language: str = ""
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,8 @@ class TurnRecord:
     # A line of a transcribed call between people (the web console's live transcripts): who said
     # it, caller or callee; None for the assistant's own turns.
     speaker: str | None = None
+    # The language the turn was served in (a configured tag, e.g. de-DE).
+    language: str | None = None
     timings: dict[str, int] = field(default_factory=dict)
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
     finished_at: dt.datetime | None = None

@@ -50,12 +50,16 @@ class SpeechEmulator(Emulator):
     def __init__(self) -> None:
         super().__init__()
         self.transcripts: dict[float, str] = {}
+        # The language spoken after a marker (e.g. {3700: "de-DE"}): reported when the request
+        # offers it (its languageCode or alternativeLanguageCodes), as Google reports what it heard.
+        self.languages: dict[float, str] = {}
         self.default_transcript = "What are your opening hours?"
         self.confidence = 0.92
 
     def reset(self) -> None:
         super().reset()
         self.default_transcript = "What are your opening hours?"
+        self.languages = {}
 
     def error_body(self, status: int) -> dict[str, object]:
         names = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 403: "PERMISSION_DENIED"}
@@ -66,9 +70,11 @@ class SpeechEmulator(Emulator):
         if request.path.startswith("/v1/speech:recognize"):
             config = body.get("config", {})
             encodings, content = V1_ENCODINGS, body.get("audio", {}).get("content", "")
+            offered = [config.get("languageCode", "en-US"), *config.get("alternativeLanguageCodes", [])]
         elif V2_PATH.match(request.path):
             config = body.get("config", {}).get("explicitDecodingConfig", {})
             encodings, content = V2_ENCODINGS, body.get("content", "")
+            offered = body.get("config", {}).get("languageCodes", ["en-US"])
         else:
             return 404, b'{"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}', "application/json"
         encoding = config.get("encoding", 0)
@@ -81,13 +87,15 @@ class SpeechEmulator(Emulator):
         if loud < 5:
             payload = {"totalBilledTime": "1s", "requestId": "1"}
         else:
-            transcript = self.default_transcript
+            transcript, language = self.default_transcript, offered[0]
             if self.transcripts:
                 strengths = {f: marker_strength(pcm, rate, f) for f in self.transcripts}
                 frequency, strength = max(strengths.items(), key=lambda item: item[1])
                 if strength > 0.5:
                     transcript = self.transcripts[frequency]
+                    spoken = self.languages.get(frequency, "")
+                    language = next((tag for tag in offered if tag.lower() == spoken.lower()), language)
             payload = {"results": [{"alternatives": [{"transcript": transcript, "confidence": self.confidence}],
-                                    "resultEndTime": f"{len(pcm) / rate:.3f}s", "languageCode": "en-us"}],
+                                    "resultEndTime": f"{len(pcm) / rate:.3f}s", "languageCode": language.lower()}],
                        "totalBilledTime": f"{int(len(pcm) / rate) + 1}s", "requestId": "42"}
         return 200, json.dumps(payload).encode(), "application/json"

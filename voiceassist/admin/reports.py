@@ -122,7 +122,8 @@ def print_call(call: dict[str, Any], turns: Sequence[dict[str, Any]], out: IO[st
     if call.get("summary"):
         out.write(f"summary {_one_line(printable(call['summary']))}\n")
     for turn in turns:
-        out.write(f"\nturn {turn['turn_number']}  {turn['status']}  at {local_time(turn['started_at'])}\n")
+        language = f"  in {turn['language']}" if turn.get("language") else ""
+        out.write(f"\nturn {turn['turn_number']}  {turn['status']}  at {local_time(turn['started_at'])}{language}\n")
         if turn.get("transcript"):
             who = f"{turn['speaker']}:" if turn.get("speaker") else "caller:"  # a transcribed call's line
             out.write(f"  {who:<10} {_one_line(turn['transcript'])}\n")

@@ -107,6 +107,7 @@ DIALPLAN_DEFAULTS = {
 }
 
 # -- the variables we set ----------------------------------------------------------------------------
+CHANNEL_LANGUAGE = "CHANNEL(language)"  # the caller's language, when the first question told another
 ANSWER = "VA_ANSWER"            # sound the dialplan plays next ("": none)
 CONTINUE = "VA_CONTINUE"        # "1": offer another question; "0": goodbye
 STATE = "VA_STATE"              # where the call is: what the h extension says was interrupted
@@ -144,9 +145,11 @@ def tell_dialplan(session: AGISession, outcome: TurnOutcome, config: Config) -> 
     if session.hung_up:
         return
     variable_max_chars = config.general.variable_max_chars
+    # The caller speaks another configured language: the prompts and the next questions follow it.
+    language = {CHANNEL_LANGUAGE: outcome.language} if outcome.language else {}
     _set(session, {ANSWER: outcome.answer, CONTINUE: "1" if outcome.more else "0", STATUS: outcome.status,
                    TRANSCRIPT: outcome.transcript[:variable_max_chars], REPLY: outcome.reply[:variable_max_chars],
-                   LAST_ANSWER: outcome.last_answer, **action_variables(outcome.action, config)})
+                   LAST_ANSWER: outcome.last_answer, **action_variables(outcome.action, config), **language})
 
 
 def action_variables(action: Action | None, config: Config) -> dict[str, str]:

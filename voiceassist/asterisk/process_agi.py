@@ -97,7 +97,8 @@ def _listen(session: AGISession, config_path: str | None) -> None:
             listener_failed(session)
             return
         ready: dict[str, Assistant] = {}
-        warm_up = threading.Thread(target=_prepare, args=(config, ready), daemon=True) if request.answer else None
+        warm_up = (threading.Thread(target=_prepare, args=(config, ready, request.call.language), daemon=True)
+                   if request.answer else None)
         if warm_up is not None:
             warm_up.start()
         outcome = run_listener(session, request)
@@ -124,7 +125,7 @@ def _listen(session: AGISession, config_path: str | None) -> None:
         logger.exception("[AGI] unexpected error")
 
 
-def _prepare(config: Config, ready: dict[str, Assistant]) -> None:
+def _prepare(config: Config, ready: dict[str, Assistant], language: str = "") -> None:
     """Build what a turn needs (run in a thread while the caller speaks); errors surface later."""
     try:
         import importlib
@@ -138,7 +139,7 @@ def _prepare(config: Config, ready: dict[str, Assistant]) -> None:
         try:
             # The first provider of each chain: its SDK imported, its client created. Problems are
             # not reported here: the turn's fallback chain meets (and logs) the same ones.
-            assistant.prepare(every_provider=False)
+            assistant.in_language(language).prepare(every_provider=False, every_language=False)
             assistant.journal().store()
         except Exception:
             pass

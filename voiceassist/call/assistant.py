@@ -30,7 +30,8 @@ CAPABILITIES = (Capability.STT, Capability.LLM, Capability.TTS)
 class Assistant:
     """The config, and the provider chains and journal built from it when first needed (thread-safe)."""
 
-    def __init__(self, config: Config, *, shares_with: Assistant | None = None) -> None:
+    def __init__(self, config: Config, *, shares_with: Assistant | None = None,
+                 alternative_languages: tuple[str, ...] = ()) -> None:
         self.config = config
         self._lock = threading.Lock()
         self._chains: dict[Capability, ProviderChain] = {}
@@ -42,6 +43,8 @@ class Assistant:
         # outbox and live feed (one database, one console), and has provider chains of its own.
         self._main = shares_with or self
         self._languages: dict[str, Assistant] = {}
+        self._detecting: dict[str, Assistant] = {}
+        self.alternative_languages = alternative_languages  # what its recogniser also listens for
 
     def in_language(self, channel_language: str) -> Assistant:
         """The assistant for a call whose channel language is ``channel_language`` (Asterisk's
@@ -55,6 +58,19 @@ class Assistant:
             if tag not in main._languages:
                 main._languages[tag] = Assistant(main.config.for_language(tag), shares_with=main)
             return main._languages[tag]
+
+    def detecting(self) -> Assistant:
+        """This language's assistant, with a recogniser that also listens for the other configured
+        languages and says which it heard (``[general] detect_language``, the first question)."""
+        main, language = self._main, self.config.general.language
+        others = tuple(tag for tag in (main.config.general.language, *main.config.general.languages) if tag != language)
+        if not others:
+            return self
+        with main._lock:
+            if language not in main._detecting:
+                main._detecting[language] = Assistant(self.config, shares_with=main,
+                                                      alternative_languages=tuple(dict.fromkeys(others)))
+            return main._detecting[language]
 
     def languages(self) -> list[Assistant]:
         """This assistant and one per other configured language."""
@@ -81,7 +97,7 @@ class Assistant:
         capability = Capability(capability)
         with self._lock:
             if capability not in self._chains:
-                self._chains[capability] = providers.create_chain(capability, self.config)
+                self._chains[capability] = providers.create_chain(capability, self.config, self.alternative_languages)
             return self._chains[capability]
 
     def prepare(self, every_provider: bool = True, every_language: bool = True) -> list[str]:

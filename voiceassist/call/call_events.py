@@ -37,7 +37,7 @@ def turn_data(record: TurnRecord) -> dict[str, Any]:
             "reply": record.reply, "error": record.error, "interrupted": record.interrupted,
             "heard_reply": record.heard_reply, "action": record.action, "action_target": record.action_target,
             "providers": {"stt": record.stt_provider, "llm": record.llm_provider, "tts": record.tts_provider},
-            "timings_ms": dict(record.timings)}
+            "language": record.language, "timings_ms": dict(record.timings)}
 
 
 def tell_console(assistant: Assistant, type: str, call: CallInfo, **data: Any) -> None:

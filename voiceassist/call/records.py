@@ -15,7 +15,10 @@ from .channel import CallLog
 
 
 def store_turn(assistant: Assistant, call: CallInfo, record: TurnRecord, log: CallLog) -> str:
-    """Store ``record``; returns what happened (stored, duplicate, spooled, or NOT stored), logged."""
+    """Store ``record`` (in the language of ``assistant``'s calls unless it says one); returns what
+    happened (stored, duplicate, spooled, or NOT stored), logged."""
+    if record.language is None:
+        record.language = assistant.config.general.language
     try:
         outcome = assistant.journal().add_turn(call, record)
     except Exception as exc:  # StorageError, or a driver error: the call goes on

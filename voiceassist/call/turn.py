@@ -23,6 +23,7 @@ from ..audio.recording import read_recording, speech_frames
 from ..deadline import turn_deadline
 from ..errors import AudioError, CallerHungUp, ConfigError, ProviderBadResponse, ProviderError, VoiceAssistError
 from ..logs import logger
+from ..text.languages import primary
 from ..text.speakable import speakable
 from ..types import CallState, Exchange, Stage, ToolCall, TurnRecord, TurnStatus
 from .assistant import Assistant
@@ -33,7 +34,7 @@ from .keys import KeyAction, escape_keys, key_map
 from .conversation import open_reply
 from .playback import SentencePipeline
 from .records import call_history, store_turn
-from .requests import TurnRequest
+from .requests import TurnRequest, channel_language
 from .summary import recall
 
 # How many 20 ms frames above the silence threshold make a question worth sending to speech-to-text.
@@ -60,6 +61,9 @@ class TurnOutcome:
     action: Action | None = None
     # The answer's sound, for the repeat key ("": none kept).
     last_answer: str = ""
+    # The caller's language, when the turn found it is not the call's: the channel's language
+    # (CHANNEL(language)) becomes this, so the prompts and the next questions follow ("": unchanged).
+    language: str = ""
 
 
 class _NoSpeech(Exception):
@@ -96,13 +100,15 @@ class Turn:
         self.words = LiveWords(assistant, self.call)  # the console's live view
         general = self.config.general
         self.prompts = general.prompts.rstrip("/")
-        self.record = TurnRecord(turn_number=self.turn_number, recording_path=self.recording_path or None)
+        self.record = TurnRecord(turn_number=self.turn_number, recording_path=self.recording_path or None,
+                                 language=self.config.general.language)
         self.answer_sound = ""
         self.more = True
         self.pipelined = general.playback == "pipelined"
         self.started = time.monotonic()
         self.stage = Stage.STT
         self.action: Action | None = None
+        self.switched_to = ""  # the channel language the caller turned out to speak ("": the call's)
 
     def run(self) -> TurnOutcome:
         """Answer the question; store the turn whatever happens; say what the call does next."""
@@ -192,8 +198,13 @@ class Turn:
             raise _NoSpeech("recording is silent")
         self._raise_if_gone()
         t0 = time.monotonic()
-        transcript, self.record.stt_provider = self.assistant.providers("stt").call(
+        # The first question may tell the caller's language ([general] detect_language).
+        detecting = self.turn_number == 1 and self.config.general.detect_language
+        listener = self.assistant.detecting() if detecting else self.assistant
+        transcript, self.record.stt_provider = listener.providers("stt").call(
             lambda stt: stt.transcribe(recording), self._fallback_logger("STT"))
+        if detecting and transcript.language:
+            self._caller_speaks(transcript.language)
         self.record.timings["stt"] = self._elapsed_ms(t0)
         self.log("STT", f"{len(transcript.text)} chars in {self.record.timings['stt']} ms from "
                         f"{recording.seconds:.1f} s of audio by {self.record.stt_provider} "
@@ -204,6 +215,19 @@ class Turn:
         self.words.caller(self.turn_number, text, final=True)
         self.record.stt_confidence = transcript.confidence
         return text
+
+    def _caller_speaks(self, heard: str) -> None:
+        """The recogniser heard ``heard`` (e.g. "de-de"): a configured language other than the
+        call's serves the rest of the turn, and the dialplan is told to switch the channel to it."""
+        language = channel_language(heard)
+        assistant = self.assistant.in_language(language) if language else self.assistant
+        if assistant is self.assistant:
+            return
+        before = self.config.general.language
+        self.assistant, self.config = assistant, assistant.config
+        self.record.language = self.config.general.language
+        self.switched_to = primary(self.config.general.language)
+        self.log("STT", f"the caller speaks {heard}: answering in {self.config.general.language} (not {before})")
 
     def _history(self) -> list[Exchange]:
         return call_history(self.assistant, self.call, self.log)
@@ -437,4 +461,4 @@ class Turn:
         last = str(Path(self.record.answer_path).with_suffix("")) if self.record.answer_path else ""
         return TurnOutcome(answer=self.answer_sound, more=more, status=self.record.status,
                            transcript=self.record.transcript or "", reply=self.record.reply or "", action=action,
-                           last_answer=last)
+                           last_answer=last, language=self.switched_to)

@@ -48,6 +48,9 @@ class ProviderContext:
     knowledge_file: str = ""
     ffmpeg: str = "ffmpeg"
     unknown_answer: str = LLMChoice.unknown_answer  # [llm] unknown_answer
+    # Other languages the caller may be speaking ([general] detect_language, the first question):
+    # a recogniser that can tell offers them besides ``language`` and says which it heard.
+    alternative_languages: tuple[str, ...] = ()
 
     def knowledge(self) -> str:
         """The knowledge file's text ("" when none is configured)."""

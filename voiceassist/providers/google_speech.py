@@ -23,6 +23,8 @@ from .google_credentials import create_client, service_account_credentials
 from .sdk_errors import map_sdk_error
 
 NAME = "google_speech"
+# Google takes up to three languages besides the main one (alternative_language_codes).
+MAX_ALTERNATIVES = 3
 _CREDENTIALS_HINT = "set [google_speech] credentials_file or GOOGLE_APPLICATION_CREDENTIALS"
 # Audio bytes per StreamingRecognizeRequest: v2 takes at most 15 KB a message (v1 25 KB).
 _AUDIO_PIECE = 15_000
@@ -100,21 +102,24 @@ class GoogleSpeechToText(Provider[GoogleSpeechSettings]):
         return create_client(NAME, self._speech.SpeechClient, _CREDENTIALS_HINT, **kwargs)
 
     def _recognition_config(self, sample_rate: int) -> Any:
-        """LINEAR16 mono at ``sample_rate``, the configured model and language, punctuation."""
+        """LINEAR16 mono at ``sample_rate``, the configured model and language (with up to three
+        other languages the caller may speak, when the call detects its language), punctuation."""
         speech = self._speech
+        others = [tag for tag in self.context.alternative_languages if tag != self.language][:MAX_ALTERNATIVES]
         if self.version == "v2":
             types = speech.types
             return types.RecognitionConfig(
                 explicit_decoding_config=types.ExplicitDecodingConfig(
                     encoding=types.ExplicitDecodingConfig.AudioEncoding.LINEAR16,
                     sample_rate_hertz=sample_rate, audio_channel_count=1),
-                language_codes=[self.language], model=self.settings.model,
+                language_codes=[self.language, *others], model=self.settings.model,
                 features=types.RecognitionFeatures(enable_automatic_punctuation=True))
         return speech.RecognitionConfig(
             encoding=speech.RecognitionConfig.AudioEncoding.LINEAR16,
             sample_rate_hertz=sample_rate,
             audio_channel_count=1,
             language_code=self.language,
+            alternative_language_codes=others,
             model=self.settings.model,
             enable_automatic_punctuation=True,
         )
@@ -136,7 +141,9 @@ class GoogleSpeechToText(Provider[GoogleSpeechSettings]):
         confidence = None
         if response.results and response.results[0].alternatives:
             confidence = float(response.results[0].alternatives[0].confidence) or None
-        return Transcript(text=text, confidence=confidence)
+        # The language Google heard: said when alternatives were offered (else the one asked for).
+        heard = next((str(r.language_code) for r in response.results if r.alternatives and r.language_code), "")
+        return Transcript(text=text, confidence=confidence, language=heard)
 
     # -- streaming ---------------------------------------------------------------------------
     def stream(self, audio: Iterable[bytes], sample_rate: int) -> Iterator[TranscriptEvent]:

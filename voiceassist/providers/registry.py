@@ -140,14 +140,15 @@ def settings(provider: ProviderSpec, config: Config) -> Any:
     return values
 
 
-def context(config: Config) -> ProviderContext:
+def context(config: Config, alternative_languages: tuple[str, ...] = ()) -> ProviderContext:
     """What every provider of ``config``'s chains shares: the call's language (a config made by
     :meth:`~voiceassist.config.Config.for_language` is one language's), the knowledge file,
     ffmpeg and what to say to a question nobody can answer, in that language."""
     general = config.general
     return ProviderContext(language=general.language, knowledge_file=general.knowledge_file,
                            ffmpeg=config.audio.ffmpeg,
-                           unknown_answer=unknown_answer(config.llm.unknown_answer, general.language))
+                           unknown_answer=unknown_answer(config.llm.unknown_answer, general.language),
+                           alternative_languages=alternative_languages)
 
 
 def _today() -> datetime.date:
@@ -218,10 +219,11 @@ def resolve(capability: Capability | str, config: Config) -> str:
     return resolve_all(capability, config)[0]
 
 
-def create_named(capability: Capability | str, name: str, config: Config) -> Any:
+def create_named(capability: Capability | str, name: str, config: Config,
+                 alternative_languages: tuple[str, ...] = ()) -> Any:
     """Build the provider called ``name`` for ``capability`` from ``config``."""
     provider = spec(capability, name)
-    return provider_class(provider)(settings(provider, config), context(config))
+    return provider_class(provider)(settings(provider, config), context(config, alternative_languages))
 
 
 def create(capability: Capability | str, config: Config) -> Any:
@@ -229,11 +231,14 @@ def create(capability: Capability | str, config: Config) -> Any:
     return create_named(capability, resolve(capability, config), config)
 
 
-def create_chain(capability: Capability | str, config: Config) -> ProviderChain:
-    """The providers configured for ``capability``, tried in order (each created when first needed)."""
+def create_chain(capability: Capability | str, config: Config,
+                 alternative_languages: tuple[str, ...] = ()) -> ProviderChain:
+    """The providers configured for ``capability``, tried in order (each created when first
+    needed); ``alternative_languages``: what else the caller may be speaking (a recogniser that
+    can tell offers them)."""
     capability = Capability(capability)
     return ProviderChain(capability.value, resolve_all(capability, config),
-                         lambda name: create_named(capability.value, name, config))
+                         lambda name: create_named(capability.value, name, config, alternative_languages))
 
 
 def secret_values(config: Config) -> list[str]:

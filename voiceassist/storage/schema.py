@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 # The Alembic revision this schema is (the newest file in voiceassist/migrations/versions).
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 TURN_STATUSES = ("ok", "no_speech", "stt_error", "llm_error", "tts_error", "hangup", "error")
 
@@ -105,6 +105,7 @@ def build_metadata(prefix: str = "voiceassist_") -> sa.MetaData:
         sa.Column("action_target", sa.String(255)),
         # A transcribed call between people: who said the line (caller, callee); else NULL.
         sa.Column("speaker", sa.String(20)),
+        sa.Column("language", sa.String(40)),
         *[sa.Column(f"{stage}_ms", sa.Integer) for stage in TIMED_STAGES],
         sa.Column("started_at", UTCDateTime, nullable=False),
         sa.Column("finished_at", UTCDateTime),

@@ -197,6 +197,7 @@ class Store:
             "stt_provider": turn.stt_provider, "llm_provider": turn.llm_provider, "tts_provider": turn.tts_provider,
             "interrupted": bool(turn.interrupted), "heard_reply": turn.heard_reply,
             "action": turn.action, "action_target": turn.action_target, "speaker": turn.speaker,
+            "language": turn.language,
             "started_at": turn.started_at, "finished_at": turn.finished_at or _utcnow(),
             **{f"{stage}_ms": turn.timings.get(stage) for stage in TIMED_STAGES},
         }
