@@ -257,3 +257,19 @@ def test_without_detection_no_other_language_is_offered(emulators, tmp_path):
     config = full_config(emulators, tmp_path)
     Assistant(config).providers("stt").call(lambda stt: stt.transcribe(Recording(b"\x00\x10" * 16000, 8000)))
     assert "alternativeLanguageCodes" not in emulators["speech"].requests[-1].json()["config"]
+
+
+@pytest.mark.parametrize("language,right", [("de", 0.85), ("es", 0.90)])
+def test_german_and_spanish_callers_own_words_find_the_entry_and_nothing_else(language, right):
+    from benchmarks.knowledge_match import DEFAULT_THRESHOLD, LANGUAGES, load_questions, score, selected
+
+    questions = load_questions(REPO / "benchmarks" / "data" / LANGUAGES[language][0])
+    outcome = score([q.expected for q in questions],
+                    [selected(q.text, DEFAULT_THRESHOLD, language=language) for q in questions])
+    assert (outcome.covered, outcome.total) == (20, 30)
+    assert outcome.right >= right and outcome.wrong == 0.0, outcome
+
+
+def test_a_german_compound_is_read_as_its_last_part():
+    assert concepts("Gasheizkessel", "de") == concepts("Kessel", "de") == {"heizung"}
+    assert concepts("Hausbesuch", "de") == {"besuch"} and concepts("Gas", "de") == {"gas"}

@@ -23,6 +23,9 @@ class LanguageRules:
     synonyms: tuple[tuple[str, ...], ...]
     unknown_answer: str           # the default of [llm] unknown_answer in this language
     link: str                     # what a URL in a reply is read as
+    # German joins words: a "Gasheizkessel" is a kind of "Kessel", its last part. A word no
+    # synonym names is read as the longest synonym it ends with.
+    compounds: bool = False
 
 
 ENGLISH = LanguageRules(
@@ -64,22 +67,24 @@ hallo hat hatte hätte ich ihr ihre im in ist ja jemand jemanden kann kannst kei
 man mal mein meine mich mir mit möchte muss müssen nach nicht noch nun nur ob oder sagen schon sehr sein
 seine sich sie sind so soll sollte tag über um und uns unser unsere unter vielleicht vom von vor war wäre
 was weiß wann warum welche welchen welcher wenn wer wie wieder wir wird woher wohin würde würden
-zu zum zur frage fragen danke zwischen bis seit während ab gegen ohne
+zu zum zur frage fragen danke zwischen bis seit während ab gegen ohne heute mehr
 """.split()),
     synonyms=(
         ("kosten", "kostet", "preis", "preise", "gebühr", "gebühren", "teuer", "günstig", "bezahlen", "tarif",
-         "angebot"),
-        ("geöffnet", "öffnungszeiten", "offen", "geschlossen", "schließen", "uhrzeit", "zeiten"),
+         "angebot", "verlangen", "berechnen"),
+        ("geöffnet", "öffnungszeiten", "offen", "geschlossen", "schließen", "uhrzeit", "zeiten", "erreichbar"),
         ("wo", "adresse", "finde", "finden", "straße", "standort", "weg", "liegt", "befindet"),
         ("büro", "laden", "geschäft", "filiale", "werkstatt"),
         ("heizung", "heizkessel", "kessel", "therme", "boiler"),
-        ("reparieren", "reparatur", "repariert", "kaputt", "defekt", "wartung", "hilfe", "helfen"),
-        ("besuch", "hausbesuch", "anfahrt", "vorbeikommen", "kommen"),
+        ("reparieren", "reparatur", "repariert", "kaputt", "defekt", "wartung", "hilfe", "helfen", "funktioniert",
+         "funktionieren"),
+        ("besuch", "hausbesuch", "anfahrt", "haus", "hause", "zuhause"),
         ("wochentag", "wochentags", "woche", "werktags", "montag", "dienstag", "mittwoch", "donnerstag",
          "freitag"),
-        ("wochenende", "samstag", "sonntag", "sonntags"),
+        ("wochenende", "sonntag", "sonntags"),
         ("bahnhof", "zug", "bahn"),
     ),
+    compounds=True,
     unknown_answer=("Das weiß ich leider nicht. Ich kann eine Nachricht aufnehmen oder Sie mit jemandem "
                     "verbinden, der Ihnen helfen kann."),
     link="der Link auf unserer Webseite",
@@ -93,7 +98,7 @@ cuántas de del el
 él ella en es esa ese eso esta está están este esto estoy favor gracias hay hola la las le les lo los me
 mi mis muy más necesito no nos nuestro nuestra o para pero por porque pregunta puedo puede pueden que qué
 quiero quisiera saber se ser si sí sin sobre son su sus también tengo tiene tienen tu tú un una uno unos
-usted ustedes y ya yo buenos buenas días entre hasta desde durante hacia contra según tras
+usted ustedes y ya yo buenos buenas días hoy entre hasta desde durante hacia contra según tras
 """.split()),
     synonyms=(
         ("cuesta", "costo", "coste", "precio", "precios", "tarifa", "tarifas", "caro", "barato", "pagar",
@@ -104,7 +109,7 @@ usted ustedes y ya yo buenos buenas días entre hasta desde durante hacia contra
         ("oficina", "tienda", "local", "taller", "sucursal"),
         ("caldera", "calderas", "calefacción", "calentador"),
         ("reparar", "reparan", "arreglar", "arreglan", "reparación", "roto", "averiado", "avería", "ayuda",
-         "mantenimiento"),
+         "mantenimiento", "funciona", "funcionar"),
         ("visita", "desplazamiento", "domicilio", "casa", "venir"),
         ("semana", "laborables", "lunes", "martes", "miércoles", "jueves", "viernes"),
         ("finde", "sábado", "domingo", "domingos"),

@@ -86,7 +86,19 @@ def _content_words(text: str, rules: LanguageRules, limit: int | None = None) ->
 
 def _word_concepts(word: str, rules: LanguageRules) -> tuple[str, ...]:
     stem = _stem(word.replace("'", ""), rules)
-    return _concept_of(rules).get(stem, (stem,))
+    known = _concept_of(rules)
+    if stem not in known and rules.compounds:
+        # The head of a compound is its last part: "gasheizkessel" → "kessel" (parts of 5 letters
+        # or more, longest first, so "kessel" is not taken for a shorter word it ends with).
+        head = next((part for part in _compound_heads(rules) if stem.endswith(part) and stem != part), None)
+        if head is not None:
+            return known[head]
+    return known.get(stem, (stem,))
+
+
+@lru_cache(maxsize=16)
+def _compound_heads(rules: LanguageRules) -> tuple[str, ...]:
+    return tuple(sorted((stem for stem in _concept_of(rules) if len(stem) >= 5), key=len, reverse=True))
 
 
 @dataclass(frozen=True)
