@@ -273,3 +273,9 @@ def test_german_and_spanish_callers_own_words_find_the_entry_and_nothing_else(la
 def test_a_german_compound_is_read_as_its_last_part():
     assert concepts("Gasheizkessel", "de") == concepts("Kessel", "de") == {"heizung"}
     assert concepts("Hausbesuch", "de") == {"besuch"} and concepts("Gas", "de") == {"gas"}
+
+
+def test_a_language_section_applies_however_its_tag_is_cased(emulators, tmp_path):
+    config = full_config(emulators, tmp_path, LANGUAGES + "[llm.DE-de]\nsystem_prompt = Sie sind ein Telefonassistent.\n")
+    assert config.for_language("de-DE").llm.system_prompt == "Sie sind ein Telefonassistent."
+    assert not any("DE-de" in warning for warning in config.warnings)

@@ -614,7 +614,7 @@ class Config:
     typed: Mapping[str, Any] = field(default_factory=dict)
     problems: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
-    # [<section>.<language>]: per language tag, the settings that differ for its calls.
+    # [<section>.<language>]: per language tag (lower case), the settings that differ for its calls.
     overlays: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
 
     def language_for(self, channel_language: str) -> str:
@@ -634,14 +634,18 @@ class Config:
                 return tag
         return general.language
 
+    def language_sections(self, tag: str) -> Mapping[str, Mapping[str, str]]:
+        """The ``[<section>.<tag>]`` sections' settings by section (the tag's case does not matter)."""
+        return self.overlays.get(tag.lower(), {})
+
     def for_language(self, tag: str) -> Config:
         """This configuration as a call in language ``tag`` sees it: ``[general] language`` is
         ``tag`` and the settings of its ``[<section>.<tag>]`` sections win."""
-        if tag == self.general.language and tag not in self.overlays:
+        if tag == self.general.language and not self.language_sections(tag):
             return self
         merged = {name: dict(values) for name, values in self.sections.items()}
         changed = {"general"}
-        for base, values in self.overlays.get(tag, {}).items():
+        for base, values in self.language_sections(tag).items():
             merged.setdefault(base, {}).update(values)
             changed.add(base)
         merged["general"]["language"] = tag
@@ -785,6 +789,7 @@ def load_config(
     from_file: dict[str, set[str]] = {}
 
     overlays: dict[str, dict[str, dict[str, str]]] = {}
+    spelled: dict[str, str] = {}
     used_path: Path | None = None
     if file_path.exists() or explicit:
         parser = _parser()
@@ -803,7 +808,9 @@ def load_config(
             # provider's too: it is checked where the provider's settings are read.
             if (per_language := _LANGUAGE_SECTION.fullmatch(name)) and (per_language["base"] in sections
                                                                         or not complete):
-                overlays.setdefault(per_language["tag"], {}).setdefault(per_language["base"], {}).update(items)
+                tag = per_language["tag"]
+                spelled.setdefault(tag.lower(), tag)  # how the admin wrote it, for the messages
+                overlays.setdefault(tag.lower(), {}).setdefault(per_language["base"], {}).update(items)
                 continue
             merged.setdefault(name, {}).update(items)
             from_file.setdefault(name, set()).update(items)
@@ -840,7 +847,7 @@ def load_config(
         problems += refused
         warnings += [f"unknown setting [{name}] {key} in {source} (ignored; a typo?)" for key in unknown]
     problems += _unknown_destinations(typed, source)
-    problems += _check_overlays(overlays, merged, sections, typed, source, warnings)
+    problems += _check_overlays(overlays, spelled, merged, sections, typed, source, warnings)
     webhooks = typed.get("webhooks")
     if webhooks is not None and (webhooks.urls or webhooks.lookup_url) and not webhooks.secret:
         problems.append(f"[webhooks] secret (in {source}) must be set when [webhooks] urls is: every request is signed")
@@ -854,7 +861,8 @@ def load_config(
     return Config(merged, used_path, tuple(sorted(applied)), typed, tuple(problems), tuple(warnings), overlays)
 
 
-def _check_overlays(overlays: dict[str, dict[str, dict[str, str]]], merged: Mapping[str, Mapping[str, str]],
+def _check_overlays(overlays: dict[str, dict[str, dict[str, str]]], spelled: Mapping[str, str],
+                    merged: Mapping[str, Mapping[str, str]],
                     sections: Mapping[str, type], typed: Mapping[str, Any], source: str,
                     warnings: list[str]) -> list[str]:
     """The problems of the ``[<section>.<language>]`` sections (each checked as its section with
@@ -862,8 +870,9 @@ def _check_overlays(overlays: dict[str, dict[str, dict[str, str]]], merged: Mapp
     problems: list[str] = []
     general = typed.get("general")
     listed = {tag.lower() for tag in (general.language, *general.languages)} if general else set()
-    for tag, per_section in overlays.items():
-        if tag.lower() not in listed:
+    for key, per_section in overlays.items():
+        tag = spelled.get(key, key)
+        if key not in listed:
             warnings.append(f"[...{tag}] sections in {source}: {tag} is not [general] language or in "
                             "[general] languages, so no call uses them")
         for base, values in per_section.items():

@@ -52,7 +52,7 @@ class Assistant:
         language it picks (:meth:`~voiceassist.config.Config.language_for`); made once per language."""
         main = self._main
         tag = main.config.language_for(channel_language)
-        if tag == main.config.general.language and tag not in main.config.overlays:
+        if tag == main.config.general.language and not main.config.language_sections(tag):
             return main
         with main._lock:
             if tag not in main._languages:
