@@ -56,3 +56,23 @@ def test_real_time_calls_beyond_max_calls_are_told_busy(tmp_path, emulators):
     assert not live.try_begin()
     live.end()
     assert live.try_begin()
+
+
+def test_a_live_call_in_german_hears_the_german_prompts(tmp_path, emulators):
+    from pathlib import Path
+
+    from voiceassist.audio.conversion import ulaw_to_pcm
+
+    config = config_for(emulators, tmp_path, extra="[general]\nlanguages = de-DE\n[live]\ngoodbye_after = 2\n")
+    live = LiveCalls(Assistant(config))
+    leg = PhoneLeg(call_id=live.announce(CALL, language="de"))
+    assert live.accept(leg)
+    leg.start()
+    leg.hang_up_at(6)
+    assert live.withdraw(leg.call_id) is not None
+    assert leg.wait_closed(15)
+    sounds = Path(__file__).resolve().parents[1] / "sounds"
+    greeting = ulaw_to_pcm((sounds / "de" / "live-greeting.ulaw").read_bytes(), 8000, 8000)
+    english = ulaw_to_pcm((sounds / "live-greeting.ulaw").read_bytes(), 8000, 8000)
+    heard = leg.heard_pcm()
+    assert greeting[4000:12000] in heard and english[4000:12000] not in heard
