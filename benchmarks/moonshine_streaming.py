@@ -1,11 +1,12 @@
 """Moonshine in the real-time conversation: streamed while the caller speaks, or transcribed whole
 once they stop, side by side on the same clips.
 
-    .venv/bin/python -m benchmarks.moonshine_streaming [--voices en-us piper-1.0] [--limit N]
+    .venv/bin/python -m benchmarks.moonshine_streaming [--voices en-us piper-1.0] [--limit N] [--pairs N]
 
 The questions of ``benchmarks/data/paraphrases.tsv``, spoken by each voice through the 8 kHz μ-law
-line (``benchmarks.stt_accuracy.make_clips``), are given to one Moonshine provider (created by the
-registry, as a call creates it) in two ways:
+line (``benchmarks.stt_accuracy.make_clips``), one at a time and (``--pairs``, 25) two of them in
+one breath 0.6 s apart, are given to one Moonshine provider (created by the registry, as a call
+creates it) in two ways:
 
 * **whole**: the clip's recording transcribed once it has ended (what the AGI flow does, and the
   real-time conversation with a recogniser that does not stream);
@@ -17,8 +18,8 @@ Reported, per way: the time from the end of the audio to the last words (end of 
 what the conversation waits for before it can answer), mean, median and p90; for the stream, how
 long after the caller starts the first words appear (the console's live words) and the share of
 clips whose first sentence was final before the audio ended; word accuracy of each way's words
-(``benchmarks.stt_accuracy.word_accuracy``). 50 questions x 2 voices take about 5 minutes, most
-of it the real-time pacing.
+(``benchmarks.stt_accuracy.word_accuracy``). 50 questions x 2 voices and 25 pairs take about 8
+minutes, most of it the real-time pacing.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--voices", nargs="+", default=["en-us", "piper-1.0"])
     parser.add_argument("--limit", type=int, help="only this many questions, spread over the file")
+    parser.add_argument("--pairs", type=int, default=25, help="clips of two questions in one breath (default 25)")
     args = parser.parse_args(argv)
 
     from voiceassist import providers
@@ -112,20 +114,32 @@ def main(argv: list[str] | None = None) -> int:
         stt = providers.create_named("stt", "moonshine", load_config(conf, environ={}))
         print(f"making {len(questions) * len(args.voices)} clips ...", flush=True)
         clips = make_clips(questions, args.voices, directory / "clips")
-        whole_latency, whole_pairs, streamed = [], [], []
-        stream_pairs = []
-        for clip in clips:
-            recording = read_recording(clip.path, MAX_SECONDS)
-            reference = normalise(questions[clip.question].text)
-            started = time.monotonic()
-            text = stt.transcribe(recording).text
-            whole_latency.append(time.monotonic() - started)
-            whole_pairs.append((reference, normalise(text)))
-            result = stream_clip(stt, recording.pcm, recording.sample_rate)
-            streamed.append(result)
-            stream_pairs.append((reference, normalise(result.text)))
-    audio_seconds = sum(clip.seconds for clip in clips)
-    print(f"\nMoonshine tiny-en, {len(clips)} clips ({audio_seconds:.0f} s of speech), voices {', '.join(args.voices)}\n")
+        recordings = [read_recording(clip.path, MAX_SECONDS) for clip in clips]
+        single = [(r.pcm, normalise(questions[clip.question].text)) for r, clip in zip(recordings, clips)]
+        # Two questions in one breath: consecutive clips of a voice, 0.6 s apart.
+        pause = bytes(int(0.6 * 8000) * 2)
+        double = [(single[i][0] + pause + single[i + 1][0], single[i][1] + " " + single[i + 1][1])
+                  for i in range(0, len(single) - 1, 2) if clips[i].voice == clips[i + 1].voice][: args.pairs]
+        for name, items in (("one question", single), ("two questions in one breath", double)):
+            if items:
+                report(stt, name, items)
+    return 0
+
+
+def report(stt: object, name: str, items: list[tuple[bytes, str]]) -> None:
+    from voiceassist.types import Recording
+
+    whole_latency, whole_pairs, streamed, stream_pairs = [], [], [], []
+    for pcm, reference in items:
+        started = time.monotonic()
+        text = stt.transcribe(Recording(pcm, 8000)).text  # type: ignore[attr-defined]
+        whole_latency.append(time.monotonic() - started)
+        whole_pairs.append((reference, normalise(text)))
+        result = stream_clip(stt, pcm, 8000)
+        streamed.append(result)
+        stream_pairs.append((reference, normalise(result.text)))
+    audio_seconds = sum(len(pcm) / 16000 for pcm, _ in items)
+    print(f"\nMoonshine tiny-en, {name}: {len(items)} clips ({audio_seconds:.0f} s of speech)\n")
     print(f"end of audio -> last words   whole     {_summary(whole_latency)}")
     print(f"                             streamed  {_summary([s.end_to_words for s in streamed])}")
     ratio = statistics.fmean(s.end_to_words for s in streamed) / statistics.fmean(whole_latency)
@@ -135,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     early = sum(s.final_before_end for s in streamed) / len(streamed)
     print(f"clips with words final before the audio ended: {early:.0%}")
     print(f"word accuracy                whole {word_accuracy(whole_pairs):.1%}   "
-          f"streamed {word_accuracy(stream_pairs):.1%}")
-    return 0
+          f"streamed {word_accuracy(stream_pairs):.1%}", flush=True)
 
 
 if __name__ == "__main__":

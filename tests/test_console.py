@@ -58,7 +58,7 @@ def console(tmp_path):
     journal.add_turn(hostile, TurnRecord(1, transcript="When are you open on Saturday?", reply="From 9 to 1.",
                                          recording_path=str(question), answer_path=str(answer),
                                          stt_provider="google_speech", llm_provider="gemini", tts_provider="openai_tts",
-                                         timings={"speech_to_audio": 840, "stt": 210, "llm_first": 320, "tts": 190,
+                                         language="es-ES", timings={"speech_to_audio": 840, "stt": 210, "llm_first": 320, "tts": 190,
                                                   "first_audio": 880}, started_at=now - dt.timedelta(hours=3)))
     journal.end_call(hostile, "done")
     for n in range(60):  # enough for two pages
@@ -210,6 +210,7 @@ def test_in_the_browser_a_hostile_caller_name_is_text_and_the_call_plays_its_aud
     screenshot(browser, tmp_path, "calls")
     browser.get(console.base + "/calls/1765000000.7")
     assert HOSTILE_NAME in browser.find_element(By.ID, "caller").text
+    assert browser.find_element(By.CSS_SELECTOR, "#turn-1 .language").text == "es-ES"  # the language it was served in
     durations = {}
     for kind in ("question", "answer"):
         durations[kind] = audio_duration(browser, f"audio.{kind}-audio")

@@ -95,7 +95,9 @@ class MoonshineSpeechToText(Provider[MoonshineSettings]):
         """Words while the caller speaks (see
         :meth:`~voiceassist.providers.base.StreamingSpeechToText.stream`), from Moonshine's own
         stream: its guess at the line being spoken every :data:`STREAM_UPDATE_SECONDS` of audio
-        (interim), and each line it completes at a pause (final), the last one when the audio ends.
+        (interim), and each line it completes at a pause (final). What follows the last completed
+        line is decoded whole once the audio ends: the stream's own last words, decoded without
+        the audio after them, gave 77.5 % word accuracy against 82.0 % (benchmarks.moonshine_streaming).
         A stream whose audio never rose above the line's silence level gives no words."""
         if not 8000 <= sample_rate <= 48000:
             raise AudioError(f"{NAME}: cannot stream audio at {sample_rate} Hz (8000 to 48000 Hz)")
@@ -104,12 +106,12 @@ class MoonshineSpeechToText(Provider[MoonshineSettings]):
             stream.start()
         resampler = soxr.ResampleStream(sample_rate, MODEL_RATE, 1, dtype="float32") \
             if sample_rate != MODEL_RATE else None
-        edge = [0.0] * int(EDGE_SECONDS * MODEL_RATE)
         heard = bytearray()
         completed: set[int] = set()
+        settled = 0.0  # seconds of the stream (after its leading edge) its completed lines cover
         guess, unsent = "", 0.0
         try:
-            self._add(stream, edge)
+            self._add(stream, [0.0] * int(EDGE_SECONDS * MODEL_RATE))
             for piece in audio:
                 heard += piece
                 samples = np.frombuffer(piece[: len(piece) // 2 * 2], dtype="<i2").astype(np.float32) / 32768.0
@@ -117,47 +119,37 @@ class MoonshineSpeechToText(Provider[MoonshineSettings]):
                     samples = resampler.resample_chunk(samples)
                 self._add(stream, samples.tolist())
                 unsent += len(piece) / 2 / sample_rate
-                if unsent >= STREAM_UPDATE_SECONDS:
-                    unsent = 0.0
-                    with self._lock:
-                        lines = stream.update_transcription().lines
-                    offset_ms = int(len(heard) / 2 / sample_rate * 1000)
-                    for event in self._line_events(lines, completed, offset_ms, final=False):
-                        if event.is_final or event.text != guess:
-                            guess = "" if event.is_final else event.text
-                            yield event
-            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True).tolist() if resampler else []
-            self._add(stream, tail + edge)
-            with self._lock:
-                lines = stream.stop().lines
-            if speech_frames(Recording(bytes(heard), sample_rate)) == 0:
-                return  # the model "hears" words in silence and line hiss
-            yield from self._line_events(lines, completed, int(len(heard) / 2 / sample_rate * 1000), final=True)
+                if unsent < STREAM_UPDATE_SECONDS:
+                    continue
+                unsent = 0.0
+                with self._lock:
+                    lines = stream.update_transcription().lines
+                offset_ms = int(len(heard) / 2 / sample_rate * 1000)
+                for line in lines:
+                    text = re.sub(r"\s+", " ", line.text).strip()
+                    if line.line_id in completed or not text:
+                        continue
+                    if line.is_complete:
+                        completed.add(line.line_id)
+                        settled = max(settled, line.start_time + line.duration - EDGE_SECONDS)
+                        guess = ""
+                        yield TranscriptEvent(text, is_final=True, offset_ms=offset_ms)
+                    elif text != guess:
+                        guess = text
+                        yield TranscriptEvent(text, offset_ms=offset_ms)
         except Exception as exc:
-            if isinstance(exc, (AudioError, ProviderBadResponse)):
-                raise
-            if not type(exc).__module__.startswith("moonshine_voice"):
+            if isinstance(exc, AudioError) or not type(exc).__module__.startswith("moonshine_voice"):
                 raise  # the audio's own error ends the stream and is raised again
             raise ProviderBadResponse(f"{NAME}: the model could not decode the stream ({exc})", provider=NAME) from None
         finally:
             with self._lock:
                 stream.close()
+        rest = bytes(heard[int(max(0.0, settled) * sample_rate) * 2:])
+        words = self.transcribe(Recording(rest, sample_rate)).text  # "" for a silent rest
+        if words:
+            yield TranscriptEvent(words, is_final=True, offset_ms=int(len(heard) / 2 / sample_rate * 1000))
 
     def _add(self, stream: Any, samples: list[float]) -> None:
         if samples:
             with self._lock:
                 stream.add_audio(samples, MODEL_RATE)
-
-    @staticmethod
-    def _line_events(lines: Any, completed: set[int], offset_ms: int, *, final: bool) -> Iterator[TranscriptEvent]:
-        """A final event for each line completed since the last update (every line when the audio
-        has ended), then an interim one for the line still being spoken."""
-        for line in lines:
-            text = re.sub(r"\s+", " ", line.text).strip()
-            if line.line_id in completed or not text:
-                continue
-            if line.is_complete or final:
-                completed.add(line.line_id)
-                yield TranscriptEvent(text, is_final=True, offset_ms=offset_ms)
-            else:
-                yield TranscriptEvent(text, offset_ms=offset_ms)
