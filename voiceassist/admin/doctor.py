@@ -22,6 +22,7 @@ from pathlib import Path
 from ..config import DEFAULT_CONFIG_PATH, LEGACY_CONFIG_PATH, Config, default_config_path
 from ..errors import UntrustedFile, VoiceAssistError
 from ..system.shipped import shipped_path
+from ..text.languages import primary
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -238,7 +239,7 @@ class Doctor:
             return
         general = self.config.general
         for tag in dict.fromkeys((general.language, *general.languages)):
-            code = tag.split("-")[0].lower()
+            code = primary(tag)
             if code == "en":
                 continue
             directory = sounds_in(code)

@@ -1,8 +1,9 @@
 """The conversation a chat model is asked to continue, built in one place for every model.
 
-Its instructions are ``[llm] system_prompt`` (told the call's language when it is not English) with the admin's knowledge file as grounding: all of
-it for the cloud models, only the sections that match the question for a model with a small
-context (``max_fact_chars``); then the call's earlier exchanges and the new question.
+Its instructions are ``[llm] system_prompt`` (told the call's language when it is not English)
+with the admin's knowledge file as grounding: all of it for the cloud models, only the sections
+that match the question for a model with a small context (``max_fact_chars``); then the call's
+earlier exchanges and the new question.
 """
 
 from __future__ import annotations

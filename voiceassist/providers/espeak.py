@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..config import setting
 from ..errors import ProviderBadResponse, ProviderError, ProviderNotInstalled
+from ..text.languages import primary
 from ..types import SpeechAudio
 from .base import Provider
 
@@ -27,7 +28,7 @@ _REGIONAL_VOICES = frozenset({"en-us", "en-gb", "es-419", "pt-br", "fr-be", "fr-
 def voice_for(language: str) -> str:
     """espeak-ng's voice for a language tag: en-US → en-us, es-419 → es-419, de-DE → de."""
     tag = language.replace("_", "-").lower()
-    return tag if tag in _REGIONAL_VOICES else tag.split("-")[0]
+    return tag if tag in _REGIONAL_VOICES else primary(tag)
 
 
 class EspeakTextToSpeech(Provider[EspeakSettings]):
@@ -39,8 +40,8 @@ class EspeakTextToSpeech(Provider[EspeakSettings]):
             raise ProviderBadResponse(f"{NAME}: nothing to say", provider=NAME)
         try:
             # The text goes on stdin, never on the command line (it may start with "-").
-            result = subprocess.run(["espeak-ng", "-v", self.settings.voice or voice_for(self.language), "-s", str(self.settings.words_per_minute),
-                                     "--stdout"],
+            voice = self.settings.voice or voice_for(self.language)
+            result = subprocess.run(["espeak-ng", "-v", voice, "-s", str(self.settings.words_per_minute), "--stdout"],
                                     input=text.encode("utf-8"), capture_output=True, timeout=20, check=False)
         except FileNotFoundError:
             raise ProviderNotInstalled("espeak-ng is not installed: apt-get install espeak-ng", provider=NAME) from None
