@@ -279,3 +279,22 @@ def test_a_language_section_applies_however_its_tag_is_cased(emulators, tmp_path
     config = full_config(emulators, tmp_path, LANGUAGES + "[llm.DE-de]\nsystem_prompt = Sie sind ein Telefonassistent.\n")
     assert config.for_language("de-DE").llm.system_prompt == "Sie sind ein Telefonassistent."
     assert not any("DE-de" in warning for warning in config.warnings)
+
+
+def test_a_language_sections_knowledge_file_others_can_write_is_refused_as_root(emulators, tmp_path):
+    import os
+
+    from voiceassist.errors import UntrustedFile
+
+    if os.geteuid() != 0:
+        pytest.skip("the trust check applies to root only")
+    planted = tmp_path / "wissen.md"
+    planted.write_text("## Wann haben Sie geöffnet?\nImmer.\n")
+    planted.chmod(0o666)  # anyone could rewrite what German callers are told
+    with pytest.raises(UntrustedFile, match="knowledge file"):
+        full_config(emulators, tmp_path, LANGUAGES + f"[general.de-DE]\nknowledge_file = {planted}\n")
+    planted.chmod(0o644)
+    link = tmp_path / "link.md"
+    link.symlink_to(planted)
+    with pytest.raises(UntrustedFile, match="symbolic link"):
+        full_config(emulators, tmp_path, LANGUAGES + f"[general.de-DE]\nknowledge_file = {link}\n")
